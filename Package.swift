@@ -1,0 +1,68 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// PSAD-Swift. Module layout and dependency direction: see DESIGN.md
+/// (Tensor <- Vision <- Models <- Anomaly <- Stages <- Worker; Shared is
+/// data and protocol only).
+let package = Package(
+    name: "psad-swift",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "psad-coordinator", targets: ["Coordinator"]),
+        .executable(name: "psad-worker", targets: ["Worker"]),
+        .executable(name: "psad-bench", targets: ["Bench"]),
+        .library(name: "Tensor", targets: ["Tensor"]),
+        .library(name: "Vision", targets: ["Vision"]),
+        .library(name: "Shared", targets: ["Shared"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries. Each is a module map plus a shim header and
+        // carries no API of its own: only the Swift layer above uses them.
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        // A plain module map: libzmq's pkg-config file adds flags SwiftPM rejects.
+        .systemLibrary(
+            name: "CZeroMQ", path: "Sources/CZeroMQ",
+            providers: [.apt(["libzmq3-dev"])]),
+        // Owns every libpng call, so libpng's longjmp never crosses a Swift frame.
+        .target(
+            name: "CPNG", path: "Sources/CPNG",
+            linkerSettings: [.linkedLibrary("png")]),
+
+        .target(name: "Tensor", dependencies: ["COpenBLAS"]),
+        .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
+        .target(name: "Shared", dependencies: ["CZeroMQ"]),
+        .executableTarget(
+            name: "Coordinator",
+            dependencies: [
+                "Shared", "Tensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "Worker",
+            dependencies: [
+                "Shared", "Tensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "Bench",
+            dependencies: [
+                "Tensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "VisionTests", dependencies: ["Vision", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "SharedTests", dependencies: ["Shared"]),
+    ]
+)

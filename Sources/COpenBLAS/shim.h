@@ -1,0 +1,2 @@
+// No stable API: this header only feeds the Tensor module.
+#include <cblas.h>

@@ -1,0 +1,1 @@
+public enum PSADVersion { public static let protocolVersion: UInt8 = 1 }

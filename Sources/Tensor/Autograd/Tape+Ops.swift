@@ -1,0 +1,100 @@
+extension Tape {
+    public func conv2d(_ x: Variable, weight: Variable, bias: Variable? = nil,
+                       geometry: Conv2dGeometry = Conv2dGeometry()) -> Variable {
+        let y = Tensor.conv2d(x.value, weight: weight.value, bias: bias?.value, geometry: geometry)
+        return record(y) { g in
+            let (dx, dw, db) = Tensor.conv2dBackward(x.value, weight: weight.value, outputGradient: g,
+                                                     geometry: geometry)
+            x.accumulate(dx)
+            weight.accumulate(dw)
+            bias?.accumulate(db)
+        }
+    }
+
+    /// Training-mode batch norm: batch statistics, running statistics updated in `parameters`.
+    public func batchNorm(_ x: Variable, gamma: Variable, beta: Variable,
+                          parameters: inout BatchNormParameters) -> Variable {
+        parameters.gamma = gamma.value
+        parameters.beta = beta.value
+        let (y, cache) = Tensor.batchNormTraining(x.value, &parameters)
+        return record(y) { g in
+            let (dx, dgamma, dbeta) = Tensor.batchNormTrainingBackward(g, gamma: gamma.value, cache: cache)
+            x.accumulate(dx)
+            gamma.accumulate(dgamma)
+            beta.accumulate(dbeta)
+        }
+    }
+
+    public func relu(_ x: Variable) -> Variable {
+        record(x.value.relu()) { g in x.accumulate(Tensor.clampBackward(g, input: x.value, low: 0, high: .infinity)) }
+    }
+
+    public func resizeBilinear(_ x: Variable, height: Int, width: Int, alignCorners: Bool) -> Variable {
+        let (_, _, h, w) = x.value.nchw
+        return record(Tensor.resizeBilinear(x.value, height: height, width: width, alignCorners: alignCorners)) { g in
+            x.accumulate(Tensor.resizeBilinearBackward(g, inputHeight: h, inputWidth: w, alignCorners: alignCorners))
+        }
+    }
+
+    public func concatChannels(_ parts: [Variable]) -> Variable {
+        let sizes = parts.map { $0.value.shape[1] }
+        return record(Tensor.concatChannels(parts.map(\.value))) { g in
+            var offset = 0
+            for (p, c) in zip(parts, sizes) {
+                p.accumulate(g.channels(offset..<(offset + c)))
+                offset += c
+            }
+        }
+    }
+
+    public func add(_ a: Variable, _ b: Variable) -> Variable {
+        record(a.value + b.value) { g in
+            a.accumulate(g)
+            b.accumulate(g)
+        }
+    }
+
+    /// Multiplies by a constant.
+    public func scale(_ x: Variable, by factor: Float) -> Variable {
+        record(x.value * factor) { g in x.accumulate(g * factor) }
+    }
+
+    public func softmaxChannels(_ z: Variable) -> Variable {
+        let p = z.value.softmaxChannels()
+        return record(p) { g in z.accumulate(Tensor.softmaxChannelsBackward(g, output: p)) }
+    }
+
+    /// Sum of scalar terms, each with a weight: sum_i w_i * L_i.
+    public func weightedSum(_ terms: [(Variable, Float)]) -> Variable {
+        let total = terms.reduce(Float(0)) { $0 + $1.0.value.storage[0] * $1.1 }
+        return record(Tensor(shape: [1], storage: [total])) { g in
+            for (v, w) in terms { v.accumulate(Tensor(shape: v.shape, storage: [g.storage[0] * w])) }
+        }
+    }
+
+    // MARK: Losses (scalars of shape [1])
+
+    public func crossEntropy(logits: Variable, labels: [Int32]) -> Variable {
+        lossNode(SegmentationLoss.crossEntropy(logits: logits.value, labels: labels), input: logits)
+    }
+
+    public func dice(probabilities: Variable, target: Tensor, eps: Float = 1e-4) -> Variable {
+        lossNode(SegmentationLoss.dice(probabilities: probabilities.value, target: target, eps: eps), input: probabilities)
+    }
+
+    public func entropy(probabilities: Variable, eps: Float = 1e-5) -> Variable {
+        lossNode(SegmentationLoss.entropy(probabilities: probabilities.value, eps: eps), input: probabilities)
+    }
+
+    public func histogramMatching(probabilities: Variable, targetFractions: Tensor, classes: [Int]) -> Variable {
+        lossNode(SegmentationLoss.histogramMatching(probabilities: probabilities.value,
+                                                    targetFractions: targetFractions, classes: classes),
+                 input: probabilities)
+    }
+
+    private func lossNode(_ result: (value: Float, gradient: Tensor), input: Variable) -> Variable {
+        record(Tensor(shape: [1], storage: [result.value])) { g in
+            input.accumulate(result.gradient * g.storage[0])
+        }
+    }
+}

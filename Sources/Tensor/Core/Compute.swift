@@ -1,0 +1,56 @@
+import COpenBLAS
+import Dispatch
+import Foundation
+
+/// Process-wide compute settings: how many threads the non-GEMM kernels
+/// split their work over, and how many OpenBLAS uses.
+///
+/// Set once at start-up with ``configure(threads:)`` (or the `PSAD_THREADS`
+/// environment variable). Kernels partition work into contiguous ranges that
+/// depend only on the thread count, so results are bit-identical for a fixed
+/// count.
+public enum Compute {
+    nonisolated(unsafe) private static var _threads: Int = {
+        let value = ProcessInfo.processInfo.environment["PSAD_THREADS"].flatMap(Int.init)
+            ?? ProcessInfo.processInfo.activeProcessorCount
+        let threads = max(1, value)
+        openblas_set_num_threads(Int32(threads))
+        return threads
+    }()
+
+    /// Threads used by the kernels (and by OpenBLAS).
+    public static var threads: Int { _threads }
+
+    /// Sets the thread count for kernels and OpenBLAS. Call before any work starts.
+    public static func configure(threads: Int) {
+        _threads = max(1, threads)
+        openblas_set_num_threads(Int32(_threads))
+    }
+
+    /// Runs `body` over `0..<count` split into at most `threads` contiguous
+    /// ranges. Work smaller than `grain` items per range runs on the caller.
+    /// Each index is visited exactly once; ranges never overlap, so bodies
+    /// writing disjoint outputs need no synchronisation.
+    public static func parallelFor(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(threads, max(1, count / max(grain, 1)))
+        if chunks <= 1 {
+            body(0..<count)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let work = RangeWork(run: body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let start = count * chunk / chunks
+                let end = count * (chunk + 1) / chunks
+                if start < end { work.run(start..<end) }
+            }
+        }
+    }
+}
+
+/// The body of a ``Compute/parallelFor(_:grain:_:)``. Callers promise that
+/// the ranges write disjoint memory, which is what makes sharing it sound.
+private struct RangeWork: @unchecked Sendable {
+    let run: (Range<Int>) -> Void
+}

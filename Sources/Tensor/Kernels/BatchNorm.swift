@@ -1,0 +1,156 @@
+/// Batch normalisation over the channels of an NCHW tensor (PyTorch's
+/// `BatchNorm2d`): y = gamma * (x - mean) / sqrt(var + eps) + beta.
+public struct BatchNormParameters: Equatable, Sendable {
+    public var gamma: Tensor
+    public var beta: Tensor
+    public var runningMean: Tensor
+    public var runningVar: Tensor
+    public var eps: Float
+    public var momentum: Float
+
+    public init(channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        gamma = Tensor(zeros: [channels], value: 1)
+        beta = Tensor(zeros: [channels])
+        runningMean = Tensor(zeros: [channels])
+        runningVar = Tensor(zeros: [channels], value: 1)
+        self.eps = eps
+        self.momentum = momentum
+    }
+
+    public init(gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+                eps: Float = 1e-5, momentum: Float = 0.1) {
+        let c = gamma.count
+        precondition(beta.count == c && runningMean.count == c && runningVar.count == c,
+                     "batch norm parameters must all have \(c) values")
+        self.gamma = gamma; self.beta = beta
+        self.runningMean = runningMean; self.runningVar = runningVar
+        self.eps = eps; self.momentum = momentum
+    }
+
+    public var channels: Int { gamma.count }
+}
+
+/// What the training-mode forward pass keeps for the backward pass.
+public struct BatchNormCache: Sendable {
+    /// Normalised input (x - mean) / sqrt(var + eps).
+    public let normalized: Tensor
+    /// 1 / sqrt(var + eps) per channel (batch variance, biased).
+    public let inverseStd: [Float]
+}
+
+extension Tensor {
+    /// Inference: normalises with the running statistics.
+    public static func batchNormInference(_ x: Tensor, _ p: BatchNormParameters) -> Tensor {
+        let (scale, shift) = p.affine()
+        return channelAffine(x, scale: scale, shift: shift)
+    }
+
+    /// Training: normalises with the batch statistics (biased variance) and
+    /// updates the running statistics in `p` with the unbiased variance, as
+    /// PyTorch does: running = (1 - momentum) * running + momentum * batch.
+    public static func batchNormTraining(_ x: Tensor, _ p: inout BatchNormParameters) -> (Tensor, BatchNormCache) {
+        let (n, c, h, w) = x.nchw
+        precondition(c == p.channels, "batch norm has \(p.channels) channels, input has \(c)")
+        let plane = h * w, count = n * plane
+        precondition(count > 1, "batch norm training needs more than one value per channel")
+        var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
+        x.withUnsafeBufferPointer { xs in
+            for ch in 0..<c {
+                var total = 0.0
+                for b in 0..<n { for i in 0..<plane { total += Double(xs[(b * c + ch) * plane + i]) } }
+                let m = total / Double(count)
+                var sq = 0.0
+                for b in 0..<n {
+                    for i in 0..<plane { let d = Double(xs[(b * c + ch) * plane + i]) - m; sq += d * d }
+                }
+                mean[ch] = Float(m)
+                variance[ch] = Float(sq / Double(count))
+            }
+        }
+        let inverseStd = variance.map { 1 / ($0 + p.eps).squareRoot() }
+        let normalized = channelAffine(x, scale: inverseStd, shift: (0..<c).map { -mean[$0] * inverseStd[$0] })
+        let y = channelAffine(normalized, scale: p.gamma.storage, shift: p.beta.storage)
+        let unbiased = Float(count) / Float(count - 1)
+        for ch in 0..<c {
+            p.runningMean.storage[ch] = (1 - p.momentum) * p.runningMean.storage[ch] + p.momentum * mean[ch]
+            p.runningVar.storage[ch] = (1 - p.momentum) * p.runningVar.storage[ch]
+                + p.momentum * variance[ch] * unbiased
+        }
+        return (y, BatchNormCache(normalized: normalized, inverseStd: inverseStd))
+    }
+
+    /// Backward of training-mode batch norm:
+    /// dx = invstd / M * (M * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)), dxhat = dy * gamma;
+    /// dgamma = sum(dy * xhat); dbeta = sum(dy).
+    public static func batchNormTrainingBackward(_ dy: Tensor, gamma: Tensor, cache: BatchNormCache)
+        -> (input: Tensor, gamma: Tensor, beta: Tensor)
+    {
+        let (n, c, h, w) = dy.nchw
+        let plane = h * w, count = Float(n * plane)
+        var dx = Tensor(zeros: dy.shape)
+        var dgamma = Tensor(zeros: [c]), dbeta = Tensor(zeros: [c])
+        let xhat = cache.normalized.storage, g = dy.storage
+        for ch in 0..<c {
+            var sumDy = 0.0, sumDyXhat = 0.0
+            for b in 0..<n {
+                let base = (b * c + ch) * plane
+                for i in 0..<plane { sumDy += Double(g[base + i]); sumDyXhat += Double(g[base + i] * xhat[base + i]) }
+            }
+            dgamma.storage[ch] = Float(sumDyXhat)
+            dbeta.storage[ch] = Float(sumDy)
+            let gm = gamma.storage[ch], inv = cache.inverseStd[ch]
+            let a = Float(sumDy) * gm, bsum = Float(sumDyXhat) * gm
+            for b in 0..<n {
+                let base = (b * c + ch) * plane
+                for i in 0..<plane {
+                    dx.storage[base + i] = inv / count * (count * g[base + i] * gm - a - xhat[base + i] * bsum)
+                }
+            }
+        }
+        return (dx, dgamma, dbeta)
+    }
+
+    /// y[n, c, ...] = x[n, c, ...] * scale[c] + shift[c].
+    public static func channelAffine(_ x: Tensor, scale: [Float], shift: [Float]) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        precondition(scale.count == c && shift.count == c, "per-channel affine needs \(c) values")
+        let plane = h * w
+        var y = x
+        y.withUnsafeMutableBufferPointer { ys in
+            let yp = SendableMutablePointer(ys.baseAddress!)
+            Compute.parallelFor(n * c) { planes in
+                for pl in planes {
+                    let a = scale[pl % c], b = shift[pl % c]
+                    let base = yp.p + pl * plane
+                    for i in 0..<plane { base[i] = base[i] * a + b }
+                }
+            }
+        }
+        return y
+    }
+}
+
+extension BatchNormParameters {
+    /// Inference batch norm as y = x * scale + shift per channel.
+    public func affine() -> (scale: [Float], shift: [Float]) {
+        var scale = [Float](repeating: 0, count: channels), shift = scale
+        for c in 0..<channels {
+            scale[c] = gamma.storage[c] / (runningVar.storage[c] + eps).squareRoot()
+            shift[c] = beta.storage[c] - runningMean.storage[c] * scale[c]
+        }
+        return (scale, shift)
+    }
+
+    /// Folds inference batch norm into the preceding convolution:
+    /// w'[o] = w[o] * scale[o], b'[o] = b[o] * scale[o] + shift[o].
+    public func fold(weight: Tensor, bias: Tensor?) -> (weight: Tensor, bias: Tensor) {
+        precondition(weight.shape[0] == channels, "cannot fold \(channels)-channel batch norm into weight \(weight.shape)")
+        let (scale, shift) = affine()
+        var w = weight
+        let per = weight.count / channels
+        for o in 0..<channels { for i in 0..<per { w.storage[o * per + i] *= scale[o] } }
+        var b = Tensor(zeros: [channels])
+        for o in 0..<channels { b.storage[o] = (bias?.storage[o] ?? 0) * scale[o] + shift[o] }
+        return (w, b)
+    }
+}

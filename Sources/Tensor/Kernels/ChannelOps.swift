@@ -1,0 +1,122 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension Tensor {
+    /// Concatenates NCHW tensors of equal batch and spatial size along channels.
+    public static func concatChannels(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty, "concat of nothing")
+        let (n, _, h, w) = parts[0].nchw
+        for p in parts {
+            precondition(p.rank == 4 && p.shape[0] == n && p.shape[2] == h && p.shape[3] == w,
+                         "concat: shape \(p.shape) does not match \(parts[0].shape) outside channels")
+        }
+        let channels = parts.map { $0.shape[1] }
+        let total = channels.reduce(0, +), plane = h * w
+        var out = Tensor(zeros: [n, total, h, w])
+        var offset = 0
+        for (p, c) in zip(parts, channels) {
+            for b in 0..<n {
+                let src = b * c * plane, dst = (b * total + offset) * plane
+                out.storage.replaceSubrange(dst..<(dst + c * plane), with: p.storage[src..<(src + c * plane)])
+            }
+            offset += c
+        }
+        return out
+    }
+
+    /// The channels `range` of an NCHW tensor (the adjoint of concat).
+    public func channels(_ range: Range<Int>) -> Tensor {
+        let (n, c, h, w) = nchw
+        precondition(range.lowerBound >= 0 && range.upperBound <= c, "channels \(range) of \(c)")
+        let plane = h * w, k = range.count
+        var out = Tensor(zeros: [n, k, h, w])
+        for b in 0..<n {
+            let src = (b * c + range.lowerBound) * plane
+            out.storage.replaceSubrange((b * k * plane)..<((b + 1) * k * plane),
+                                        with: storage[src..<(src + k * plane)])
+        }
+        return out
+    }
+
+    /// Softmax over channels at every pixel:
+    /// p_c = exp(z_c - max z) / sum_k exp(z_k - max z).
+    public func softmaxChannels() -> Tensor { channelwiseNormalised(log: false) }
+
+    /// Log-softmax over channels: z_c - max z - log sum_k exp(z_k - max z).
+    public func logSoftmaxChannels() -> Tensor { channelwiseNormalised(log: true) }
+
+    private func channelwiseNormalised(log: Bool) -> Tensor {
+        let (n, c, h, w) = nchw
+        let plane = h * w
+        var out = self
+        out.withUnsafeMutableBufferPointer { buf in
+            let p = SendableMutablePointer(buf.baseAddress!)
+            Compute.parallelFor(n * plane, grain: 256) { pixels in
+                for pixel in pixels {
+                    let base = p.p + (pixel / plane) * c * plane + pixel % plane
+                    var top = -Float.infinity
+                    for k in 0..<c { top = max(top, base[k * plane]) }
+                    var total: Float = 0
+                    for k in 0..<c { total += expf(base[k * plane] - top) }
+                    if log {
+                        let shift = top + logf(total)
+                        for k in 0..<c { base[k * plane] -= shift }
+                    } else {
+                        let inv = 1 / total
+                        for k in 0..<c { base[k * plane] = expf(base[k * plane] - top) * inv }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Gradient through softmax over channels, given p = softmax(z) and dL/dp:
+    /// dL/dz_c = p_c * (dL/dp_c - sum_k p_k dL/dp_k).
+    public static func softmaxChannelsBackward(_ dp: Tensor, output p: Tensor) -> Tensor {
+        let (n, c, h, w) = p.nchw
+        let plane = h * w
+        var dz = Tensor(zeros: p.shape)
+        for pixel in 0..<(n * plane) {
+            let base = (pixel / plane) * c * plane + pixel % plane
+            var dot: Float = 0
+            for k in 0..<c { dot += p.storage[base + k * plane] * dp.storage[base + k * plane] }
+            for k in 0..<c {
+                let i = base + k * plane
+                dz.storage[i] = p.storage[i] * (dp.storage[i] - dot)
+            }
+        }
+        return dz
+    }
+
+    /// Index of the largest channel at every pixel (the first on ties);
+    /// shape [N, H, W] flattened.
+    public func argmaxChannels() -> [Int32] {
+        let (n, c, h, w) = nchw
+        let plane = h * w
+        var out = [Int32](repeating: 0, count: n * plane)
+        for pixel in 0..<(n * plane) {
+            let base = (pixel / plane) * c * plane + pixel % plane
+            var best = 0
+            for k in 1..<max(c, 1) where storage[base + k * plane] > storage[base + best * plane] { best = k }
+            out[pixel] = Int32(best)
+        }
+        return out
+    }
+
+    /// One-hot encoding of class indices laid out [N, H, W]: [N, classes, H, W].
+    /// Every label must lie in 0..<classes.
+    public static func oneHot(_ labels: [Int32], batch n: Int, height h: Int, width w: Int, classes: Int) -> Tensor {
+        precondition(labels.count == n * h * w, "one-hot: \(labels.count) labels for \(n)x\(h)x\(w)")
+        let plane = h * w
+        var out = Tensor(zeros: [n, classes, h, w])
+        for (pixel, label) in labels.enumerated() {
+            precondition(label >= 0 && Int(label) < classes, "label \(label) outside 0..<\(classes)")
+            out.storage[((pixel / plane) * classes + Int(label)) * plane + pixel % plane] = 1
+        }
+        return out
+    }
+}

@@ -1,0 +1,160 @@
+/// Geometry of a 2-D convolution (PyTorch's `Conv2d` conventions).
+///
+/// Padding is given per side so that even kernels and TensorFlow-style
+/// "same" padding (extra row/column at the bottom/right) are expressible.
+public struct Conv2dGeometry: Equatable, Sendable {
+    public var strideY: Int, strideX: Int
+    public var padTop: Int, padLeft: Int, padBottom: Int, padRight: Int
+    public var dilationY: Int, dilationX: Int
+    public var groups: Int
+
+    public init(stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) {
+        self.init(stride: (stride, stride), padding: (padding, padding, padding, padding),
+                  dilation: (dilation, dilation), groups: groups)
+    }
+
+    /// - Parameter padding: (top, left, bottom, right).
+    public init(stride: (Int, Int), padding: (Int, Int, Int, Int), dilation: (Int, Int) = (1, 1), groups: Int = 1) {
+        precondition(stride.0 > 0 && stride.1 > 0 && dilation.0 > 0 && dilation.1 > 0 && groups > 0)
+        (strideY, strideX) = stride
+        (padTop, padLeft, padBottom, padRight) = padding
+        (dilationY, dilationX) = dilation
+        self.groups = groups
+    }
+
+    /// Output size: (in + padding - dilation * (k - 1) - 1) / stride + 1.
+    public func outputSize(height: Int, width: Int, kernelHeight kh: Int, kernelWidth kw: Int) -> (Int, Int) {
+        let oh = (height + padTop + padBottom - dilationY * (kh - 1) - 1) / strideY + 1
+        let ow = (width + padLeft + padRight - dilationX * (kw - 1) - 1) / strideX + 1
+        return (oh, ow)
+    }
+}
+
+/// Shapes shared by the forward and backward convolution kernels.
+struct ConvShape {
+    let n, cin, h, w, cout, kh, kw, oh, ow: Int
+    let geometry: Conv2dGeometry
+    var groups: Int { geometry.groups }
+    var cinPerGroup: Int { cin / groups }
+    var coutPerGroup: Int { cout / groups }
+    /// Rows of the im2col matrix of one group: Cin/g * kh * kw.
+    var patch: Int { cinPerGroup * kh * kw }
+    var pixels: Int { oh * ow }
+
+    init(input: [Int], weight: [Int], geometry: Conv2dGeometry) {
+        precondition(input.count == 4 && weight.count == 4,
+                     "conv2d needs NCHW input and [Cout, Cin/groups, kh, kw] weight, got \(input), \(weight)")
+        n = input[0]; cin = input[1]; h = input[2]; w = input[3]
+        cout = weight[0]; kh = weight[2]; kw = weight[3]
+        self.geometry = geometry
+        precondition(cin % geometry.groups == 0 && cout % geometry.groups == 0,
+                     "channels \(cin)->\(cout) not divisible by groups \(geometry.groups)")
+        precondition(weight[1] == cin / geometry.groups,
+                     "weight \(weight) expects \(weight[1] * geometry.groups) input channels, input has \(cin)")
+        (oh, ow) = geometry.outputSize(height: h, width: w, kernelHeight: kh, kernelWidth: kw)
+        precondition(oh > 0 && ow > 0, "conv2d output would be empty for input \(input), weight \(weight)")
+    }
+
+    /// A 1x1 kernel with unit stride and no padding: the convolution is a GEMM.
+    var isPointwise: Bool {
+        kh == 1 && kw == 1 && geometry.strideY == 1 && geometry.strideX == 1
+            && geometry.padTop == 0 && geometry.padLeft == 0 && geometry.padBottom == 0 && geometry.padRight == 0
+    }
+
+    /// One input and one output channel per group.
+    var isDepthwise: Bool { groups == cin && groups == cout && groups > 1 }
+}
+
+extension Tensor {
+    /// 2-D convolution (cross-correlation, as PyTorch):
+    /// y[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * x[n, g*Cin/G + c, i*s - p + u*d, j*s - p + v*d].
+    ///
+    /// Ordinary convolutions run as im2col + `cblas_sgemm`, 1x1 convolutions as
+    /// a plain GEMM, depthwise convolutions as a direct loop.
+    public static func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
+                              geometry: Conv2dGeometry = Conv2dGeometry()) -> Tensor {
+        let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
+        if let bias { precondition(bias.shape == [s.cout], "bias shape \(bias.shape), expected [\(s.cout)]") }
+        var out = Tensor(zeros: [s.n, s.cout, s.oh, s.ow])
+        input.withUnsafeBufferPointer { x in
+            weight.withUnsafeBufferPointer { wt in
+                out.withUnsafeMutableBufferPointer { y in
+                    if s.isDepthwise {
+                        depthwiseForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
+                    } else {
+                        gemmForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
+                    }
+                    if let bias { addBias(bias.storage, y.baseAddress!, batch: s.n, channels: s.cout, pixels: s.pixels) }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Gradients of ``conv2d(_:weight:bias:geometry:)`` given dL/dy.
+    /// Returns dL/dx, dL/dw and dL/db.
+    public static func conv2dBackward(_ input: Tensor, weight: Tensor, outputGradient dy: Tensor,
+                                      geometry: Conv2dGeometry = Conv2dGeometry())
+        -> (input: Tensor, weight: Tensor, bias: Tensor)
+    {
+        let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
+        precondition(dy.shape == [s.n, s.cout, s.oh, s.ow], "conv2d gradient shape \(dy.shape)")
+        var dx = Tensor(zeros: input.shape)
+        var dw = Tensor(zeros: weight.shape)
+        var db = Tensor(zeros: [s.cout])
+        input.withUnsafeBufferPointer { x in
+            weight.withUnsafeBufferPointer { wt in
+                dy.withUnsafeBufferPointer { g in
+                    dx.withUnsafeMutableBufferPointer { gx in
+                        dw.withUnsafeMutableBufferPointer { gw in
+                            if s.isDepthwise {
+                                depthwiseBackward(s, x.baseAddress!, wt.baseAddress!, g.baseAddress!,
+                                                  gx.baseAddress!, gw.baseAddress!)
+                            } else {
+                                gemmBackward(s, x.baseAddress!, wt.baseAddress!, g.baseAddress!,
+                                             gx.baseAddress!, gw.baseAddress!)
+                            }
+                        }
+                    }
+                    db.withUnsafeMutableBufferPointer { gb in
+                        let gp = SendablePointer(g.baseAddress!), bp = SendableMutablePointer(gb.baseAddress!)
+                        Compute.parallelFor(s.cout) { range in
+                            for o in range {
+                                var total: Float = 0
+                                for b in 0..<s.n {
+                                    let base = gp.p + (b * s.cout + o) * s.pixels
+                                    for i in 0..<s.pixels { total += base[i] }
+                                }
+                                bp.p[o] = total
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw, db)
+    }
+}
+
+/// A pointer that may cross into `Compute.parallelFor` bodies, which write
+/// disjoint ranges.
+struct SendablePointer: @unchecked Sendable {
+    let p: UnsafePointer<Float>
+    init(_ p: UnsafePointer<Float>) { self.p = p }
+}
+
+struct SendableMutablePointer: @unchecked Sendable {
+    let p: UnsafeMutablePointer<Float>
+    init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+}
+
+func addBias(_ bias: [Float], _ y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, pixels: Int) {
+    let yp = SendableMutablePointer(y)
+    Compute.parallelFor(batch * channels) { range in
+        for plane in range {
+            let b = bias[plane % channels]
+            let base = yp.p + plane * pixels
+            for i in 0..<pixels { base[i] += b }
+        }
+    }
+}

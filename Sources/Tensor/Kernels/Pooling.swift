@@ -1,0 +1,98 @@
+/// Window geometry of a 2-D pooling (PyTorch's `MaxPool2d` / `AvgPool2d`,
+/// `ceil_mode=False`).
+public struct Pool2dGeometry: Equatable, Sendable {
+    public var kernel: Int, stride: Int, padding: Int
+
+    public init(kernel: Int, stride: Int? = nil, padding: Int = 0) {
+        precondition(kernel > 0 && padding >= 0 && padding * 2 <= kernel,
+                     "pool padding \(padding) must be at most half the kernel \(kernel)")
+        self.kernel = kernel
+        self.stride = stride ?? kernel
+        self.padding = padding
+    }
+
+    func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
+}
+
+extension Tensor {
+    /// Max pooling; padded positions never win (they are -infinity).
+    public static func maxPool2d(_ x: Tensor, _ g: Pool2dGeometry) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        let oh = g.outputSize(h), ow = g.outputSize(w)
+        var out = Tensor(zeros: [n, c, oh, ow])
+        poolPlanes(x, &out) { src, dst in
+            for i in 0..<oh {
+                let y0 = i * g.stride - g.padding
+                for j in 0..<ow {
+                    let x0 = j * g.stride - g.padding
+                    var best = -Float.infinity
+                    for y in max(y0, 0)..<min(y0 + g.kernel, h) {
+                        for xx in max(x0, 0)..<min(x0 + g.kernel, w) { best = max(best, src[y * w + xx]) }
+                    }
+                    dst[i * ow + j] = best
+                }
+            }
+        }
+        return out
+    }
+
+    /// Average pooling. With `countIncludePad` the divisor is the window
+    /// clipped to the padded image (PyTorch's default, used by PatchCore and
+    /// PSAD); without it, the number of real pixels in the window.
+    public static func avgPool2d(_ x: Tensor, _ g: Pool2dGeometry, countIncludePad: Bool = true) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        let oh = g.outputSize(h), ow = g.outputSize(w)
+        var out = Tensor(zeros: [n, c, oh, ow])
+        poolPlanes(x, &out) { src, dst in
+            for i in 0..<oh {
+                let y0 = i * g.stride - g.padding
+                let y1 = min(y0 + g.kernel, h + g.padding)
+                let ys = max(y0, 0), ye = min(y1, h)
+                for j in 0..<ow {
+                    let x0 = j * g.stride - g.padding
+                    let x1 = min(x0 + g.kernel, w + g.padding)
+                    let xs = max(x0, 0), xe = min(x1, w)
+                    var total: Float = 0
+                    for y in ys..<ye { for xx in xs..<xe { total += src[y * w + xx] } }
+                    let divisor = countIncludePad ? (y1 - y0) * (x1 - x0) : (ye - ys) * (xe - xs)
+                    dst[i * ow + j] = total / Float(divisor)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Adaptive average pooling to `height x width`: output cell i averages
+    /// input rows floor(i * H / h) ..< ceil((i + 1) * H / h), and likewise columns.
+    public static func adaptiveAvgPool2d(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        var out = Tensor(zeros: [n, c, oh, ow])
+        poolPlanes(x, &out) { src, dst in
+            for i in 0..<oh {
+                let ys = i * h / oh, ye = ((i + 1) * h + oh - 1) / oh
+                for j in 0..<ow {
+                    let xs = j * w / ow, xe = ((j + 1) * w + ow - 1) / ow
+                    var total: Float = 0
+                    for y in ys..<ye { for xx in xs..<xe { total += src[y * w + xx] } }
+                    dst[i * ow + j] = total / Float((ye - ys) * (xe - xs))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Runs `body(inputPlane, outputPlane)` for every (n, c) plane in parallel.
+    static func poolPlanes(_ x: Tensor, _ out: inout Tensor,
+                           _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+        let (n, c, h, w) = x.nchw
+        let inPlane = h * w, outPlane = out.shape[2] * out.shape[3]
+        x.withUnsafeBufferPointer { xs in
+            out.withUnsafeMutableBufferPointer { ys in
+                let xp = SendablePointer(xs.baseAddress!), yp = SendableMutablePointer(ys.baseAddress!)
+                Compute.parallelFor(n * c) { planes in
+                    for pl in planes { body(xp.p + pl * inPlane, yp.p + pl * outPlane) }
+                }
+            }
+        }
+    }
+}

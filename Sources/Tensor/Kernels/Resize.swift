@@ -1,0 +1,101 @@
+/// Source coordinates of bilinear interpolation along one axis (PyTorch's
+/// `upsample_bilinear2d` without an explicit scale factor).
+///
+/// align_corners: src = dst * (in - 1) / (out - 1);
+/// otherwise:     src = max((dst + 0.5) * in / out - 0.5, 0).
+/// Each output index gets (i0, i1, weight of i0, weight of i1).
+struct LinearTaps {
+    let i0: [Int], i1: [Int], w0: [Float], w1: [Float]
+
+    init(input: Int, output: Int, alignCorners: Bool) {
+        var i0 = [Int](repeating: 0, count: output), i1 = i0
+        var w0 = [Float](repeating: 0, count: output), w1 = w0
+        let scale: Float = alignCorners
+            ? (output > 1 ? Float(input - 1) / Float(output - 1) : 0)
+            : Float(input) / Float(output)
+        for d in 0..<output {
+            let src = alignCorners ? scale * Float(d) : max(scale * (Float(d) + 0.5) - 0.5, 0)
+            let lo = min(Int(src), input - 1)
+            let frac = src - Float(lo)
+            i0[d] = lo
+            i1[d] = lo + (lo < input - 1 ? 1 : 0)
+            w1[d] = frac
+            w0[d] = 1 - frac
+        }
+        self.i0 = i0; self.i1 = i1; self.w0 = w0; self.w1 = w1
+    }
+}
+
+extension Tensor {
+    /// Bilinear resize of every plane to `height x width` (no antialiasing;
+    /// PyTorch's `F.interpolate(mode="bilinear")`).
+    public static func resizeBilinear(_ x: Tensor, height oh: Int, width ow: Int, alignCorners: Bool) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        let ty = LinearTaps(input: h, output: oh, alignCorners: alignCorners)
+        let tx = LinearTaps(input: w, output: ow, alignCorners: alignCorners)
+        var out = Tensor(zeros: [n, c, oh, ow])
+        poolPlanes(x, &out) { src, dst in
+            for i in 0..<oh {
+                let r0 = src + ty.i0[i] * w, r1 = src + ty.i1[i] * w
+                let a0 = ty.w0[i], a1 = ty.w1[i]
+                for j in 0..<ow {
+                    let top = tx.w0[j] * r0[tx.i0[j]] + tx.w1[j] * r0[tx.i1[j]]
+                    let bottom = tx.w0[j] * r1[tx.i0[j]] + tx.w1[j] * r1[tx.i1[j]]
+                    dst[i * ow + j] = a0 * top + a1 * bottom
+                }
+            }
+        }
+        return out
+    }
+
+    /// The adjoint of ``resizeBilinear(_:height:width:alignCorners:)``:
+    /// scatters output gradients back to the four source pixels.
+    public static func resizeBilinearBackward(_ dy: Tensor, inputHeight h: Int, inputWidth w: Int,
+                                              alignCorners: Bool) -> Tensor {
+        let (n, c, oh, ow) = dy.nchw
+        let ty = LinearTaps(input: h, output: oh, alignCorners: alignCorners)
+        let tx = LinearTaps(input: w, output: ow, alignCorners: alignCorners)
+        var dx = Tensor(zeros: [n, c, h, w])
+        dy.withUnsafeBufferPointer { gs in
+            dx.withUnsafeMutableBufferPointer { xs in
+                let gp = SendablePointer(gs.baseAddress!), xp = SendableMutablePointer(xs.baseAddress!)
+                Compute.parallelFor(n * c) { planes in
+                    for pl in planes {
+                        let g = gp.p + pl * oh * ow, d = xp.p + pl * h * w
+                        for i in 0..<oh {
+                            let r0 = d + ty.i0[i] * w, r1 = d + ty.i1[i] * w
+                            for j in 0..<ow {
+                                let v = g[i * ow + j]
+                                r0[tx.i0[j]] += ty.w0[i] * tx.w0[j] * v
+                                r0[tx.i1[j]] += ty.w0[i] * tx.w1[j] * v
+                                r1[tx.i0[j]] += ty.w1[i] * tx.w0[j] * v
+                                r1[tx.i1[j]] += ty.w1[i] * tx.w1[j] * v
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+
+    /// Nearest-neighbour resize (PyTorch's `mode="nearest"`):
+    /// src = min(floor(dst * in / out), in - 1).
+    public static func resizeNearest(_ x: Tensor, height oh: Int, width ow: Int) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        let ys = nearestIndices(input: h, output: oh), xs = nearestIndices(input: w, output: ow)
+        var out = Tensor(zeros: [n, c, oh, ow])
+        poolPlanes(x, &out) { src, dst in
+            for i in 0..<oh {
+                let row = src + ys[i] * w
+                for j in 0..<ow { dst[i * ow + j] = row[xs[j]] }
+            }
+        }
+        return out
+    }
+
+    static func nearestIndices(input: Int, output: Int) -> [Int] {
+        let scale = Float(input) / Float(output)
+        return (0..<output).map { min(Int((Float($0) * scale).rounded(.down)), input - 1) }
+    }
+}

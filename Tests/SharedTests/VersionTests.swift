@@ -1,0 +1,3 @@
+import Testing
+@testable import Shared
+@Test func protocolVersionIsOne() { #expect(PSADVersion.protocolVersion == 1) }
