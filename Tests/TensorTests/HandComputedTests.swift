@@ -1,0 +1,141 @@
+import Testing
+import TestSupport
+@testable import Tensor
+
+/// Small cases whose answers are worked out by hand.
+@Suite struct HandComputedTests {
+    @Test func matmulOfTwoByTwo() {
+        let a = Tensor(shape: [2, 3], storage: [1, 2, 3, 4, 5, 6])
+        let b = Tensor(shape: [3, 2], storage: [7, 8, 9, 10, 11, 12])
+        #expect(Tensor.matmul(a, b).storage == [58, 64, 139, 154])
+        #expect(Tensor.matmul(a, a, transposeB: true).storage == [14, 32, 32, 77])
+    }
+
+    @Test func convolutionWithAllOnesKernelSumsTheWindow() {
+        // 3x3 input 1..9, 2x2 ones kernel, no padding: window sums.
+        let x = Tensor(shape: [1, 1, 3, 3], storage: (1...9).map(Float.init))
+        let w = Tensor(zeros: [1, 1, 2, 2], value: 1)
+        let y = Tensor.conv2d(x, weight: w, bias: Tensor(shape: [1], storage: [0.5]))
+        #expect(y.shape == [1, 1, 2, 2])
+        #expect(y.storage == [12.5, 16.5, 24.5, 28.5])
+    }
+
+    @Test func depthwiseKeepsChannelsApart() {
+        // Channel 0 scaled by 2, channel 1 by -1 (1x1 depthwise kernels).
+        let x = Tensor(shape: [1, 2, 1, 2], storage: [1, 2, 3, 4])
+        let w = Tensor(shape: [2, 1, 1, 1], storage: [2, -1])
+        #expect(Tensor.conv2d(x, weight: w, geometry: Conv2dGeometry(groups: 2)).storage == [2, 4, -3, -4])
+    }
+
+    @Test func averagePoolDivisorAtTheBorder() {
+        // 2x2 ones, 3x3 window, padding 1: each window covers 4 real pixels of a padded 3x3 area.
+        let x = Tensor(zeros: [1, 1, 2, 2], value: 1)
+        let g = Pool2dGeometry(kernel: 3, stride: 1, padding: 1)
+        let fourNinths: Float = 4.0 / 9.0
+        #expect(Tensor.avgPool2d(x, g, countIncludePad: true).storage == [Float](repeating: fourNinths, count: 4))
+        #expect(Tensor.avgPool2d(x, g, countIncludePad: false).storage == [1, 1, 1, 1])
+    }
+
+    @Test func bilinearAlignCornersKeepsTheEnds() {
+        // [0, 3] to 4 samples with align_corners: 0, 1, 2, 3; without: 0, 0.75, 2.25, 3.
+        let x = Tensor(shape: [1, 1, 1, 2], storage: [0, 3])
+        #expect(Tensor.resizeBilinear(x, height: 1, width: 4, alignCorners: true).storage == [0, 1, 2, 3])
+        #expect(Tensor.resizeBilinear(x, height: 1, width: 4, alignCorners: false).storage == [0, 0.75, 2.25, 3])
+    }
+
+    @Test func argmaxAndOneHotAreInverse() {
+        let labels: [Int32] = [2, 0, 1, 1, 0, 2]
+        let onehot = Tensor.oneHot(labels, batch: 1, height: 2, width: 3, classes: 3)
+        #expect(onehot.argmaxChannels() == labels)
+        #expect(onehot.sum() == 6)
+    }
+
+    @Test func softmaxOfEqualLogitsIsUniform() {
+        let p = Tensor(zeros: [1, 4, 2, 2], value: 7).softmaxChannels()
+        #expect(p.storage.allSatisfy { $0 == 0.25 })
+    }
+
+    @Test func entropyOfUniformTwoClassesIsHalfLogTwo() {
+        // mean over elements of -q log q with q = 1/2 everywhere: (1/2) log 2 (eps aside).
+        let q = Tensor(zeros: [1, 2, 2, 2], value: 0.5)
+        let value = SegmentationLoss.entropy(probabilities: q, eps: 0).value
+        #expect(abs(value - 0.5 * Float(0.6931472)) < 1e-6)
+    }
+
+    @Test func diceOfAPerfectPredictionIsNearZero() {
+        let labels: [Int32] = [0, 1, 1, 0]
+        let y = Tensor.oneHot(labels, batch: 1, height: 2, width: 2, classes: 2)
+        // Each class: 2I/(S + eps) = 4 / (4 + 1e-4).
+        let value = SegmentationLoss.dice(probabilities: y, target: y).value
+        #expect(abs(value - (1 - 4 / (4 + 1e-4))) < 1e-6)
+    }
+
+    @Test func histogramMatchingIsAnL1OfAreas() {
+        // Class 1 predicted on half the pixels, label says a quarter: |0.25 - 0.5| = 0.25.
+        let q = Tensor(shape: [1, 2, 2, 2], storage: [0, 0, 1, 1, 1, 1, 0, 0])
+        let a = Tensor(shape: [1, 2], storage: [0.75, 0.25])
+        #expect(SegmentationLoss.histogramMatching(probabilities: q, targetFractions: a, classes: [1]).value == 0.25)
+    }
+
+    @Test func foldedBatchNormEqualsConvolutionThenBatchNorm() {
+        let x = Check.random([2, 3, 5, 5], seed: 30)
+        let w = Check.random([4, 3, 3, 3], seed: 31), b = Check.random([4], seed: 32)
+        let bn = BatchNormParameters(gamma: Check.random([4], seed: 33), beta: Check.random([4], seed: 34),
+                                     runningMean: Check.random([4], seed: 35),
+                                     runningVar: Tensor(shape: [4], storage: [0.5, 1, 2, 4]))
+        let geometry = Conv2dGeometry(stride: 1, padding: 1)
+        let reference = Tensor.batchNormInference(Tensor.conv2d(x, weight: w, bias: b, geometry: geometry), bn)
+        let folded = bn.fold(weight: w, bias: b)
+        let y = Tensor.conv2d(x, weight: folded.weight, bias: folded.bias, geometry: geometry)
+        #expect(Check.close(y, reference, rtol: 1e-4, atol: 1e-4) == nil)
+    }
+
+    @Test func reluAndRelu6() {
+        let x = Tensor(shape: [4], storage: [-1, 0.5, 6.5, 3])
+        #expect(x.relu().storage == [0, 0.5, 6.5, 3])
+        #expect(x.relu6().storage == [0, 0.5, 6, 3])
+    }
+
+    @Test func trainingReducesALossOnATinyHead() {
+        // A 1x1 head fitted to separable pixels: AdamW must drive CE down.
+        let x = Check.random([1, 2, 4, 4], seed: 40)
+        let labels = (0..<16).map { Int32(x.storage[$0] > 0 ? 1 : 0) }
+        let w = Parameter(Check.random([2, 2, 1, 1], seed: 41, std: 0.1)), b = Parameter(Tensor(zeros: [2]))
+        let opt = AdamW(parameters: [w, b], learningRate: 0.1)
+        func step() -> Float {
+            let tape = Tape()
+            let loss = tape.crossEntropy(logits: tape.conv2d(tape.constant(x), weight: tape.watch(w), bias: tape.watch(b)),
+                                         labels: labels)
+            tape.backward(from: loss)
+            opt.update()
+            return loss.value.storage[0]
+        }
+        let first = step()
+        var last = first
+        for _ in 0..<50 { last = step() }
+        #expect(last < first * 0.3)
+    }
+}
+
+/// The same inputs and thread count give bit-identical outputs.
+@Suite struct DeterminismTests {
+    @Test func kernelsAreBitIdenticalAcrossRuns() {
+        let x = Check.random([2, 8, 17, 13], seed: 50)
+        let w = Check.random([8, 8, 3, 3], seed: 51), dw = Check.random([8, 1, 3, 3], seed: 52)
+        func run() -> [Tensor] {
+            let y = Tensor.conv2d(x, weight: w, geometry: Conv2dGeometry(stride: 1, padding: 1))
+            let d = Tensor.conv2d(x, weight: dw, geometry: Conv2dGeometry(stride: 1, padding: 1, groups: 8))
+            let back = Tensor.conv2dBackward(x, weight: w, outputGradient: y, geometry: Conv2dGeometry(stride: 1, padding: 1))
+            return [y, d, back.input, back.weight, Tensor.resizeBilinear(y, height: 30, width: 20, alignCorners: false),
+                    y.softmaxChannels()]
+        }
+        #expect(run() == run())
+    }
+
+    @Test func seededGeneratorRepeats() {
+        var a = SeededGenerator(seed: 7), b = SeededGenerator(seed: 7), c = SeededGenerator(seed: 8)
+        let xs = (0..<5).map { _ in a.next() }
+        #expect(xs == (0..<5).map { _ in b.next() })
+        #expect(xs != (0..<5).map { _ in c.next() })
+    }
+}
