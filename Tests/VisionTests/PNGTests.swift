@@ -1,1 +1,95 @@
+import Foundation
 import Testing
+import TestSupport
+@testable import Vision
+
+@Suite struct PNGTests {
+    func fixture(_ name: String) throws -> URL {
+        try #require(Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: "png"))
+    }
+
+    static func pattern(width: Int, height: Int, channels: Int) -> Image {
+        var image = Image(width: width, height: height, channels: channels)
+        for i in 0..<image.pixels.count { image.pixels[i] = UInt8((i * 37 + 11) % 256) }
+        return image
+    }
+
+    @Test(arguments: [1, 2, 3, 4])
+    func roundTripEveryChannelCount(channels: Int) throws {
+        let image = Self.pattern(width: 7, height: 5, channels: channels)
+        let back = try PNG.decode(try PNG.encode(image), source: "mem")
+        #expect(back == image)
+    }
+
+    @Test func paletteMaskReadsAsIndicesOrColours() throws {
+        let mask = Image(width: 3, height: 1, channels: 1, pixels: [0, 2, 1])
+        let palette: [UInt8] = [0, 0, 0, 255, 0, 0, 0, 0, 255]
+        let data = try PNG.encode(mask, palette: palette)
+        #expect(try PNG.decode(data, source: "m", mode: .indices) == mask)
+        #expect(try PNG.decode(data, source: "m", mode: .colours).pixels == [0, 0, 0, 0, 0, 255, 255, 0, 0])
+    }
+
+    @Test func sixteenBitSamplesKeepTheirHighByte() throws {
+        let gray = try PNG.read(try fixture("gray16"))
+        #expect(gray.channels == 1 && gray.width == 3 && gray.height == 2)
+        #expect(gray.pixels == [10, 200, 255, 0, 77, 128])
+        let rgb = try PNG.read(try fixture("rgb16"))
+        #expect(rgb.pixels == [1, 2, 3, 250, 251, 252])
+    }
+
+    @Test func lowBitDepthsExpand() throws {
+        #expect(try PNG.read(try fixture("gray1")).pixels == [255, 0, 255, 255, 0, 0, 0, 0, 0, 255])
+        let indices = try PNG.read(try fixture("palette4"), mode: .indices)
+        #expect(indices.channels == 1 && indices.pixels == [0, 1, 2, 3, 4, 1])
+        let colours = try PNG.read(try fixture("palette4"), mode: .colours)
+        #expect(colours.channels == 4) // tRNS becomes alpha
+        #expect(Array(colours.pixels[16..<20]) == [9, 9, 9, 0])
+    }
+
+    @Test func corruptFilesGiveTypedErrorsNamingTheFile() throws {
+        let dir = try TemporaryDirectory()
+        let good = try PNG.encode(Self.pattern(width: 40, height: 30, channels: 3))
+        var badCRC = good
+        badCRC[good.count / 2] ^= 0xFF
+        let cases: [(String, Data)] = [
+            ("truncated.png", good.prefix(good.count / 2)),
+            ("empty.png", Data()),
+            ("text.png", Data("not an image at all".utf8)),
+            ("badcrc.png", badCRC),
+            ("header-only.png", good.prefix(33)),
+        ]
+        for (name, data) in cases {
+            let url = dir.url.appendingPathComponent(name)
+            try data.write(to: url)
+            do {
+                _ = try PNG.read(url)
+                Issue.record("\(name) was accepted")
+            } catch let error as PNGError {
+                guard case .corrupt(let file, _) = error else { Issue.record("\(name): \(error)"); continue }
+                #expect(file == url.path)
+            }
+        }
+    }
+
+    @Test func missingFileIsUnreadable() {
+        #expect(throws: PNGError.self) { try PNG.read(URL(fileURLWithPath: "/nonexistent/a.png")) }
+    }
+
+    @Test func writeIsAtomicAndReadable() throws {
+        let dir = try TemporaryDirectory()
+        let url = dir.url.appendingPathComponent("a.png")
+        let image = Self.pattern(width: 4, height: 4, channels: 3)
+        try PNG.write(image, to: url)
+        #expect(try PNG.read(url) == image)
+        #expect(throws: PNGError.self) {
+            try PNG.write(image, to: dir.url.appendingPathComponent("missing-dir/a.png"))
+        }
+    }
+
+    @Test func tensorConversionRoundTrips() {
+        let image = Self.pattern(width: 5, height: 3, channels: 3)
+        let t = image.tensor()
+        #expect(t.shape == [1, 3, 3, 5])
+        #expect(Image(tensor: t) == image)
+    }
+}
