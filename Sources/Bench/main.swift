@@ -1,1 +1,110 @@
-print("x")
+import ArgumentParser
+import Foundation
+import Tensor
+
+/// Kernel benchmarks (not timed tests): `psad-bench kernels`.
+/// Results go to stdout as JSON lines, one per case, so that
+/// `ops/bench/kernels` can set them beside PyTorch's figures.
+@main
+struct PSADBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "psad-bench",
+        abstract: "Benchmarks of the Tensor kernels.",
+        subcommands: [Kernels.self])
+}
+
+struct Kernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "sgemm, conv2d (ResNet shapes, depthwise) and the segmentation head's backward pass, in GFLOP/s.")
+
+    @Option(help: "Threads for the kernels and OpenBLAS.")
+    var threads = 2
+
+    @Option(help: "Minimum seconds measured per case (the best repetition is reported).")
+    var seconds = 1.0
+
+    @Option(help: "Only measure sgemm of this shape, given as M,N,K.")
+    var sgemmShape: String?
+
+    func run() {
+        Compute.configure(threads: threads)
+        var rng = SeededGenerator(seed: 1)
+        if let sgemmShape {
+            let d = sgemmShape.split(separator: ",").compactMap { Int($0) }
+            let a = Tensor.randomNormal([d[0], d[2]], generator: &rng), b = Tensor.randomNormal([d[2], d[1]], generator: &rng)
+            report("sgemm \(d[0])x\(d[1])x\(d[2])", flops: 2.0 * Double(d[0] * d[1] * d[2]), seconds: measure { _ = Tensor.matmul(a, b) })
+            return
+        }
+
+        let m = 1024, n = 1024, k = 1024
+        let a = Tensor.randomNormal([m, k], generator: &rng), b = Tensor.randomNormal([k, n], generator: &rng)
+        let sgemm = measure { _ = Tensor.matmul(a, b) }
+        report("sgemm 1024x1024x1024", flops: 2.0 * Double(m * n * k), seconds: sgemm)
+
+        for c in ConvCase.all {
+            let x = Tensor.randomNormal([c.batch, c.cin, c.size, c.size], generator: &rng)
+            let w = Tensor.randomNormal([c.cout, c.cin / c.groups, c.kernel, c.kernel], std: 0.1, generator: &rng)
+            let g = Conv2dGeometry(stride: 1, padding: c.kernel / 2, groups: c.groups)
+            let t = measure { _ = Tensor.conv2d(x, weight: w, geometry: g) }
+            report(c.name, flops: c.flops, seconds: t)
+        }
+
+        // The segmentation head (SPEC-PSAD stage 2) on stride-4 features of a
+        // 256x256 image: 1x1 conv C -> C/2, ReLU, 1x1 conv C/2 -> classes;
+        // backward = input and weight gradients of both convolutions.
+        for (name, channels) in [("head backward effnet-lite0 178->89->10", 178),
+                                 ("head backward wide-resnet 1794->897->10", 1794)] {
+            let batch = 5, size = 64, hidden = channels / 2, classes = 10
+            let x = Tensor.randomNormal([batch, channels, size, size], generator: &rng)
+            let w1 = Tensor.randomNormal([hidden, channels, 1, 1], std: 0.05, generator: &rng)
+            let w2 = Tensor.randomNormal([classes, hidden, 1, 1], std: 0.05, generator: &rng)
+            let h = Tensor.conv2d(x, weight: w1).relu()
+            let y = Tensor.conv2d(h, weight: w2)
+            let t = measure {
+                let g2 = Tensor.conv2dBackward(h, weight: w2, outputGradient: y)
+                let gh = Tensor.clampBackward(g2.input, input: h, low: 0, high: .infinity)
+                _ = Tensor.conv2dBackward(x, weight: w1, outputGradient: gh)
+            }
+            let pixels = Double(batch * size * size)
+            // Two GEMMs (dW, dX) per convolution, 2 flops per multiply-add.
+            let flops = 2 * 2 * pixels * Double(channels * hidden + hidden * classes)
+            report(name, flops: flops, seconds: t)
+        }
+    }
+
+    /// Best wall time of repeated runs, after one warm-up, over at least `seconds`.
+    func measure(_ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity, total = 0.0, runs = 0
+        while total < seconds || runs < 3 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            best = min(best, elapsed)
+            total += elapsed
+            runs += 1
+        }
+        return best
+    }
+
+    func report(_ name: String, flops: Double, seconds: Double) {
+        let line: [String: Any] = ["name": name, "gflops": flops / seconds / 1e9, "ms": seconds * 1000,
+                                   "threads": threads, "impl": "psad-swift"]
+        let data = try! JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// The ResNet-shaped convolutions the foundation issue names (batch 8).
+struct ConvCase {
+    let name: String, batch: Int, cin: Int, cout: Int, size: Int, kernel: Int, groups: Int
+
+    var flops: Double { 2.0 * Double(batch * cout * size * size * (cin / groups) * kernel * kernel) }
+
+    static let all = [
+        ConvCase(name: "conv 3x3 64->64 @64x64", batch: 8, cin: 64, cout: 64, size: 64, kernel: 3, groups: 1),
+        ConvCase(name: "conv 3x3 256->256 @32x32", batch: 8, cin: 256, cout: 256, size: 32, kernel: 3, groups: 1),
+        ConvCase(name: "conv 1x1 1024->256 @16x16", batch: 8, cin: 1024, cout: 256, size: 16, kernel: 1, groups: 1),
+        ConvCase(name: "depthwise 3x3 128 @64x64", batch: 8, cin: 128, cout: 128, size: 64, kernel: 3, groups: 128),
+    ]
+}

@@ -22,6 +22,7 @@ import TestSupport
         ("conv_groups2", Conv2dGeometry(stride: 1, padding: 1, groups: 2)),
         ("conv_depthwise", Conv2dGeometry(stride: 2, padding: 1, groups: 4)),
         ("conv_depthwise5", Conv2dGeometry(stride: 1, padding: 2, groups: 3)),
+        ("conv_depthwise3_s1", Conv2dGeometry(stride: 1, padding: 1, groups: 3)),
         ("conv1x1", Conv2dGeometry()),
         ("conv_stride2_1x1", Conv2dGeometry(stride: 2, padding: 0)),
     ]

@@ -21,6 +21,17 @@ public struct Tensor: Equatable, Sendable {
         self.storage = storage
     }
 
+    /// A tensor whose every element `initialize` writes (the storage is not
+    /// zeroed first; kernels that overwrite their whole output use this).
+    public init(shape: [Int], initializingWith initialize: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        let count = shape.reduce(1, *)
+        self.shape = shape
+        self.storage = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            initialize(buffer)
+            initialized = count
+        }
+    }
+
     public var count: Int { storage.count }
     public var rank: Int { shape.count }
 

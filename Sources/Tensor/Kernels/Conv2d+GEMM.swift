@@ -4,26 +4,41 @@
 /// columns: col[(c * kh + u) * kw + v][i * ow + j] = x[c][i*s - p + u*d][j*s - p + v*d]
 /// (zero outside the image).
 func im2col(_ s: ConvShape, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+    im2col(s, x, col, outputRows: 0..<s.oh)
+}
+
+/// im2col restricted to the output rows `rows` (a tile of the column
+/// matrix, `rows.count * ow` columns wide).
+func im2col(_ s: ConvShape, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, outputRows rows: Range<Int>) {
     let g = s.geometry
-    let xp = SendablePointer(x), cp = SendableMutablePointer(col)
-    Compute.parallelFor(s.patch, grain: 4) { rows in
-        for row in rows {
+    let width = rows.count * s.ow
+    // Runs on the calling thread: between two OpenBLAS calls, whose threads
+    // are still spinning, extra threads here made the convolution up to twice
+    // as slow and bimodal (BENCHMARKS.md).
+    do {
+        for row in 0..<s.patch {
             let c = row / (s.kh * s.kw), u = (row / s.kw) % s.kh, v = row % s.kw
-            let plane = xp.p + c * s.h * s.w
-            let out = cp.p + row * s.pixels
-            for i in 0..<s.oh {
+            let plane = x + c * s.h * s.w
+            let out = col + row * width
+            // Output columns j whose source x = j * stride + offset lies inside the image.
+            let offset = -g.padLeft + v * g.dilationX
+            let jStart = min(s.ow, offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX)
+            let jEnd = max(jStart, min(s.ow, offset >= s.w ? 0 : (s.w - 1 - offset) / g.strideX + 1))
+            for (t, i) in rows.enumerated() {
                 let y = i * g.strideY - g.padTop + u * g.dilationY
-                let dst = out + i * s.ow
+                let dst = out + t * s.ow
                 if y < 0 || y >= s.h {
                     dst.update(repeating: 0, count: s.ow)
                     continue
                 }
-                let src = plane + y * s.w
-                var x0 = -g.padLeft + v * g.dilationX
-                for j in 0..<s.ow {
-                    dst[j] = (x0 >= 0 && x0 < s.w) ? src[x0] : 0
-                    x0 += g.strideX
+                let src = plane + y * s.w + offset
+                dst.update(repeating: 0, count: jStart)
+                if g.strideX == 1 {
+                    (dst + jStart).update(from: src + jStart, count: jEnd - jStart)
+                } else {
+                    for j in jStart..<jEnd { dst[j] = src[j * g.strideX] }
                 }
+                (dst + jEnd).update(repeating: 0, count: s.ow - jEnd)
             }
         }
     }
@@ -56,25 +71,36 @@ func col2im(_ s: ConvShape, _ col: UnsafePointer<Float>, _ x: UnsafeMutablePoint
     }
 }
 
+/// Output rows per im2col tile: enough columns for an efficient GEMM while
+/// the tile of the column matrix stays in cache.
+func tileRows(_ s: ConvShape) -> Int { max(1, min(s.oh, tilePixels / max(s.ow, 1))) }
+
+let tilePixels = 1024
+
 func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                  _ y: UnsafeMutablePointer<Float>) {
     let pointwise = s.isPointwise
-    let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * s.pixels)
+    let rowsPerTile = tileRows(s)
+    let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * rowsPerTile * s.ow)
     defer { col.deallocate() }
     for b in 0..<s.n {
         for grp in 0..<s.groups {
             let xg = x + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
             let yg = y + (b * s.cout + grp * s.coutPerGroup) * s.pixels
             let wg = w + grp * s.coutPerGroup * s.patch
-            let columns: UnsafePointer<Float>
             if pointwise {
-                columns = xg
-            } else {
-                im2col(s, xg, col)
-                columns = UnsafePointer(col)
+                BLAS.sgemm(m: s.coutPerGroup, n: s.pixels, k: s.patch,
+                           a: wg, lda: s.patch, b: xg, ldb: s.pixels, c: yg, ldc: s.pixels)
+                continue
             }
-            BLAS.sgemm(m: s.coutPerGroup, n: s.pixels, k: s.patch,
-                       a: wg, lda: s.patch, b: columns, ldb: s.pixels, c: yg, ldc: s.pixels)
+            // y[:, tile] = W_g * im2col(tile), one tile of output rows at a time.
+            for first in stride(from: 0, to: s.oh, by: rowsPerTile) {
+                let rows = first..<min(first + rowsPerTile, s.oh)
+                let width = rows.count * s.ow
+                im2col(s, xg, col, outputRows: rows)
+                BLAS.sgemm(m: s.coutPerGroup, n: width, k: s.patch,
+                           a: wg, lda: s.patch, b: col, ldb: width, c: yg + first * s.ow, ldc: s.pixels)
+            }
         }
     }
 }

@@ -75,10 +75,10 @@ extension Tensor {
                               geometry: Conv2dGeometry = Conv2dGeometry()) -> Tensor {
         let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
         if let bias { precondition(bias.shape == [s.cout], "bias shape \(bias.shape), expected [\(s.cout)]") }
-        var out = Tensor(zeros: [s.n, s.cout, s.oh, s.ow])
-        input.withUnsafeBufferPointer { x in
-            weight.withUnsafeBufferPointer { wt in
-                out.withUnsafeMutableBufferPointer { y in
+        // Both kernels write every output element.
+        return Tensor(shape: [s.n, s.cout, s.oh, s.ow]) { y in
+            input.withUnsafeBufferPointer { x in
+                weight.withUnsafeBufferPointer { wt in
                     if s.isDepthwise {
                         depthwiseForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
                     } else {
@@ -88,7 +88,6 @@ extension Tensor {
                 }
             }
         }
-        return out
     }
 
     /// Gradients of ``conv2d(_:weight:bias:geometry:)`` given dL/dy.
