@@ -40,14 +40,14 @@ let package = Package(
         .executableTarget(
             name: "Coordinator",
             dependencies: [
-                "Shared", "Tensor",
+                "Shared", "Tensor", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared", "Tensor",
+                "Shared", "Tensor", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -200,3 +200,5 @@ void psad_png_free(psad_png_image *image) {
 }
 
 void psad_png_free_buffer(uint8_t *data) { free(data); }
+
+const char *psad_png_version(void) { return png_get_libpng_ver(NULL); }

@@ -42,6 +42,9 @@ int psad_png_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int 
                     uint8_t **out_data, size_t *out_size,
                     char message[PSAD_PNG_MESSAGE_SIZE]);
 
+/// The libpng version string this target was linked against.
+const char *psad_png_version(void);
+
 void psad_png_free(psad_png_image *image);
 void psad_png_free_buffer(uint8_t *data);
 

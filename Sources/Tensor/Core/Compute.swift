@@ -49,8 +49,30 @@ public enum Compute {
     }
 }
 
+extension Compute {
+    /// `[body(0), body(1), ...]`, computed in parallel over contiguous ranges.
+    public static func parallelMap<T>(_ count: Int, _ body: (Int) -> T) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let base = buffer.baseAddress
+            let box = UncheckedPointer(raw: UnsafeMutableRawPointer(base))
+            parallelFor(count) { range in
+                let typed = box.raw!.assumingMemoryBound(to: T.self)
+                for i in range { (typed + i).initialize(to: body(i)) }
+            }
+            initialized = count
+        }
+    }
+}
+
+private struct UncheckedPointer: @unchecked Sendable { let raw: UnsafeMutableRawPointer? }
+
 /// The body of a ``Compute/parallelFor(_:grain:_:)``. Callers promise that
 /// the ranges write disjoint memory, which is what makes sharing it sound.
 private struct RangeWork: @unchecked Sendable {
     let run: (Range<Int>) -> Void
+}
+
+extension Compute {
+    /// OpenBLAS's build configuration (version, target core, threading).
+    public static var blasConfiguration: String { String(cString: openblas_get_config()) }
 }

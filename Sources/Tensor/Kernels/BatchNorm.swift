@@ -53,9 +53,9 @@ extension Tensor {
         precondition(c == p.channels, "batch norm has \(p.channels) channels, input has \(c)")
         let plane = h * w, count = n * plane
         precondition(count > 1, "batch norm training needs more than one value per channel")
-        var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
-        x.withUnsafeBufferPointer { xs in
-            for ch in 0..<c {
+        // Per channel: mean and biased variance, accumulated in Double.
+        let statistics = x.withUnsafeBufferPointer { xs in
+            Compute.parallelMap(c) { ch -> (mean: Float, variance: Float) in
                 var total = 0.0
                 for b in 0..<n { for i in 0..<plane { total += Double(xs[(b * c + ch) * plane + i]) } }
                 let m = total / Double(count)
@@ -63,10 +63,10 @@ extension Tensor {
                 for b in 0..<n {
                     for i in 0..<plane { let d = Double(xs[(b * c + ch) * plane + i]) - m; sq += d * d }
                 }
-                mean[ch] = Float(m)
-                variance[ch] = Float(sq / Double(count))
+                return (Float(m), Float(sq / Double(count)))
             }
         }
+        let mean = statistics.map(\.mean), variance = statistics.map(\.variance)
         let inverseStd = variance.map { 1 / ($0 + p.eps).squareRoot() }
         let normalized = channelAffine(x, scale: inverseStd, shift: (0..<c).map { -mean[$0] * inverseStd[$0] })
         let y = channelAffine(normalized, scale: p.gamma.storage, shift: p.beta.storage)
@@ -90,20 +90,26 @@ extension Tensor {
         var dx = Tensor(zeros: dy.shape)
         var dgamma = Tensor(zeros: [c]), dbeta = Tensor(zeros: [c])
         let xhat = cache.normalized.storage, g = dy.storage
-        for ch in 0..<c {
+        let sums = Compute.parallelMap(c) { ch -> (dy: Double, dyXhat: Double) in
             var sumDy = 0.0, sumDyXhat = 0.0
             for b in 0..<n {
                 let base = (b * c + ch) * plane
                 for i in 0..<plane { sumDy += Double(g[base + i]); sumDyXhat += Double(g[base + i] * xhat[base + i]) }
             }
-            dgamma.storage[ch] = Float(sumDyXhat)
-            dbeta.storage[ch] = Float(sumDy)
-            let gm = gamma.storage[ch], inv = cache.inverseStd[ch]
-            let a = Float(sumDy) * gm, bsum = Float(sumDyXhat) * gm
-            for b in 0..<n {
-                let base = (b * c + ch) * plane
-                for i in 0..<plane {
-                    dx.storage[base + i] = inv / count * (count * g[base + i] * gm - a - xhat[base + i] * bsum)
+            return (sumDy, sumDyXhat)
+        }
+        dgamma.storage = sums.map { Float($0.dyXhat) }
+        dbeta.storage = sums.map { Float($0.dy) }
+        dx.withUnsafeMutableBufferPointer { out in
+            let dp = SendableMutablePointer(out.baseAddress!)
+            Compute.parallelFor(n * c) { planes in
+                for pl in planes {
+                    let ch = pl % c, base = pl * plane
+                    let gm = gamma.storage[ch], inv = cache.inverseStd[ch]
+                    let a = Float(sums[ch].dy) * gm, bsum = Float(sums[ch].dyXhat) * gm
+                    for i in 0..<plane {
+                        dp.p[base + i] = inv / count * (count * g[base + i] * gm - a - xhat[base + i] * bsum)
+                    }
                 }
             }
         }

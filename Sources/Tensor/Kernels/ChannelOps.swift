@@ -80,13 +80,18 @@ extension Tensor {
         let (n, c, h, w) = p.nchw
         let plane = h * w
         var dz = Tensor(zeros: p.shape)
-        for pixel in 0..<(n * plane) {
-            let base = (pixel / plane) * c * plane + pixel % plane
-            var dot: Float = 0
-            for k in 0..<c { dot += p.storage[base + k * plane] * dp.storage[base + k * plane] }
-            for k in 0..<c {
-                let i = base + k * plane
-                dz.storage[i] = p.storage[i] * (dp.storage[i] - dot)
+        dz.withUnsafeMutableBufferPointer { out in
+            let zp = SendableMutablePointer(out.baseAddress!)
+            Compute.parallelFor(n * plane, grain: 256) { pixels in
+                for pixel in pixels {
+                    let base = (pixel / plane) * c * plane + pixel % plane
+                    var dot: Float = 0
+                    for k in 0..<c { dot += p.storage[base + k * plane] * dp.storage[base + k * plane] }
+                    for k in 0..<c {
+                        let i = base + k * plane
+                        zp.p[i] = p.storage[i] * (dp.storage[i] - dot)
+                    }
+                }
             }
         }
         return dz
@@ -97,14 +102,14 @@ extension Tensor {
     public func argmaxChannels() -> [Int32] {
         let (n, c, h, w) = nchw
         let plane = h * w
-        var out = [Int32](repeating: 0, count: n * plane)
-        for pixel in 0..<(n * plane) {
-            let base = (pixel / plane) * c * plane + pixel % plane
-            var best = 0
-            for k in 1..<max(c, 1) where storage[base + k * plane] > storage[base + best * plane] { best = k }
-            out[pixel] = Int32(best)
+        return withUnsafeBufferPointer { values in
+            Compute.parallelMap(n * plane) { pixel -> Int32 in
+                let base = (pixel / plane) * c * plane + pixel % plane
+                var best = 0
+                for k in 1..<max(c, 1) where values[base + k * plane] > values[base + best * plane] { best = k }
+                return Int32(best)
+            }
         }
-        return out
     }
 
     /// One-hot encoding of class indices laid out [N, H, W]: [N, classes, H, W].

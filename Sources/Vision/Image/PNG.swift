@@ -101,3 +101,8 @@ public enum PNG {
         String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+extension PNG {
+    /// The linked libpng's version.
+    public static var libraryVersion: String { String(cString: psad_png_version()) }
+}

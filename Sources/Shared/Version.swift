@@ -1,1 +1,0 @@
-public enum PSADVersion { public static let protocolVersion: UInt8 = 1 }

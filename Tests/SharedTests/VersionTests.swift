@@ -1,3 +1,0 @@
-import Testing
-@testable import Shared
-@Test func protocolVersionIsOne() { #expect(PSADVersion.protocolVersion == 1) }
