@@ -25,7 +25,7 @@ public struct Image: Equatable, Sendable {
                   pixels: [UInt8](repeating: value, count: width * height * channels))
     }
 
-    public subscript(x: Int, y: Int, channel: Int) -> UInt8 {
+    public subscript(x x: Int, y y: Int, channel channel: Int) -> UInt8 {
         get { pixels[(y * width + x) * channels + channel] }
         set { pixels[(y * width + x) * channels + channel] = newValue }
     }

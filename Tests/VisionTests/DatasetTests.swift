@@ -1,0 +1,162 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Vision
+
+@Suite struct PreprocessTests {
+    @Test func longSideBecomesTheTargetAndThePaddingIsBottomRight() {
+        let p = Preprocessor(targetSize: 64)
+        let out = p.image(Image(width: 200, height: 100, channels: 3, value: 200))
+        #expect(out.width == 64 && out.height == 64)
+        #expect(out[x: 63, y: 31, channel: 0] == 200 && out[x: 0, y: 32, channel: 0] == 0)
+    }
+
+    @Test func cropMarginComesOffEverySide() {
+        var image = Image(width: 30, height: 20, channels: 1, value: 9)
+        image[x: 5, y: 5, channel: 0] = 1
+        let cropped = image.cropped(top: 5, left: 5, bottom: 5, right: 5)
+        #expect(cropped.width == 20 && cropped.height == 10 && cropped[x: 0, y: 0, channel: 0] == 1)
+        #expect(Preprocessor(cropMargin: 5, targetSize: 40).resizedSize(width: 30, height: 20) == (40, 20))
+    }
+
+    @Test func shrinkingIsAntialiased() {
+        // A 1-pixel checkerboard shrunk by 4 becomes flat gray, not aliased stripes.
+        var board = Image(width: 64, height: 64, channels: 1)
+        for y in 0..<64 { for x in 0..<64 where (x + y) % 2 == 0 { board[x: x, y: y, channel: 0] = 255 } }
+        let small = board.resizedSmooth(width: 16, height: 16)
+        #expect(small.pixels.allSatisfy { abs(Int($0) - 128) <= 20 })
+    }
+
+    @Test func imagesAndMasksStayAligned() {
+        // A bright rectangle drawn in an image and as class 1 in its mask.
+        var image = Image(width: 300, height: 180, channels: 3)
+        var mask = Image(width: 300, height: 180, channels: 1)
+        Raster.fillPolygon(&mask, xs: [90, 210, 210, 90], ys: [40, 40, 130, 130], value: 1)
+        for i in 0..<mask.pixels.count where mask.pixels[i] == 1 { for c in 0..<3 { image.pixels[i * 3 + c] = 255 } }
+        let p = Preprocessor(cropMargin: 10, targetSize: 100)
+        let small = p.image(image), smallMask = p.mask(mask)
+        var both = 0, either = 0
+        for i in 0..<(100 * 100) {
+            let bright = small.pixels[i * 3] > 127, labelled = smallMask.pixels[i] == 1
+            if bright && labelled { both += 1 }
+            if bright || labelled { either += 1 }
+        }
+        #expect(Double(both) / Double(either) > 0.95)
+    }
+
+    @Test func nearestKeepsClassIdsExact() {
+        let mask = Image(width: 6, height: 3, channels: 1, pixels: [0, 0, 3, 3, 5, 5, 0, 0, 3, 3, 5, 5, 0, 0, 3, 3, 5, 5])
+        #expect(Set(mask.resizedNearest(width: 17, height: 9).pixels) == [0, 3, 5])
+    }
+}
+
+/// A tiny category in the LOCO layout, written by hand.
+func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = nil) throws {
+    let fm = FileManager.default
+    for split in Split.allCases where split.rawValue != skip {
+        let dir = root.appendingPathComponent(split.rawValue)
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        for id in ["001", "000"] { try PNG.write(Image(width: 8, height: 6, channels: 3), to: dir.appendingPathComponent("\(id).png")) }
+    }
+    let gt = root.appendingPathComponent("ground_truth/logical_anomalies/000")
+    try fm.createDirectory(at: gt, withIntermediateDirectories: true)
+    try PNG.write(Image(width: 8, height: 6, channels: 1, value: 1), to: gt.appendingPathComponent("000.png"))
+    let defects = config ?? #"[{"defect_name": "extra_pin", "pixel_value": 1, "saturation_threshold": 0.5, "relative_saturation": true}]"#
+    try Data(defects.utf8).write(to: root.appendingPathComponent("defects_config.json"))
+}
+
+@Suite struct LocoLayoutTests {
+    @Test func listsSplitsInSortedOrderWithGroundTruth() throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url)
+        let category = try LocoCategory(root: dir.url)
+        #expect(category[.train].map(\.id) == ["000", "001"])
+        #expect(category[.testLogical][0].groundTruth.map(\.lastPathComponent) == ["000.png"])
+        #expect(category[.testLogical][1].groundTruth.isEmpty)
+        #expect(category.defect(pixelValue: 1)?.defectName == "extra_pin")
+        #expect(category.defects[0].relativeSaturation)
+    }
+
+    @Test func aMissingSplitIsNamed() throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url, skip: "validation/good")
+        #expect(throws: DatasetError.missing(path: dir.url.appendingPathComponent("validation/good").path,
+                                             what: "split folder validation/good")) { try LocoCategory(root: dir.url) }
+    }
+
+    @Test func anEmptySplitIsNamed() throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url)
+        for f in ["000.png", "001.png"] {
+            try FileManager.default.removeItem(at: dir.url.appendingPathComponent("test/good/\(f)"))
+        }
+        #expect(throws: DatasetError.emptySplit(path: dir.url.appendingPathComponent("test/good").path)) {
+            try LocoCategory(root: dir.url)
+        }
+    }
+
+    @Test(arguments: [
+        (#"[{"defect_name": "x", "pixel_value": 1, "saturation_threshold": 0.5}]"#, "relative_saturation"),
+        (#"[{"defect_name": "x", "pixel_value": 0, "saturation_threshold": 0.5, "relative_saturation": true}]"#, "[0].pixel_value"),
+        (#"[{"defect_name": "x", "pixel_value": 1, "saturation_threshold": "big", "relative_saturation": true}]"#, "saturation_threshold"),
+        (#"{"oops": "#, "not valid JSON"),
+    ])
+    func malformedDefectsConfigNamesTheField(json: String, field: String) throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url, config: json)
+        do {
+            _ = try LocoCategory(root: dir.url)
+            Issue.record("accepted \(json)")
+        } catch {
+            #expect("\(error)".contains(field), "\(error)")
+            #expect("\(error)".contains("defects_config.json"))
+        }
+    }
+}
+
+@Suite struct ManifestTests {
+    func manifestFile(_ json: String) throws -> (TemporaryDirectory, URL) {
+        let c = try AnnotatedCategory()
+        try Data("{}".utf8).write(to: c.root.appendingPathComponent("labels/000.json"))
+        try Data(json.utf8).write(to: c.root.appendingPathComponent(CategoryManifest.fileName))
+        return (c.dir, c.root)
+    }
+
+    static let good = #"""
+    {"category": "toy", "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "box"}],
+     "product_types": [{"name": "a", "index_range": [0, 0]}],
+     "few_shot": [{"image": "train/good/000.png", "annotation": "labels/000.json", "format": "via"}],
+     "preprocess": {"target_size": 64, "crop_margin": 2}, "histogram_classes": [1]}
+    """#
+
+    @Test func aGoodManifestLoadsAndRoundTrips() throws {
+        let (dir, root) = try manifestFile(Self.good)
+        let m = try CategoryManifest.load(categoryRoot: root)
+        #expect(m.classCount == 2 && m.preprocess.cropMargin == 2 && m.fewShot[0].format == .via)
+        #expect(m.classID(forLabel: "box") == 1 && m.classID(forLabel: "1") == 1 && m.classID(forLabel: "lid") == nil)
+        try m.write(to: root)
+        #expect(try CategoryManifest.load(categoryRoot: root) == m)
+        _ = dir
+    }
+
+    @Test(arguments: [
+        (#""target_size": 64"#, #""target_size": "big""#, "preprocess.target_size"),
+        (#"{"id": 1, "name": "box"}"#, #"{"id": 2, "name": "box"}"#, "classes[1].id"),
+        (#""format": "via""#, #""format": "coco""#, "few_shot[0].format"),
+        (#""annotation": "labels/000.json""#, #""annotation": "labels/404.json""#, "few_shot[0].annotation"),
+        (#""index_range": [0, 0]"#, #""index_range": [3, 1]"#, "product_types[0].index_range"),
+        (#""histogram_classes": [1]"#, #""histogram_classes": [5]"#, "histogram_classes[0]"),
+        (#""category": "toy", "#, "", "category"),
+    ])
+    func badFieldsAreNamed(from: String, to: String, field: String) throws {
+        let (dir, root) = try manifestFile(Self.good.replacingOccurrences(of: from, with: to))
+        do {
+            _ = try CategoryManifest.load(categoryRoot: root)
+            Issue.record("accepted a manifest with a bad \(field)")
+        } catch {
+            #expect("\(error)".contains(field), "\(error)")
+            #expect("\(error)".contains(CategoryManifest.fileName))
+        }
+        _ = dir
+    }
+}
