@@ -11,7 +11,7 @@ struct PSADCoordinator: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-coordinator",
         abstract: "Plans PSAD sweeps as a DAG of stage jobs and dispatches them to workers.",
-        subcommands: [Info.self])
+        subcommands: [Info.self, DatasetCommand.self])
 }
 
 /// `psad-coordinator info`: the native libraries and settings in use, for

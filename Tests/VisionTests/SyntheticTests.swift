@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Vision
+
+@Suite struct SyntheticBenchmarkTests {
+    static let names = SyntheticBenchmark.categories.map(\.name)
+
+    /// The generator knows the truth: every normal image keeps its category's
+    /// rules and every logical anomaly breaks at least one, read back from the
+    /// rendered part mask alone.
+    @Test(arguments: names)
+    func normalImagesKeepTheRulesAndLogicalAnomaliesBreakOne(name: String) throws {
+        let category = try #require(SyntheticBenchmark.category(named: name))
+        for split in [Split.train, .testGood, .testStructural, .testLogical] {
+            for index in 0..<6 {
+                let (scene, _, mask) = SyntheticBenchmark.render(category, seed: 7, split: split, index: index, size: .small)
+                let broken = category.ruleViolations(mask, zoom: 0.5)
+                if split == .testLogical {
+                    #expect(!broken.isEmpty, "\(name) logical #\(index) keeps every rule")
+                    #expect(!scene.defects.isEmpty)
+                } else if split == .testStructural {
+                    #expect(!scene.defects.isEmpty, "\(name) structural #\(index) has no defect region")
+                } else {
+                    #expect(broken.isEmpty, "\(name) \(split.rawValue) #\(index): \(broken)")
+                    #expect(scene.defects.isEmpty)
+                }
+            }
+        }
+    }
+
+    @Test func sameSeedSameImagesOtherSeedOtherImages() throws {
+        let category = PinGrid()
+        let a = SyntheticBenchmark.render(category, seed: 1, split: .train, index: 3, size: .small)
+        let b = SyntheticBenchmark.render(category, seed: 1, split: .train, index: 3, size: .small)
+        let c = SyntheticBenchmark.render(category, seed: 2, split: .train, index: 3, size: .small)
+        #expect(a.image == b.image && a.mask == b.mask)
+        #expect(a.image != c.image)
+    }
+
+    @Test func normalImagesDifferAtThePixelLevel() {
+        // No pixel-exact template: two normal images differ in most pixels.
+        for category in SyntheticBenchmark.categories {
+            let a = SyntheticBenchmark.render(category, seed: 1, split: .train, index: 0, size: .small).image
+            let b = SyntheticBenchmark.render(category, seed: 1, split: .train, index: 3, size: .small).image
+            let differing = zip(a.pixels, b.pixels).filter { abs(Int($0) - Int($1)) > 8 }.count
+            #expect(Double(differing) > 0.2 * Double(a.pixels.count), "\(category.name)")
+        }
+    }
+
+    @Test func writesALayoutThatReadsBackWithItsManifest() throws {
+        let dir = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: dir.url, seed: 3, size: .small, only: ["pin_grid", "cable_pair"])
+        for name in ["pin_grid", "cable_pair"] {
+            let root = dir.url.appendingPathComponent(name)
+            let category = try LocoCategory(root: root)
+            let manifest = try CategoryManifest.load(categoryRoot: root)
+            let spec = try #require(SyntheticBenchmark.category(named: name))
+            #expect(category[.train].count == 8 && category[.testLogical].count == 4)
+            #expect(manifest.classCount == spec.classes.count)
+            #expect(category.defects.count == spec.defectTypes.count)
+            // Every anomalous image has ground truth, with known pixel values.
+            for sample in category[.testLogical] + category[.testStructural] {
+                #expect(!sample.groundTruth.isEmpty, "\(sample.url.path)")
+                for url in sample.groundTruth {
+                    let gt = try PNG.read(url)
+                    let values = Set(gt.pixels).subtracting([0])
+                    #expect(values.count == 1 && category.defect(pixelValue: Int(values.first!)) != nil)
+                }
+            }
+            // Few-shot labels import to masks close to the truth.
+            for label in manifest.fewShot {
+                let image = try PNG.read(root.appendingPathComponent(label.image))
+                let imported = try AnnotationImport.mask(for: label, manifest: manifest, categoryRoot: root,
+                                                         imageWidth: image.width, imageHeight: image.height)
+                let truth = try PNG.read(root.appendingPathComponent("synthetic_truth/\(label.image)"), mode: .indices)
+                let agree = zip(imported.pixels, truth.pixels).filter { $0 == $1 }.count
+                #expect(Double(agree) > 0.95 * Double(truth.pixels.count), "\(name) \(label.image): \(agree)/\(truth.pixels.count)")
+            }
+        }
+        let types = try CategoryManifest.load(categoryRoot: dir.url.appendingPathComponent("cable_pair")).productTypes
+        #expect(types?.map(\.name) == ["2_slots", "3_slots", "5_slots"])
+        #expect(types?.map { $0.images?.count ?? 0 }.reduce(0, +) == 8)
+    }
+}
