@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "psad-bench", targets: ["Bench"]),
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "Vision", targets: ["Vision"]),
+        .library(name: "Models", targets: ["Models"]),
         .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
@@ -36,6 +37,7 @@ let package = Package(
 
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
         .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
+        .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Shared", dependencies: ["CZeroMQ"]),
         .executableTarget(
             name: "Coordinator",
@@ -54,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "Bench",
             dependencies: [
-                "Tensor",
+                "Tensor", "Models",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -62,6 +64,8 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "VisionTests", dependencies: ["Vision", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"]),
     ]

@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TestSupport
+import Tensor
+@testable import Models
+
+/// Backbones against PyTorch outputs (ops/fixtures/torch_backbones.py).
+@Suite struct BackboneParityTests {
+    func fixture(_ name: String) throws -> URL {
+        try #require(Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: "safetensors"))
+    }
+
+    /// max |ours - theirs| / max |theirs|.
+    func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
+        precondition(a.shape == b.shape, "\(a.shape) vs \(b.shape)")
+        return a.maxAbsDifference(b) / max(b.storage.map(abs).max() ?? 0, 1e-12)
+    }
+
+    @Test(arguments: [("resnet_basic", ResNet.Config(name: "narrow18", block: .basic, layers: [2, 2, 2, 2], planes: [8, 16, 32, 64])),
+                      ("resnet_wide", ResNet.Config(name: "narrow-wide", block: .bottleneck, layers: [1, 2, 1, 1],
+                                                    planes: [8, 16, 32, 64], widthPerGroup: 128))])
+    func resNetMatchesTorchAtEveryTap(name: String, config: ResNet.Config) throws {
+        let url = try fixture(name)
+        let net = try ResNet(config, weights: WeightSet(file: url))
+        let file = try SafetensorsFile(contentsOf: url)
+        let taps = net.features(try file.tensor("input"), strides: [4, 8, 16, 32])
+        for s in [4, 8, 16, 32] {
+            let error = relativeError(try #require(taps[s]), try file.tensor("tap\(s)"))
+            #expect(error <= 1e-4, "\(name) stride \(s): relative error \(error)")
+        }
+    }
+
+    @Test func aShallowNetworkStopsAtItsDepth() throws {
+        let url = try fixture("resnet_basic")
+        let config = ResNet.Config(name: "narrow18", block: .basic, layers: [2, 2, 2, 2], planes: [8, 16, 32, 64])
+        let net = try ResNet(config, weights: WeightSet(file: url), depth: 3)
+        #expect(net.channels == [4: 8, 8: 16, 16: 32])
+        let file = try SafetensorsFile(contentsOf: url)
+        let taps = net.features(try file.tensor("input"), strides: [16])
+        #expect(taps.keys.sorted() == [16])
+        #expect(relativeError(try #require(taps[16]), try file.tensor("tap16")) <= 1e-4)
+    }
+
+    @Test(arguments: [("expand_k5_s2", 24, 40, 5, 2, 6), ("plain_k3_s1", 32, 16, 3, 1, 1), ("skip_k3_s1", 24, 24, 3, 1, 6)])
+    func mbConvBlocksMatchTheReference(tag: String, cin: Int, cout: Int, kernel: Int, stride: Int, expand: Int) throws {
+        let url = try fixture("mbconv")
+        let block = try EfficientNetLite.MBConv(WeightSet(file: url), prefix: tag, in: cin, out: cout, kernel: kernel,
+                                                stride: stride, expandRatio: expand)
+        let file = try SafetensorsFile(contentsOf: url)
+        let error = relativeError(block(try file.tensor("\(tag).input")), try file.tensor("\(tag).output"))
+        #expect(error <= 1e-4, "\(tag): relative error \(error)")
+    }
+
+    /// The real ImageNet weights (installed by ops/weights/install-efficientnet-lite0,
+    /// which ops/test runs) against the reference model at every stride.
+    @Test func pretrainedLite0MatchesTheReferenceAtEveryTap() throws {
+        let net = try EfficientNetLite.pretrainedLite0()
+        #expect(net.channels == [2: 16, 4: 24, 8: 40, 16: 112, 32: 320])
+        let file = try SafetensorsFile(contentsOf: try fixture("lite0_taps"))
+        let taps = net.features(try file.tensor("input"), strides: [2, 4, 8, 16, 32])
+        for s in [2, 4, 8, 16, 32] {
+            let error = relativeError(try #require(taps[s]), try file.tensor("tap\(s)"))
+            #expect(error <= 1e-4, "stride \(s): relative error \(error)")
+        }
+    }
+}
+
+@Suite struct WeightLoadingTests {
+    @Test func aMissingTensorIsNamed() throws {
+        let dir = try TemporaryDirectory()
+        let url = dir.url.appendingPathComponent("w.safetensors")
+        try SafetensorsFile.write(["conv1.weight": Tensor(zeros: [8, 3, 7, 7])], to: url)
+        let config = ResNet.Config(name: "n", block: .basic, layers: [1, 1, 1, 1], planes: [8, 16, 32, 64])
+        #expect(throws: WeightError.missingTensor(file: url.path, tensor: "bn1.weight")) {
+            try ResNet(config, weights: WeightSet(file: url))
+        }
+    }
+
+    @Test func aWrongShapeIsNamedWithBothShapes() throws {
+        let dir = try TemporaryDirectory()
+        let url = dir.url.appendingPathComponent("w.safetensors")
+        try SafetensorsFile.write(["conv1.weight": Tensor(zeros: [8, 3, 3, 3])], to: url)
+        let config = ResNet.Config(name: "n", block: .basic, layers: [1, 1, 1, 1], planes: [8, 16, 32, 64])
+        #expect(throws: WeightError.shapeMismatch(file: url.path, tensor: "conv1.weight", expected: [8, 3, 7, 7], found: [8, 3, 3, 3])) {
+            try ResNet(config, weights: WeightSet(file: url))
+        }
+    }
+
+    @Test func missingWeightFilesSayHowToInstallThem() {
+        do {
+            _ = try WeightSet.installed("no-such-net.safetensors", install: "ops/weights/install-x")
+            Issue.record("found a file that does not exist")
+        } catch {
+            #expect("\(error)".contains("ops/weights/install-x"))
+        }
+    }
+
+    @Test func everyStandardConfigurationBuildsWithTheRightTapChannels() throws {
+        // Random weights: shapes and channel bookkeeping of the full-size networks.
+        let r18 = try ResNet(.resnet18, weights: WeightSet(randomSeed: 1))
+        #expect(r18.channels == [4: 64, 8: 128, 16: 256, 32: 512])
+        let wide = try ResNet(.wideResnet50, weights: WeightSet(randomSeed: 1), depth: 1)
+        #expect(wide.channels == [4: 256])
+        #expect(wide.stages[0][0].convs[0].weight.shape == [128, 64, 1, 1])  // width = 64 * 128 / 64
+        for v in 0...4 { _ = try EfficientNetLite(variant: v, weights: WeightSet(randomSeed: 2)) }
+        let lite2 = try EfficientNetLite(variant: 2, weights: WeightSet(randomSeed: 2))
+        // round_filters: 320 * 1.1 = 352 -> 352; 24 * 1.1 = 26.4 -> int(26.4 + 4) // 8 * 8 = 24.
+        #expect(lite2.channels[32] == 352 && lite2.channels[4] == 24)
+    }
+}
