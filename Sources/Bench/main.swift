@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Models
 import Tensor
 
 /// Kernel benchmarks (not timed tests): `psad-bench kernels`.
@@ -10,7 +11,7 @@ struct PSADBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-bench",
         abstract: "Benchmarks of the Tensor kernels.",
-        subcommands: [Kernels.self])
+        subcommands: [Kernels.self, Backbones.self])
 }
 
 struct Kernels: ParsableCommand {
@@ -110,4 +111,54 @@ struct ConvCase {
         ConvCase(name: "conv 1x1 1024->256 @16x16", batch: 8, cin: 1024, cout: 256, size: 16, kernel: 1, groups: 1),
         ConvCase(name: "depthwise 3x3 128 @64x64", batch: 8, cin: 128, cout: 128, size: 64, kernel: 3, groups: 128),
     ]
+}
+
+/// Backbone forward throughput and peak memory, one network per process so
+/// that the peak resident size belongs to that network alone.
+struct Backbones: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Forward images/s and peak memory of a backbone at 256x256, batch 8 (random weights).")
+
+    @Option(help: "resnet18, wide_resnet50_2 (to layer3) or efficientnet-lite0.")
+    var network: String
+
+    @Option(help: "Threads for the kernels and OpenBLAS.")
+    var threads = 2
+
+    @Option(help: "Batch size.")
+    var batch = 8
+
+    @Option(help: "Image side.")
+    var size = 256
+
+    @Option(help: "Minimum seconds measured (the best repetition is reported).")
+    var seconds = 3.0
+
+    func run() throws {
+        Compute.configure(threads: threads)
+        let weights = WeightSet(randomSeed: 1)
+        let net: any Backbone
+        let taps: Set<Int>
+        switch network {
+        case "resnet18": net = try ResNet(.resnet18, weights: weights); taps = [4, 8, 16, 32]
+        case "wide_resnet50_2": net = try ResNet(.wideResnet50, weights: weights, depth: 3); taps = [4, 8, 16]
+        case "efficientnet-lite0": net = try EfficientNetLite(variant: 0, weights: weights); taps = [4, 8, 16, 32]
+        default: throw ValidationError("unknown network '\(network)'")
+        }
+        var rng = SeededGenerator(seed: 2)
+        let x = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
+        _ = net.features(x, strides: taps)
+        var best = Double.infinity, total = 0.0, runs = 0
+        while total < seconds || runs < 2 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = net.features(x, strides: taps)
+            let t = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            best = min(best, t); total += t; runs += 1
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let line: [String: Any] = ["name": network, "images_per_s": Double(batch) / best, "peak_mib": Double(usage.ru_maxrss) / 1024,
+                                   "impl": "psad-swift", "threads": threads]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
+    }
 }

@@ -25,7 +25,7 @@ public struct ConvBN: Sendable {
         self.samePadding = samePadding
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor, activation: ConvActivation = .identity) -> Tensor {
         var g = geometry
         if samePadding {
             let (_, _, h, w) = x.nchw
@@ -38,6 +38,6 @@ public struct ConvBN: Sendable {
             let (top, bottom) = pad(h, g.strideY), (left, right) = pad(w, g.strideX)
             g = Conv2dGeometry(stride: (g.strideY, g.strideX), padding: (top, left, bottom, right), groups: g.groups)
         }
-        return Tensor.conv2d(x, weight: weight, bias: bias, geometry: g)
+        return Tensor.conv2d(x, weight: weight, bias: bias, geometry: g, activation: activation)
     }
 }

@@ -31,8 +31,8 @@ public struct EfficientNetLite: Backbone {
         }
 
         func callAsFunction(_ x: Tensor) -> Tensor {
-            var y = expand.map { $0(x).relu6() } ?? x
-            y = depthwise(y).relu6()
+            var y = expand.map { $0(x, activation: .relu6) } ?? x
+            y = depthwise(y, activation: .relu6)
             y = project(y)
             if skip { y.add(x) }
             return y
@@ -92,7 +92,7 @@ public struct EfficientNetLite: Backbone {
         precondition(strides.allSatisfy { lastBlock[$0] != nil }, "taps \(strides.sorted()) not in \(lastBlock.keys.sorted())")
         let stop = strides.map { lastBlock[$0]! }.max() ?? 0
         let wanted = Dictionary(uniqueKeysWithValues: strides.map { (lastBlock[$0]!, $0) })
-        var x = stem(images).relu6()
+        var x = stem(images, activation: .relu6)
         var out: [Int: Tensor] = [:]
         for (i, block) in blocks.enumerated() where i <= stop {
             x = block(x)

@@ -35,11 +35,11 @@ public struct ResNet: Backbone {
         func callAsFunction(_ x: Tensor) -> Tensor {
             var y = x
             for (i, conv) in convs.enumerated() {
-                y = conv(y)
-                if i < convs.count - 1 { y = y.relu() }
+                y = conv(y, activation: i < convs.count - 1 ? .relu : .identity)
             }
             y.add(downsample?(x) ?? x)
-            return y.relu()
+            y.clamp(low: 0, high: .infinity)
+            return y
         }
     }
 
@@ -104,7 +104,7 @@ public struct ResNet: Backbone {
     public func features(_ images: Tensor, strides: Set<Int>) -> [Int: Tensor] {
         precondition(strides.allSatisfy { channels[$0] != nil }, "taps \(strides.sorted()) not in \(channels.keys.sorted())")
         let deepest = strides.max() ?? 4
-        var x = stem(images).relu()
+        var x = stem(images, activation: .relu)
         x = Tensor.maxPool2d(x, Pool2dGeometry(kernel: 3, stride: 2, padding: 1))
         var out: [Int: Tensor] = [:]
         for (s, units) in stages.enumerated() {

@@ -139,3 +139,19 @@ import TestSupport
         #expect(xs != (0..<5).map { _ in c.next() })
     }
 }
+
+/// The convolution epilogue (bias + activation per output tile) equals a
+/// separate activation pass.
+@Suite struct ConvEpilogueTests {
+    @Test(arguments: [Conv2dGeometry(stride: 1, padding: 1), Conv2dGeometry(), Conv2dGeometry(stride: 2, padding: 1, groups: 6)])
+    func fusedActivationEqualsSeparatePass(geometry: Conv2dGeometry) {
+        let x = Check.random([2, 6, 40, 37], seed: 60)
+        let w = Check.random([6, 6 / geometry.groups, geometry.padTop == 0 ? 1 : 3, geometry.padTop == 0 ? 1 : 3], seed: 61)
+        let b = Check.random([6], seed: 62)
+        let plain = Tensor.conv2d(x, weight: w, bias: b, geometry: geometry)
+        #expect(Tensor.conv2d(x, weight: w, bias: b, geometry: geometry, activation: .relu) == plain.relu())
+        #expect(Tensor.conv2d(x, weight: w, bias: b, geometry: geometry, activation: .relu6) == plain.relu6())
+        #expect(Tensor.conv2d(x, weight: w, geometry: geometry, activation: .relu)
+                == Tensor.conv2d(x, weight: w, geometry: geometry).relu())
+    }
+}

@@ -8,13 +8,18 @@ extension Tensor {
     /// Elementwise clamp to [low, high].
     public func clamped(low: Float, high: Float) -> Tensor {
         var out = self
-        out.withUnsafeMutableBufferPointer { buf in
+        out.clamp(low: low, high: high)
+        return out
+    }
+
+    /// Clamps in place (no copy: for activations after a residual add).
+    public mutating func clamp(low: Float, high: Float) {
+        withUnsafeMutableBufferPointer { buf in
             let p = SendableMutablePointer(buf.baseAddress!)
             Compute.parallelFor(buf.count, grain: 1 << 15) { range in
                 for i in range { p.p[i] = Swift.min(Swift.max(p.p[i], low), high) }
             }
         }
-        return out
     }
 
     /// Gradient through a clamp: passes dy where low < x < high, else 0

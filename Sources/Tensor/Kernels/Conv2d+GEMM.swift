@@ -78,7 +78,7 @@ func tileRows(_ s: ConvShape) -> Int { max(1, min(s.oh, tilePixels / max(s.ow, 1
 let tilePixels = 1024
 
 func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                 _ y: UnsafeMutablePointer<Float>) {
+                 _ y: UnsafeMutablePointer<Float>, epilogue: Epilogue) {
     let pointwise = s.isPointwise
     let rowsPerTile = tileRows(s)
     let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * rowsPerTile * s.ow)
@@ -91,6 +91,8 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
             if pointwise {
                 BLAS.sgemm(m: s.coutPerGroup, n: s.pixels, k: s.patch,
                            a: wg, lda: s.patch, b: xg, ldb: s.pixels, c: yg, ldc: s.pixels)
+                epilogue.apply(y + b * s.cout * s.pixels, channels: (grp * s.coutPerGroup)..<((grp + 1) * s.coutPerGroup),
+                               channelCount: s.cout, columns: 0..<s.pixels, stride: s.pixels)
                 continue
             }
             // y[:, tile] = W_g * im2col(tile), one tile of output rows at a time.
@@ -100,6 +102,8 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
                 im2col(s, xg, col, outputRows: rows)
                 BLAS.sgemm(m: s.coutPerGroup, n: width, k: s.patch,
                            a: wg, lda: s.patch, b: col, ldb: width, c: yg + first * s.ow, ldc: s.pixels)
+                epilogue.apply(y + b * s.cout * s.pixels, channels: (grp * s.coutPerGroup)..<((grp + 1) * s.coutPerGroup),
+                               channelCount: s.cout, columns: (first * s.ow)..<(first * s.ow + width), stride: s.pixels)
             }
         }
     }

@@ -30,6 +30,20 @@ public struct Conv2dGeometry: Equatable, Sendable {
     }
 }
 
+/// An activation applied in the convolution's epilogue, together with the
+/// bias, while the output tile is still in cache.
+public enum ConvActivation: Sendable {
+    case identity, relu, relu6
+
+    var bounds: (Float, Float) {
+        switch self {
+        case .identity: (-.infinity, .infinity)
+        case .relu: (0, .infinity)
+        case .relu6: (0, 6)
+        }
+    }
+}
+
 /// Shapes shared by the forward and backward convolution kernels.
 struct ConvShape {
     let n, cin, h, w, cout, kh, kw, oh, ow: Int
@@ -71,20 +85,27 @@ extension Tensor {
     ///
     /// Ordinary convolutions run as im2col + `cblas_sgemm`, 1x1 convolutions as
     /// a plain GEMM, depthwise convolutions as a direct loop.
+    ///
+    /// `activation` is applied with the bias in one pass over each output
+    /// tile (y = act(conv + b)).
     public static func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor? = nil,
-                              geometry: Conv2dGeometry = Conv2dGeometry()) -> Tensor {
+                              geometry: Conv2dGeometry = Conv2dGeometry(),
+                              activation: ConvActivation = .identity) -> Tensor {
         let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
         if let bias { precondition(bias.shape == [s.cout], "bias shape \(bias.shape), expected [\(s.cout)]") }
+        let epilogue = Epilogue(bias: bias?.storage ?? [Float](repeating: 0, count: s.cout), bounds: activation.bounds,
+                                active: bias != nil || activation != .identity)
         // Both kernels write every output element.
         return Tensor(shape: [s.n, s.cout, s.oh, s.ow]) { y in
             input.withUnsafeBufferPointer { x in
                 weight.withUnsafeBufferPointer { wt in
                     if s.isDepthwise {
                         depthwiseForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
+                        epilogue.apply(y.baseAddress!, channels: 0..<(s.n * s.cout), channelCount: s.cout,
+                                       columns: 0..<s.pixels, stride: s.pixels)
                     } else {
-                        gemmForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
+                        gemmForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!, epilogue: epilogue)
                     }
-                    if let bias { addBias(bias.storage, y.baseAddress!, batch: s.n, channels: s.cout, pixels: s.pixels) }
                 }
             }
         }
@@ -147,13 +168,25 @@ struct SendableMutablePointer: @unchecked Sendable {
     init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
 }
 
-func addBias(_ bias: [Float], _ y: UnsafeMutablePointer<Float>, batch: Int, channels: Int, pixels: Int) {
-    let yp = SendableMutablePointer(y)
-    Compute.parallelFor(batch * channels) { range in
-        for plane in range {
-            let b = bias[plane % channels]
-            let base = yp.p + plane * pixels
-            for i in 0..<pixels { base[i] += b }
+/// Bias and activation applied to output planes after their GEMM.
+struct Epilogue {
+    let bias: [Float]
+    let bounds: (Float, Float)
+    let active: Bool
+
+    /// For each plane p in `channels` (channel p % channelCount), columns
+    /// `columns` of the plane starting at y + p * stride.
+    func apply(_ y: UnsafeMutablePointer<Float>, channels: Range<Int>, channelCount: Int, columns: Range<Int>, stride: Int) {
+        guard active else { return }
+        let yp = SendableMutablePointer(y)
+        let (low, high) = bounds
+        Compute.parallelFor(channels.count, grain: max(1, 4096 / max(columns.count, 1))) { range in
+            for k in range {
+                let plane = channels.lowerBound + k
+                let b = bias[plane % channelCount]
+                let base = yp.p + plane * stride
+                for i in columns { base[i] = Swift.min(Swift.max(base[i] + b, low), high) }
+            }
         }
     }
 }
