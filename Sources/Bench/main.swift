@@ -155,6 +155,12 @@ struct Backbones: ParsableCommand {
             let t = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             best = min(best, t); total += t; runs += 1
         }
+        if let resnet = net as? ResNet {
+            var steps: [(String, Double)] = []
+            _ = resnet.features(x, strides: taps) { steps.append(($0, $1)) }
+            FileHandle.standardError.write(Data(steps.map { String(format: "%@ %.1f ms", $0.0, $0.1 * 1000) }
+                .joined(separator: ", ").utf8 + [10]))
+        }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let line: [String: Any] = ["name": network, "images_per_s": Double(batch) / best, "peak_mib": Double(usage.ru_maxrss) / 1024,

@@ -1,3 +1,4 @@
+import Dispatch
 import Tensor
 
 /// ResNet and Wide-ResNet (torchvision's architecture and parameter names:
@@ -102,15 +103,31 @@ public struct ResNet: Backbone {
     }
 
     public func features(_ images: Tensor, strides: Set<Int>) -> [Int: Tensor] {
+        features(images, strides: strides, timing: nil)
+    }
+
+    /// As ``features(_:strides:)``; `timing` receives (step, seconds) for the
+    /// stem and each stage (for profiling).
+    public func features(_ images: Tensor, strides: Set<Int>, timing: ((String, Double) -> Void)?) -> [Int: Tensor] {
+        var clock = DispatchTime.now().uptimeNanoseconds
+        func lap(_ step: String) {
+            guard let timing else { return }
+            let now = DispatchTime.now().uptimeNanoseconds
+            timing(step, Double(now - clock) / 1e9)
+            clock = now
+        }
         precondition(strides.allSatisfy { channels[$0] != nil }, "taps \(strides.sorted()) not in \(channels.keys.sorted())")
         let deepest = strides.max() ?? 4
         var x = stem(images, activation: .relu)
+        lap("stem conv")
         x = Tensor.maxPool2d(x, Pool2dGeometry(kernel: 3, stride: 2, padding: 1))
+        lap("max pool")
         var out: [Int: Tensor] = [:]
         for (s, units) in stages.enumerated() {
             let stride = 4 << s
             if stride > deepest { break }
             for unit in units { x = unit(x) }
+            lap("layer\(s + 1)")
             if strides.contains(stride) { out[stride] = x }
         }
         return out
