@@ -76,20 +76,7 @@ struct Kernels: ParsableCommand {
         }
     }
 
-    /// Best wall time of repeated runs, after one warm-up, over at least `seconds`.
-    func measure(_ body: () -> Void) -> Double {
-        body()
-        var best = Double.infinity, total = 0.0, runs = 0
-        while total < seconds || runs < 3 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            best = min(best, elapsed)
-            total += elapsed
-            runs += 1
-        }
-        return best
-    }
+    func measure(_ body: () -> Void) -> Double { bestTime(seconds: seconds, minimumRuns: 3, body) }
 
     func report(_ name: String, flops: Double, seconds: Double) {
         let line: [String: Any] = ["name": name, "gflops": flops / seconds / 1e9, "ms": seconds * 1000,
@@ -97,6 +84,21 @@ struct Kernels: ParsableCommand {
         let data = try! JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
+}
+
+/// Best wall time of repeated runs, after one warm-up, over at least `seconds`.
+func bestTime(seconds: Double, minimumRuns: Int, _ body: () -> Void) -> Double {
+    body()
+    var best = Double.infinity, total = 0.0, runs = 0
+    while total < seconds || runs < minimumRuns {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        best = min(best, elapsed)
+        total += elapsed
+        runs += 1
+    }
+    return best
 }
 
 /// The ResNet-shaped convolutions the foundation issue names (batch 8).
@@ -147,14 +149,7 @@ struct Backbones: ParsableCommand {
         }
         var rng = SeededGenerator(seed: 2)
         let x = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
-        _ = net.features(x, strides: taps)
-        var best = Double.infinity, total = 0.0, runs = 0
-        while total < seconds || runs < 2 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            _ = net.features(x, strides: taps)
-            let t = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            best = min(best, t); total += t; runs += 1
-        }
+        let best = bestTime(seconds: seconds, minimumRuns: 2) { _ = net.features(x, strides: taps) }
         if let resnet = net as? ResNet {
             var steps: [(String, Double)] = []
             _ = resnet.features(x, strides: taps) { steps.append(($0, $1)) }
