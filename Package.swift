@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "Vision", targets: ["Vision"]),
         .library(name: "Models", targets: ["Models"]),
+        .library(name: "Anomaly", targets: ["Anomaly"]),
         .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
@@ -38,6 +39,7 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["COpenBLAS"]),
         .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
         .target(name: "Models", dependencies: ["Tensor"]),
+        .target(name: "Anomaly", dependencies: ["Tensor"]),
         .target(name: "Shared", dependencies: ["CZeroMQ"]),
         .executableTarget(
             name: "Coordinator",
@@ -66,6 +68,8 @@ let package = Package(
         .testTarget(name: "VisionTests", dependencies: ["Vision", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"]),
     ]

@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import TestSupport
+import Tensor
+@testable import Anomaly
+
+@Suite struct NearestNeighborTests {
+    /// Brute force, written independently: every distance, sorted.
+    func bruteForce(_ q: Tensor, _ m: Tensor, k: Int, excluding: Range<Int>? = nil) -> [[(Float, Int)]] {
+        let (nq, nm, d) = (q.shape[0], m.shape[0], q.shape[1])
+        return (0..<nq).map { i in
+            (0..<nm).filter { !(excluding?.contains($0) ?? false) }.map { j -> (Float, Int) in
+                var s = 0.0
+                for t in 0..<d { let x = Double(q.storage[i * d + t] - m.storage[j * d + t]); s += x * x }
+                return (Float(s.squareRoot()), j)
+            }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.prefix(k).map { $0 }
+        }
+    }
+
+    @Test(arguments: [(37, 5, 3, 1000), (50, 9, 7, 16), (300, 9, 64, 128)])
+    func chunkedGEMMSearchEqualsBruteForce(memory m: Int, k: Int, queryChunk: Int, memoryChunk: Int) {
+        let memory = Check.random([m, 12], seed: 1), queries = Check.random([23, 12], seed: 2)
+        let nn = NearestNeighbors(memory: memory, queryChunk: queryChunk, memoryChunk: memoryChunk)
+        let (d, i) = nn.search(queries, k: k)
+        let expected = bruteForce(queries, memory, k: k)
+        for r in 0..<23 {
+            #expect(i[r] == expected[r].map(\.1), "query \(r)")
+            for (a, b) in zip(d[r], expected[r].map(\.0)) { #expect(abs(a - b) <= 1e-4 * max(1, b)) }
+        }
+    }
+
+    @Test func leaveOneOutSkipsTheExcludedRows() {
+        let memory = Check.random([40, 6], seed: 3)
+        // Queries equal to memory rows 10..<20: excluding them, none finds itself.
+        let queries = Tensor(shape: [10, 6], storage: Array(memory.storage[60..<120]))
+        let nn = NearestNeighbors(memory: memory, queryChunk: 4, memoryChunk: 8)
+        let (d, i) = nn.search(queries, k: 3, excluding: 10..<20)
+        let expected = bruteForce(queries, memory, k: 3, excluding: 10..<20)
+        #expect(i == expected.map { $0.map(\.1) })
+        #expect(d.allSatisfy { $0[0] > 0 })
+        #expect(nn.search(queries, k: 1).distances.allSatisfy { $0[0] < 1e-3 })
+    }
+}
+
+@Suite struct PatchScoreTests {
+    @Test func worstPatchReweightedBySoftmaxOfItsNeighbours() {
+        // Patch 1 has the largest nearest distance (20). s = [2, 3, 4];
+        // w = 1 - e^4 / (e^2 + e^3 + e^4); score = w * 2.
+        let d: [[Float]] = [[10, 11, 12], [20, 30, 40], [5, 6, 7]]
+        let e2 = exp(2.0), e3 = exp(3.0), e4 = exp(4.0)
+        let expected = (1 - e4 / (e2 + e3 + e4)) * 2
+        #expect(abs(Double(PatchScore.imageScore(neighbourDistances: d)) - expected) < 1e-6)
+    }
+
+    @Test func equalNeighbourDistancesGiveWeightOneMinusOneOverK() {
+        let d: [[Float]] = [[10, 10, 10, 10]]
+        #expect(abs(PatchScore.imageScore(neighbourDistances: d) - 0.75 * 1) < 1e-6)
+    }
+}
+
+@Suite struct ROCTests {
+    struct Case: Decodable { let name: String; let scores: [Float]; let labels: [Int]; let auroc: Double; let fpr: [Double]; let tpr: [Double] }
+    struct File: Decodable { let cases: [Case] }
+
+    @Test func aurocAndCurveMatchScikitLearn() throws {
+        let url = try #require(Bundle.module.url(forResource: "Fixtures/roc", withExtension: "json"))
+        let file = try JSONDecoder().decode(File.self, from: Data(contentsOf: url))
+        #expect(file.cases.count == 3)
+        for c in file.cases {
+            let roc = ROC(scores: c.scores, labels: c.labels.map { $0 == 1 })
+            #expect(abs(roc.area - c.auroc) < 1e-9, "\(c.name): \(roc.area) vs \(c.auroc)")
+            #expect(roc.falsePositiveRates.count == c.fpr.count, "\(c.name)")
+            for (a, b) in zip(roc.falsePositiveRates, c.fpr) { #expect(abs(a - b) < 1e-12) }
+            for (a, b) in zip(roc.truePositiveRates, c.tpr) { #expect(abs(a - b) < 1e-12) }
+        }
+    }
+
+    @Test func perfectSeparationAndTotalTies() {
+        #expect(ROC.auroc(normal: [0.1, 0.2], anomalous: [0.5, 0.9]) == 1)
+        #expect(ROC.auroc(normal: [0.5, 0.5], anomalous: [0.5]) == 0.5)
+        #expect(ROC.auroc(normal: [0.9], anomalous: [0.1]) == 0)
+    }
+}
+
+@Suite struct MemoryBankTests {
+    @Test func standardisationUsesTheUnbiasedStd() {
+        // Dimension 0: values 1, 3 -> mean 2, unbiased std sqrt(2); dimension 1 constant.
+        let s = Standardizer(train: [[1, 5], [3, 5]], epsilon: 0)
+        #expect(s.mean == [2, 5])
+        #expect(abs(s.std[0] - 2.0.squareRoot()) < 1e-12 && s.std[1] == 0)
+        let reference = Standardizer(train: [[1, 5], [3, 5]])
+        // A constant dimension blows a test deviation up by 1e10 (the reference's quirk).
+        #expect(abs(reference([2, 6])[1] - 1e10) < 1)
+        #expect(abs(Standardizer(train: [[1, 5], [3, 5]], epsilon: Standardizer.safeEpsilon)([2, 6])[1] - 1e6) < 1)
+    }
+
+    @Test func nearestDistanceAndLeaveOneOutStatistics() {
+        // Train points on a line at 0, 1, 3, 7.
+        let bank = MemoryBank(train: [[0], [1], [3], [7]])
+        #expect(bank.nearestDistance([2.5]) == 0.5)
+        #expect(bank.trainStatistics(.leaveOneOut) == [1, 1, 2, 4])
+    }
+
+    @Test func theReferenceStatisticTakesTheRankOfSampleOne() {
+        // Row 0: distances [0, 1, 3, 7]; order [0, 1, 2, 3]; sample #1 at rank 1 -> d[1] = 1.
+        // Row 1: distances [1, 0, 2, 6]; order [1, 0, 2, 3]; sample #1 at rank 0 -> d[0] = 1.
+        // Row 2: distances [3, 2, 0, 4]; order [2, 1, 0, 3]; sample #1 at rank 1 -> d[1] = 2.
+        // Row 3: distances [7, 6, 4, 0]; order [3, 2, 1, 0]; sample #1 at rank 2 -> d[2] = 4.
+        let bank = MemoryBank(train: [[0], [1], [3], [7]])
+        #expect(bank.trainStatistics(.reference) == [1, 1, 2, 4])
+    }
+
+    @Test func scalingByMaxStdOrNothing() {
+        let stats: [Double] = [1, 2, 3]
+        #expect(BankScaler(trainStatistics: stats, type: .max)(6) == 2)
+        #expect(BankScaler(trainStatistics: stats, type: .std)(4) == 2)  // mean 2, unbiased std 1
+        #expect(BankScaler(trainStatistics: stats, type: .none)(4) == 4)
+    }
+
+    @Test func memoryTypesParseFromLetters() {
+        #expect(MemoryType("hcp") == [.histogram, .composition, .patch])
+        #expect(MemoryType("p") == .patch)
+        #expect(MemoryType("hx") == nil && MemoryType("") == nil)
+        #expect(MemoryType("ch")?.description == "hc")
+    }
+}
