@@ -124,3 +124,33 @@ import Tensor
         #expect(MemoryType("ch")?.description == "hc")
     }
 }
+
+@Suite struct SPROTests {
+    @Test func saturationCapsEachRegion() {
+        // Region of 4 pixels saturating at 2 (relative 0.5): two pixels at >= t give 1.
+        let r = SPRO.Region(values: [0.9, 0.8, 0.1, 0.1], saturationThreshold: 0.5, relative: true)
+        let spro = SPRO(regions: [r], normalValues: [0.0, 0.2])
+        #expect(spro.spro(threshold: 0.85) == 0.5)
+        #expect(spro.spro(threshold: 0.5) == 1)
+        #expect(SPRO.Region(values: [1, 1, 1], saturationThreshold: 500, relative: false).saturation == 3)
+    }
+
+    @Test func areaOfAPerfectMapIsOne() {
+        // Every region value above every anomaly-free value: sPRO is 1 at FPR 0.
+        let regions = [SPRO.Region(values: [5, 6, 7], saturationThreshold: 1, relative: true)]
+        let spro = SPRO(regions: regions, normalValues: (0..<100).map { Float($0) / 100 })
+        #expect(abs(spro.area(fprLimit: 0.05) - 1) < 1e-12)
+    }
+
+    @Test func areaByHandWithALinearRamp() {
+        // 100 anomaly-free values 0.00 ... 0.99; one region of 10 values 0.9525, 0.9575, ..., 0.9975.
+        // Thresholds: just above 0.99 (FPR 0) -> 2 region values, 0.99 (FPR .01) -> 2, 0.98 -> 4,
+        // 0.97 -> 6, 0.96 -> 8, 0.95 (FPR .05) -> 10; saturation is the whole region (10).
+        let normal = (0..<100).map { Float($0) / 100 }
+        let region = (1...10).map { 0.95 + 0.005 * Float($0) - 0.0025 }
+        let spro = SPRO(regions: [SPRO.Region(values: region, saturationThreshold: 1, relative: true)], normalValues: normal)
+        // Trapezoids over (0, .2), (.01, .2), (.02, .4), (.03, .6), (.04, .8), (.05, 1), divided by the limit.
+        let expected = 0.01 * ((0.2 + 0.2) + (0.2 + 0.4) + (0.4 + 0.6) + (0.6 + 0.8) + (0.8 + 1.0)) / 2 / 0.05
+        #expect(abs(spro.area(fprLimit: 0.05) - expected) < 1e-9, "\(spro.area(fprLimit: 0.05)) vs \(expected)")
+    }
+}
