@@ -154,3 +154,34 @@ import Tensor
         #expect(abs(spro.area(fprLimit: 0.05) - expected) < 1e-9, "\(spro.area(fprLimit: 0.05)) vs \(expected)")
     }
 }
+
+@Suite struct PartFeatureTests {
+    /// The definition computed the long way: features pooled, upsampled to
+    /// full size and concatenated, then averaged under each class mask.
+    @Test func adjointShortcutEqualsFullResolutionFeatures() {
+        let (h, w, classes) = (24, 20, 4)
+        let stages = [Check.random([1, 3, 6, 5], seed: 80), Check.random([1, 2, 3, 3], seed: 81)]
+        var g = SeededGenerator(seed: 82)
+        var labels = (0..<(h * w)).map { _ in Int32(g.next() % 3) }  // class 3 absent
+        labels[5] = 1
+        let (hist, comp) = PartFeatures.vectors(features: stages, labels: labels, height: h, width: w, classes: classes)
+        let full = Tensor.concatChannels(stages.map {
+            Tensor.resizeBilinear(Tensor.avgPool2d($0, Pool2dGeometry(kernel: 5, stride: 1, padding: 2), countIncludePad: true),
+                                  height: h, width: w, alignCorners: false)
+        })
+        var expected: [Double] = []
+        for c in 1..<classes {
+            let area = Double(labels.filter { $0 == Int32(c) }.count)
+            for k in 0..<5 {
+                var s = 0.0
+                for p in 0..<(h * w) where labels[p] == Int32(c) { s += Double(full.storage[k * h * w + p]) }
+                expected.append(s / (area + 1))
+            }
+        }
+        let counts: [Double] = (0..<classes).map { c in Double(labels.filter { $0 == Int32(c) }.count) }
+        #expect(hist == counts && counts[3] == 0)
+        #expect(comp.count == expected.count)
+        for (a, b) in zip(comp, expected) { #expect(abs(a - b) < 1e-4 * max(1, abs(b)), "\(a) vs \(b)") }
+        #expect(comp.suffix(5).allSatisfy { $0 == 0 })  // an absent class gives zeros
+    }
+}
