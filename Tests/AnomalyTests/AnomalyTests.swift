@@ -185,3 +185,41 @@ import Tensor
         #expect(comp.suffix(5).allSatisfy { $0 == 0 })  // an absent class gives zeros
     }
 }
+
+@Suite struct PatchCoreTests {
+    struct BlurCase: Decodable { let sigma: Double; let height: Int; let width: Int; let input: [Double]; let output: [Double] }
+    struct BlurFile: Decodable { let cases: [BlurCase] }
+
+    @Test func gaussianBlurMatchesSciPy() throws {
+        let url = try #require(Bundle.module.url(forResource: "Fixtures/blur", withExtension: "json"))
+        for c in try JSONDecoder().decode(BlurFile.self, from: Data(contentsOf: url)).cases {
+            let x = Tensor(shape: [1, 1, c.height, c.width], storage: c.input.map(Float.init))
+            let y = AnomalyMap.gaussianBlur(x, sigma: c.sigma)
+            for (a, b) in zip(y.storage, c.output) { #expect(abs(Double(a) - b) < 1e-5, "sigma \(c.sigma)") }
+        }
+    }
+
+    @Test func patchEmbeddingPoolsUpsamplesAndConcatenates() {
+        let a = Check.random([2, 3, 4, 4], seed: 90), b = Check.random([2, 2, 2, 2], seed: 91)
+        let patches = PatchFeatures.embed(stride8: a, stride16: b)
+        #expect(patches.count == 2 && patches[0].shape == [16, 5])
+        // Patch (1, 2) of image 1, channel 0: the 3x3 mean (zero padded) around it.
+        var s: Float = 0
+        for y in 0...2 { for x in 1...3 { s += a[1, 0, y, x] } }
+        #expect(abs(patches[1].storage[(1 * 4 + 2) * 5 + 0] - s / 9) < 1e-6)
+        // Channel 3 comes from the stride-16 map cell (0, 1): pooled over its 2x2 neighbourhood / 9.
+        var t: Float = 0
+        for y in 0...1 { for x in 0...1 { t += b[1, 0, y, x] } }
+        #expect(abs(patches[1].storage[(1 * 4 + 2) * 5 + 3] - t / 9) < 1e-6)
+    }
+
+    @Test func leaveOneOutScoresATrainImageAgainstTheOthers() {
+        let train = (0..<4).map { Check.random([6, 8], seed: 100 + UInt64($0)) }
+        let memory = PatchMemory(trainPatches: train)
+        // Without exclusion a train image finds itself: every nearest distance is 0.
+        #expect(memory.score(train[2]).nearest.allSatisfy { $0 < 1e-3 })
+        let (score, nearest) = memory.score(train[2], trainImage: 2)
+        #expect(nearest.allSatisfy { $0 > 0.1 } && score > 0)
+        #expect(memory.imageRows[2] == 12..<18)
+    }
+}

@@ -1,0 +1,59 @@
+import Tensor
+
+/// PatchCore's patch embedding (SPEC-PSAD, stage 4): the stride-8 and
+/// stride-16 feature maps, each 3x3 average pooled (stride 1, padding 1,
+/// zero padding counted), the stride-16 map upsampled to the stride-8 grid
+/// (nearest), concatenated: one vector per stride-8 patch.
+public enum PatchFeatures {
+    /// Patch vectors of each image in the batch: [images][patches * D] as a
+    /// [patches, D] tensor per image, patches in row-major order.
+    public static func embed(stride8 a: Tensor, stride16 b: Tensor) -> [Tensor] {
+        let (n, ca, h, w) = a.nchw
+        precondition(b.shape[0] == n, "batch sizes differ: \(a.shape) vs \(b.shape)")
+        let pool = Pool2dGeometry(kernel: 3, stride: 1, padding: 1)
+        let pa = Tensor.avgPool2d(a, pool, countIncludePad: true)
+        let pb = Tensor.resizeNearest(Tensor.avgPool2d(b, pool, countIncludePad: true), height: h, width: w)
+        let joined = Tensor.concatChannels([pa, pb])
+        let d = ca + b.shape[1], patches = h * w
+        return (0..<n).map { image in
+            // [D, patches] -> [patches, D]
+            var out = Tensor(zeros: [patches, d])
+            for k in 0..<d {
+                let base = (image * d + k) * patches
+                for p in 0..<patches { out.storage[p * d + k] = joined.storage[base + p] }
+            }
+            return out
+        }
+    }
+}
+
+/// Every patch of every train image, with the rows of each image known so
+/// that a train image can be scored against the others (leave-one-out).
+public struct PatchMemory: Sendable {
+    public let index: NearestNeighbors
+    /// Memory rows of each train image.
+    public let imageRows: [Range<Int>]
+    public static let neighbours = 9
+
+    public init(trainPatches: [Tensor], queryChunk: Int = 256, memoryChunk: Int = 4096) {
+        precondition(!trainPatches.isEmpty)
+        let d = trainPatches[0].shape[1]
+        var rows: [Range<Int>] = [], storage: [Float] = [], start = 0
+        for t in trainPatches {
+            precondition(t.shape[1] == d)
+            rows.append(start..<(start + t.shape[0]))
+            start += t.shape[0]
+            storage += t.storage
+        }
+        imageRows = rows
+        index = NearestNeighbors(memory: Tensor(shape: [start, d], storage: storage), queryChunk: queryChunk, memoryChunk: memoryChunk)
+    }
+
+    /// The image score and each patch's nearest distance (for the anomaly
+    /// map). `trainImage` scores a train image without its own patches.
+    public func score(_ patches: Tensor, trainImage: Int? = nil) -> (score: Float, nearest: [Float]) {
+        let k = min(Self.neighbours, index.count - (trainImage.map { imageRows[$0].count } ?? 0))
+        let (distances, _) = index.search(patches, k: k, excluding: trainImage.map { imageRows[$0] })
+        return (PatchScore.imageScore(neighbourDistances: distances), distances.map { $0[0] })
+    }
+}
