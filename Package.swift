@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "Bench",
             dependencies: [
-                "Tensor", "Models",
+                "Tensor", "Models", "Anomaly",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -11,7 +11,7 @@ public struct NearestNeighbors: Sendable {
     public let queryChunk: Int
     public let memoryChunk: Int
 
-    public init(memory: Tensor, queryChunk: Int = 256, memoryChunk: Int = 4096) {
+    public init(memory: Tensor, queryChunk: Int = 512, memoryChunk: Int = 4096) {
         precondition(memory.rank == 2, "memory must be [M, D], got \(memory.shape)")
         self.memory = memory
         self.queryChunk = queryChunk
@@ -68,11 +68,17 @@ public struct NearestNeighbors: Sendable {
                         for r in rows {
                             let qNorm = queryNorms[q0 + r]
                             let row = bp.p + r * mn
-                            for j in 0..<mn {
-                                let index = m0 + j
-                                if let excluded, excluded.contains(index) { continue }
-                                let d2 = max(qNorm + memoryNorms[index] - 2 * row[j], 0)
-                                hp.p[r].offer(d2, index)
+                            var worst = hp.p[r].worst
+                            memoryNorms.withUnsafeBufferPointer { norms in
+                                for j in 0..<mn {
+                                    let index = m0 + j
+                                    let d2 = max(qNorm + norms[index] - 2 * row[j], 0)
+                                    // Cheap rejection first; the exclusion test only for candidates.
+                                    guard d2 < worst else { continue }
+                                    if let excluded, excluded.contains(index) { continue }
+                                    hp.p[r].offer(d2, index)
+                                    worst = hp.p[r].worst
+                                }
                             }
                         }
                     }
@@ -92,7 +98,8 @@ public struct NearestNeighbors: Sendable {
 struct TopK {
     let k: Int
     private(set) var items: [(Float, Int)] = []
-    private var worst = Float.infinity
+    /// The largest kept distance (infinity until k are kept).
+    private(set) var worst = Float.infinity
 
     init(k: Int) { self.k = k; items.reserveCapacity(k) }
 

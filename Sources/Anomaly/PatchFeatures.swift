@@ -35,7 +35,7 @@ public struct PatchMemory: Sendable {
     public let imageRows: [Range<Int>]
     public static let neighbours = 9
 
-    public init(trainPatches: [Tensor], queryChunk: Int = 256, memoryChunk: Int = 4096) {
+    public init(trainPatches: [Tensor], queryChunk: Int = 512, memoryChunk: Int = 4096) {
         precondition(!trainPatches.isEmpty)
         let d = trainPatches[0].shape[1]
         var rows: [Range<Int>] = [], storage: [Float] = [], start = 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Anomaly
 import Models
 import Tensor
 
@@ -11,7 +12,7 @@ struct PSADBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-bench",
         abstract: "Benchmarks of the Tensor kernels.",
-        subcommands: [Kernels.self, Backbones.self])
+        subcommands: [Kernels.self, Backbones.self, KNN.self])
 }
 
 struct Kernels: ParsableCommand {
@@ -160,6 +161,47 @@ struct Backbones: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let line: [String: Any] = ["name": network, "images_per_s": Double(batch) / best, "peak_mib": Double(usage.ru_maxrss) / 1024,
                                    "impl": "psad-swift", "threads": threads]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+/// Exact k-NN throughput on vectors from a safetensors file (`memory`
+/// [M, D], `queries` [Q, D]) — the file ops/bench/knn writes, so that faiss
+/// searches the same vectors.
+struct KNN: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "k-nearest-neighbour search throughput (queries/s).")
+
+    @Option(help: "safetensors file with 'memory' and 'queries'.")
+    var vectors: String
+
+    @Option(help: "Neighbours per query.")
+    var k = 9
+
+    @Option(help: "Threads for the kernels and OpenBLAS.")
+    var threads = 2
+
+    @Option(help: "Memory rows per GEMM block.")
+    var memoryChunk = 4096
+
+    @Option(help: "Query rows per GEMM block.")
+    var queryChunk = 512
+
+    func run() throws {
+        Compute.configure(threads: threads)
+        let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: vectors))
+        let memory = try file.tensor("memory"), queries = try file.tensor("queries")
+        var before = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &before)
+        let index = NearestNeighbors(memory: memory, queryChunk: queryChunk, memoryChunk: memoryChunk)
+        var first: [[Int]] = []
+        let best = bestTime(seconds: 3, minimumRuns: 2) { first = index.search(queries, k: k).indices }
+        var after = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &after)
+        let line: [String: Any] = [
+            "impl": "psad-swift", "queries_per_s": Double(queries.shape[0]) / best, "ms": best * 1000,
+            "peak_mib": Double(after.ru_maxrss) / 1024, "data_mib": Double(memory.count + queries.count) * 4 / 1_048_576,
+            "first_neighbours": Array(first[0].prefix(3)),
+        ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
     }
 }
