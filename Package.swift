@@ -67,7 +67,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "VisionTests", dependencies: ["Vision", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "TestSupport"],
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Vision", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
