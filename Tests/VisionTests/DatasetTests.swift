@@ -160,3 +160,35 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         _ = dir
     }
 }
+
+@Suite struct AugmentTests {
+    @Test func aQuarterTurnMovesTheTopRowToTheRightColumn() {
+        // Counter-clockwise in image coordinates (y down): angle +pi/2 maps (x, y) -> (-y, x) about the centre.
+        var image = Image(width: 4, height: 4, channels: 1)
+        for x in 0..<4 { image[x: x, y: 0, channel: 0] = 200 }
+        let turned = image.rotated(by: Double.pi / 2, nearest: true)
+        #expect((0..<4).allSatisfy { turned[x: 3, y: $0, channel: 0] == 200 })
+        #expect(turned.pixels.filter { $0 == 200 }.count == 4)
+    }
+
+    @Test func imageAndMaskRotateTogether() {
+        var image = Image(width: 40, height: 30, channels: 3), mask = Image(width: 40, height: 30, channels: 1)
+        Raster.fillPolygon(&mask, xs: [10, 25, 25, 10], ys: [8, 8, 20, 20], value: 1)
+        for i in 0..<mask.pixels.count where mask.pixels[i] == 1 { for c in 0..<3 { image.pixels[i * 3 + c] = 255 } }
+        let a = 0.4
+        let ri = image.rotated(by: a, nearest: false), rm = mask.rotated(by: a, nearest: true)
+        var agree = 0, labelled = 0
+        for i in 0..<rm.pixels.count where rm.pixels[i] == 1 { labelled += 1; if ri.pixels[i * 3] > 127 { agree += 1 } }
+        #expect(labelled > 150 && Double(agree) / Double(labelled) > 0.95)
+    }
+
+    @Test func colourOperationsByHand() {
+        let image = Image(width: 2, height: 1, channels: 3, pixels: [10, 200, 130, 255, 0, 127])
+        #expect(image.posterized(bits: 4).pixels == [0, 192, 128, 240, 0, 112])
+        #expect(image.solarized().pixels == [10, 55, 125, 0, 0, 127])
+        #expect(image.grayscale().pixels == [135, 135, 135, 91, 91, 91])
+        #expect(image.tinted(gains: [1, 0.5, 2]).pixels == [10, 100, 255, 255, 0, 254])
+        let flat = Image(width: 3, height: 3, channels: 1, value: 90)
+        #expect(flat.sharpened() == flat && flat.equalized() == flat)
+    }
+}

@@ -1,0 +1,141 @@
+import Tensor
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Augmentations of labelled images for few-shot segmentation (SPEC-PSAD,
+/// stage 2): a rotation of image and mask together, then colour operations
+/// each applied with probability 0.2 (image only).
+extension Image {
+    /// Rotated by `angle` radians about the centre, same size, uncovered
+    /// pixels 0. Images sample bilinearly, masks (`nearest`) take the nearest
+    /// pixel, with the same mapping.
+    public func rotated(by angle: Double, nearest: Bool) -> Image {
+        var out = Image(width: width, height: height, channels: channels)
+        let cx = Double(width) / 2, cy = Double(height) / 2, c = cos(angle), s = sin(angle)
+        for y in 0..<height {
+            for x in 0..<width {
+                // Inverse rotation of the output pixel centre.
+                let dx = Double(x) + 0.5 - cx, dy = Double(y) + 0.5 - cy
+                let sx = c * dx + s * dy + cx - 0.5, sy = -s * dx + c * dy + cy - 0.5
+                if nearest {
+                    let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                    guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }
+                    for k in 0..<channels { out.pixels[(y * width + x) * channels + k] = pixels[(iy * width + ix) * channels + k] }
+                } else {
+                    let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                    guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { continue }
+                    let fx = sx - Double(x0), fy = sy - Double(y0)
+                    for k in 0..<channels {
+                        func at(_ xx: Int, _ yy: Int) -> Double {
+                            (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(pixels[(yy * width + xx) * channels + k]) : 0
+                        }
+                        let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
+                        let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
+                        let v: Double = (1 - fy) * top + fy * bottom
+                        out.pixels[(y * width + x) * channels + k] = UInt8(min(max(v.rounded(), 0), 255))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Applies `f` to every channel value.
+    func mapValues(_ f: (UInt8) -> UInt8) -> Image {
+        Image(width: width, height: height, channels: channels, pixels: pixels.map(f))
+    }
+
+    /// ITU-R 601 luma replicated into every channel.
+    public func grayscale() -> Image {
+        guard channels >= 3 else { return self }
+        var out = self
+        for i in 0..<(width * height) {
+            let p = i * channels
+            let r = 0.299 * Double(pixels[p]), g = 0.587 * Double(pixels[p + 1]), b = 0.114 * Double(pixels[p + 2])
+            let l = UInt8((r + g + b).rounded())
+            out.pixels[p] = l; out.pixels[p + 1] = l; out.pixels[p + 2] = l
+        }
+        return out
+    }
+
+    /// Keeps the top `bits` bits of every value.
+    public func posterized(bits: Int) -> Image { mapValues { $0 & UInt8(truncatingIfNeeded: 0xFF << (8 - bits)) } }
+
+    /// Inverts values at or above `threshold`.
+    public func solarized(threshold: UInt8 = 128) -> Image { mapValues { $0 >= threshold ? 255 - $0 : $0 } }
+
+    /// Brightness scales values; contrast then blends them with the image's
+    /// mean level: v' = mean + (v * brightness - mean) * contrast.
+    public func adjusted(brightness: Double, contrast: Double) -> Image {
+        let mean = pixels.reduce(0) { $0 + Double($1) } / Double(max(pixels.count, 1))
+        return mapValues { v in
+            let b = Double(v) * brightness
+            return UInt8(min(max((mean + (b - mean) * contrast).rounded(), 0), 255))
+        }
+    }
+
+    /// Per-channel gains (colour jitter).
+    public func tinted(gains: [Double]) -> Image {
+        var out = self
+        for i in 0..<pixels.count {
+            out.pixels[i] = UInt8(min(max((Double(pixels[i]) * gains[i % channels]).rounded(), 0), 255))
+        }
+        return out
+    }
+
+    /// Per-channel histogram equalisation (PIL's ImageOps.equalize).
+    public func equalized() -> Image {
+        var out = self
+        for k in 0..<channels {
+            var histogram = [Int](repeating: 0, count: 256)
+            for i in 0..<(width * height) { histogram[Int(pixels[i * channels + k])] += 1 }
+            let nonzero = histogram.filter { $0 > 0 }
+            guard nonzero.count > 1 else { continue }
+            let step = (histogram.reduce(0, +) - nonzero.last!) / 255
+            guard step > 0 else { continue }
+            var lut = [UInt8](repeating: 0, count: 256), n = step / 2
+            for v in 0..<256 {
+                lut[v] = UInt8(min(n / step, 255))
+                n += histogram[v]
+            }
+            for i in 0..<(width * height) { out.pixels[i * channels + k] = lut[Int(pixels[i * channels + k])] }
+        }
+        return out
+    }
+
+    /// PIL's SHARPEN filter: centre 32, neighbours -2, divided by 16; borders kept.
+    public func sharpened() -> Image {
+        var out = self
+        for y in 1..<max(height - 1, 1) {
+            for x in 1..<max(width - 1, 1) {
+                for k in 0..<channels {
+                    var s = 0
+                    for dy in -1...1 { for dx in -1...1 {
+                        s += (dx == 0 && dy == 0 ? 32 : -2) * Int(pixels[((y + dy) * width + x + dx) * channels + k])
+                    } }
+                    out.pixels[(y * width + x) * channels + k] = UInt8(min(max((Double(s) / 16).rounded(), 0), 255))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Each colour operation with probability `p`, in a fixed order.
+    public func colourAugmented(_ rng: inout SeededGenerator, p: Double = 0.2) -> Image {
+        var image = self
+        if rng.nextUniform() < Float(p) { image = image.grayscale() }
+        if rng.nextUniform() < Float(p) { image = image.posterized(bits: 4) }
+        if rng.nextUniform() < Float(p) { image = image.equalized() }
+        if rng.nextUniform() < Float(p) { image = image.sharpened() }
+        if rng.nextUniform() < Float(p) {
+            image = image.adjusted(brightness: 0.8 + 0.4 * Double(rng.nextUniform()), contrast: 0.8 + 0.4 * Double(rng.nextUniform()))
+        }
+        if rng.nextUniform() < Float(p) { image = image.solarized() }
+        if rng.nextUniform() < Float(p) { image = image.tinted(gains: (0..<channels).map { _ in 0.9 + 0.2 * Double(rng.nextUniform()) }) }
+        return image
+    }
+}
