@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Vision", targets: ["Vision"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Anomaly", targets: ["Anomaly"]),
+        .library(name: "Stages", targets: ["Stages"]),
         .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
@@ -40,6 +41,7 @@ let package = Package(
         .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),
+        .target(name: "Stages", dependencies: ["Tensor", "Vision", "Models", "Anomaly"]),
         .target(name: "Shared", dependencies: ["CZeroMQ"]),
         .executableTarget(
             name: "Coordinator",
@@ -71,6 +73,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared"]),
     ]
 )

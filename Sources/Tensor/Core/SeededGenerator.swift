@@ -34,6 +34,18 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         Float(next() >> 40) * (1.0 / 16_777_216.0)
     }
 
+    /// Uniform in [a, b).
+    public mutating func uniform(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(nextUniform()) }
+
+    /// Uniform integer in `range` (modulo draw; the bias is below 2^-40 for small ranges).
+    public mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
+
+    /// True with probability `p`.
+    public mutating func chance(_ p: Double) -> Bool { Double(nextUniform()) < p }
+
+    /// A uniformly chosen element of a non-empty array.
+    public mutating func pick<T>(_ items: [T]) -> T { items[int(0...(items.count - 1))] }
+
     /// Standard normal (Box-Muller).
     public mutating func nextNormal() -> Float {
         let u1 = max(Double(next() >> 11) * 0x1.0p-53, 1e-300)

@@ -70,12 +70,8 @@ public struct Scene: Sendable {
     mutating func add(_ shape: Shape, _ material: Material, _ classID: UInt8?) { layers.append(Layer(shape, material, classID: classID)) }
 }
 
-/// The uniform draws the generators make.
+/// Colour jitter for the generators.
 extension SeededGenerator {
-    mutating func uniform(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(nextUniform()) }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
-    mutating func chance(_ p: Double) -> Bool { Double(nextUniform()) < p }
-    mutating func pick<T>(_ items: [T]) -> T { items[int(0...(items.count - 1))] }
     mutating func jitter(_ c: Colour, _ amount: Float) -> Colour {
         let f = 1 + amount * (2 * nextUniform() - 1)
         return Colour(min(1, c.r * f), min(1, c.g * f), min(1, c.b * f))

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+import TestSupport
+import Models
+import Tensor
+import Vision
+@testable import Stages
+
+@Suite struct SegmentTrainTests {
+    /// Preprocessed pin_grid images and their part masks (the generator's truth).
+    static func samples(_ indices: Range<Int>, size: Int) -> [SegmentationSample] {
+        let prep = Preprocessor(targetSize: size)
+        return indices.map { i in
+            let (_, image, mask) = SyntheticBenchmark.render(PinGrid(), seed: 11, split: .train, index: i, size: .small)
+            return SegmentationSample(image: prep.image(image), mask: prep.mask(mask))
+        }
+    }
+
+    @Test func trainsTheHeadFromAFewLabelledViewsAndSegmentsOthers() throws {
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let labelled = Self.samples(0..<2, size: 128)
+        let others = Self.samples(2..<8, size: 128)
+        var p = SegmentTrainParameters()
+        p.epochs = 8; p.batchPairs = 2; p.viewsPerLabelledImage = 3; p.learningRate = 1e-2; p.seed = 3
+        let unlabelled = others.map { SegmentationSample(image: $0.image) }
+        let result = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        #expect(result.epochLosses.count == 8)
+        #expect(result.epochLosses.allSatisfy { $0.isFinite })
+        #expect(result.epochLosses[3] < result.epochLosses[0], "\(result.epochLosses)")
+        // Pseudo-labels of images it never saw labelled: background and tray found.
+        let prediction = SegmentTrain.pseudoLabels(result.head, images: others.map(\.image), backbone: backbone)
+        for (predicted, truth) in zip(prediction, others.map { $0.mask!.pixels.map { Int32($0) } }) {
+            for c in [Int32(0), 1] {
+                let inter = zip(predicted, truth).filter { $0 == c && $1 == c }.count
+                let union = zip(predicted, truth).filter { $0 == c || $1 == c }.count
+                #expect(Double(inter) / Double(union) > 0.7, "class \(c)")
+            }
+        }
+    }
+}
