@@ -1,0 +1,40 @@
+import Anomaly
+
+/// SPEC-PSAD stages 6-7 (evaluate): each bank's test distance scaled by its
+/// train statistics, the enabled banks summed, and image AUROC of
+/// test/good against the logical and the structural anomalies.
+public enum Evaluate {
+    /// Per-image distances to the three banks, and the train statistics.
+    public struct BankDistances: Sendable {
+        public var histogram: [Double], composition: [Double], patch: [Double]
+        public init(histogram: [Double], composition: [Double], patch: [Double]) {
+            self.histogram = histogram; self.composition = composition; self.patch = patch
+        }
+    }
+
+    public struct Metrics: Codable, Equatable, Sendable {
+        public let logicalAUROC: Double, structuralAUROC: Double
+        public var meanAUROC: Double { (logicalAUROC + structuralAUROC) / 2 }
+    }
+
+    /// Final scores: sum over enabled banks of the scaled distances.
+    public static func scores(_ d: BankDistances, train: BankDistances, memory: MemoryType, scale: ScaleType) -> [Double] {
+        var total = [Double](repeating: 0, count: d.patch.count)
+        func add(_ test: [Double], _ statistics: [Double]) {
+            let scaler = BankScaler(trainStatistics: statistics, type: scale)
+            for i in total.indices { total[i] += scaler(test[i]) }
+        }
+        if memory.contains(.histogram) { add(d.histogram, train.histogram) }
+        if memory.contains(.composition) { add(d.composition, train.composition) }
+        if memory.contains(.patch) { add(d.patch, train.patch) }
+        return total
+    }
+
+    /// AUROC of good (label 0) against each anomaly split.
+    public static func metrics(good: [Double], logical: [Double], structural: [Double]) -> Metrics {
+        func auroc(_ anomalous: [Double]) -> Double {
+            ROC(scores: (good + anomalous).map { Float($0) }, labels: good.map { _ in false } + anomalous.map { _ in true }).area
+        }
+        return Metrics(logicalAUROC: auroc(logical), structuralAUROC: auroc(structural))
+    }
+}

@@ -1,0 +1,38 @@
+import Anomaly
+import Models
+import Tensor
+import Vision
+
+/// SPEC-PSAD stage 4 (patch-features): PatchCore on every image. Train
+/// images are scored leave-one-out (their own patches removed): those
+/// scores are the patch bank's train statistics.
+public enum PatchStage {
+    public struct Result: Sendable {
+        public let trainScores: [Float]
+        public let testScores: [Float]
+        /// Per test image: each stride-8 patch's nearest distance, [gridHeight * gridWidth].
+        public let testPatchDistances: [[Float]]
+        public let gridHeight: Int, gridWidth: Int
+    }
+
+    /// Images are resized to `size` x `size` (256 in the reference) and normalised.
+    public static func run(train: [Image], test: [Image], backbone: any Backbone, size: Int = 256,
+                           normalization: ImageNormalization = .imagenet) -> Result {
+        func patches(_ image: Image) -> Tensor {
+            let x = normalization(image.resizedSmooth(width: size, height: size).tensor())
+            let taps = backbone.features(x, strides: [8, 16])
+            return PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0]
+        }
+        let trainPatches = train.map(patches)
+        let memory = PatchMemory(trainPatches: trainPatches)
+        let trainScores = trainPatches.indices.map { memory.score(trainPatches[$0], trainImage: $0).score }
+        var scores: [Float] = [], distances: [[Float]] = []
+        for image in test {
+            let (s, nearest) = memory.score(patches(image))
+            scores.append(s)
+            distances.append(nearest)
+        }
+        let grid = (size + 7) / 8
+        return Result(trainScores: trainScores, testScores: scores, testPatchDistances: distances, gridHeight: grid, gridWidth: grid)
+    }
+}
