@@ -31,8 +31,13 @@ public enum BankFit {
     public static func vectors(image: Image, labels: [Int32], classes: Int, backbone: any Backbone,
                                strides: [Int], normalization: ImageNormalization = .imagenet) -> (histogram: [Double], composition: [Double]) {
         let taps = backbone.features(normalization(image.tensor()), strides: Set(strides))
-        return PartFeatures.vectors(features: strides.map { taps[$0]! }, labels: labels, height: image.height,
-                                    width: image.width, classes: classes)
+        return vectors(taps: taps, labels: labels, height: image.height, width: image.width, classes: classes, strides: strides)
+    }
+
+    /// The same from taps already computed.
+    public static func vectors(taps: [Int: Tensor], labels: [Int32], height: Int, width: Int, classes: Int,
+                               strides: [Int]) -> (histogram: [Double], composition: [Double]) {
+        PartFeatures.vectors(features: strides.map { taps[$0]! }, labels: labels, height: height, width: width, classes: classes)
     }
 
     public static func run(trainVectors: [(histogram: [Double], composition: [Double])], parameters p: Parameters) -> Banks {

@@ -145,10 +145,17 @@ extension SegmentTrain {
     public static func pseudoLabels(_ head: SegmentationHead, images: [Image], backbone: any Backbone,
                                     normalization: ImageNormalization = .imagenet) -> [[Int32]] {
         images.map { image in
-            let f = SegmentationInput.features(backbone.features(normalization(image.tensor()), strides: [4, 8, 16]))
-            let (_, _, h, w) = f.nchw
-            let x = Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w)])
-            return head.predict(x, height: image.height, width: image.width).argmaxChannels()
+            pseudoLabels(head, taps: backbone.features(normalization(image.tensor()), strides: [4, 8, 16]),
+                         height: image.height, width: image.width)
         }
+    }
+
+    /// The same from encoder taps already computed (strides 4, 8, 16), so
+    /// that one backbone pass serves the segmenter and the banks.
+    public static func pseudoLabels(_ head: SegmentationHead, taps: [Int: Tensor], height: Int, width: Int) -> [Int32] {
+        let f = SegmentationInput.features(taps)
+        let (_, _, h, w) = f.nchw
+        let x = Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w)])
+        return head.predict(x, height: height, width: width).argmaxChannels()
     }
 }
