@@ -97,3 +97,28 @@ extension ChainTests {
         #expect(auroc >= 0.75, "histogram-bank LA AUROC \(auroc)")
     }
 }
+
+@Suite struct PixelMetricTests {
+    @Test func aMapThatLightsUpExactlyTheDefectsIsPerfect() throws {
+        var region = Image(width: 4, height: 2, channels: 1)
+        region[x: 1, y: 0, channel: 0] = 3; region[x: 2, y: 0, channel: 0] = 3
+        var map = [Float](repeating: 0.1, count: 8)
+        map[1] = 0.9; map[2] = 0.8
+        let defects = [DefectConfig(defectName: "dent", pixelValue: 3, saturationThreshold: 1, relativeSaturation: true)]
+        let result = try PixelMetrics.compute(goodMaps: [[0.2, 0.1, 0.3, 0.0, 0.1, 0.2, 0.1, 0.0]],
+                                              anomalous: [.init(map: map, regions: [region])], defects: defects)
+        #expect(result.pixelAUROC == 1 && abs(result.spro - 1) < 1e-12)
+        // Blind to the region: the region's values sit below the good maps' → zero overlap up to FPR 5%.
+        let blind = try PixelMetrics.compute(goodMaps: [[0.2, 0.5, 0.3, 0.6, 0.1, 0.2, 0.1, 0.4]],
+                                             anomalous: [.init(map: [Float](repeating: 0, count: 8), regions: [region])], defects: defects)
+        #expect(blind.spro == 0 && blind.pixelAUROC < 0.5)
+    }
+
+    @Test func anUnknownDefectValueIsNamed() {
+        var region = Image(width: 2, height: 1, channels: 1)
+        region[x: 0, y: 0, channel: 0] = 9
+        #expect(throws: DatasetError.self) {
+            try PixelMetrics.compute(goodMaps: [[0, 0]], anomalous: [.init(map: [1, 0], regions: [region])], defects: [])
+        }
+    }
+}
