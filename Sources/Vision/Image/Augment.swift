@@ -139,3 +139,16 @@ extension Image {
         return image
     }
 }
+
+extension Image {
+    /// Mirrored left to right.
+    public func flippedHorizontally() -> Image {
+        var out = self
+        for y in 0..<height {
+            for x in 0..<width {
+                for k in 0..<channels { out.pixels[(y * width + x) * channels + k] = pixels[(y * width + width - 1 - x) * channels + k] }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,130 @@
+import Tensor
+
+/// The compact UNet retrained on pseudo-labels (SPEC-PSAD, stage 3; the
+/// reference uses a randomly initialised Wide-ResNet-101-2 encoder, this
+/// project a small one whose width and depth are parameters).
+///
+/// Encoder: `depth` levels, each conv3x3 stride 2 + BN + ReLU and conv3x3 +
+/// BN + ReLU, channels width * 2^level. Decoder, from the deepest level up
+/// to stride 2: upsample x2 (bilinear), conv3x3 + ReLU to the skip's
+/// channels, add the skip. Head: 1x1 conv to the classes, upsampled to the
+/// image. Input: RGB plus the coordinate channels scaled by `coordinateScale`.
+public final class UNet {
+    public let width: Int, depth: Int, classes: Int
+    public let coordinateScale: Float = 30
+
+    final class Conv {
+        let weight: Parameter, bias: Parameter
+        let stride: Int
+        var norm: BatchNormParameters?
+        let gamma: Parameter?, beta: Parameter?
+
+        init(_ name: String, in cin: Int, out cout: Int, kernel: Int, stride: Int = 1, batchNorm: Bool, rng: inout SeededGenerator) {
+            let fanIn = cin * kernel * kernel
+            weight = Parameter(Tensor.randomNormal([cout, cin, kernel, kernel], std: (2 / Float(fanIn)).squareRoot(), generator: &rng),
+                               name: "\(name).weight")
+            bias = Parameter(Tensor(zeros: [cout]), name: "\(name).bias")
+            self.stride = stride
+            if batchNorm {
+                norm = BatchNormParameters(channels: cout)
+                gamma = Parameter(Tensor(zeros: [cout], value: 1), name: "\(name).bn.weight")
+                beta = Parameter(Tensor(zeros: [cout]), name: "\(name).bn.bias")
+            } else {
+                norm = nil; gamma = nil; beta = nil
+            }
+        }
+
+        var geometry: Conv2dGeometry { Conv2dGeometry(stride: stride, padding: weight.value.shape[2] / 2) }
+        var parameters: [Parameter] { [weight, bias] + [gamma, beta].compactMap { $0 } }
+
+        func train(_ x: Variable, _ tape: Tape, relu: Bool) -> Variable {
+            var y = tape.conv2d(x, weight: tape.watch(weight), bias: tape.watch(bias), geometry: geometry)
+            if var n = norm, let gamma, let beta {
+                y = tape.batchNorm(y, gamma: tape.watch(gamma), beta: tape.watch(beta), parameters: &n)
+                norm = n
+            }
+            return relu ? tape.relu(y) : y
+        }
+
+        func infer(_ x: Tensor, relu: Bool) -> Tensor {
+            guard var n = norm else {
+                return Tensor.conv2d(x, weight: weight.value, bias: bias.value, geometry: geometry, activation: relu ? .relu : .identity)
+            }
+            n.gamma = gamma!.value; n.beta = beta!.value
+            let folded = n.fold(weight: weight.value, bias: bias.value)
+            return Tensor.conv2d(x, weight: folded.weight, bias: folded.bias, geometry: geometry, activation: relu ? .relu : .identity)
+        }
+    }
+
+    let encoder: [(Conv, Conv)]
+    let decoder: [Conv]
+    let head: Conv
+
+    public init(width: Int = 16, depth: Int = 4, classes: Int, seed: UInt64) {
+        precondition(depth >= 1)
+        self.width = width; self.depth = depth; self.classes = classes
+        var rng = SeededGenerator(seed: seed)
+        var cin = 5, encoder: [(Conv, Conv)] = []
+        for level in 0..<depth {
+            let c = width << level
+            encoder.append((Conv("enc\(level).0", in: cin, out: c, kernel: 3, stride: 2, batchNorm: true, rng: &rng),
+                            Conv("enc\(level).1", in: c, out: c, kernel: 3, batchNorm: true, rng: &rng)))
+            cin = c
+        }
+        self.encoder = encoder
+        decoder = (0..<(depth - 1)).reversed().map { level in
+            Conv("dec\(level)", in: width << (level + 1), out: width << level, kernel: 3, batchNorm: false, rng: &rng)
+        }
+        head = Conv("head", in: width, out: classes, kernel: 1, batchNorm: false, rng: &rng)
+    }
+
+    public var parameters: [Parameter] {
+        encoder.flatMap { $0.0.parameters + $0.1.parameters } + decoder.flatMap(\.parameters) + head.parameters
+    }
+
+    /// RGB [N, 3, H, W] plus scaled coordinates.
+    func input(_ images: Tensor) -> Tensor {
+        let (n, _, h, w) = images.nchw
+        return Tensor.concatChannels([images, SegmentationInputCoordinates.scaled(n, h, w, coordinateScale)])
+    }
+
+    /// Logits at the image size, recorded on `tape` (batch statistics; running statistics updated).
+    public func logits(_ images: Tensor, on tape: Tape) -> Variable {
+        let (_, _, h, w) = images.nchw
+        var x = tape.constant(input(images))
+        var skips: [Variable] = []
+        for (a, b) in encoder {
+            x = b.train(a.train(x, tape, relu: true), tape, relu: true)
+            skips.append(x)
+        }
+        for (i, conv) in decoder.enumerated() {
+            let skip = skips[skips.count - 2 - i]
+            let up = tape.resizeBilinear(x, height: skip.shape[2], width: skip.shape[3], alignCorners: false)
+            x = tape.add(conv.train(up, tape, relu: true), skip)
+        }
+        return tape.resizeBilinear(head.train(x, tape, relu: false), height: h, width: w, alignCorners: false)
+    }
+
+    /// Inference with the running statistics folded into the convolutions.
+    public func predict(_ images: Tensor) -> Tensor {
+        let (_, _, h, w) = images.nchw
+        var x = input(images)
+        var skips: [Tensor] = []
+        for (a, b) in encoder {
+            x = b.infer(a.infer(x, relu: true), relu: true)
+            skips.append(x)
+        }
+        for (i, conv) in decoder.enumerated() {
+            let skip = skips[skips.count - 2 - i]
+            x = conv.infer(Tensor.resizeBilinear(x, height: skip.shape[2], width: skip.shape[3], alignCorners: false), relu: true) + skip
+        }
+        return Tensor.resizeBilinear(head.infer(x, relu: false), height: h, width: w, alignCorners: false)
+    }
+}
+
+/// Coordinate channels x, y in [0, 1] times a scale.
+enum SegmentationInputCoordinates {
+    static func scaled(_ n: Int, _ h: Int, _ w: Int, _ scale: Float) -> Tensor {
+        SegmentationInput.coordinates(batch: n, height: h, width: w) * scale
+    }
+}

@@ -1,0 +1,73 @@
+import Models
+import Tensor
+import Vision
+
+/// SPEC-PSAD stage 3 (unet-train): a UNet trained from scratch on the
+/// pseudo-labels of the train images — 10 L_ce + L_dice, AdamW, random
+/// rotation, horizontal flip and colour augmentation — whose argmax then
+/// gives the part masks the banks use.
+public enum UNetTrain {
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var width = 16
+        public var depth = 4
+        public var epochs = 300
+        public var batch = 8
+        public var learningRate: Float = 1e-3
+        public var weightDecay: Float = 0.01
+        public var rotationDegrees = 20.0
+        public var seed: UInt64 = 0
+        public init() {}
+    }
+
+    public struct Result {
+        public let net: UNet
+        public let epochLosses: [Float]
+    }
+
+    public static func run(images: [Image], labels: [[Int32]], classes: Int, parameters p: Parameters,
+                           progress: (Int, Float) -> Void = { _, _ in }) -> Result {
+        precondition(!images.isEmpty && images.count == labels.count)
+        let (h, w) = (images[0].height, images[0].width)
+        let net = UNet(width: p.width, depth: p.depth, classes: classes, seed: p.seed)
+        let optimizer = AdamW(parameters: net.parameters, learningRate: p.learningRate, weightDecay: p.weightDecay)
+        var rng = SeededGenerator(seed: p.seed &+ 7)
+        var epochLosses: [Float] = []
+        for epoch in 0..<p.epochs {
+            var order = Array(images.indices)
+            order.shuffle(using: &rng)
+            var total: Float = 0, steps = 0
+            for first in stride(from: 0, to: order.count, by: p.batch) {
+                let chosen = order[first..<min(first + p.batch, order.count)]
+                var batchImages: [Float] = [], batchLabels: [Int32] = []
+                for i in chosen {
+                    var image = images[i]
+                    var mask = Image(width: w, height: h, channels: 1, pixels: labels[i].map { UInt8($0) })
+                    if rng.chance(0.5) { image = image.flippedHorizontally(); mask = mask.flippedHorizontally() }
+                    let angle = (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
+                    image = image.rotated(by: angle, nearest: false).colourAugmented(&rng)
+                    mask = mask.rotated(by: angle, nearest: true)
+                    batchImages += image.tensor().storage
+                    batchLabels += mask.pixels.map { Int32($0) }
+                }
+                let x = Tensor(shape: [chosen.count, images[0].channels, h, w], storage: batchImages)
+                let tape = Tape()
+                let z = net.logits(x, on: tape)
+                let onehot = Tensor.oneHot(batchLabels, batch: chosen.count, height: h, width: w, classes: classes)
+                let loss = tape.weightedSum([(tape.crossEntropy(logits: z, labels: batchLabels), 10),
+                                             (tape.dice(probabilities: tape.softmaxChannels(z), target: onehot), 1)])
+                tape.backward(from: loss)
+                optimizer.update()
+                total += loss.value.storage[0]
+                steps += 1
+            }
+            epochLosses.append(total / Float(steps))
+            progress(epoch, epochLosses.last!)
+        }
+        return Result(net: net, epochLosses: epochLosses)
+    }
+
+    /// The masks the banks use: the UNet's argmax on each image.
+    public static func masks(_ net: UNet, images: [Image]) -> [[Int32]] {
+        images.map { net.predict($0.tensor()).argmaxChannels() }
+    }
+}
