@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared", "Tensor", "Vision",
+                "Shared", "Tensor", "Models", "Stages", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

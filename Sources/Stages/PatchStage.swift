@@ -23,16 +23,24 @@ public enum PatchStage {
             let taps = backbone.features(x, strides: [8, 16])
             return PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0]
         }
-        let trainPatches = train.map(patches)
+        return run(trainPatches: train.map(patches), testPatches: test.map(patches), grid: (size + 7) / 8)
+    }
+
+    /// From encoder taps (strides 8 and 16) already computed on `size`-square images.
+    public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]]) -> Result {
+        func patches(_ taps: [Int: Tensor]) -> Tensor { PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0] }
+        return run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2])
+    }
+
+    static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int) -> Result {
         let memory = PatchMemory(trainPatches: trainPatches)
         let trainScores = trainPatches.indices.map { memory.score(trainPatches[$0], trainImage: $0).score }
         var scores: [Float] = [], distances: [[Float]] = []
-        for image in test {
-            let (s, nearest) = memory.score(patches(image))
+        for patches in testPatches {
+            let (s, nearest) = memory.score(patches)
             scores.append(s)
             distances.append(nearest)
         }
-        let grid = (size + 7) / 8
         return Result(trainScores: trainScores, testScores: scores, testPatchDistances: distances, gridHeight: grid, gridWidth: grid)
     }
 }

@@ -63,17 +63,23 @@ public enum SegmentTrain {
         let productType: Int?
     }
 
+    /// - Parameter unlabelledTaps: encoder taps (4, 8, 16) of the unlabelled
+    ///   images when the caller has them already; computed here otherwise.
     public static func run(labelled: [SegmentationSample], unlabelled: [SegmentationSample], classes: Int,
                            histogramClasses: [Int]? = nil, backbone: any Backbone,
                            normalization: ImageNormalization = .imagenet, parameters p: SegmentTrainParameters,
+                           unlabelledTaps: [[Int: Tensor]]? = nil,
                            progress: (Int, Float) -> Void = { _, _ in }) -> Result {
         precondition(!labelled.isEmpty && !unlabelled.isEmpty, "segment-train needs labelled and unlabelled images")
         let size = labelled[0].image.width
         var rng = SeededGenerator(seed: p.seed)
-        func encode(_ image: Image, angle: Double) -> Tensor {
-            let f = SegmentationInput.features(backbone.features(normalization(image.tensor()), strides: [4, 8, 16]))
+        func input(_ taps: [Int: Tensor], angle: Double) -> Tensor {
+            let f = SegmentationInput.features(taps)
             let (_, _, h, w) = f.nchw
             return Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w, angle: angle)])
+        }
+        func encode(_ image: Image, angle: Double) -> Tensor {
+            input(backbone.features(normalization(image.tensor()), strides: [4, 8, 16]), angle: angle)
         }
         var views: [Cached] = []
         for sample in labelled {
@@ -87,7 +93,10 @@ public enum SegmentTrain {
                                     productType: sample.productType))
             }
         }
-        let pool = unlabelled.map { Cached(input: encode($0.image, angle: 0), labels: nil, fractions: nil, productType: $0.productType) }
+        let pool = unlabelled.indices.map { i in
+            Cached(input: unlabelledTaps.map { input($0[i], angle: 0) } ?? encode(unlabelled[i].image, angle: 0),
+                   labels: nil, fractions: nil, productType: unlabelled[i].productType)
+        }
         let head = SegmentationHead(inputChannels: views[0].input.shape[1], classes: classes, seed: p.seed &+ 1)
         let optimizer = AdamW(parameters: head.parameters, learningRate: p.learningRate, weightDecay: p.weightDecay)
         let histogram = histogramClasses ?? Array(1..<classes)

@@ -8,7 +8,8 @@ import Shared
 struct PSADWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-worker",
-        abstract: "Runs PSAD stage jobs handed out by a coordinator.")
+        abstract: "Runs PSAD stage jobs handed out by a coordinator.",
+        subcommands: [MethodCommand.self])
 
     @Option(name: .customLong("tag"), help: "A tag this worker offers (repeatable), e.g. --tag gpu.")
     var tags: [String] = []

@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import Models
+import Stages
+import Tensor
+
+/// `psad-worker method`: every PSAD stage for one category in this process,
+/// without a coordinator (for trying the method and for benchmarks).
+struct MethodCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "method",
+        abstract: "Run all PSAD stages on one category in this process and print (or write) the metrics as JSON.")
+
+    @Option(help: "Category folder in the MVTec LOCO AD layout, with psad-manifest.json.")
+    var category: String
+
+    @Option(help: "Labelled images used (the manifest's first N).")
+    var nShot = 5
+
+    @Option(help: "Segmenter training epochs.")
+    var epochs = 100
+
+    @Option(help: "Loss set: sup, sup+H or sup+H+hist.")
+    var losses = "sup+H+hist"
+
+    @Option(help: "UNet retraining epochs (0: the banks use the segmenter's masks).")
+    var unetEpochs = 0
+
+    @Option(help: "Image size (default: the manifest's target size).")
+    var imageSize: Int?
+
+    @Option(help: "Standardisation epsilon (the reference uses 1e-10).")
+    var epsilon = 1e-10
+
+    @Option(help: "Threads for the kernels and OpenBLAS.")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Seed.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Write the result JSON here as well as printing it.")
+    var out: String?
+
+    func run() throws {
+        Compute.configure(threads: threads)
+        guard let lossSet = LossSet(rawValue: losses) else {
+            throw ValidationError("--losses must be sup, sup+H or sup+H+hist, not '\(losses)'")
+        }
+        var settings = CategoryPipeline.Settings()
+        settings.nShot = nShot
+        settings.segment.epochs = epochs
+        settings.segment.lossSet = lossSet
+        settings.segment.seed = seed
+        settings.unet.epochs = unetEpochs
+        settings.unet.seed = seed
+        settings.imageSize = imageSize
+        settings.bank.epsilon = epsilon
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let result = try CategoryPipeline.run(categoryRoot: URL(fileURLWithPath: category), backbone: backbone, settings: settings) {
+            FileHandle.standardError.write(Data("\($0)\n".utf8))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(result)
+        if let out { try data.write(to: URL(fileURLWithPath: out)) }
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
