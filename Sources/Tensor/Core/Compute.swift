@@ -64,6 +64,15 @@ extension Compute {
     }
 }
 
+extension Compute {
+    /// sum over `0..<count` of `body(range)` for a fixed split into `chunks`
+    /// ranges, added in order: the same value for any thread count.
+    public static func deterministicSum(_ count: Int, chunks: Int = 64, _ body: (Range<Int>) -> Double) -> Double {
+        let n = max(1, min(chunks, count))
+        return parallelMap(n) { k in body((count * k / n)..<(count * (k + 1) / n)) }.reduce(0, +)
+    }
+}
+
 private struct UncheckedPointer: @unchecked Sendable { let raw: UnsafeMutableRawPointer? }
 
 /// The body of a ``Compute/parallelFor(_:grain:_:)``. Callers promise that

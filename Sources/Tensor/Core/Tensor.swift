@@ -103,8 +103,11 @@ extension Tensor {
         }
     }
 
-    /// Elementwise product `self * scalar`.
+    /// Elementwise product `self * scalar` (BLAS sscal on a copy).
     public static func * (lhs: Tensor, rhs: Float) -> Tensor {
-        Tensor(shape: lhs.shape, storage: lhs.storage.map { $0 * rhs })
+        var out = lhs
+        guard out.count > 0 else { return out }
+        out.withUnsafeMutableBufferPointer { BLAS.scal(Int32($0.count), rhs, $0.baseAddress!) }
+        return out
     }
 }

@@ -22,6 +22,11 @@ public enum BLAS {
     }
 
     @inline(__always)
+    static func scal(_ n: Int32, _ alpha: Float, _ x: UnsafeMutablePointer<Float>) {
+        cblas_sscal(n, alpha, x, 1)
+    }
+
+    @inline(__always)
     static func axpy(_ n: Int32, _ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         cblas_saxpy(n, alpha, x, 1, y, 1)
     }

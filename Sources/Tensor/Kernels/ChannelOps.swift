@@ -81,15 +81,20 @@ extension Tensor {
         let plane = h * w
         var dz = Tensor(zeros: p.shape)
         dz.withUnsafeMutableBufferPointer { out in
-            let zp = SendableMutablePointer(out.baseAddress!)
-            Compute.parallelFor(n * plane, grain: 256) { pixels in
-                for pixel in pixels {
-                    let base = (pixel / plane) * c * plane + pixel % plane
-                    var dot: Float = 0
-                    for k in 0..<c { dot += p.storage[base + k * plane] * dp.storage[base + k * plane] }
-                    for k in 0..<c {
-                        let i = base + k * plane
-                        zp.p[i] = p.storage[i] * (dp.storage[i] - dot)
+            p.withUnsafeBufferPointer { pb in
+                dp.withUnsafeBufferPointer { gb in
+                    let zp = SendableMutablePointer(out.baseAddress!), pp = SendablePointer(pb.baseAddress!)
+                    let gp = SendablePointer(gb.baseAddress!)
+                    Compute.parallelFor(n * plane, grain: 256) { pixels in
+                        for pixel in pixels {
+                            let base = (pixel / plane) * c * plane + pixel % plane
+                            var dot: Float = 0
+                            for k in 0..<c { dot += pp.p[base + k * plane] * gp.p[base + k * plane] }
+                            for k in 0..<c {
+                                let i = base + k * plane
+                                zp.p[i] = pp.p[i] * (gp.p[i] - dot)
+                            }
+                        }
                     }
                 }
             }
@@ -118,9 +123,14 @@ extension Tensor {
         precondition(labels.count == n * h * w, "one-hot: \(labels.count) labels for \(n)x\(h)x\(w)")
         let plane = h * w
         var out = Tensor(zeros: [n, classes, h, w])
-        for (pixel, label) in labels.enumerated() {
-            precondition(label >= 0 && Int(label) < classes, "label \(label) outside 0..<\(classes)")
-            out.storage[((pixel / plane) * classes + Int(label)) * plane + pixel % plane] = 1
+        out.withUnsafeMutableBufferPointer { o in
+            labels.withUnsafeBufferPointer { l in
+                for pixel in 0..<l.count {
+                    let label = Int(l[pixel])
+                    precondition(label >= 0 && label < classes, "label \(label) outside 0..<\(classes)")
+                    o[((pixel / plane) * classes + label) * plane + pixel % plane] = 1
+                }
+            }
         }
         return out
     }

@@ -13,16 +13,24 @@ public enum SegmentationLoss {
         let plane = h * w, pixels = n * plane
         precondition(labels.count == pixels, "cross-entropy: \(labels.count) labels for \(pixels) pixels")
         let logp = z.logSoftmaxChannels()
+        for label in labels { precondition(label >= 0 && Int(label) < c, "label \(label) outside 0..<\(c)") }
         var grad = Tensor(zeros: z.shape)
-        var total = 0.0
-        for pixel in 0..<pixels {
-            let y = Int(labels[pixel])
-            precondition(y >= 0 && y < c, "label \(y) outside 0..<\(c)")
-            let base = (pixel / plane) * c * plane + pixel % plane
-            total -= Double(logp.storage[base + y * plane])
-            for k in 0..<c {
-                let i = base + k * plane
-                grad.storage[i] = (expf(logp.storage[i]) - (k == y ? 1 : 0)) / Float(pixels)
+        let total = grad.withUnsafeMutableBufferPointer { g in
+            let gp = SendableMutablePointer(g.baseAddress!)
+            return logp.withUnsafeBufferPointer { lp in
+                Compute.deterministicSum(pixels) { range in
+                    var partial = 0.0
+                    for pixel in range {
+                        let y = Int(labels[pixel])
+                        let base = (pixel / plane) * c * plane + pixel % plane
+                        partial -= Double(lp[base + y * plane])
+                        for k in 0..<c {
+                            let i = base + k * plane
+                            gp.p[i] = (expf(lp[i]) - (k == y ? 1 : 0)) / Float(pixels)
+                        }
+                    }
+                    return partial
+                }
             }
         }
         return (Float(total / Double(pixels)), grad)
@@ -37,35 +45,51 @@ public enum SegmentationLoss {
         precondition(p.shape == y.shape, "dice: probabilities \(p.shape) vs target \(y.shape)")
         let (n, c, h, w) = p.nchw
         let plane = h * w
-        var grad = Tensor(zeros: p.shape)
-        var total = 0.0
         let norm = Float(n * c)
-        for nc in 0..<(n * c) {
-            let base = nc * plane
-            var inter = 0.0, sum = 0.0
-            for i in 0..<plane {
-                inter += Double(p.storage[base + i] * y.storage[base + i])
-                sum += Double(p.storage[base + i] + y.storage[base + i])
+        var grad = Tensor(zeros: p.shape)
+        let ratios = grad.withUnsafeMutableBufferPointer { g in
+            p.withUnsafeBufferPointer { pb in
+                y.withUnsafeBufferPointer { yb in
+                    let gp = SendableMutablePointer(g.baseAddress!), pp = SendablePointer(pb.baseAddress!)
+                    let yp = SendablePointer(yb.baseAddress!)
+                    return Compute.parallelMap(n * c) { nc -> Double in
+                        let base = nc * plane
+                        var inter: Float = 0, sum: Float = 0
+                        for i in 0..<plane {
+                            inter += pp.p[base + i] * yp.p[base + i]
+                            sum += pp.p[base + i] + yp.p[base + i]
+                        }
+                        let denom = sum + eps
+                        let a = 2 / denom, b = 2 * inter / (denom * denom)
+                        for i in 0..<plane { gp.p[base + i] = -(a * yp.p[base + i] - b) / norm }
+                        return 2 * Double(inter) / Double(denom)
+                    }
+                }
             }
-            let denom = Float(sum) + eps
-            total += 2 * inter / Double(denom)
-            let a = 2 / denom, b = 2 * Float(inter) / (denom * denom)
-            for i in 0..<plane { grad.storage[base + i] = -(a * y.storage[base + i] - b) / norm }
         }
-        return (Float(1 - total / Double(n * c)), grad)
+        return (Float(1 - ratios.reduce(0, +) / Double(n * c)), grad)
     }
 
     /// L_H = mean over every element of -q log(q + eps) (classes included in the mean).
     /// dL/dq = -(log(q + eps) + q / (q + eps)) / count.
     public static func entropy(probabilities q: Tensor, eps: Float = 1e-5) -> (value: Float, gradient: Tensor) {
         var grad = Tensor(zeros: q.shape)
-        var total = 0.0
         let count = Float(q.count)
-        for i in 0..<q.count {
-            let v = q.storage[i]
-            let l = logf(v + eps)
-            total -= Double(v * l)
-            grad.storage[i] = -(l + v / (v + eps)) / count
+        let total = grad.withUnsafeMutableBufferPointer { g in
+            let gp = SendableMutablePointer(g.baseAddress!)
+            return q.withUnsafeBufferPointer { qb in
+                let qp = SendablePointer(qb.baseAddress!)
+                return Compute.deterministicSum(q.count) { range in
+                var partial = 0.0
+                for i in range {
+                    let v = qp.p[i]
+                    let l = logf(v + eps)
+                    partial -= Double(v * l)
+                    gp.p[i] = -(l + v / (v + eps)) / count
+                }
+                return partial
+            }
+            }
         }
         return (Float(total / Double(q.count)), grad)
     }
