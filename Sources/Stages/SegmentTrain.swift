@@ -144,7 +144,12 @@ public enum SegmentTrain {
 
     /// Concatenates [1, C, h, w] tensors into one batch.
     static func stack(_ items: [Tensor]) -> Tensor {
-        Tensor(shape: [items.count] + Array(items[0].shape.dropFirst()), storage: items.flatMap(\.storage))
+        let each = items[0].count
+        return Tensor(shape: [items.count] + Array(items[0].shape.dropFirst())) { out in
+            for (k, item) in items.enumerated() {
+                item.withUnsafeBufferPointer { (out.baseAddress! + k * each).update(from: $0.baseAddress!, count: each) }
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ import TestSupport
     /// Analytic gradients of `op` with respect to each input, by the tape.
     func tapeGradients(_ inputs: [Tensor], weights: Tensor, _ op: (Tape, [Variable]) -> Variable) -> [Tensor] {
         let tape = Tape()
-        let vars = inputs.map { tape.constant($0) }
+        let vars = inputs.map { tape.variable($0) }
         let out = op(tape, vars)
         tape.backward(from: out, seed: weights)
         return vars.map { $0.gradient ?? Tensor(zeros: $0.shape) }
@@ -20,7 +20,7 @@ import TestSupport
     func check(_ inputs: [Tensor], rtol: Float = 2e-2, atol: Float = 2e-3, step: Float = 1e-2,
                _ op: @escaping (Tape, [Variable]) -> Variable) {
         let probe = Tape()
-        let outShape = op(probe, inputs.map { probe.constant($0) }).shape
+        let outShape = op(probe, inputs.map { probe.variable($0) }).shape
         let weights = Check.random(outShape, seed: 99)
         let analytic = tapeGradients(inputs, weights: weights, op)
         for k in inputs.indices {
@@ -28,7 +28,7 @@ import TestSupport
                 var args = inputs
                 args[k] = x
                 let tape = Tape()
-                return Check.weightedSum(op(tape, args.map { tape.constant($0) }).value, weights)
+                return Check.weightedSum(op(tape, args.map { tape.variable($0) }).value, weights)
             }, at: inputs[k], step: step)
             #expect(Check.close(analytic[k], numeric, rtol: rtol, atol: atol) == nil, "input \(k)")
         }

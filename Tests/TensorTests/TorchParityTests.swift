@@ -111,7 +111,7 @@ import TestSupport
         ]
         for (name, loss) in losses {
             let tape = Tape()
-            let logits = tape.constant(z)
+            let logits = tape.variable(z)
             let value = loss(tape, logits)
             tape.backward(from: value)
             #expect(Check.close(value.value, try t("loss.\(name)"), rtol: 1e-5) == nil, "\(name) value")

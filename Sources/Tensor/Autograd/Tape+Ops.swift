@@ -2,9 +2,9 @@ extension Tape {
     public func conv2d(_ x: Variable, weight: Variable, bias: Variable? = nil,
                        geometry: Conv2dGeometry = Conv2dGeometry()) -> Variable {
         let y = Tensor.conv2d(x.value, weight: weight.value, bias: bias?.value, geometry: geometry)
-        return record(y) { g in
+        return record(y, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
             let (dx, dw, db) = Tensor.conv2dBackward(x.value, weight: weight.value, outputGradient: g,
-                                                     geometry: geometry)
+                                                     geometry: geometry, inputGradient: x.requiresGradient)
             x.accumulate(dx)
             weight.accumulate(dw)
             bias?.accumulate(db)
@@ -17,7 +17,7 @@ extension Tape {
         parameters.gamma = gamma.value
         parameters.beta = beta.value
         let (y, cache) = Tensor.batchNormTraining(x.value, &parameters)
-        return record(y) { g in
+        return record(y, inputs: [x, gamma, beta]) { g in
             let (dx, dgamma, dbeta) = Tensor.batchNormTrainingBackward(g, gamma: gamma.value, cache: cache)
             x.accumulate(dx)
             gamma.accumulate(dgamma)
@@ -26,19 +26,19 @@ extension Tape {
     }
 
     public func relu(_ x: Variable) -> Variable {
-        record(x.value.relu()) { g in x.accumulate(Tensor.clampBackward(g, input: x.value, low: 0, high: .infinity)) }
+        record(x.value.relu(), inputs: [x]) { g in x.accumulate(Tensor.clampBackward(g, input: x.value, low: 0, high: .infinity)) }
     }
 
     public func resizeBilinear(_ x: Variable, height: Int, width: Int, alignCorners: Bool) -> Variable {
         let (_, _, h, w) = x.value.nchw
-        return record(Tensor.resizeBilinear(x.value, height: height, width: width, alignCorners: alignCorners)) { g in
+        return record(Tensor.resizeBilinear(x.value, height: height, width: width, alignCorners: alignCorners), inputs: [x]) { g in
             x.accumulate(Tensor.resizeBilinearBackward(g, inputHeight: h, inputWidth: w, alignCorners: alignCorners))
         }
     }
 
     public func concatChannels(_ parts: [Variable]) -> Variable {
         let sizes = parts.map { $0.value.shape[1] }
-        return record(Tensor.concatChannels(parts.map(\.value))) { g in
+        return record(Tensor.concatChannels(parts.map(\.value)), inputs: parts) { g in
             var offset = 0
             for (p, c) in zip(parts, sizes) {
                 p.accumulate(g.channels(offset..<(offset + c)))
@@ -48,7 +48,7 @@ extension Tape {
     }
 
     public func add(_ a: Variable, _ b: Variable) -> Variable {
-        record(a.value + b.value) { g in
+        record(a.value + b.value, inputs: [a, b]) { g in
             a.accumulate(g)
             b.accumulate(g)
         }
@@ -56,18 +56,18 @@ extension Tape {
 
     /// Multiplies by a constant.
     public func scale(_ x: Variable, by factor: Float) -> Variable {
-        record(x.value * factor) { g in x.accumulate(g * factor) }
+        record(x.value * factor, inputs: [x]) { g in x.accumulate(g * factor) }
     }
 
     public func softmaxChannels(_ z: Variable) -> Variable {
         let p = z.value.softmaxChannels()
-        return record(p) { g in z.accumulate(Tensor.softmaxChannelsBackward(g, output: p)) }
+        return record(p, inputs: [z]) { g in z.accumulate(Tensor.softmaxChannelsBackward(g, output: p)) }
     }
 
     /// Sum of scalar terms, each with a weight: sum_i w_i * L_i.
     public func weightedSum(_ terms: [(Variable, Float)]) -> Variable {
         let total = terms.reduce(Float(0)) { $0 + $1.0.value.storage[0] * $1.1 }
-        return record(Tensor(shape: [1], storage: [total])) { g in
+        return record(Tensor(shape: [1], storage: [total]), inputs: terms.map(\.0)) { g in
             for (v, w) in terms { v.accumulate(Tensor(shape: v.shape, storage: [g.storage[0] * w])) }
         }
     }
@@ -93,7 +93,7 @@ extension Tape {
     }
 
     private func lossNode(_ result: (value: Float, gradient: Tensor), input: Variable) -> Variable {
-        record(Tensor(shape: [1], storage: [result.value])) { g in
+        record(Tensor(shape: [1], storage: [result.value]), inputs: [input]) { g in
             input.accumulate(result.gradient * g.storage[0])
         }
     }

@@ -19,16 +19,21 @@ public final class Variable {
     /// dL/d(value), filled in by ``Tape/backward(from:)``.
     public internal(set) var gradient: Tensor?
     let pullback: ((Tensor) -> Void)?
+    /// Whether anything trainable lies upstream; constants' gradients are
+    /// never computed.
+    public let requiresGradient: Bool
 
-    init(_ value: Tensor, pullback: ((Tensor) -> Void)?) {
+    init(_ value: Tensor, pullback: ((Tensor) -> Void)?, requiresGradient: Bool) {
         self.value = value
         self.pullback = pullback
+        self.requiresGradient = requiresGradient
     }
 
     public var shape: [Int] { value.shape }
 
-    func accumulate(_ g: Tensor) {
-        if gradient == nil { gradient = g } else { gradient!.add(g) }
+    func accumulate(_ g: @autoclosure () -> Tensor) {
+        guard requiresGradient else { return }
+        if gradient == nil { gradient = g() } else { gradient!.add(g()) }
     }
 }
 
@@ -45,22 +50,38 @@ public final class Tape {
     public init() {}
 
     /// A constant input: no gradient flows into it.
-    public func constant(_ value: Tensor) -> Variable { record(value, nil) }
+    public func constant(_ value: Tensor) -> Variable {
+        let v = Variable(value, pullback: nil, requiresGradient: false)
+        nodes.append(v)
+        return v
+    }
+
+    /// An input whose gradient is wanted (gradient checks, saliency).
+    public func variable(_ value: Tensor) -> Variable {
+        let v = Variable(value, pullback: nil, requiresGradient: true)
+        nodes.append(v)
+        return v
+    }
 
     /// A parameter: its gradient is added to `parameter.gradient`.
     public func watch(_ parameter: Parameter) -> Variable {
-        record(parameter.value) { g in parameter.gradient.add(g) }
+        let v = Variable(parameter.value, pullback: { g in parameter.gradient.add(g) }, requiresGradient: true)
+        nodes.append(v)
+        return v
     }
 
-    /// A value with a custom pullback (`dL/d(value)` -> contributions to inputs).
-    public func record(_ value: Tensor, _ pullback: ((Tensor) -> Void)?) -> Variable {
-        let v = Variable(value, pullback: pullback)
+    /// The result of an operation on `inputs`, with its pullback
+    /// (`dL/d(value)` -> contributions to the inputs). It needs a gradient
+    /// only when one of its inputs does.
+    public func record(_ value: Tensor, inputs: [Variable], _ pullback: @escaping (Tensor) -> Void) -> Variable {
+        let v = Variable(value, pullback: pullback, requiresGradient: inputs.contains { $0.requiresGradient })
         nodes.append(v)
         return v
     }
 
     /// Back-propagates from a scalar (or seeds `seed` as its gradient).
     public func backward(from output: Variable, seed: Tensor? = nil) {
+        precondition(output.requiresGradient, "backward from a value that depends on no parameter")
         output.accumulate(seed ?? Tensor(zeros: output.shape, value: 1))
         for node in nodes.reversed() {
             guard let g = node.gradient, let pullback = node.pullback else { continue }

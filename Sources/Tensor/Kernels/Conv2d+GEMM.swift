@@ -110,7 +110,7 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
 }
 
 func gemmBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                  _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                  _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
                   _ dw: UnsafeMutablePointer<Float>) {
     let pointwise = s.isPointwise
     let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * s.pixels)
@@ -119,7 +119,7 @@ func gemmBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<
     for b in 0..<s.n {
         for grp in 0..<s.groups {
             let xg = x + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
-            let dxg = dx + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
+
             let gy = dy + (b * s.cout + grp * s.coutPerGroup) * s.pixels
             let wg = w + grp * s.coutPerGroup * s.patch
             let dwg = dw + grp * s.coutPerGroup * s.patch
@@ -134,6 +134,8 @@ func gemmBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<
             BLAS.sgemm(transB: true, m: s.coutPerGroup, n: s.patch, k: s.pixels,
                        a: gy, lda: s.pixels, b: columns, ldb: s.pixels, beta: 1, c: dwg, ldc: s.patch)
             // dcol = W_g^T [K, Cout/g] * dY_g [Cout/g, L]
+            guard let dx else { continue }
+            let dxg = dx + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
             if pointwise {
                 BLAS.sgemm(transA: true, m: s.patch, n: s.pixels, k: s.coutPerGroup,
                            a: wg, lda: s.patch, b: gy, ldb: s.pixels, beta: 1, c: dxg, ldc: s.pixels)

@@ -113,8 +113,10 @@ extension Tensor {
 
     /// Gradients of ``conv2d(_:weight:bias:geometry:)`` given dL/dy.
     /// Returns dL/dx, dL/dw and dL/db.
+    /// With `inputGradient` false, dL/dx is not computed (zeros are
+    /// returned): the input is a constant, such as cached features.
     public static func conv2dBackward(_ input: Tensor, weight: Tensor, outputGradient dy: Tensor,
-                                      geometry: Conv2dGeometry = Conv2dGeometry())
+                                      geometry: Conv2dGeometry = Conv2dGeometry(), inputGradient: Bool = true)
         -> (input: Tensor, weight: Tensor, bias: Tensor)
     {
         let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
@@ -132,7 +134,7 @@ extension Tensor {
                                                   gx.baseAddress!, gw.baseAddress!)
                             } else {
                                 gemmBackward(s, x.baseAddress!, wt.baseAddress!, g.baseAddress!,
-                                             gx.baseAddress!, gw.baseAddress!)
+                                             inputGradient ? gx.baseAddress! : nil, gw.baseAddress!)
                             }
                         }
                     }
