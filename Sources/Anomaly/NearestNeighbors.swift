@@ -61,7 +61,7 @@ public struct NearestNeighbors: Sendable {
                                    c: block, ldc: mn)
                     }
                 }
-                let bp = SendablePointerBox(block)
+                let bp = SendableMutablePointer(block)
                 heaps.withUnsafeMutableBufferPointer { hs in
                     let hp = HeapBox(hs.baseAddress!)
                     Compute.parallelFor(qn, grain: 8) { rows in
@@ -116,11 +116,6 @@ struct TopK {
     }
 
     func sorted() -> [(Float, Int)] { items.sorted { ($0.0, $0.1) < ($1.0, $1.1) } }
-}
-
-struct SendablePointerBox: @unchecked Sendable {
-    let p: UnsafeMutablePointer<Float>
-    init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
 }
 
 struct HeapBox: @unchecked Sendable {

@@ -158,16 +158,18 @@ extension Tensor {
     }
 }
 
-/// A pointer that may cross into `Compute.parallelFor` bodies, which write
-/// disjoint ranges.
-struct SendablePointer: @unchecked Sendable {
-    let p: UnsafePointer<Float>
-    init(_ p: UnsafePointer<Float>) { self.p = p }
+/// A pointer that may cross into `Compute.parallelFor` bodies, which read
+/// shared data or write disjoint ranges. Valid only inside the
+/// `withUnsafe...` scope that produced it.
+public struct SendablePointer: @unchecked Sendable {
+    public let p: UnsafePointer<Float>
+    public init(_ p: UnsafePointer<Float>) { self.p = p }
 }
 
-struct SendableMutablePointer: @unchecked Sendable {
-    let p: UnsafeMutablePointer<Float>
-    init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+/// The mutable counterpart of ``SendablePointer``.
+public struct SendableMutablePointer: @unchecked Sendable {
+    public let p: UnsafeMutablePointer<Float>
+    public init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
 }
 
 /// Bias and activation applied to output planes after their GEMM.
