@@ -41,6 +41,15 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Write the result JSON here as well as printing it.")
     var out: String?
 
+    func validate() throws {
+        guard nShot >= 1 else { throw ValidationError("--n-shot must be at least 1, not \(nShot)") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, not \(epochs)") }
+        guard unetEpochs >= 0 else { throw ValidationError("--unet-epochs must not be negative") }
+        if let imageSize, imageSize < 32 { throw ValidationError("--image-size must be at least 32, not \(imageSize)") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard epsilon > 0 else { throw ValidationError("--epsilon must be positive") }
+    }
+
     func run() throws {
         Compute.configure(threads: threads)
         guard let lossSet = LossSet(rawValue: losses) else {
