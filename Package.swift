@@ -32,12 +32,14 @@ let package = Package(
         .systemLibrary(
             name: "CZeroMQ", path: "Sources/CZeroMQ",
             providers: [.apt(["libzmq3-dev"])]),
+        // glibc's mallopt (Compute.retainFreedMemory).
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // Owns every libpng call, so libpng's longjmp never crosses a Swift frame.
         .target(
             name: "CPNG", path: "Sources/CPNG",
             linkerSettings: [.linkedLibrary("png")]),
 
-        .target(name: "Tensor", dependencies: ["COpenBLAS"]),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", .target(name: "CMalloc", condition: .when(platforms: [.linux]))]),
         .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),

@@ -1,4 +1,7 @@
 import COpenBLAS
+#if os(Linux)
+import CMalloc
+#endif
 import Dispatch
 import Foundation
 
@@ -22,9 +25,25 @@ public enum Compute {
     public static var threads: Int { _threads }
 
     /// Sets the thread count for kernels and OpenBLAS. Call before any work starts.
+    /// Also keeps freed memory in the process (see ``retainFreedMemory()``).
     public static func configure(threads: Int) {
         _threads = max(1, threads)
         openblas_set_num_threads(Int32(_threads))
+        retainFreedMemory()
+    }
+
+    /// Stops glibc's allocator from handing large freed blocks back to the
+    /// kernel. Training steps allocate and free the same tens of megabytes
+    /// every step; by default each such block is a fresh `mmap`, and the
+    /// page faults that zero it cost more than the arithmetic (segment-train
+    /// ran 1.9x slower without this, measured). Blocks below 1 GiB now come
+    /// from the heap and stay; the process keeps its peak instead, which it
+    /// needs again at the next step anyway.
+    public static func retainFreedMemory() {
+        #if os(Linux)
+        _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        _ = mallopt(M_TRIM_THRESHOLD, Int32.max)
+        #endif
     }
 
     /// Runs `body` over `0..<count` split into at most `threads` contiguous

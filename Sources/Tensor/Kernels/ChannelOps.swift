@@ -54,19 +54,39 @@ extension Tensor {
         var out = self
         out.withUnsafeMutableBufferPointer { buf in
             let p = SendableMutablePointer(buf.baseAddress!)
-            Compute.parallelFor(n * plane, grain: 256) { pixels in
-                for pixel in pixels {
-                    let base = p.p + (pixel / plane) * c * plane + pixel % plane
-                    var top = -Float.infinity
-                    for k in 0..<c { top = max(top, base[k * plane]) }
-                    var total: Float = 0
-                    for k in 0..<c { total += expf(base[k * plane] - top) }
+            Tensor.forPixelBlocks(batch: n, plane: plane) { image, start, lanes in
+                let base = p.p + image * c * plane + start
+                if lanes == VectorMath.Lanes.scalarCount {
+                    var top = VectorMath.load(base)
+                    for k in 1..<max(c, 1) { top = VectorMath.max(top, VectorMath.load(base + k * plane)) }
+                    var total = VectorMath.Lanes()
+                    for k in 0..<c {
+                        let e = VectorMath.exp(VectorMath.load(base + k * plane) - top)
+                        total += e
+                        if !log { VectorMath.store(e, base + k * plane) }
+                    }
                     if log {
-                        let shift = top + logf(total)
-                        for k in 0..<c { base[k * plane] -= shift }
+                        var shift = VectorMath.Lanes()
+                        for j in 0..<lanes { shift[j] = top[j] + logf(total[j]) }
+                        for k in 0..<c { VectorMath.store(VectorMath.load(base + k * plane) - shift, base + k * plane) }
                     } else {
                         let inv = 1 / total
-                        for k in 0..<c { base[k * plane] = expf(base[k * plane] - top) * inv }
+                        for k in 0..<c { VectorMath.store(VectorMath.load(base + k * plane) * inv, base + k * plane) }
+                    }
+                    return
+                }
+                for j in 0..<lanes {
+                    let pixel = base + j
+                    var top = -Float.infinity
+                    for k in 0..<c { top = max(top, pixel[k * plane]) }
+                    var total: Float = 0
+                    for k in 0..<c { total += expf(pixel[k * plane] - top) }
+                    if log {
+                        let shift = top + logf(total)
+                        for k in 0..<c { pixel[k * plane] -= shift }
+                    } else {
+                        let inv = 1 / total
+                        for k in 0..<c { pixel[k * plane] = expf(pixel[k * plane] - top) * inv }
                     }
                 }
             }
@@ -85,13 +105,22 @@ extension Tensor {
                 dp.withUnsafeBufferPointer { gb in
                     let zp = SendableMutablePointer(out.baseAddress!), pp = SendablePointer(pb.baseAddress!)
                     let gp = SendablePointer(gb.baseAddress!)
-                    Compute.parallelFor(n * plane, grain: 256) { pixels in
-                        for pixel in pixels {
-                            let base = (pixel / plane) * c * plane + pixel % plane
-                            var dot: Float = 0
-                            for k in 0..<c { dot += pp.p[base + k * plane] * gp.p[base + k * plane] }
+                    forPixelBlocks(batch: n, plane: plane) { image, start, lanes in
+                        let base = image * c * plane + start
+                        if lanes == VectorMath.Lanes.scalarCount {
+                            var dot = VectorMath.Lanes()
+                            for k in 0..<c { dot += VectorMath.load(pp.p + base + k * plane) * VectorMath.load(gp.p + base + k * plane) }
                             for k in 0..<c {
                                 let i = base + k * plane
+                                VectorMath.store(VectorMath.load(pp.p + i) * (VectorMath.load(gp.p + i) - dot), zp.p + i)
+                            }
+                            return
+                        }
+                        for j in 0..<lanes {
+                            var dot: Float = 0
+                            for k in 0..<c { dot += pp.p[base + j + k * plane] * gp.p[base + j + k * plane] }
+                            for k in 0..<c {
+                                let i = base + j + k * plane
                                 zp.p[i] = pp.p[i] * (gp.p[i] - dot)
                             }
                         }
@@ -100,6 +129,20 @@ extension Tensor {
             }
         }
         return dz
+    }
+
+    /// Visits every pixel of an [N, C, H, W] layout as blocks of up to 16
+    /// consecutive pixels of one image (`body(image, firstPixel, count)`;
+    /// only the last block of each plane is shorter), split over the threads.
+    static func forPixelBlocks(batch n: Int, plane: Int, _ body: (Int, Int, Int) -> Void) {
+        let width = VectorMath.Lanes.scalarCount
+        let blocks = (plane + width - 1) / width
+        Compute.parallelFor(n * blocks, grain: 16) { range in
+            for block in range {
+                let image = block / blocks, start = (block % blocks) * width
+                body(image, start, min(width, plane - start))
+            }
+        }
     }
 
     /// Index of the largest channel at every pixel (the first on ties);

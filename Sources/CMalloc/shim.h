@@ -1,0 +1,2 @@
+// glibc's allocator tuning (mallopt), for Compute.retainFreedMemory().
+#include <malloc.h>
