@@ -20,7 +20,7 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Segmenter training epochs.")
     var epochs = 100
 
-    @Option(help: "Loss set: sup, sup+H or sup+H+hist.")
+    @Option(help: "Loss sets, comma-separated: sup, sup+H, sup+H+hist (one segmenter each; patch features are shared).")
     var losses = "sup+H+hist"
 
     @Option(help: "UNet retraining epochs (0: the banks use the segmenter's masks).")
@@ -41,6 +41,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Write the result JSON here as well as printing it.")
     var out: String?
 
+    @Option(help: "Write every stage's artifacts (masks, maps, weights, vectors, scores) under this folder.")
+    var artifacts: String?
+
     func validate() throws {
         guard nShot >= 1 else { throw ValidationError("--n-shot must be at least 1, not \(nShot)") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, not \(epochs)") }
@@ -52,26 +55,32 @@ struct MethodCommand: ParsableCommand {
 
     func run() throws {
         Compute.configure(threads: threads)
-        guard let lossSet = LossSet(rawValue: losses) else {
-            throw ValidationError("--losses must be sup, sup+H or sup+H+hist, not '\(losses)'")
+        let lossSets = try losses.split(separator: ",").map { name in
+            guard let set = LossSet(rawValue: String(name)) else {
+                throw ValidationError("--losses takes sup, sup+H or sup+H+hist, comma-separated; '\(name)' is none of them")
+            }
+            return set
         }
+        guard !lossSets.isEmpty else { throw ValidationError("--losses names no loss set") }
         var settings = CategoryPipeline.Settings()
         settings.nShot = nShot
         settings.segment.epochs = epochs
-        settings.segment.lossSet = lossSet
+        settings.lossSets = lossSets
         settings.segment.seed = seed
         settings.unet.epochs = unetEpochs
         settings.unet.seed = seed
         settings.imageSize = imageSize
         settings.bank.epsilon = epsilon
         let backbone = try EfficientNetLite.pretrainedLite0()
-        let result = try CategoryPipeline.run(categoryRoot: URL(fileURLWithPath: category), backbone: backbone, settings: settings) {
+        let result = try CategoryPipeline.run(categoryRoot: URL(fileURLWithPath: category), backbone: backbone, settings: settings,
+                                              artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         let data = try encoder.encode(result)
-        if let out { try data.write(to: URL(fileURLWithPath: out)) }
+        if let out { try AtomicFile.write(data, to: URL(fileURLWithPath: out)) }
         print(String(decoding: data, as: UTF8.self))
     }
 }

@@ -83,3 +83,20 @@ import TestSupport
         #expect(throws: SafetensorsError.self) { try f.tensor("i") }
     }
 }
+
+@Suite struct AtomicFileTests {
+    @Test func replacesTheFileWholeAndLeavesNothingBeside() throws {
+        let dir = try TemporaryDirectory()
+        let target = dir.url.appendingPathComponent("a.bin")
+        try AtomicFile.write(Data([1, 2, 3]), to: target)
+        try AtomicFile.write(Data([4, 5]), to: target)
+        #expect(try Data(contentsOf: target) == Data([4, 5]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path) == ["a.bin"])
+    }
+
+    @Test func aMissingFolderIsAnErrorAndNoPartialFileStays() throws {
+        let dir = try TemporaryDirectory()
+        #expect(throws: (any Error).self) { try AtomicFile.write(Data([1]), to: dir.url.appendingPathComponent("no/such/a.bin")) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path).isEmpty)
+    }
+}

@@ -46,6 +46,14 @@ public enum Compute {
         #endif
     }
 
+    /// Hands the allocator's free memory back to the kernel now (between
+    /// stages, so that each stage's resident peak is its own).
+    public static func releaseFreedMemory() {
+        #if os(Linux)
+        _ = malloc_trim(0)
+        #endif
+    }
+
     /// Runs `body` over `0..<count` split into at most `threads` contiguous
     /// ranges. Work smaller than `grain` items per range runs on the caller.
     /// Each index is visited exactly once; ranges never overlap, so bodies

@@ -205,7 +205,7 @@ public struct SafetensorsFile: Sendable {
     /// Writes `tensors` atomically (a temporary file renamed into place).
     public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL) throws {
         do {
-            try encode(tensors, metadata: metadata).write(to: url, options: .atomic)
+            try AtomicFile.write(encode(tensors, metadata: metadata), to: url)
         } catch {
             throw SafetensorsError.unreadable(file: url.path, reason: "cannot write: \(error.localizedDescription)")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// What the MVTec LOCO layout cannot say about a category: its part classes,
 /// product types, few-shot labelled images and preprocessing. Stored as
@@ -143,6 +144,6 @@ public struct CategoryManifest: Codable, Equatable, Sendable {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(self).write(to: categoryRoot.appendingPathComponent(Self.fileName), options: .atomic)
+        try AtomicFile.write(encoder.encode(self), to: categoryRoot.appendingPathComponent(Self.fileName))
     }
 }

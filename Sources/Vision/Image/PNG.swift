@@ -1,5 +1,6 @@
 import CPNG
 import Foundation
+import Tensor
 
 /// Errors reading or writing PNG files. Each names the file.
 public enum PNGError: Error, CustomStringConvertible, Equatable {
@@ -90,7 +91,7 @@ public enum PNG {
     public static func write(_ image: Image, to url: URL, palette: [UInt8]? = nil) throws {
         let data = try encode(image, palette: palette, destination: url.path)
         do {
-            try data.write(to: url, options: .atomic)
+            try AtomicFile.write(data, to: url)
         } catch {
             throw PNGError.cannotWrite(file: url.path, detail: (error as NSError).localizedDescription)
         }

@@ -1,0 +1,25 @@
+import Foundation
+
+/// Whole-or-nothing file writes: the bytes go to a temporary file beside
+/// the destination, which is then renamed over it (one `rename(2)` on the
+/// same file system), so a reader or a crash never sees half a file.
+///
+/// Foundation's `Data.write(to:options: .atomic)` on Linux stages the
+/// write in a fresh `/tmp/TemporaryDirectory.*` folder that it never
+/// removes — one leaked folder per write, thousands per method run.
+public enum AtomicFile {
+    public static func write(_ data: Data, to url: URL) throws {
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).partial")
+        do {
+            try data.write(to: temporary)
+            if rename(temporary.path, url.path) != 0 {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: url.path,
+                                                               NSLocalizedDescriptionKey: String(cString: strerror(errno))])
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw error
+        }
+    }
+}

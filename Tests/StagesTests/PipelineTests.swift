@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import TestSupport
+import Models
+import Tensor
+import Vision
+@testable import Stages
+
+/// Every stage of one category chained in one process on a small synthetic
+/// category read from disk, as `psad-worker method` runs it, artifacts included.
+@Suite struct PipelineTests {
+    @Test func wholeCategoryRunsEveryStageAndWritesItsArtifacts() throws {
+        let data = try TemporaryDirectory(), artifacts = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: data.url, seed: 5, size: .small, only: ["bottle_label"])
+        var s = CategoryPipeline.Settings()
+        s.nShot = 3
+        s.imageSize = 96
+        s.lossSets = [.sup, .supEntropyHistogram]
+        s.segment.epochs = 4; s.segment.viewsPerLabelledImage = 2; s.segment.batchPairs = 4; s.segment.learningRate = 1e-2
+        s.unet.epochs = 1; s.unet.width = 4; s.unet.depth = 2; s.unet.batch = 4
+        s.bank.epsilon = 1e-6
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let categoryRoot = data.url.appendingPathComponent("bottle_label")
+        let result = try CategoryPipeline.run(categoryRoot: categoryRoot, backbone: backbone, settings: s, artifacts: artifacts.url)
+        let classes = try CategoryManifest.load(categoryRoot: categoryRoot).classCount
+
+        #expect(result.runs.map(\.lossSet) == [.sup, .supEntropyHistogram])
+        for run in result.runs {
+            let keys: [String] = ["h", "c", "p", "hc", "hcp"].flatMap { memory in ["max", "none"].map { "\(memory)/\($0)" } }
+            #expect(Set(run.metrics.keys) == Set(keys))
+            #expect(run.segmentLosses.count == 4 && run.unetLosses.count == 1)
+        }
+        var expected: [String] = ["preprocess", "encode", "patch-features"]
+        for tag in ["sup", "sup+H+hist"] {
+            for stage in ["segment-train", "pseudo-label", "unet-train", "bank-fit", "evaluate"] { expected.append("\(stage)[\(tag)]") }
+        }
+        expected.append("pixel-metrics")
+        #expect(result.stages.map(\.stage) == expected)
+        #expect(result.stages.allSatisfy { $0.seconds >= 0 && ($0.peakMebibytes ?? 1) > 0 })
+        #expect(result.pixel != nil)
+
+        // The artifacts, read back as a user would.
+        let root = artifacts.url
+        func file(_ path: String) -> URL { root.appendingPathComponent(path) }
+        var tests: [String] = []
+        for split in ["test/good", "test/logical_anomalies", "test/structural_anomalies"] {
+            for i in 0..<4 { tests.append("\(split)/00\(i).png") }
+        }
+        for name in tests {
+            let mask = try PNG.read(file("sup+H+hist/masks/\(name)"), mode: .indices)
+            #expect(mask.width == 96 && mask.height == 96 && mask.pixels.allSatisfy { Int($0) < classes })
+            #expect(try PNG.read(file("patch-features/maps/\(name)")).width == 96)
+        }
+        for i in 0..<8 { _ = try PNG.read(file("sup/pseudo-label/train/good/00\(i).png"), mode: .indices) }
+        let head = try SafetensorsFile(contentsOf: file("sup/segment-train/head.safetensors"))
+        #expect(try head.tensor("head.2.weight").shape[0] == classes)
+        let banks = try SafetensorsFile(contentsOf: file("sup/bank-fit/banks.safetensors"))
+        #expect(try banks.tensor("train_histogram").shape == [8, classes])
+        #expect(try banks.tensor("composition_train_statistics").shape == [8])
+        let distances = try String(contentsOf: file("sup/evaluate/distances.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(distances.count == 13 && distances[0] == "split,image,histogram,composition,patch")
+        let scores = try String(contentsOf: file("patch-features/scores.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(scores.count == 1 + 8 + 12)
+        let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: file("result.json"))) as? [String: Any]
+        #expect(saved?["category"] as? String == "bottle_label")
+        #expect((saved?["runs"] as? [Any])?.count == 2)
+        // Nothing but finished files: no partial writes left behind.
+        let everything = FileManager.default.enumerator(atPath: root.path)!.compactMap { $0 as? String }
+        #expect(!everything.contains { $0.hasSuffix(".partial") })
+
+        // Logical anomalies score above normal images with all three banks.
+        let hcp = result.runs[1].metrics["hcp/max"]!
+        // Measured: LA 1.0 (4 normal against 4 logical test images, 96 px, 4 epochs).
+        #expect(hcp.logicalAUROC >= 0.75, "hcp/max LA \(hcp.logicalAUROC)")
+    }
+}
