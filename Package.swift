@@ -17,10 +17,13 @@ let package = Package(
         .library(name: "Anomaly", targets: ["Anomaly"]),
         .library(name: "Stages", targets: ["Stages"]),
         .library(name: "Shared", targets: ["Shared"]),
+        .library(name: "Scheduler", targets: ["Scheduler"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // System libraries. Each is a module map plus a shim header and
@@ -44,11 +47,13 @@ let package = Package(
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),
         .target(name: "Stages", dependencies: ["Tensor", "Vision", "Models", "Anomaly"]),
-        .target(name: "Shared", dependencies: ["CZeroMQ"]),
+        .target(name: "Shared", dependencies: ["CZeroMQ", .product(name: "Crypto", package: "swift-crypto")]),
+        // The coordinator's state: the SQLite DAG, leases, attempts, results.
+        .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(
             name: "Coordinator",
             dependencies: [
-                "Shared", "Tensor", "Vision",
+                "Shared", "Scheduler", "Tensor", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -76,6 +81,7 @@ let package = Package(
         .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
-        .testTarget(name: "SharedTests", dependencies: ["Shared"]),
+        .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
     ]
 )

@@ -1,0 +1,22 @@
+/// A job's state in the coordinator's DAG (DESIGN.md, Stages and the DAG).
+public enum JobState: String, Codable, CaseIterable, Sendable {
+    /// Waiting for inputs that are not done yet.
+    case pending
+    /// May be dispatched.
+    case ready
+    /// Dispatched: an attempt holds the lease.
+    case leased
+    case done
+    /// The last attempt failed; it becomes ready again after its backoff.
+    case failed
+    /// Failed on every allowed attempt, or with a permanent error.
+    case dead
+    /// An input is dead: it cannot run until that input is resumed.
+    case blocked
+    case cancelled
+}
+
+/// How an attempt ended.
+public enum AttemptOutcome: String, Codable, Sendable {
+    case running, done, failed, expired, refused, handedBack = "handed-back", cancelled
+}

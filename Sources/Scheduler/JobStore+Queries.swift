@@ -1,0 +1,159 @@
+import Foundation
+import GRDB
+import Shared
+
+/// Progress of one sweep: job counts per stage kind and state.
+public struct SweepStatus: Codable, Equatable, Sendable {
+    public var sweep: String
+    public var priority: Int
+    /// kind -> state -> count.
+    public var counts: [String: [String: Int]]
+
+    public var total: Int { counts.values.flatMap(\.values).reduce(0, +) }
+    public func count(_ state: JobState) -> Int { counts.values.compactMap { $0[state.rawValue] }.reduce(0, +) }
+    public var finished: Bool { count(.pending) + count(.ready) + count(.leased) + count(.failed) == 0 }
+}
+
+/// Why a job is or is not reused: how its key differs from the nearest done
+/// job of the same stage kind and category.
+public struct Explanation: Codable, Equatable, Sendable {
+    public var key: String
+    public var kind: String
+    public var category: String
+    public var state: String
+    public var attempts: Int
+    public var error: String?
+    public var parameters: [String: ParameterValue]
+    /// role -> (input key, its state).
+    public var inputs: [String: String]
+    public var inputStates: [String: String]
+    /// The nearest done job of the same kind and category, when this one is not done.
+    public var nearestDone: String?
+    /// Parameter name -> "this value / nearest value"; input role -> "this key / nearest key".
+    public var differences: [String: String]
+}
+
+extension JobStore {
+    public func status(sweep name: String? = nil) throws -> [SweepStatus] {
+        try pool.read { db in
+            let sweeps = try Row.fetchAll(db, sql: "SELECT id, name, priority FROM sweep \(name == nil ? "" : "WHERE name = ?") ORDER BY id",
+                                          arguments: name.map { [$0] } ?? [])
+            if let name, sweeps.isEmpty { throw StoreError.unknownSweep(name) }
+            return try sweeps.map { sweep in
+                var counts: [String: [String: Int]] = [:]
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT job.kind, job.state, COUNT(*) AS n FROM sweep_job JOIN job ON job.key = sweep_job.job
+                    WHERE sweep_job.sweep_id = ? GROUP BY job.kind, job.state
+                    """, arguments: [sweep["id"] as Int64]) {
+                    counts[row["kind"], default: [:]][row["state"]] = row["n"]
+                }
+                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts)
+            }
+        }
+    }
+
+    public func sweepNames() throws -> [String] {
+        try pool.read { db in try String.fetchAll(db, sql: "SELECT name FROM sweep ORDER BY id") }
+    }
+
+    /// Requeues a sweep's failed, dead, blocked and cancelled jobs (only of
+    /// `kinds` when given) with their attempts reset. A job whose input is
+    /// still dead stays blocked. Returns how many jobs were requeued.
+    @discardableResult
+    public func resume(sweep name: String, kinds: [StageKind]? = nil) throws -> Int {
+        try pool.write { db in
+            let id = try sweepID(db, name)
+            let keys = try String.fetchAll(db, sql: """
+                SELECT job.key FROM sweep_job JOIN job ON job.key = sweep_job.job
+                WHERE sweep_job.sweep_id = ? AND job.state IN ('failed', 'dead', 'blocked', 'cancelled') ORDER BY job.seq
+                """, arguments: [id])
+            let allowed = kinds.map { Set($0.map(\.rawValue)) }
+            var requeued = 0
+            for key in keys {
+                let row = try Row.fetchOne(db, sql: "SELECT kind, state FROM job WHERE key = ?", arguments: [key])!
+                let kind: String = row["kind"], current: String = row["state"]
+                let parentStates = try String.fetchAll(db, sql: """
+                    SELECT job.state FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ?
+                    """, arguments: [key])
+                let stuck = parentStates.contains { ["dead", "blocked", "cancelled"].contains($0) }
+                if let allowed, !allowed.contains(kind) {
+                    // Not a kind to requeue: only a blocked job whose inputs are now fine is released.
+                    if stuck || current != JobState.blocked.rawValue { continue }
+                }
+                let waiting = parentStates.filter { $0 != "done" }.count
+                let state = stuck ? "blocked" : waiting == 0 ? "ready" : "pending"
+                try db.execute(sql: """
+                    UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
+                    """, arguments: [state, waiting, key])
+                if state != "blocked" { requeued += 1 }
+            }
+            return requeued
+        }
+    }
+
+    /// Cancels a sweep's unfinished jobs that no other sweep needs; their
+    /// leases end, so a late result from a worker is refused.
+    @discardableResult
+    public func cancel(sweep name: String, now: Double) throws -> Int {
+        try pool.write { db in
+            let id = try sweepID(db, name)
+            let condition = """
+                key IN (SELECT job FROM sweep_job WHERE sweep_id = ?)
+                AND key NOT IN (SELECT job FROM sweep_job WHERE sweep_id != ?)
+                AND state NOT IN ('done', 'dead', 'cancelled')
+                """
+            try db.execute(sql: """
+                UPDATE attempt SET outcome = 'cancelled', ended_at = ? WHERE outcome = 'running'
+                AND job IN (SELECT key FROM job WHERE \(condition))
+                """, arguments: [now, id, id])
+            try db.execute(sql: "DELETE FROM lease WHERE job IN (SELECT key FROM job WHERE \(condition))", arguments: [id, id])
+            try db.execute(sql: "UPDATE job SET state = 'cancelled' WHERE \(condition)", arguments: [id, id])
+            return db.changesCount
+        }
+    }
+
+    public func explain(_ key: JobKey) throws -> Explanation {
+        try pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE key = ?", arguments: [key.hex]) else {
+                throw StoreError.unknownJob(key.hex)
+            }
+            let decoder = JSONDecoder()
+            func material(_ text: String) throws -> KeyMaterial { try decoder.decode(KeyMaterial.self, from: Data(text.utf8)) }
+            let mine = try material(row["material"])
+            var inputStates: [String: String] = [:]
+            for (role, parent) in mine.inputs {
+                inputStates[role] = try String.fetchOne(db, sql: "SELECT state FROM job WHERE key = ?", arguments: [parent]) ?? "unknown"
+            }
+            var explanation = Explanation(key: key.hex, kind: row["kind"], category: row["category"], state: row["state"],
+                                          attempts: row["attempts"], error: row["error"], parameters: mine.parameters,
+                                          inputs: mine.inputs, inputStates: inputStates, nearestDone: nil, differences: [:])
+            guard explanation.state != JobState.done.rawValue else { return explanation }
+            var best: (key: String, differences: [String: String])?
+            for other in try Row.fetchAll(db, sql: "SELECT key, material FROM job WHERE kind = ? AND category = ? AND state = 'done'",
+                                          arguments: [explanation.kind, explanation.category]) {
+                let theirs = try material(other["material"])
+                var differences: [String: String] = [:]
+                if theirs.version != mine.version { differences["code_version"] = "\(mine.version) / \(theirs.version)" }
+                for name in Set(mine.parameters.keys).union(theirs.parameters.keys) where mine.parameters[name] != theirs.parameters[name] {
+                    differences[name] = "\(mine.parameters[name]?.description ?? "-") / \(theirs.parameters[name]?.description ?? "-")"
+                }
+                for role in Set(mine.inputs.keys).union(theirs.inputs.keys) where mine.inputs[role] != theirs.inputs[role] {
+                    differences["input \(role)"] = "\(mine.inputs[role].map { String($0.prefix(12)) } ?? "-") / \(theirs.inputs[role].map { String($0.prefix(12)) } ?? "-")"
+                }
+                if best == nil || differences.count < best!.differences.count { best = (other["key"], differences) }
+            }
+            explanation.nearestDone = best?.key
+            explanation.differences = best?.differences ?? [:]
+            return explanation
+        }
+    }
+
+    /// Result rows of a sweep: (category, setting JSON, metric, value).
+    public func results(sweep name: String) throws -> [(category: String, setting: String, metric: String, value: Double)] {
+        try pool.read { db in
+            let id = try sweepID(db, name)
+            return try Row.fetchAll(db, sql: "SELECT category, setting, metric, value FROM result WHERE sweep_id = ? ORDER BY category, setting, metric",
+                                    arguments: [id]).map { ($0["category"], $0["setting"], $0["metric"], $0["value"]) }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import GRDB
+import Shared
+
+/// The coordinator's durable state: sweeps, the job DAG, attempts, leases,
+/// workers, artifacts and results, in one SQLite file (`state.sqlite` in
+/// the state directory). Every method is one transaction.
+public final class JobStore: Sendable {
+    let pool: DatabasePool
+    public let path: String
+
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(30)
+        configuration.foreignKeysEnabled = true
+        configuration.prepareDatabase { db in
+            // WAL with synchronous=NORMAL: a committed change survives the
+            // process being killed (not a power cut, which FULL would add).
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        self.path = path
+        try StateSchema.migrator.migrate(pool)
+    }
+
+    /// What submitting a sweep did.
+    public struct SubmitSummary: Equatable, Sendable {
+        public var sweep: String
+        public var jobs = 0
+        /// Jobs new to this state directory.
+        public var created = 0
+        /// Jobs whose key was already done: reused, not run again.
+        public var reused = 0
+        /// Jobs already known and not done (queued, running, failed ...).
+        public var existing = 0
+    }
+
+    public enum StoreError: Error, CustomStringConvertible, Equatable {
+        case unknownSweep(String)
+        case unknownJob(String)
+        case ambiguousJob(String, matches: Int)
+        case sweepExists(String)
+
+        public var description: String {
+            switch self {
+            case .unknownSweep(let s): "no sweep named '\(s)'"
+            case .unknownJob(let k): "no job whose key starts with '\(k)'"
+            case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"
+            case .sweepExists(let s): "a sweep named '\(s)' was already submitted (resume it, or rename the new one)"
+            }
+        }
+    }
+
+    /// Adds a sweep's jobs. A job whose key exists is not added again: if
+    /// it is done, it is reused. New jobs wait for their inputs (pending),
+    /// or are ready, or blocked when an input is dead.
+    @discardableResult
+    public func submit(_ sweep: Sweep, file: String, now: Double = Date().timeIntervalSince1970) throws -> SubmitSummary {
+        let plan = SweepExpander.expand(sweep)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try pool.write { db in
+            if try Int.fetchOne(db, sql: "SELECT 1 FROM sweep WHERE name = ?", arguments: [sweep.name]) != nil {
+                throw StoreError.sweepExists(sweep.name)
+            }
+            try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now])
+            let sweepID = db.lastInsertedRowID
+            var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
+            var summary = SubmitSummary(sweep: sweep.name, jobs: plan.jobs.count)
+            let insertJob = try db.makeStatement(sql: """
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
+            let linkSweep = try db.makeStatement(sql: "INSERT OR IGNORE INTO sweep_job (sweep_id, job) VALUES (?, ?)")
+            let stateOf = try db.makeStatement(sql: "SELECT state FROM job WHERE key = ?")
+            var states: [JobKey: JobState] = [:]
+            for job in plan.jobs {
+                if let known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
+                    states[job.key] = known
+                    if known == .done { summary.reused += 1 } else { summary.existing += 1 }
+                    // A later sweep may raise a queued job's priority, never lower it.
+                    try db.execute(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?", arguments: [sweep.priority, job.key.hex])
+                    try linkSweep.execute(arguments: [sweepID, job.key.hex])
+                    continue
+                }
+                // Inputs precede their readers in the plan, so their states are known here.
+                let inputStates = job.inputs.values.map { states[$0] ?? .pending }
+                let waiting = inputStates.filter { $0 != .done }.count
+                let state: JobState = inputStates.contains { $0 == .dead || $0 == .blocked || $0 == .cancelled } ? .blocked
+                    : waiting == 0 ? .ready : .pending
+                seq += 1
+                let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
+                                           inputs: job.inputs.mapValues(\.hex))
+                let parameters = String(decoding: try encoder.encode(job.parameters), as: UTF8.self)
+                let materialText = String(decoding: material.canonicalJSON, as: UTF8.self)
+                let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, parameters, materialText,
+                                                           state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts]
+                try insertJob.execute(arguments: StatementArguments(row))
+                for (role, parent) in job.inputs { try insertEdge.execute(arguments: [parent.hex, job.key.hex, role]) }
+                try linkSweep.execute(arguments: [sweepID, job.key.hex])
+                states[job.key] = state
+                summary.created += 1
+            }
+            for evaluation in plan.evaluations {
+                let setting = String(decoding: try encoder.encode(evaluation.setting), as: UTF8.self)
+                try db.execute(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)",
+                               arguments: [sweepID, evaluation.key.hex, evaluation.category, setting])
+            }
+            // Results of reused evaluate jobs belong to this sweep too.
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO result (sweep_id, job, category, setting, metric, value)
+                SELECT e.sweep_id, e.job, e.category, e.setting, r.metric, r.value
+                FROM evaluation e JOIN result r ON r.job = e.job
+                WHERE e.sweep_id = ? GROUP BY e.job, r.metric
+                """, arguments: [sweepID])
+            return summary
+        }
+    }
+
+    /// The full key of a job given a unique prefix of it.
+    public func resolve(_ prefix: String) throws -> JobKey {
+        try pool.read { db in
+            let matches = try String.fetchAll(db, sql: "SELECT key FROM job WHERE key >= ? AND key < ? LIMIT 2",
+                                              arguments: [prefix, prefix + "g"])
+            guard let first = matches.first, let key = JobKey(hex: first) else { throw StoreError.unknownJob(prefix) }
+            if matches.count > 1 { throw StoreError.ambiguousJob(prefix, matches: matches.count) }
+            return key
+        }
+    }
+
+    func sweepID(_ db: Database, _ name: String) throws -> Int64 {
+        guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM sweep WHERE name = ?", arguments: [name]) else {
+            throw StoreError.unknownSweep(name)
+        }
+        return id
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import GRDB
+import Shared
+
+/// Retry delay after a failed attempt: base * 2^(attempt - 1), capped, times
+/// a jitter factor drawn uniformly from [1 - jitter, 1 + jitter].
+public struct Backoff: Sendable {
+    public var base: Double = 1
+    public var cap: Double = 60
+    public var jitter: Double = 0.5
+    public init(base: Double = 1, cap: Double = 60, jitter: Double = 0.5) {
+        self.base = base; self.cap = cap; self.jitter = jitter
+    }
+
+    public func delay(afterAttempt attempt: Int, unit: Double = Double.random(in: 0..<1)) -> Double {
+        let raw = min(cap, base * pow(2, Double(max(0, attempt - 1))))
+        return raw * (1 - jitter + 2 * jitter * unit)
+    }
+}
+
+/// A job handed to a worker: the attempt's fencing token, what to run, and
+/// the artifacts of its inputs.
+public struct Assignment: Equatable, Sendable {
+    public let token: Int64
+    public let key: JobKey
+    public let kind: StageKind
+    public let category: String
+    /// The stage's parameters as canonical JSON.
+    public let parameters: String
+    /// Input role -> (output name -> artifact hash).
+    public let inputs: [String: [String: String]]
+}
+
+/// What became of a result or a failure a worker reported.
+public enum Report: Equatable, Sendable {
+    case accepted
+    /// The token is not the job's current lease (expired and retried, or
+    /// cancelled): the report is refused, the job's state is untouched.
+    case stale
+}
+
+/// Leases with fencing tokens (DESIGN.md, Coordinator): every dispatch is
+/// an attempt whose token (a number that only grows) the worker quotes in
+/// heartbeats and reports; a lease not renewed in time expires and the job
+/// is retried with backoff, up to its attempt limit, then it is dead and
+/// everything downstream is blocked.
+extension JobStore {
+    /// The highest-priority, oldest ready job whose stage fits the worker,
+    /// leased to it; nil when none.
+    public func dispatch(worker: String, memoryMiB: Int, now: Double, leaseSeconds: Double) throws -> Assignment? {
+        let kinds = StageKind.allCases.filter { $0.memoryMiB <= memoryMiB }.map(\.rawValue)
+        guard !kinds.isEmpty else { return nil }
+        return try pool.write { db in
+            let marks = kinds.map { _ in "?" }.joined(separator: ",")
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
+                WHERE state = 'ready' AND kind IN (\(marks)) ORDER BY priority DESC, seq LIMIT 1
+                """, arguments: StatementArguments(kinds)) else { return nil }
+            let key: String = row["key"]
+            try db.execute(sql: "INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
+                           arguments: [key, worker, now])
+            let token = db.lastInsertedRowID
+            try db.execute(sql: "UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
+            try db.execute(sql: "INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
+                           arguments: [key, token, worker, now + leaseSeconds])
+            var inputs: [String: [String: String]] = [:]
+            for edge in try Row.fetchAll(db, sql: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
+                let outputs = try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
+                inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
+            }
+            return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
+                              category: row["category"], parameters: row["parameters"], inputs: inputs)
+        }
+    }
+
+    /// Renews the lease of `token`; false when the token is no longer the
+    /// job's lease (the worker should drop the job).
+    public func heartbeat(token: Int64, now: Double, leaseSeconds: Double) throws -> Bool {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
+            return db.changesCount == 1
+        }
+    }
+
+    /// Records a finished attempt: its outputs (artifacts already stored),
+    /// its metrics (evaluate jobs), and readies the jobs that waited on it.
+    public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
+                         now: Double) throws -> Report {
+        try pool.write { db in
+            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+                try db.execute(sql: "UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'",
+                               arguments: [now, token])
+                return .stale
+            }
+            try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
+            try db.execute(sql: "UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
+            try db.execute(sql: "UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+            for (name, artifact) in outputs {
+                try db.execute(sql: "INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)",
+                               arguments: [artifact.hash, artifact.size, now])
+                try db.execute(sql: "INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)",
+                               arguments: [key, name, artifact.hash])
+            }
+            for (metric, value) in metrics {
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
+                    SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
+                    """, arguments: [metric, value, key])
+            }
+            try db.execute(sql: """
+                UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)
+                """, arguments: [key])
+            try db.execute(sql: """
+                UPDATE job SET state = 'ready' WHERE state = 'pending' AND waiting <= 0
+                AND key IN (SELECT child FROM edge WHERE parent = ?)
+                """, arguments: [key])
+            return .accepted
+        }
+    }
+
+    /// Records a failed attempt. A transient failure is retried after a
+    /// backoff while attempts remain; a permanent one (bad input) is dead at once.
+    public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Report {
+        try pool.write { db in
+            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+                try db.execute(sql: "UPDATE attempt SET outcome = 'refused', ended_at = ?, error = ? WHERE token = ? AND outcome = 'running'",
+                               arguments: [now, error, token])
+                return .stale
+            }
+            try db.execute(sql: "UPDATE attempt SET outcome = 'failed', ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
+            try Self.failLeased(db, key: key, error: error, permanent: permanent, now: now, backoff: backoff)
+            return .accepted
+        }
+    }
+
+    /// Ends every lease that expired by `now` (missed heartbeats): each job
+    /// is failed as a transient error. Returns the jobs concerned.
+    @discardableResult
+    public func expireLeases(now: Double, backoff: Backoff = Backoff()) throws -> [JobKey] {
+        try pool.write { db in
+            let expired = try Row.fetchAll(db, sql: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
+            for lease in expired {
+                let key: String = lease["job"], worker: String = lease["worker"]
+                try db.execute(sql: "UPDATE attempt SET outcome = 'expired', ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
+                try Self.failLeased(db, key: key, error: "lease expired: worker \(worker) missed its heartbeats",
+                                    permanent: false, now: now, backoff: backoff)
+            }
+            return expired.compactMap { JobKey(hex: $0["job"]) }
+        }
+    }
+
+    /// Failed jobs whose backoff has passed become ready again.
+    @discardableResult
+    public func promoteRetries(now: Double) throws -> Int {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE job SET state = 'ready' WHERE state = 'failed' AND not_before <= ?", arguments: [now])
+            return db.changesCount
+        }
+    }
+
+    /// A draining worker gives a job back unfinished: ready again at once,
+    /// the attempt not counted against the job.
+    public func handBack(token: Int64, now: Double) throws -> Report {
+        try pool.write { db in
+            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
+            try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
+            try db.execute(sql: "UPDATE attempt SET outcome = 'handed-back', ended_at = ? WHERE token = ?", arguments: [now, token])
+            try db.execute(sql: "UPDATE job SET state = 'ready', attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
+            return .accepted
+        }
+    }
+
+    /// A worker (re)registering names the attempts it is still running:
+    /// those that still hold their job's lease are adopted (lease renewed),
+    /// the others are returned so the worker drops them.
+    public func readopt(worker: String, tokens: [Int64], now: Double, leaseSeconds: Double) throws -> (adopted: [Int64], dropped: [Int64]) {
+        try pool.write { db in
+            var adopted: [Int64] = [], dropped: [Int64] = []
+            for token in tokens {
+                try db.execute(sql: "UPDATE lease SET expires_at = ?, worker = ? WHERE token = ?", arguments: [now + leaseSeconds, worker, token])
+                if db.changesCount == 1 { adopted.append(token) } else { dropped.append(token) }
+            }
+            return (adopted, dropped)
+        }
+    }
+
+    /// On coordinator start: every lease gets `grace` seconds for its
+    /// worker to re-register before it can expire.
+    public func extendLeases(now: Double, grace: Double) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace])
+        }
+    }
+
+    static func failLeased(_ db: Database, key: String, error: String, permanent: Bool, now: Double, backoff: Backoff) throws {
+        try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
+        guard let job = try Row.fetchOne(db, sql: "SELECT attempts, max_attempts FROM job WHERE key = ?", arguments: [key]) else { return }
+        let attempts: Int = job["attempts"], limit: Int = job["max_attempts"]
+        if permanent || attempts >= limit {
+            try db.execute(sql: "UPDATE job SET state = 'dead', error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
+            try blockDescendants(db, of: key)
+        } else {
+            try db.execute(sql: "UPDATE job SET state = 'failed', error = ?, not_before = ? WHERE key = ?",
+                           arguments: [error, now + backoff.delay(afterAttempt: attempts), key])
+        }
+    }
+
+    /// Every job downstream of `key` that has not finished becomes blocked.
+    static func blockDescendants(_ db: Database, of key: String) throws {
+        try db.execute(sql: """
+            WITH RECURSIVE below(key) AS (
+                SELECT child FROM edge WHERE parent = ?
+                UNION SELECT edge.child FROM edge JOIN below ON edge.parent = below.key)
+            UPDATE job SET state = 'blocked'
+            WHERE key IN (SELECT key FROM below) AND state IN ('pending', 'ready', 'failed')
+            """, arguments: [key])
+    }
+}

@@ -1,0 +1,96 @@
+import GRDB
+
+/// The coordinator's SQLite schema, as GRDB migrations. WAL journal (a
+/// DatabasePool), so that `status` reads while `serve` writes; every state
+/// change is one transaction, so a kill -9 loses at most the change in flight.
+enum StateSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE sweep (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL UNIQUE,
+                    file TEXT NOT NULL,
+                    priority INTEGER NOT NULL,
+                    max_attempts INTEGER NOT NULL,
+                    created_at REAL NOT NULL);
+                CREATE TABLE job (
+                    key TEXT PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    category TEXT NOT NULL,
+                    parameters TEXT NOT NULL,
+                    material TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    priority INTEGER NOT NULL,
+                    seq INTEGER NOT NULL,
+                    waiting INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    max_attempts INTEGER NOT NULL,
+                    not_before REAL NOT NULL DEFAULT 0,
+                    error TEXT,
+                    finished_at REAL);
+                CREATE INDEX job_queue ON job(state, priority DESC, seq);
+                CREATE INDEX job_retry ON job(state, not_before);
+                CREATE INDEX job_kind ON job(kind, state);
+                CREATE TABLE edge (
+                    parent TEXT NOT NULL REFERENCES job(key),
+                    child TEXT NOT NULL REFERENCES job(key),
+                    role TEXT NOT NULL,
+                    PRIMARY KEY (child, role));
+                CREATE INDEX edge_parent ON edge(parent);
+                CREATE TABLE sweep_job (
+                    sweep_id INTEGER NOT NULL REFERENCES sweep(id),
+                    job TEXT NOT NULL REFERENCES job(key),
+                    PRIMARY KEY (sweep_id, job));
+                CREATE INDEX sweep_job_job ON sweep_job(job);
+                CREATE TABLE evaluation (
+                    sweep_id INTEGER NOT NULL REFERENCES sweep(id),
+                    job TEXT NOT NULL REFERENCES job(key),
+                    category TEXT NOT NULL,
+                    setting TEXT NOT NULL,
+                    PRIMARY KEY (sweep_id, job));
+                CREATE TABLE attempt (
+                    token INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job TEXT NOT NULL REFERENCES job(key),
+                    worker TEXT NOT NULL,
+                    started_at REAL NOT NULL,
+                    ended_at REAL,
+                    outcome TEXT NOT NULL,
+                    error TEXT);
+                CREATE INDEX attempt_job ON attempt(job);
+                CREATE TABLE lease (
+                    job TEXT PRIMARY KEY REFERENCES job(key),
+                    token INTEGER NOT NULL REFERENCES attempt(token),
+                    worker TEXT NOT NULL,
+                    expires_at REAL NOT NULL);
+                CREATE INDEX lease_expiry ON lease(expires_at);
+                CREATE INDEX lease_worker ON lease(worker);
+                CREATE TABLE worker (
+                    id TEXT PRIMARY KEY,
+                    resources TEXT NOT NULL,
+                    first_seen REAL NOT NULL,
+                    last_seen REAL NOT NULL);
+                CREATE TABLE artifact (
+                    hash TEXT PRIMARY KEY,
+                    size INTEGER NOT NULL,
+                    created_at REAL NOT NULL);
+                CREATE TABLE job_output (
+                    job TEXT NOT NULL REFERENCES job(key),
+                    name TEXT NOT NULL,
+                    hash TEXT NOT NULL REFERENCES artifact(hash),
+                    PRIMARY KEY (job, name));
+                CREATE INDEX job_output_hash ON job_output(hash);
+                CREATE TABLE result (
+                    sweep_id INTEGER NOT NULL REFERENCES sweep(id),
+                    job TEXT NOT NULL REFERENCES job(key),
+                    category TEXT NOT NULL,
+                    setting TEXT NOT NULL,
+                    metric TEXT NOT NULL,
+                    value REAL NOT NULL,
+                    PRIMARY KEY (sweep_id, job, metric));
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,96 @@
+import Crypto
+import Foundation
+
+/// A job's identity: SHA-256 over its stage kind, the stage's code version,
+/// only the parameters that stage reads, and the keys of its inputs, in a
+/// canonical JSON form (sorted keys, no whitespace). Equal keys are the
+/// same computation, so a job whose key is done is reused, not rerun.
+public struct JobKey: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
+    /// 64 lowercase hex digits.
+    public let hex: String
+
+    public init?(hex: String) {
+        guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
+        self.hex = hex
+    }
+
+    init(uncheckedHex: String) { hex = uncheckedHex }
+
+    public var description: String { hex }
+    /// The first 12 digits, for humans (`explain` accepts any unique prefix).
+    public var short: String { String(hex.prefix(12)) }
+    public static func < (a: JobKey, b: JobKey) -> Bool { a.hex < b.hex }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let key = JobKey(hex: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not a 64-digit job key"))
+        }
+        self = key
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(hex)
+    }
+
+    /// The key of a job of `kind` reading `parameters`, fed by `inputs`
+    /// (named, since a stage's inputs play different roles).
+    public static func of(kind: StageKind, parameters: [String: ParameterValue], inputs: [String: JobKey]) -> JobKey {
+        let identity = KeyMaterial(kind: kind.rawValue, version: kind.codeVersion, parameters: parameters,
+                                   inputs: inputs.mapValues(\.hex))
+        let digest = SHA256.hash(data: identity.canonicalJSON)
+        return JobKey(uncheckedHex: digest.map { String(format: "%02x", $0) }.joined())
+    }
+}
+
+/// What a key hashes, kept so that `explain` can say which part differs.
+public struct KeyMaterial: Codable, Equatable, Sendable {
+    public var kind: String
+    public var version: Int
+    public var parameters: [String: ParameterValue]
+    public var inputs: [String: String]
+
+    public init(kind: String, version: Int, parameters: [String: ParameterValue], inputs: [String: String]) {
+        self.kind = kind; self.version = version; self.parameters = parameters; self.inputs = inputs
+    }
+
+    public var canonicalJSON: Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain strings, numbers and dictionaries cannot fail.
+        return try! encoder.encode(self)
+    }
+}
+
+/// A stage parameter: a string, an integer, a real number or a flag.
+public enum ParameterValue: Codable, Hashable, Sendable, CustomStringConvertible {
+    case string(String), int(Int), double(Double), bool(Bool)
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else { self = .string(try c.decode(String.self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .int(let i): try c.encode(i)
+        case .double(let d): try c.encode(d)
+        case .bool(let b): try c.encode(b)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .string(let s): s
+        case .int(let i): "\(i)"
+        case .double(let d): "\(d)"
+        case .bool(let b): "\(b)"
+        }
+    }
+}

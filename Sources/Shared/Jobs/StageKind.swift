@@ -1,0 +1,34 @@
+/// The kinds of job in a sweep's DAG (DESIGN.md, Stages and the DAG), and
+/// a diagnostic kind for load and fault tests.
+public enum StageKind: String, Codable, CaseIterable, Sendable {
+    case preprocess
+    case segmentTrain = "segment-train"
+    case pseudoLabel = "pseudo-label"
+    case unetTrain = "unet-train"
+    case patchFeatures = "patch-features"
+    case bankFit = "bank-fit"
+    case evaluate
+    /// Not part of the method: sleeps, echoes its parameters, or fails on
+    /// demand. Kept for the scheduler's load and fault tests.
+    case diagnostic
+
+    /// The stage's code version, part of every job key: bump it when the
+    /// stage's output changes for the same inputs, and every job of that
+    /// kind (and everything downstream) is computed again.
+    public var codeVersion: Int {
+        switch self {
+        case .preprocess, .segmentTrain, .pseudoLabel, .unetTrain, .patchFeatures, .bankFit, .evaluate, .diagnostic: 1
+        }
+    }
+
+    /// Memory a worker must announce to be given this kind of job, MiB
+    /// (measured peaks on the default benchmark at 256 px, rounded up).
+    public var memoryMiB: Int {
+        switch self {
+        case .diagnostic: 0
+        case .preprocess, .pseudoLabel, .bankFit, .evaluate: 512
+        case .segmentTrain, .unetTrain: 2048
+        case .patchFeatures: 1024
+        }
+    }
+}

@@ -1,0 +1,103 @@
+/// A job of an expanded sweep: its key, what it runs, and what feeds it.
+public struct PlannedJob: Equatable, Sendable {
+    public let key: JobKey
+    public let kind: StageKind
+    public let category: String
+    /// Only the parameters this stage reads (they are in its key).
+    public let parameters: [String: ParameterValue]
+    /// Input role -> the key of the job that produces it.
+    public let inputs: [String: JobKey]
+}
+
+/// One evaluate job of a sweep and the full setting it scores (for results).
+public struct PlannedEvaluation: Equatable, Sendable {
+    public let key: JobKey
+    public let category: String
+    public let setting: [String: ParameterValue]
+}
+
+/// A sweep expanded into its DAG: each distinct job once, inputs before
+/// the jobs that read them.
+public struct SweepPlan: Sendable {
+    public var jobs: [PlannedJob] = []
+    public var evaluations: [PlannedEvaluation] = []
+    var index: [JobKey: Int] = [:]
+
+    /// Adds the job unless an equal key is already planned; returns its key.
+    mutating func add(_ kind: StageKind, category: String, _ parameters: [String: ParameterValue], inputs: [String: JobKey] = [:]) -> JobKey {
+        let key = JobKey.of(kind: kind, parameters: parameters, inputs: inputs)
+        if index[key] == nil {
+            index[key] = jobs.count
+            jobs.append(PlannedJob(key: key, kind: kind, category: category, parameters: parameters, inputs: inputs))
+        }
+        return key
+    }
+
+    public func job(_ key: JobKey) -> PlannedJob? { index[key].map { jobs[$0] } }
+}
+
+/// Expands a sweep into stage jobs per category x setting (DESIGN.md,
+/// Stages and the DAG). Each stage's key holds only what it reads, so
+/// shared upstream work is one job: patch-features once per category
+/// (and backbone, image size, less-normal fraction), segment-train once
+/// per n_shot / epochs / loss set / seed, evaluate per memory and scale type.
+public enum SweepExpander {
+    public static func expand(_ sweep: Sweep) -> SweepPlan {
+        var plan = SweepPlan()
+        if let d = sweep.diagnostic {
+            var previous: JobKey?
+            for i in 0..<d.jobs {
+                let fails = d.failEvery > 0 && (i + 1) % d.failEvery == 0
+                let parameters: [String: ParameterValue] = [
+                    "sweep": .string(sweep.name), "index": .int(i), "seconds": .double(d.seconds),
+                    "fail": .string(fails ? (d.permanent ? "permanent" : "transient") : "none")]
+                let inputs = d.chained ? previous.map { ["previous": $0] } ?? [:] : [:]
+                previous = plan.add(.diagnostic, category: "diagnostic", parameters, inputs: inputs)
+            }
+            return plan
+        }
+        let g = sweep.grid
+        for category in sweep.categories {
+            for size in g.imageSizes {
+                let prep = plan.add(.preprocess, category: category,
+                                    ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)])
+                for backbone in g.backbones {
+                    for fraction in g.lessNormalFractions {
+                        let patch = plan.add(.patchFeatures, category: category,
+                                             ["backbone": .string(backbone), "less_normal_fraction": .double(fraction)],
+                                             inputs: ["preprocessed": prep])
+                        for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
+                            let segment = plan.add(.segmentTrain, category: category,
+                                                   ["backbone": .string(backbone), "n_shot": .int(nShot), "epochs": .int(epochs),
+                                                    "loss_set": .string(lossSet), "seed": .int(seed)],
+                                                   inputs: ["preprocessed": prep])
+                            let pseudo = plan.add(.pseudoLabel, category: category, [:], inputs: ["segmenter": segment])
+                            for unetEpochs in g.unetEpochs {
+                                let masks = unetEpochs == 0 ? pseudo
+                                    : plan.add(.unetTrain, category: category, ["unet_epochs": .int(unetEpochs), "seed": .int(seed)],
+                                               inputs: ["pseudo_labels": pseudo])
+                                for epsilon in g.epsilons { for statistic in g.trainStatistics {
+                                    let bank = plan.add(.bankFit, category: category,
+                                                        ["backbone": .string(backbone), "epsilon": .double(epsilon),
+                                                         "train_statistic": .string(statistic), "less_normal_fraction": .double(fraction)],
+                                                        inputs: ["masks": masks, "preprocessed": prep])
+                                    for memory in g.memoryTypes { for scale in g.scaleTypes {
+                                        let evaluate = plan.add(.evaluate, category: category,
+                                                                ["memory_type": .string(memory), "scale_type": .string(scale)],
+                                                                inputs: ["banks": bank, "patch": patch])
+                                        plan.evaluations.append(PlannedEvaluation(key: evaluate, category: category, setting: [
+                                            "image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
+                                            "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
+                                            "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
+                                            "memory_type": .string(memory), "scale_type": .string(scale)]))
+                                    } }
+                                } }
+                            }
+                        } } } }
+                    }
+                }
+            }
+        }
+        return plan
+    }
+}

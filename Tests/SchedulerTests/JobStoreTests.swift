@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+import TestSupport
+import Shared
+@testable import Scheduler
+
+/// The DAG's state machine on a real SQLite file, with an explicit clock.
+@Suite struct JobStoreTests {
+    let dir: TemporaryDirectory
+    let store: JobStore
+    let noJitter = Backoff(base: 10, cap: 100, jitter: 0)
+
+    init() throws {
+        dir = try TemporaryDirectory()
+        store = try JobStore(path: dir.url.appendingPathComponent("state.sqlite").path)
+    }
+
+    static func methodSweep(_ name: String = "s", memory: [String] = ["h", "hcp"]) -> Sweep {
+        var s = Sweep(name: name, dataset: "d", categories: ["a"])
+        s.grid.memoryTypes = memory
+        s.maxAttempts = 2
+        return s
+    }
+
+    static func diagnostic(_ name: String, jobs: Int, chained: Bool = false) -> Sweep {
+        var s = Sweep(name: name, dataset: "", categories: [])
+        var d = Sweep.Diagnostic()
+        d.jobs = jobs; d.chained = chained
+        s.diagnostic = d
+        s.maxAttempts = 2
+        return s
+    }
+
+    /// Runs every ready job to completion, in dispatch order; returns the kinds run.
+    func drain(now: Double = 0) throws -> [StageKind] {
+        var ran: [StageKind] = []
+        while let a = try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: now, leaseSeconds: 10) {
+            ran.append(a.kind)
+            #expect(try store.complete(token: a.token, outputs: ["out": (hash: String(repeating: "a", count: 64), size: 1)],
+                                       metrics: a.kind == .evaluate ? ["logical_auroc": 0.9] : [:], now: now) == .accepted)
+        }
+        return ran
+    }
+
+    @Test func aSweepRunsInDependencyOrderAndDoneJobsAreReused() throws {
+        let first = try store.submit(Self.methodSweep(), file: "{}")
+        #expect(first.created == 7 && first.reused == 0)   // preprocess, patch, segment, pseudo, bank, 2 evaluate
+        let ran = try drain()
+        #expect(ran.first == .preprocess && ran.suffix(2) == [.evaluate, .evaluate])
+        #expect(ran.firstIndex(of: .segmentTrain)! < ran.firstIndex(of: .pseudoLabel)!)
+        #expect(try store.status(sweep: "s")[0].count(.done) == 7)
+        // Adding a memory type reuses everything upstream and adds one evaluate job.
+        let second = try store.submit(Self.methodSweep("t", memory: ["h", "hcp", "p"]), file: "{}")
+        #expect(second.created == 1 && second.reused == 7)
+        #expect(try drain() == [.evaluate])
+        #expect(try store.results(sweep: "t").count == 3)
+        #expect(try store.status(sweep: "t")[0].finished)
+    }
+
+    @Test func aStaleTokenIsRefusedAfterTheLeaseExpired() throws {
+        try store.submit(Self.diagnostic("d", jobs: 1), file: "{}")
+        let first = try #require(try store.dispatch(worker: "w1", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        #expect(try store.heartbeat(token: first.token, now: 4, leaseSeconds: 5))       // renewed to 9
+        #expect(try store.expireLeases(now: 8, backoff: noJitter).isEmpty)
+        #expect(try store.expireLeases(now: 9.5, backoff: noJitter) == [first.key])
+        #expect(try store.heartbeat(token: first.token, now: 9.6, leaseSeconds: 5) == false)
+        // Failed, retried after the backoff (10 s after attempt 1).
+        #expect(try store.dispatch(worker: "w2", memoryMiB: 0, now: 10, leaseSeconds: 5) == nil)
+        try store.promoteRetries(now: 19.6)
+        let second = try #require(try store.dispatch(worker: "w2", memoryMiB: 0, now: 19.6, leaseSeconds: 5))
+        #expect(second.key == first.key && second.token > first.token)
+        // The first worker's late result is refused; the second one's stands.
+        #expect(try store.complete(token: first.token, now: 20) == .stale)
+        #expect(try store.complete(token: second.token, now: 21) == .accepted)
+        #expect(try store.explain(first.key).state == "done")
+    }
+
+    @Test func retriesRunOutThenTheJobIsDeadAndItsDescendantsBlocked() throws {
+        try store.submit(Self.diagnostic("d", jobs: 3, chained: true), file: "{}")
+        for attempt in 1...2 {
+            try store.promoteRetries(now: Double(attempt) * 1000)
+            let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: Double(attempt) * 1000, leaseSeconds: 5))
+            #expect(try store.fail(token: a.token, error: "boom \(attempt)", permanent: false, now: Double(attempt) * 1000, backoff: noJitter) == .accepted)
+        }
+        let status = try store.status(sweep: "d")[0]
+        #expect(status.count(.dead) == 1 && status.count(.blocked) == 2)
+        // resume (the cause removed): the dead job is ready, the blocked ones wait for it, the chain finishes.
+        #expect(try store.resume(sweep: "d") == 3)
+        let resumed = try store.status(sweep: "d")[0]
+        #expect(resumed.count(.ready) == 1 && resumed.count(.pending) == 2)
+        #expect(try drain(now: 6000).count == 3)
+        #expect(try store.status(sweep: "d")[0].count(.done) == 3)
+    }
+
+    @Test func resumeOfSomeKindsLeavesTheOthersDead() throws {
+        try store.submit(Self.methodSweep(), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 5))
+        _ = try store.fail(token: a.token, error: "bad input", permanent: true, now: 1)
+        #expect(try store.status(sweep: "s")[0].count(.blocked) == 6)
+        // Only evaluate jobs: their preprocess input is still dead, so nothing moves.
+        #expect(try store.resume(sweep: "s", kinds: [.evaluate]) == 0)
+        // The dead preprocess job: requeued, and the jobs it blocked wait for it again.
+        #expect(try store.resume(sweep: "s", kinds: [.preprocess]) == 7)
+        let status = try store.status(sweep: "s")[0]
+        #expect(status.count(.ready) == 1 && status.count(.pending) == 6)
+    }
+
+    @Test func aPermanentErrorIsDeadWithoutRetries() throws {
+        try store.submit(Self.diagnostic("d", jobs: 1), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        _ = try store.fail(token: a.token, error: "bad PNG: train/good/000.png is truncated", permanent: true, now: 1)
+        let e = try store.explain(a.key)
+        #expect(e.state == "dead" && e.attempts == 1 && e.error?.contains("truncated") == true)
+    }
+
+    @Test func jobsGoOnlyToWorkersWithTheMemoryTheyNeed() throws {
+        try store.submit(Self.methodSweep(), file: "{}")
+        let preprocess = try #require(try store.dispatch(worker: "small", memoryMiB: 600, now: 0, leaseSeconds: 5))
+        #expect(preprocess.kind == .preprocess)
+        _ = try store.complete(token: preprocess.token, now: 1)
+        // segment-train (2 GiB) and patch-features (1 GiB) are ready; a 600 MiB worker gets neither.
+        #expect(try store.dispatch(worker: "small", memoryMiB: 600, now: 2, leaseSeconds: 5) == nil)
+        let big = try #require(try store.dispatch(worker: "big", memoryMiB: 4096, now: 2, leaseSeconds: 5))
+        #expect([.segmentTrain, .patchFeatures].contains(big.kind))
+        #expect(big.inputs["preprocessed"]?["out"] == nil)   // preprocess recorded no outputs here
+    }
+
+    @Test func aWorkerReRegisteringKeepsItsLeasesAndAHandedBackJobIsReadyAgain() throws {
+        try store.submit(Self.diagnostic("d", jobs: 2), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        let b = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        try store.extendLeases(now: 0, grace: 60)
+        let (adopted, dropped) = try store.readopt(worker: "w", tokens: [a.token, 999], now: 30, leaseSeconds: 5)
+        #expect(adopted == [a.token] && dropped == [999])
+        #expect(try store.handBack(token: b.token, now: 31) == .accepted)
+        let again = try #require(try store.dispatch(worker: "v", memoryMiB: 0, now: 32, leaseSeconds: 5))
+        #expect(again.key == b.key)
+        #expect(try store.explain(b.key).attempts == 1)   // the handed-back attempt is not counted
+    }
+
+    @Test func explainNamesWhatDiffersFromTheNearestDoneJob() throws {
+        try store.submit(Self.methodSweep(), file: "{}")
+        _ = try drain()
+        var other = Self.methodSweep("t")
+        other.grid.epochs = [50]
+        try store.submit(other, file: "{}")
+        let segment = SweepExpander.expand(other).jobs.first { $0.kind == .segmentTrain }!
+        let e = try store.explain(segment.key)
+        #expect(e.state == "ready" && e.differences == ["epochs": "50 / 100"])
+        let bank = SweepExpander.expand(other).jobs.first { $0.kind == .bankFit }!
+        #expect(try store.explain(bank.key).differences.keys.sorted() == ["input masks"])
+        #expect(try store.resolve(String(segment.key.hex.prefix(10))) == segment.key)
+    }
+
+    @Test func cancelEndsLeasesSoLateResultsAreRefused() throws {
+        try store.submit(Self.diagnostic("d", jobs: 2), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        #expect(try store.cancel(sweep: "d", now: 1) == 2)
+        #expect(try store.complete(token: a.token, now: 2) == .stale)
+        #expect(try store.status(sweep: "d")[0].count(.cancelled) == 2)
+    }
+
+    @Test func stateSurvivesReopening() throws {
+        try store.submit(Self.diagnostic("d", jobs: 3), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
+        _ = try store.complete(token: a.token, now: 1)
+        let reopened = try JobStore(path: store.path)
+        let status = try reopened.status(sweep: "d")[0]
+        #expect(status.count(.done) == 1 && status.count(.ready) == 2)
+        #expect(throws: JobStore.StoreError.sweepExists("d")) { try reopened.submit(Self.diagnostic("d", jobs: 1), file: "{}") }
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+@testable import Shared
+
+@Suite struct SweepExpansionTests {
+    static func sweep(_ categories: [String] = ["a", "b"]) -> Sweep {
+        var s = Sweep(name: "s", dataset: "d", categories: categories)
+        s.grid.nShot = [1, 3, 5]
+        s.grid.memoryTypes = ["h", "c", "p", "hcp"]
+        return s
+    }
+
+    @Test func sharedStagesAreOneJob() {
+        let plan = SweepExpander.expand(Self.sweep())
+        func count(_ kind: StageKind) -> Int { plan.jobs.filter { $0.kind == kind }.count }
+        // Per category: preprocess and patch-features once, segment-train,
+        // pseudo-label and bank-fit once per n_shot, evaluate per n_shot x memory type.
+        #expect(count(.preprocess) == 2 && count(.patchFeatures) == 2)
+        #expect(count(.segmentTrain) == 6 && count(.pseudoLabel) == 6 && count(.bankFit) == 6)
+        #expect(count(.unetTrain) == 0)
+        #expect(count(.evaluate) == 24 && plan.evaluations.count == 24)
+        #expect(plan.jobs.count == 46)
+        // Inputs come before the jobs that read them.
+        var seen = Set<JobKey>()
+        for job in plan.jobs {
+            #expect(job.inputs.values.allSatisfy(seen.contains))
+            seen.insert(job.key)
+        }
+    }
+
+    @Test func aKeyHoldsOnlyWhatItsStageReads() {
+        let base = SweepExpander.expand(Self.sweep(["a"]))
+        var other = Self.sweep(["a"])
+        other.grid.memoryTypes = ["hc"]
+        other.grid.epochs = [50]
+        let changed = SweepExpander.expand(other)
+        func keys(_ plan: SweepPlan, _ kind: StageKind) -> Set<JobKey> { Set(plan.jobs.filter { $0.kind == kind }.map(\.key)) }
+        // Epochs reach segment-train and everything after it; neither epochs
+        // nor the memory type reach preprocess or patch-features.
+        #expect(keys(base, .preprocess) == keys(changed, .preprocess))
+        #expect(keys(base, .patchFeatures) == keys(changed, .patchFeatures))
+        #expect(keys(base, .segmentTrain).isDisjoint(with: keys(changed, .segmentTrain)))
+        #expect(keys(base, .bankFit).isDisjoint(with: keys(changed, .bankFit)))
+        // Expansion is deterministic.
+        #expect(SweepExpander.expand(Self.sweep(["a"])).jobs == base.jobs)
+    }
+
+    /// SHA-256 of the canonical JSON, worked out independently with Python's hashlib:
+    /// sha256(b'{"inputs":{},"kind":"preprocess","parameters":{"category":"a","dataset":"d","image_size":256},"version":1}').
+    @Test func keyIsTheHashOfTheCanonicalJSON() {
+        let key = JobKey.of(kind: .preprocess, parameters: ["dataset": .string("d"), "category": .string("a"), "image_size": .int(256)], inputs: [:])
+        #expect(key.hex == "1143e1887cf73ec6f232cb26549ef7ff6475ff32949ba7930e7355ac3816d444")
+        #expect(JobKey(hex: key.hex) == key)
+        #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
+    }
+
+    @Test func diagnosticSweepsMakeIndependentOrChainedJobs() {
+        var s = Sweep(name: "load", dataset: "", categories: [])
+        var d = Sweep.Diagnostic()
+        d.jobs = 10; d.failEvery = 5; d.chained = true
+        s.diagnostic = d
+        let plan = SweepExpander.expand(s)
+        #expect(plan.jobs.count == 10)
+        #expect(plan.jobs.filter { $0.parameters["fail"] == .string("transient") }.count == 2)
+        #expect(plan.jobs[0].inputs.isEmpty && plan.jobs[3].inputs["previous"] == plan.jobs[2].key)
+    }
+}
+
+@Suite struct SweepFileTests {
+    func parse(_ text: String) throws -> Sweep { try Sweep.parse(Data(text.utf8), file: "sweep.json") }
+
+    @Test func readsAFullFileAndScalarsAsOneValueLists() throws {
+        let sweep = try parse("""
+            {"name": "n", "dataset": "/data/loco", "categories": ["breakfast_box"], "priority": 3, "max_attempts": 2,
+             "grid": {"n_shot": [1, 5], "memory_types": "hcp", "scale_types": ["max", "none"], "epochs": 100,
+                      "loss_set": ["sup", "sup+H+hist"], "less_normal_fraction": [1, 0.5], "epsilon": 1e-10}}
+            """)
+        #expect(sweep.name == "n" && sweep.priority == 3 && sweep.maxAttempts == 2)
+        #expect(sweep.grid.nShot == [1, 5] && sweep.grid.memoryTypes == ["hcp"] && sweep.grid.epochs == [100])
+        #expect(sweep.grid.lessNormalFractions == [1, 0.5] && sweep.grid.epsilons == [1e-10])
+        #expect(sweep.grid.backbones == ["efficientnet-lite0"])
+    }
+
+    @Test func anUnknownFieldIsNamedWithItsLine() {
+        let text = """
+            {
+              "name": "n", "dataset": "d", "categories": ["c"],
+              "grid": {
+                "n_shots": [5]
+              }
+            }
+            """
+        #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic)")) {
+            try parse(text)
+        }
+    }
+
+    @Test func badValuesAreRejectedBeforeAnythingRuns() {
+        func problem(_ text: String) -> String? {
+            do { _ = try parse(text); return nil } catch { return "\(error)" }
+        }
+        let head = #""name": "n", "dataset": "d", "categories": ["c"]"#
+        #expect(problem("{\(head), \"grid\": {\"memory_types\": [\"hx\"]}}")?.contains("grid.memory_types: 'hx' is not a combination") == true)
+        #expect(problem("{\(head), \"grid\": {\"n_shot\": 0}}")?.contains("grid.n_shot: 0 is below the minimum 1") == true)
+        #expect(problem("{\(head), \"grid\": {\"n_shot\": 2.5}}")?.contains("must be an integer") == true)
+        #expect(problem("{\(head), \"grid\": {\"less_normal_fraction\": 1.5}}")?.contains("1.5 is not in (0, 1]") == true)
+        #expect(problem("{\(head), \"grid\": {\"epochs\": []}}")?.contains("must not be an empty list") == true)
+        #expect(problem("{\(head), \"grid\": {\"loss_set\": true}}")?.contains("must be a string") == true)
+        #expect(problem(#"{"name": "n", "categories": ["c"]}"#)?.contains("dataset: is required") == true)
+        #expect(problem(#"{"name": "n", "dataset": "d"}"#)?.contains("categories: names no category") == true)
+        #expect(problem("{\"name\": ")?.hasPrefix("sweep.json: (document): not valid JSON") == true)
+        #expect(problem("[1]")?.contains("must be a JSON object") == true)
+    }
+}
