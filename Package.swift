@@ -42,14 +42,17 @@ let package = Package(
             name: "CPNG", path: "Sources/CPNG",
             linkerSettings: [.linkedLibrary("png")]),
 
-        .target(name: "Tensor", dependencies: ["COpenBLAS", .target(name: "CMalloc", condition: .when(platforms: [.linux]))]),
-        .target(name: "Vision", dependencies: ["Tensor", "CPNG"]),
+        // Whole-or-nothing file writes (temporary file + rename), for every module that writes files.
+        .target(name: "AtomicWrite"),
+        .target(name: "Tensor", dependencies: ["AtomicWrite", "COpenBLAS", .target(name: "CMalloc", condition: .when(platforms: [.linux]))]),
+        .target(name: "Vision", dependencies: ["AtomicWrite", "Tensor", "CPNG"]),
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),
-        .target(name: "Stages", dependencies: ["Tensor", "Vision", "Models", "Anomaly"]),
-        .target(name: "Shared", dependencies: ["CZeroMQ", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Stages", dependencies: ["AtomicWrite", "Tensor", "Vision", "Models", "Anomaly"]),
+        .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto")]),
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
-        .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift"),
+                                                 .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "Coordinator",
             dependencies: [
@@ -60,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared", "Tensor", "Models", "Stages", "Vision",
+                "AtomicWrite", "Shared", "Tensor", "Models", "Stages", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -72,7 +75,7 @@ let package = Package(
             ]),
 
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/TestSupport"),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"],
+        .testTarget(name: "TensorTests", dependencies: ["AtomicWrite", "Tensor", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "VisionTests", dependencies: ["Vision", "TestSupport"],
                     resources: [.copy("Fixtures")]),
@@ -82,6 +85,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport"]),
+        // Starts the built psad-coordinator and psad-worker binaries.
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", .target(name: "Coordinator"), .target(name: "Worker")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
     ]
 )

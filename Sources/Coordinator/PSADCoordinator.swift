@@ -4,14 +4,15 @@ import Shared
 import Tensor
 import Vision
 
-/// The coordinator. So far it reports how it is built; the DAG, the
-/// scheduler and the sweep commands arrive with the system issue.
+/// The coordinator: keeps the sweeps' job DAG in a state directory
+/// (`state.sqlite`, `blobs/`) and serves it to workers over ZeroMQ.
 @main
 struct PSADCoordinator: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-coordinator",
         abstract: "Plans PSAD sweeps as a DAG of stage jobs and dispatches them to workers.",
-        subcommands: [Info.self, DatasetCommand.self])
+        subcommands: [Serve.self, Submit.self, Status.self, Resume.self, Cancel.self, Explain.self, CollectGarbage.self,
+                      Info.self, DatasetCommand.self])
 }
 
 /// `psad-coordinator info`: the native libraries and settings in use, for

@@ -47,8 +47,9 @@ public enum Report: Equatable, Sendable {
 extension JobStore {
     /// The highest-priority, oldest ready job whose stage fits the worker,
     /// leased to it; nil when none.
-    public func dispatch(worker: String, memoryMiB: Int, now: Double, leaseSeconds: Double) throws -> Assignment? {
-        let kinds = StageKind.allCases.filter { $0.memoryMiB <= memoryMiB }.map(\.rawValue)
+    public func dispatch(worker: String, memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
+                         now: Double, leaseSeconds: Double) throws -> Assignment? {
+        let kinds = StageKind.allCases.filter { runnable.contains($0) && $0.memoryMiB <= memoryMiB }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
         return try pool.write { db in
             let marks = kinds.map { _ in "?" }.joined(separator: ",")
@@ -70,6 +71,13 @@ extension JobStore {
             }
             return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
                               category: row["category"], parameters: row["parameters"], inputs: inputs)
+        }
+    }
+
+    /// The job `token` holds the lease of, if it still does.
+    public func leasedJob(token: Int64) throws -> JobKey? {
+        try pool.read { db in
+            try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]).flatMap(JobKey.init(hex:))
         }
     }
 
@@ -214,5 +222,22 @@ extension JobStore {
             UPDATE job SET state = 'blocked'
             WHERE key IN (SELECT key FROM below) AND state IN ('pending', 'ready', 'failed')
             """, arguments: [key])
+    }
+}
+
+extension JobStore {
+    /// Records a worker's hello (resources as JSON).
+    public func registerWorker(_ id: String, resources: String, now: Double) throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO worker (id, resources, first_seen, last_seen) VALUES (?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen
+                """, arguments: [id, resources, now, now])
+        }
+    }
+
+    /// Every artifact hash a job output refers to (what `gc` keeps).
+    public func referencedArtifacts() throws -> Set<String> {
+        try pool.read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT hash FROM job_output")) }
     }
 }

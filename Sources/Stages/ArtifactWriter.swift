@@ -1,3 +1,4 @@
+import AtomicWrite
 import Anomaly
 import Foundation
 import Tensor

@@ -1,3 +1,4 @@
+import AtomicWrite
 import ArgumentParser
 import Foundation
 import Models

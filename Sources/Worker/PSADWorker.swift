@@ -1,15 +1,30 @@
 import ArgumentParser
+import Dispatch
 import Foundation
+import Logging
 import Shared
 
-/// The worker. So far it reports what it would announce to a coordinator;
-/// the connection, leases and stage execution arrive with the system issue.
+/// The worker: connects to a coordinator and runs the stage jobs it is
+/// given until SIGTERM or SIGINT, which drain it (the job in hand is
+/// finished and reported first).
 @main
 struct PSADWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-worker",
         abstract: "Runs PSAD stage jobs handed out by a coordinator.",
         subcommands: [MethodCommand.self])
+
+    @Option(help: "The coordinator's endpoint, e.g. tcp://coordinator:5555.")
+    var coordinator: String?
+
+    @Option(help: "This worker's name (default: host name and process id).")
+    var id: String?
+
+    @Option(help: "Memory offered to stages, MiB (default: the machine's physical memory).")
+    var memoryMib: Int?
+
+    @Option(help: "Local artifact cache (default: a folder under the system's temporary directory).")
+    var cache: String?
 
     @Option(name: .customLong("tag"), help: "A tag this worker offers (repeatable), e.g. --tag gpu.")
     var tags: [String] = []
@@ -18,11 +33,36 @@ struct PSADWorker: ParsableCommand {
     var describe = false
 
     func run() throws {
-        guard describe else {
-            throw ValidationError("connecting to a coordinator is not built yet; use --describe")
+        var resources = WorkerResources.detect(tags: tags)
+        if let memoryMib { resources.memoryBytes = UInt64(max(0, memoryMib)) << 20 }
+        if describe {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(resources), as: UTF8.self))
+            return
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        print(String(decoding: try encoder.encode(WorkerResources.detect(tags: tags)), as: UTF8.self))
+        guard let coordinator else { throw ValidationError("give --coordinator ENDPOINT (or --describe)") }
+        let name = id ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["PSAD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        var logger = Logger(label: "psad-worker")
+        logger[metadataKey: "worker"] = "\(name)"
+        let cacheURL = URL(fileURLWithPath: cache ?? NSTemporaryDirectory() + "psad-worker-cache")
+        let draining = DrainFlag()
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { draining.request() }
+            source.resume()
+            sources.append(source)
+        }
+        let session = try WorkerSession(settings: .init(endpoint: coordinator, worker: name, resources: resources),
+                                        cache: try ArtifactStore(root: cacheURL), logger: logger, draining: draining)
+        try session.run()
+        withExtendedLifetime(sources) {}
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import AtomicWrite
 @testable import Tensor
 
 @Suite struct SafetensorsTests {

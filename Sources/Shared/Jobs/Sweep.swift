@@ -41,6 +41,9 @@ public struct Sweep: Equatable, Sendable {
         public var permanent = false
         /// Chains the jobs in a line instead (each depends on the previous).
         public var chained = false
+        /// Every job fails (transiently) while this file exists: a cause
+        /// outside the job's key that a user can remove, then `resume`.
+        public var failWhileExists: String?
         public init() {}
     }
 
@@ -119,13 +122,14 @@ extension Sweep {
         }
         if let g = top["diagnostic"] {
             guard let diag = g as? [String: Any] else { throw reader.error("diagnostic", "must be an object") }
-            try reader.only(diag, ["jobs", "seconds", "fail_every", "permanent", "chained"], at: "diagnostic.")
+            try reader.only(diag, ["jobs", "seconds", "fail_every", "permanent", "chained", "fail_while_exists"], at: "diagnostic.")
             var d = Diagnostic()
             d.jobs = try reader.int(diag, "jobs", path: "diagnostic.jobs", default: 1, atLeast: 1)
             d.seconds = try reader.doubles(diag, "seconds", path: "diagnostic.seconds", default: [0]) { $0 >= 0 ? nil : "must not be negative" }[0]
             d.failEvery = try reader.int(diag, "fail_every", path: "diagnostic.fail_every", default: 0, atLeast: 0)
             d.permanent = try reader.bool(diag, "permanent", path: "diagnostic.permanent")
             d.chained = try reader.bool(diag, "chained", path: "diagnostic.chained")
+            if diag["fail_while_exists"] != nil { d.failWhileExists = try reader.string(diag, "fail_while_exists") }
             sweep.diagnostic = d
         } else {
             if sweep.dataset.isEmpty { throw reader.error("dataset", "is required (the dataset root)") }

@@ -50,7 +50,8 @@ public enum SweepExpander {
                 let fails = d.failEvery > 0 && (i + 1) % d.failEvery == 0
                 let parameters: [String: ParameterValue] = [
                     "sweep": .string(sweep.name), "index": .int(i), "seconds": .double(d.seconds),
-                    "fail": .string(fails ? (d.permanent ? "permanent" : "transient") : "none")]
+                    "fail": .string(fails ? (d.permanent ? "permanent" : "transient") : "none"),
+                    "fail_while_exists": .string(d.failWhileExists ?? "")]
                 let inputs = d.chained ? previous.map { ["previous": $0] } ?? [:] : [:]
                 previous = plan.add(.diagnostic, category: "diagnostic", parameters, inputs: inputs)
             }

@@ -1,3 +1,4 @@
+import AtomicWrite
 import Foundation
 
 /// Errors reading or writing a safetensors file. Each names the file and

@@ -1,3 +1,4 @@
+import AtomicWrite
 import Foundation
 import Tensor
 

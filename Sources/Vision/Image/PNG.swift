@@ -1,3 +1,4 @@
+import AtomicWrite
 import CPNG
 import Foundation
 import Tensor

@@ -1,0 +1,202 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Scheduler
+import Shared
+import Synchronization
+
+/// Where the coordinator keeps its state: `--state DIR`, or $PSAD_STATE, or ./state.
+struct StateOption: ParsableArguments {
+    @Option(help: "State directory (state.sqlite, blobs/). Default: $PSAD_STATE or ./state.")
+    var state: String?
+
+    var url: URL { URL(fileURLWithPath: state ?? ProcessInfo.processInfo.environment["PSAD_STATE"] ?? "state") }
+
+    func open() throws -> JobStore {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return try JobStore(path: url.appendingPathComponent("state.sqlite").path)
+    }
+}
+
+/// `serve`: the ROUTER loop, until SIGTERM or SIGINT.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve jobs to workers until SIGTERM.")
+    @OptionGroup var state: StateOption
+
+    @Option(help: "Endpoint to bind (tcp://HOST:PORT, tcp://127.0.0.1:* for any free port, ipc://PATH).")
+    var bind = "tcp://127.0.0.1:5555"
+
+    @Option(help: "Seconds without a heartbeat before a lease expires.")
+    var leaseSeconds = 10.0
+
+    @Option(help: "Seconds between heartbeats.")
+    var heartbeatSeconds = 2.0
+
+    @Option(help: "First retry delay, seconds (doubles per attempt, with jitter).")
+    var backoffSeconds = 1.0
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["PSAD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        var settings = CoordinatorServer.Settings()
+        settings.endpoint = bind
+        settings.leaseSeconds = leaseSeconds
+        settings.heartbeatSeconds = heartbeatSeconds
+        settings.backoff = Backoff(base: backoffSeconds, cap: 60 * backoffSeconds, jitter: 0.5)
+        let server = try CoordinatorServer(stateDirectory: state.url, settings: settings, logger: Logger(label: "psad-coordinator"))
+        let stop = StopFlag()
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.request() }
+            source.resume()
+            sources.append(source)
+        }
+        // The first line on stdout is the bound endpoint (scripts and tests read it).
+        say("serving \(server.endpoint)")
+        try server.run { stop.requested }
+        withExtendedLifetime(sources) {}
+    }
+}
+
+/// A line on stdout, written at once (not held in a buffer).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var requested: Bool { value.load(ordering: .relaxed) }
+    func request() { value.store(true, ordering: .relaxed) }
+}
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add a sweep file's jobs (JSON; see ops/sweeps/).")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The sweep file.") var sweep: String
+
+    func run() throws {
+        let url = URL(fileURLWithPath: sweep)
+        let parsed = try Sweep.load(url)
+        let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
+        print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued")
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Progress per sweep and stage kind.")
+    @OptionGroup var state: StateOption
+    @Argument(help: "Only this sweep.") var sweep: String?
+    @Flag(help: "JSON instead of a table.") var json = false
+    @Flag(help: "Print again every second until every job of the sweeps has finished.") var watch = false
+
+    func run() throws {
+        let store = try state.open()
+        repeat {
+            let statuses = try store.status(sweep: sweep)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                say(String(decoding: try encoder.encode(statuses), as: UTF8.self))
+            } else {
+                say(Self.table(statuses))
+            }
+            if !watch || statuses.allSatisfy(\.finished) { break }
+            Thread.sleep(forTimeInterval: 1)
+        } while true
+    }
+
+    static func table(_ statuses: [SweepStatus]) -> String {
+        let states: [JobState] = [.done, .leased, .ready, .pending, .failed, .dead, .blocked, .cancelled]
+        var lines: [String] = []
+        for s in statuses {
+            let done = s.count(.done)
+            lines.append("sweep \(s.sweep) (priority \(s.priority)): \(done)/\(s.total) done (\(s.total == 0 ? 100 : 100 * done / s.total)%)")
+            lines.append("  " + ["stage".padding(toLength: 15, withPad: " ", startingAt: 0)] .joined() + states.map { $0.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
+            for kind in StageKind.allCases where s.counts[kind.rawValue] != nil {
+                let row = s.counts[kind.rawValue]!
+                lines.append("  " + kind.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
+                             + states.map { "\(row[$0.rawValue] ?? 0)".padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Requeue a sweep's failed, dead and blocked jobs.")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The sweep (default: every sweep).") var sweep: String?
+    @Option(name: .customLong("stage"), help: "Only jobs of this stage kind (repeatable).") var stages: [String] = []
+
+    func run() throws {
+        let kinds = try stages.map { name in
+            guard let kind = StageKind(rawValue: name) else {
+                throw ValidationError("--stage \(name): not one of \(StageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return kind
+        }
+        let store = try state.open()
+        for name in try sweep.map { [$0] } ?? store.sweepNames() {
+            let n = try store.resume(sweep: name, kinds: kinds.isEmpty ? nil : kinds)
+            print("sweep \(name): \(n) jobs requeued")
+        }
+    }
+}
+
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a sweep's unfinished jobs that no other sweep needs.")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The sweep.") var sweep: String
+
+    func run() throws {
+        let n = try state.open().cancel(sweep: sweep, now: Date().timeIntervalSince1970)
+        print("sweep \(sweep): \(n) jobs cancelled")
+    }
+}
+
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Why a job is (not) reused: its key against the nearest done job.")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The job key or a unique prefix of it.") var job: String
+    @Flag(help: "JSON instead of text.") var json = false
+
+    func run() throws {
+        let store = try state.open()
+        let e = try store.explain(try store.resolve(job))
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            print(String(decoding: try encoder.encode(e), as: UTF8.self))
+            return
+        }
+        print("job \(e.key)\n  \(e.kind) of \(e.category): \(e.state), \(e.attempts) attempt(s)")
+        if let error = e.error { print("  last error: \(error)") }
+        print("  parameters: " + e.parameters.keys.sorted().map { "\($0)=\(e.parameters[$0]!)" }.joined(separator: " "))
+        for role in e.inputs.keys.sorted() { print("  input \(role): \(e.inputs[role]!.prefix(12)) (\(e.inputStates[role] ?? "?"))") }
+        if e.state == JobState.done.rawValue {
+            print("  done: any sweep that expands to this key reuses it")
+        } else if let nearest = e.nearestDone {
+            print("  not reused: the nearest done \(e.kind) job \(nearest.prefix(12)) differs in (this / that):")
+            for name in e.differences.keys.sorted() { print("    \(name): \(e.differences[name]!)") }
+        } else {
+            print("  not reused: no \(e.kind) job of \(e.category) is done yet")
+        }
+    }
+}
+
+struct CollectGarbage: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gc", abstract: "Remove artifact blobs that no job refers to.")
+    @OptionGroup var state: StateOption
+
+    func run() throws {
+        let store = try state.open()
+        let removed = try ArtifactStore(root: state.url).collectGarbage(keep: try store.referencedArtifacts())
+        print("removed \(removed) unreferenced blobs")
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import Shared
+
+/// The coordinator's serving loop: a ZeroMQ ROUTER that answers workers
+/// from the job store (DESIGN.md, Coordinator). One thread; every state
+/// change is a store transaction, so killing the process loses nothing
+/// committed, and a restart resumes from the store: leases get a grace
+/// period for their workers to say hello again and be re-adopted.
+public final class CoordinatorServer {
+    public struct Settings: Sendable {
+        /// e.g. tcp://0.0.0.0:5555, tcp://127.0.0.1:* (any free port), ipc:///tmp/psad.sock
+        public var endpoint = "tcp://127.0.0.1:5555"
+        /// A lease not renewed for this long expires (several missed heartbeats).
+        public var leaseSeconds = 10.0
+        public var heartbeatSeconds = 2.0
+        /// How long an idle worker waits before asking again.
+        public var retryAfterSeconds = 0.2
+        public var backoff = Backoff()
+        public init() {}
+    }
+
+    struct Peer {
+        let worker: String
+        let memoryMiB: Int
+        let kinds: Set<StageKind>
+    }
+
+    public let store: JobStore
+    public let artifacts: ArtifactStore
+    let settings: Settings
+    let socket: ZeroMQSocket
+    let logger: Logger
+    var peers: [Data: Peer] = [:]
+
+    /// Opens (or creates) the state directory: `state.sqlite` and `blobs/`.
+    public init(stateDirectory: URL, settings: Settings, logger: Logger) throws {
+        try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true)
+        store = try JobStore(path: stateDirectory.appendingPathComponent("state.sqlite").path)
+        artifacts = try ArtifactStore(root: stateDirectory)
+        self.settings = settings
+        self.logger = logger
+        socket = try ZeroMQSocket(try ZeroMQContext(), .router)
+        try socket.bind(settings.endpoint)
+    }
+
+    /// The bound endpoint (with the port chosen when the endpoint said `*`).
+    public var endpoint: String { socket.lastEndpoint }
+
+    /// Serves until `stop()` returns true (checked at least every 100 ms).
+    public func run(until stop: () -> Bool) throws {
+        var now = Date().timeIntervalSince1970
+        try store.extendLeases(now: now, grace: 2 * settings.leaseSeconds)
+        var lastTick = 0.0
+        while !stop() {
+            if let parts = try socket.receive(timeoutMilliseconds: 100) { handle(parts) }
+            now = Date().timeIntervalSince1970
+            if now - lastTick >= 0.25 {
+                lastTick = now
+                for key in try store.expireLeases(now: now, backoff: settings.backoff) {
+                    logger.warning("lease expired", metadata: ["job": "\(key.short)"])
+                }
+                try store.promoteRetries(now: now)
+            }
+        }
+    }
+
+    func handle(_ parts: [Data]) {
+        guard parts.count >= 2 else {
+            logger.warning("dropped a message without a routing id")
+            return
+        }
+        let identity = parts[0]
+        let message: WireMessage
+        do { message = try WireMessage.decode(Array(parts.dropFirst())) } catch {
+            logger.warning("dropped a bad message", metadata: ["peer": "\(identity.hexPrefix)", "problem": "\(error)"])
+            return
+        }
+        do { try respond(to: identity, message) } catch {
+            logger.error("could not answer \(message.typeName)", metadata: ["peer": "\(identity.hexPrefix)", "error": "\(error)"])
+        }
+    }
+
+    func send(_ identity: Data, _ message: WireMessage) throws {
+        try socket.send([identity] + message.encode(), dontWait: true)
+    }
+
+    func respond(to identity: Data, _ message: WireMessage) throws {
+        let now = Date().timeIntervalSince1970
+        if case .hello(let hello) = message {
+            let resources = String(decoding: try JSONEncoder().encode(hello.resources), as: UTF8.self)
+            try store.registerWorker(hello.worker, resources: resources, now: now)
+            peers[identity] = Peer(worker: hello.worker, memoryMiB: Int(hello.resources.memoryBytes >> 20), kinds: Set(hello.kinds))
+            let (adopted, dropped) = try store.readopt(worker: hello.worker, tokens: hello.inFlight, now: now, leaseSeconds: settings.leaseSeconds)
+            logger.info("worker registered", metadata: ["worker": "\(hello.worker)", "adopted": "\(adopted)", "dropped": "\(dropped)"])
+            try send(identity, .welcome(.init(adopted: adopted, dropped: dropped, heartbeatSeconds: settings.heartbeatSeconds)))
+            return
+        }
+        guard let peer = peers[identity] else {
+            if case .bye = message { return }
+            try send(identity, .helloAgain)
+            return
+        }
+        switch message {
+        case .ready:
+            if let a = try store.dispatch(worker: peer.worker, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
+                                          leaseSeconds: settings.leaseSeconds) {
+                try send(identity, .job(.init(token: a.token, key: a.key, kind: a.kind, category: a.category,
+                                               parameters: a.parameters, inputs: a.inputs)))
+            } else {
+                try send(identity, .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds)))
+            }
+        case .heartbeat(let h):
+            var alive: [Int64] = [], dropped: [Int64] = []
+            for token in h.tokens {
+                if try store.heartbeat(token: token, now: now, leaseSeconds: settings.leaseSeconds) { alive.append(token) } else { dropped.append(token) }
+            }
+            try send(identity, .heartbeat(.init(tokens: alive)))
+            if !dropped.isEmpty { try send(identity, .cancel(.init(tokens: dropped))) }
+        case .fetch(let f):
+            do {
+                let (data, total) = try artifacts.slice(f.hash, offset: f.offset, length: min(max(0, f.length), WireMessage.maximumPayloadBytes))
+                try send(identity, .chunk(.init(hash: f.hash, offset: f.offset, total: total), data))
+            } catch {
+                logger.error("cannot serve an artifact", metadata: ["hash": "\(f.hash.prefix(64))", "error": "\(error)"])
+                try send(identity, .chunk(.init(hash: String(f.hash.prefix(64)), offset: f.offset, total: 0, error: "\(error)"), Data()))
+            }
+        case .put(let p, let payload):
+            guard try store.leasedJob(token: p.token) != nil else {
+                try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "attempt \(p.token) holds no lease")))
+                return
+            }
+            do {
+                let received = try artifacts.receive(p.hash, offset: p.offset, total: p.total, chunk: payload, upload: "\(p.token)")
+                try send(identity, .putAck(.init(hash: p.hash, received: received)))
+            } catch {
+                logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
+                try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
+            }
+        case .done(let d):
+            if let missing = d.outputs.first(where: { artifacts.size($0.value.hash) != $0.value.size }) {
+                let report = try store.fail(token: d.token, error: "output '\(missing.key)' was not uploaded whole", permanent: false,
+                                            now: now, backoff: settings.backoff)
+                try send(identity, .ack(.init(token: d.token, accepted: false)))
+                logger.warning("done without its outputs", metadata: ["token": "\(d.token)", "report": "\(report)"])
+                return
+            }
+            let report = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
+                                            metrics: d.metrics, now: now)
+            if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
+            try send(identity, .ack(.init(token: d.token, accepted: report == .accepted)))
+        case .fail(let f):
+            let report = try store.fail(token: f.token, error: f.error, permanent: f.permanent, now: now, backoff: settings.backoff)
+            logger.info("attempt failed", metadata: ["token": "\(f.token)", "permanent": "\(f.permanent)", "error": "\(f.error)"])
+            try send(identity, .ack(.init(token: f.token, accepted: report == .accepted)))
+        case .bye:
+            peers[identity] = nil
+            logger.info("worker left", metadata: ["worker": "\(peer.worker)"])
+        case .hello, .welcome, .noJob, .job, .helloAgain, .chunk, .putAck, .ack, .cancel:
+            logger.warning("dropped a \(message.typeName) message: workers do not send it", metadata: ["worker": "\(peer.worker)"])
+        }
+    }
+}
+
+extension Data {
+    var hexPrefix: String { prefix(8).map { String(format: "%02x", $0) }.joined() }
+}

@@ -1,0 +1,238 @@
+import Foundation
+
+/// Every message between coordinator and workers (DESIGN.md, Wire
+/// protocol). On the wire a message is a multipart ZeroMQ message:
+///
+///     [version: 1 byte] [type: UTF-8 name] [header: JSON object] [payload: bytes, chunk and put only]
+///
+/// (a ROUTER adds the peer's routing id in front). `decode` validates every
+/// frame; anything malformed is a `WireError`, which the receiver logs and
+/// drops.
+public enum WireMessage: Equatable, Sendable {
+    /// Worker -> coordinator, first: who it is, what it has, what it runs.
+    case hello(Hello)
+    /// Coordinator -> worker: registration accepted; which in-flight attempts it keeps.
+    case welcome(Welcome)
+    /// Worker -> coordinator: give me a job.
+    case ready
+    /// Coordinator -> worker: nothing to do now; ask again later.
+    case noJob(NoJob)
+    case job(Job)
+    /// Both ways, every few seconds: the worker's names the attempts it is
+    /// running; the coordinator's answer names those that are still its
+    /// own (the rest come in a `cancel`).
+    case heartbeat(Heartbeat)
+    /// Coordinator -> worker: this worker is unknown here (the coordinator
+    /// restarted): send hello again, with the attempts in flight.
+    case helloAgain
+    /// Worker -> coordinator: a slice of an input artifact.
+    case fetch(Fetch)
+    /// Coordinator -> worker: the slice (payload).
+    case chunk(Chunk, Data)
+    /// Worker -> coordinator: a slice of an output artifact (payload).
+    case put(Put, Data)
+    /// Coordinator -> worker: the slice is stored (or refused, with why).
+    case putAck(PutAck)
+    case done(Done)
+    case fail(Fail)
+    /// Coordinator -> worker: the answer to done or fail.
+    case ack(Ack)
+    /// Coordinator -> worker: stop these attempts (lease lost: expired,
+    /// cancelled sweep); their results would be refused.
+    case cancel(Cancel)
+    /// Worker -> coordinator: leaving (after draining).
+    case bye
+
+    public struct Hello: Codable, Equatable, Sendable {
+        public var worker: String
+        public var resources: WorkerResources
+        /// Stage kinds this worker can run.
+        public var kinds: [StageKind]
+        /// Attempts it is still running (after a coordinator restart).
+        public var inFlight: [Int64]
+        public init(worker: String, resources: WorkerResources, kinds: [StageKind], inFlight: [Int64]) {
+            self.worker = worker; self.resources = resources; self.kinds = kinds; self.inFlight = inFlight
+        }
+    }
+    public struct Welcome: Codable, Equatable, Sendable {
+        public var adopted: [Int64], dropped: [Int64]
+        public var heartbeatSeconds: Double
+        public init(adopted: [Int64], dropped: [Int64], heartbeatSeconds: Double) {
+            self.adopted = adopted; self.dropped = dropped; self.heartbeatSeconds = heartbeatSeconds
+        }
+    }
+    public struct NoJob: Codable, Equatable, Sendable {
+        public var retryAfterSeconds: Double
+        public init(retryAfterSeconds: Double) { self.retryAfterSeconds = retryAfterSeconds }
+    }
+    public struct Job: Codable, Equatable, Sendable {
+        public var token: Int64
+        public var key: JobKey
+        public var kind: StageKind
+        public var category: String
+        /// The stage's parameters, canonical JSON.
+        public var parameters: String
+        /// Input role -> output name -> artifact hash.
+        public var inputs: [String: [String: String]]
+        public init(token: Int64, key: JobKey, kind: StageKind, category: String, parameters: String, inputs: [String: [String: String]]) {
+            self.token = token; self.key = key; self.kind = kind; self.category = category; self.parameters = parameters; self.inputs = inputs
+        }
+    }
+    public struct Heartbeat: Codable, Equatable, Sendable {
+        public var tokens: [Int64]
+        public init(tokens: [Int64]) { self.tokens = tokens }
+    }
+    public struct Fetch: Codable, Equatable, Sendable {
+        public var hash: String, offset: Int, length: Int
+        public init(hash: String, offset: Int, length: Int) { self.hash = hash; self.offset = offset; self.length = length }
+    }
+    public struct Chunk: Codable, Equatable, Sendable {
+        public var hash: String, offset: Int, total: Int
+        /// Set when the blob is unknown or unreadable (no payload then).
+        public var error: String?
+        public init(hash: String, offset: Int, total: Int, error: String? = nil) {
+            self.hash = hash; self.offset = offset; self.total = total; self.error = error
+        }
+    }
+    public struct Put: Codable, Equatable, Sendable {
+        public var token: Int64, hash: String, offset: Int, total: Int
+        public init(token: Int64, hash: String, offset: Int, total: Int) { self.token = token; self.hash = hash; self.offset = offset; self.total = total }
+    }
+    public struct PutAck: Codable, Equatable, Sendable {
+        public var hash: String, received: Int
+        /// Set when the upload is refused (stale token, wrong offset, hash mismatch).
+        public var error: String?
+        public init(hash: String, received: Int, error: String? = nil) { self.hash = hash; self.received = received; self.error = error }
+    }
+    public struct Output: Codable, Equatable, Sendable {
+        public var hash: String, size: Int
+        public init(hash: String, size: Int) { self.hash = hash; self.size = size }
+    }
+    public struct Done: Codable, Equatable, Sendable {
+        public var token: Int64
+        /// Output name -> uploaded artifact.
+        public var outputs: [String: Output]
+        public var metrics: [String: Double]
+        public var seconds: Double
+        public init(token: Int64, outputs: [String: Output], metrics: [String: Double], seconds: Double) {
+            self.token = token; self.outputs = outputs; self.metrics = metrics; self.seconds = seconds
+        }
+    }
+    public struct Fail: Codable, Equatable, Sendable {
+        public var token: Int64
+        public var error: String
+        /// Bad input: retrying cannot help.
+        public var permanent: Bool
+        public init(token: Int64, error: String, permanent: Bool) { self.token = token; self.error = error; self.permanent = permanent }
+    }
+    public struct Ack: Codable, Equatable, Sendable {
+        public var token: Int64
+        public var accepted: Bool
+        public init(token: Int64, accepted: Bool) { self.token = token; self.accepted = accepted }
+    }
+    public struct Cancel: Codable, Equatable, Sendable {
+        public var tokens: [Int64]
+        public init(tokens: [Int64]) { self.tokens = tokens }
+    }
+    struct Empty: Codable, Equatable {}
+}
+
+/// A frame that is not a valid message of this protocol.
+public struct WireError: Error, Equatable, CustomStringConvertible {
+    public let problem: String
+    public var description: String { "bad message: \(problem)" }
+}
+
+extension WireMessage {
+    public static let maximumHeaderBytes = 64 << 10
+    public static let maximumPayloadBytes = 1 << 20
+
+    public var typeName: String {
+        switch self {
+        case .hello: "hello"
+        case .welcome: "welcome"
+        case .ready: "ready"
+        case .noJob: "no-job"
+        case .job: "job"
+        case .heartbeat: "heartbeat"
+        case .helloAgain: "hello-again"
+        case .fetch: "fetch"
+        case .chunk: "chunk"
+        case .put: "put"
+        case .putAck: "put-ack"
+        case .done: "done"
+        case .fail: "fail"
+        case .ack: "ack"
+        case .cancel: "cancel"
+        case .bye: "bye"
+        }
+    }
+
+    public func encode() -> [Data] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        func frames(_ header: some Encodable, _ payload: Data? = nil) -> [Data] {
+            // Headers are plain structs of strings and numbers: encoding cannot fail.
+            [Data([ProtocolVersion.current]), Data(typeName.utf8), try! encoder.encode(header)] + (payload.map { [$0] } ?? [])
+        }
+        switch self {
+        case .hello(let h): return frames(h)
+        case .welcome(let h): return frames(h)
+        case .ready, .bye, .helloAgain: return frames(Empty())
+        case .noJob(let h): return frames(h)
+        case .job(let h): return frames(h)
+        case .heartbeat(let h): return frames(h)
+        case .fetch(let h): return frames(h)
+        case .chunk(let h, let p): return frames(h, p)
+        case .put(let h, let p): return frames(h, p)
+        case .putAck(let h): return frames(h)
+        case .done(let h): return frames(h)
+        case .fail(let h): return frames(h)
+        case .ack(let h): return frames(h)
+        case .cancel(let h): return frames(h)
+        }
+    }
+
+    /// Validates and decodes the frames of one message (without a routing id).
+    public static func decode(_ parts: [Data]) throws -> WireMessage {
+        guard parts.count == 3 || parts.count == 4 else { throw WireError(problem: "\(parts.count) frames (expected 3 or 4)") }
+        guard parts[0].count == 1 else { throw WireError(problem: "version frame of \(parts[0].count) bytes") }
+        guard parts[0].first == ProtocolVersion.current else {
+            throw WireError(problem: "protocol version \(parts[0].first!) (this side speaks \(ProtocolVersion.current))")
+        }
+        guard parts[1].count <= 32, let type = String(data: parts[1], encoding: .utf8) else { throw WireError(problem: "unreadable message type") }
+        guard parts[2].count <= maximumHeaderBytes else { throw WireError(problem: "\(type) header of \(parts[2].count) bytes") }
+        let withPayload = type == "chunk" || type == "put"
+        guard (parts.count == 4) == withPayload else {
+            throw WireError(problem: withPayload ? "\(type) without its payload frame" : "\(type) with an unexpected payload frame")
+        }
+        if withPayload, parts[3].count > maximumPayloadBytes { throw WireError(problem: "\(type) payload of \(parts[3].count) bytes") }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        func header<T: Decodable>(_: T.Type) throws -> T {
+            do { return try decoder.decode(T.self, from: parts[2]) } catch {
+                throw WireError(problem: "\(type) header: \(error)")
+            }
+        }
+        switch type {
+        case "hello": return .hello(try header(Hello.self))
+        case "welcome": return .welcome(try header(Welcome.self))
+        case "ready": _ = try header(Empty.self); return .ready
+        case "no-job": return .noJob(try header(NoJob.self))
+        case "job": return .job(try header(Job.self))
+        case "heartbeat": return .heartbeat(try header(Heartbeat.self))
+        case "hello-again": _ = try header(Empty.self); return .helloAgain
+        case "fetch": return .fetch(try header(Fetch.self))
+        case "chunk": return .chunk(try header(Chunk.self), parts[3])
+        case "put": return .put(try header(Put.self), parts[3])
+        case "put-ack": return .putAck(try header(PutAck.self))
+        case "done": return .done(try header(Done.self))
+        case "fail": return .fail(try header(Fail.self))
+        case "ack": return .ack(try header(Ack.self))
+        case "cancel": return .cancel(try header(Cancel.self))
+        case "bye": _ = try header(Empty.self); return .bye
+        default: throw WireError(problem: "unknown message type '\(type.prefix(32))'")
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Shared
+
+/// What running a stage gave: output blobs and metrics, or an error
+/// (permanent when retrying cannot help, e.g. bad input).
+struct StageOutcome: Sendable {
+    var outputs: [String: Data] = [:]
+    var metrics: [String: Double] = [:]
+    var error: String?
+    var permanent = false
+}
+
+/// The diagnostic stage kind (not part of the method; for the scheduler's
+/// load and fault tests): reads its inputs, sleeps `seconds`, fails when
+/// told to (every time, or while a named file exists), and writes
+/// `echo.json` naming itself and its inputs.
+enum DiagnosticStage {
+    struct Parameters: Decodable {
+        var sweep: String
+        var index: Int
+        var seconds: Double
+        var fail: String
+        var failWhileExists: String
+    }
+
+    static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], cancelled: () -> Bool) -> StageOutcome {
+        let p: Parameters
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        do { p = try decoder.decode(Parameters.self, from: Data(job.parameters.utf8)) } catch {
+            return StageOutcome(error: "diagnostic parameters: \(error)", permanent: true)
+        }
+        let end = Date().addingTimeInterval(p.seconds)
+        while Date() < end {
+            if cancelled() { return StageOutcome(error: "cancelled") }
+            Thread.sleep(forTimeInterval: min(0.02, max(0, end.timeIntervalSinceNow)))
+        }
+        if !p.failWhileExists.isEmpty, FileManager.default.fileExists(atPath: p.failWhileExists) {
+            return StageOutcome(error: "diagnostic job \(p.index) fails while \(p.failWhileExists) exists")
+        }
+        switch p.fail {
+        case "transient": return StageOutcome(error: "diagnostic job \(p.index) fails on demand (transient)")
+        case "permanent": return StageOutcome(error: "diagnostic job \(p.index) fails on demand (permanent)", permanent: true)
+        default: break
+        }
+        let echo: [String: String] = ["sweep": p.sweep, "index": "\(p.index)", "key": job.key.hex,
+                                      "inputs": inputs.keys.sorted().map { "\($0):\(inputs[$0]!.count)" }.joined(separator: ",")]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return StageOutcome(outputs: ["echo.json": (try? encoder.encode(echo)) ?? Data()], metrics: ["index": Double(p.index)])
+    }
+}

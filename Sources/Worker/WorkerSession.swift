@@ -1,0 +1,234 @@
+import Foundation
+import Logging
+import Shared
+import Synchronization
+
+/// Set from the SIGTERM handler; read by the session loop.
+final class DrainFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var requested: Bool { value.load(ordering: .relaxed) }
+    func request() { value.store(true, ordering: .relaxed) }
+}
+
+/// A worker's side of the protocol (DESIGN.md, Worker): hello, then ask
+/// for a job, fetch its missing inputs into the local cache, run it on a
+/// compute thread while this thread heartbeats, upload its outputs in
+/// chunks, report done or fail. A lost lease (cancel) abandons the job; a
+/// coordinator that forgot this worker (restart) gets hello again with the
+/// attempt in flight, which it re-adopts. SIGTERM drains: the job in hand
+/// is finished and reported, then bye.
+final class WorkerSession {
+    struct Settings {
+        var endpoint: String
+        var worker: String
+        var resources: WorkerResources
+        var kinds: [StageKind] = [.diagnostic]
+        var replyTimeoutSeconds = 5.0
+    }
+
+    final class Running: @unchecked Sendable {
+        let job: WireMessage.Job
+        let cancelled = Atomic<Bool>(false)
+        let outcome = Mutex<StageOutcome?>(nil)
+        let started = Date()
+        init(_ job: WireMessage.Job) { self.job = job }
+    }
+
+    struct Lost: Error {}
+
+    let settings: Settings
+    let socket: ZeroMQSocket
+    let cache: ArtifactStore
+    let logger: Logger
+    let draining: DrainFlag
+    var heartbeatSeconds = 2.0
+    var lastHeartbeat = Date.distantPast
+    var running: Running?
+
+    init(settings: Settings, cache: ArtifactStore, logger: Logger, draining: DrainFlag) throws {
+        self.settings = settings
+        self.cache = cache
+        self.logger = logger
+        self.draining = draining
+        socket = try ZeroMQSocket(try ZeroMQContext(), .dealer)
+        try socket.setIdentity("\(settings.worker)-\(UUID().uuidString.prefix(8))")
+        try socket.connect(settings.endpoint)
+    }
+
+    func send(_ message: WireMessage) throws { try socket.send(message.encode()) }
+
+    func hello() throws {
+        try send(.hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds,
+                              inFlight: running.map { [$0.job.token] } ?? [])))
+    }
+
+    /// Runs until drained (SIGTERM) — then says bye and returns.
+    func run() throws {
+        try hello()
+        _ = try waitFor { if case .welcome = $0 { true } else { false } } resend: { try self.hello() }
+        while true {
+            if draining.requested && running == nil {
+                try send(.bye)
+                logger.info("drained; bye")
+                return
+            }
+            if let current = running {
+                try pump(timeoutMilliseconds: 50)
+                if running === current, let outcome = current.outcome.withLock({ $0 }) { try report(current, outcome) }
+                continue
+            }
+            try send(.ready)
+            let reply = try waitFor { m in
+                switch m { case .job, .noJob: true; default: false }
+            } resend: { try self.send(.ready) }
+            switch reply {
+            case .job(let job): try start(job)
+            case .noJob(let n):
+                let until = Date().addingTimeInterval(n.retryAfterSeconds)
+                while Date() < until && !draining.requested { try pump(timeoutMilliseconds: 20) }
+            default: break
+            }
+        }
+    }
+
+    /// Handles what arrives unasked (heartbeats, cancel, hello-again) and
+    /// sends a heartbeat when one is due; returns a message it did not handle.
+    @discardableResult
+    func pump(timeoutMilliseconds: Int) throws -> WireMessage? {
+        if Date().timeIntervalSince(lastHeartbeat) >= heartbeatSeconds {
+            lastHeartbeat = Date()
+            try send(.heartbeat(.init(tokens: running.map { [$0.job.token] } ?? [])))
+        }
+        guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds) else { return nil }
+        let message: WireMessage
+        do { message = try WireMessage.decode(parts) } catch {
+            logger.warning("dropped a bad message from the coordinator", metadata: ["problem": "\(error)"])
+            return nil
+        }
+        switch message {
+        case .heartbeat:
+            return nil
+        case .cancel(let c):
+            if let r = running, c.tokens.contains(r.job.token) { abandon(r, because: "lease lost") }
+            return nil
+        case .helloAgain:
+            logger.info("the coordinator asks for hello again (it restarted)")
+            try hello()
+            return nil
+        case .welcome(let w):
+            heartbeatSeconds = w.heartbeatSeconds
+            if let r = running, w.dropped.contains(r.job.token) { abandon(r, because: "not re-adopted") }
+            return message
+        case .job(let job) where running != nil:
+            // A second job for a repeated ready: refuse it so it is retried at once elsewhere.
+            try send(.fail(.init(token: job.token, error: "worker \(settings.worker) was busy", permanent: false)))
+            return nil
+        default:
+            return message
+        }
+    }
+
+    /// Waits for the message `wanted` accepts, handling the rest; resends the
+    /// request when no answer comes within the reply timeout.
+    func waitFor(_ wanted: (WireMessage) -> Bool, resend: () throws -> Void) throws -> WireMessage {
+        var deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+        while true {
+            if let m = try pump(timeoutMilliseconds: 50), wanted(m) { return m }
+            if Date() > deadline {
+                logger.warning("no answer from the coordinator; asking again")
+                try resend()
+                deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+            }
+        }
+    }
+
+    func abandon(_ r: Running, because reason: String) {
+        r.cancelled.store(true, ordering: .relaxed)
+        if running === r { running = nil }
+        logger.warning("abandoned a job", metadata: ["token": "\(r.job.token)", "reason": "\(reason)"])
+    }
+
+    func start(_ job: WireMessage.Job) throws {
+        let r = Running(job)
+        running = r
+        logger.info("job", metadata: ["kind": "\(job.kind.rawValue)", "key": "\(job.key.short)", "token": "\(job.token)"])
+        var inputs: [String: [String: Data]] = [:]
+        do {
+            for (role, outputs) in job.inputs {
+                for (name, hash) in outputs {
+                    if !cache.contains(hash) { try fetch(hash) }
+                    inputs[role, default: [:]][name] = try cache.read(hash)
+                }
+            }
+        } catch is Lost {
+            return
+        } catch {
+            r.outcome.withLock { $0 = StageOutcome(error: "input artifacts: \(error)") }
+            return
+        }
+        let fetched = inputs
+        Thread.detachNewThread { [r] in
+            let outcome: StageOutcome
+            switch r.job.kind {
+            case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched) { r.cancelled.load(ordering: .relaxed) }
+            default: outcome = StageOutcome(error: "this worker cannot run \(r.job.kind.rawValue) jobs", permanent: false)
+            }
+            r.outcome.withLock { $0 = outcome }
+        }
+    }
+
+    /// Copies a blob from the coordinator into the cache, chunk by chunk.
+    func fetch(_ hash: String) throws {
+        var offset = 0, total = -1
+        while total < 0 || offset < total {
+            let request = WireMessage.fetch(.init(hash: hash, offset: offset, length: WireMessage.maximumPayloadBytes))
+            try send(request)
+            let reply = try waitFor({ m in
+                if case .chunk(let c, _) = m { c.hash == hash && c.offset == offset } else { false }
+            }, resend: { try self.send(request) })
+            guard running != nil else { throw Lost() }
+            guard case .chunk(let c, let data) = reply else { continue }
+            if let problem = c.error { throw ArtifactError.missing("\(hash) (\(problem))") }
+            total = c.total
+            offset = try cache.receive(hash, offset: offset, total: total, chunk: data, upload: "fetch")
+            if total == 0 { break }
+        }
+    }
+
+    /// Uploads the outputs and reports the outcome; the job ends here.
+    func report(_ r: Running, _ outcome: StageOutcome) throws {
+        defer { if running === r { running = nil } }
+        let token = r.job.token
+        if let error = outcome.error {
+            let request = WireMessage.fail(.init(token: token, error: error, permanent: outcome.permanent))
+            try send(request)
+            _ = try waitFor({ if case .ack(let a) = $0 { a.token == token } else { false } }, resend: { try self.send(request) })
+            return
+        }
+        var outputs: [String: WireMessage.Output] = [:]
+        for (name, data) in outcome.outputs.sorted(by: { $0.key < $1.key }) {
+            let hash = try cache.put(data)
+            var offset = 0
+            repeat {
+                let piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
+                let request = WireMessage.put(.init(token: token, hash: hash, offset: offset, total: data.count), piece)
+                try send(request)
+                let reply = try waitFor({ m in if case .putAck(let a) = m { a.hash == hash } else { false } },
+                                      resend: { try self.send(request) })
+                guard running === r else { return }
+                guard case .putAck(let ack) = reply else { return }
+                if let problem = ack.error {
+                    logger.error("upload refused", metadata: ["output": "\(name)", "problem": "\(problem)"])
+                    return
+                }
+                offset = ack.received
+            } while offset < data.count
+            outputs[name] = .init(hash: hash, size: data.count)
+        }
+        let request = WireMessage.done(.init(token: token, outputs: outputs, metrics: outcome.metrics,
+                                             seconds: Date().timeIntervalSince(r.started)))
+        try send(request)
+        let ack = try waitFor({ if case .ack(let a) = $0 { a.token == token } else { false } }, resend: { try self.send(request) })
+        if case .ack(let a) = ack, !a.accepted { logger.warning("result refused (stale attempt)", metadata: ["token": "\(token)"]) }
+    }
+}

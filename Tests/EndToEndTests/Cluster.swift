@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Real coordinator and worker processes on loopback, for end-to-end tests:
+/// the binaries this test build made, a temporary state directory, and
+/// every process killed when the cluster goes away.
+final class Cluster {
+    let state: TemporaryDirectory
+    private(set) var coordinator: Process?
+    private(set) var endpoint = ""
+    private(set) var workers: [String: Process] = [:]
+    let leaseSeconds: Double
+    var logs: [URL] = []
+
+    static var binaries: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    init(leaseSeconds: Double = 1.5) throws {
+        state = try TemporaryDirectory()
+        self.leaseSeconds = leaseSeconds
+    }
+
+    deinit {
+        for p in workers.values where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        if let c = coordinator, c.isRunning { kill(c.processIdentifier, SIGKILL) }
+    }
+
+    private func process(_ name: String, _ arguments: [String], log: String) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = Self.binaries.appendingPathComponent(name)
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        let logURL = state.url.appendingPathComponent("\(log).log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: logURL)
+        logs.append(logURL)
+        try p.run()
+        return (p, out)
+    }
+
+    /// Starts (or restarts) the coordinator on a free loopback port (the
+    /// same port again on a restart) and waits for its endpoint line.
+    func startCoordinator() throws {
+        let bind = endpoint.isEmpty ? "tcp://127.0.0.1:*" : endpoint
+        let (p, out) = try process("psad-coordinator", ["serve", "--state", state.url.path, "--bind", bind,
+                                                        "--lease-seconds", "\(leaseSeconds)", "--heartbeat-seconds", "\(leaseSeconds / 5)",
+                                                        "--backoff-seconds", "0.2"], log: "coordinator-\(logs.count)")
+        coordinator = p
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let byte = out.fileHandleForReading.readData(ofLength: 1)
+            guard !byte.isEmpty else { throw ClusterError("the coordinator exited: \(tail())") }
+            line.append(byte)
+        }
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.hasPrefix("serving ") else { throw ClusterError("unexpected first line '\(text)'") }
+        endpoint = String(text.dropFirst("serving ".count))
+    }
+
+    func killCoordinator() {
+        guard let c = coordinator else { return }
+        kill(c.processIdentifier, SIGKILL)
+        c.waitUntilExit()
+    }
+
+    func startWorker(_ name: String) throws {
+        let (p, _) = try process("psad-worker", ["--coordinator", endpoint, "--id", name,
+                                                 "--cache", state.url.appendingPathComponent("cache-\(name)").path], log: "worker-\(name)")
+        workers[name] = p
+    }
+
+    func signalWorker(_ name: String, _ sig: Int32) {
+        if let p = workers[name] { kill(p.processIdentifier, sig) }
+    }
+
+    /// Runs a coordinator CLI command against the state directory; its stdout.
+    @discardableResult
+    func command(_ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = Self.binaries.appendingPathComponent("psad-coordinator")
+        p.arguments = arguments + ["--state", state.url.path]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let problem = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw ClusterError("psad-coordinator \(arguments.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: problem, as: UTF8.self))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func submit(_ sweep: String) throws {
+        let file = state.url.appendingPathComponent("sweep-\(UUID().uuidString).json")
+        try Data(sweep.utf8).write(to: file)
+        try command(["submit", file.path])
+    }
+
+    /// State -> count over the sweep's jobs.
+    func counts(_ sweep: String) throws -> [String: Int] {
+        let json = try command(["status", sweep, "--json"])
+        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+        var total: [String: Int] = [:]
+        for perKind in (statuses?.first?["counts"] as? [String: [String: Int]] ?? [:]).values {
+            for (state, n) in perKind { total[state, default: 0] += n }
+        }
+        return total
+    }
+
+    /// Polls `status` until `done` says so, or fails after `seconds`.
+    func wait(_ sweep: String, seconds: Double = 60, until done: ([String: Int]) -> Bool) throws -> [String: Int] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last: [String: Int] = [:]
+        while Date() < deadline {
+            last = try counts(sweep)
+            if done(last) { return last }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw ClusterError("sweep \(sweep) did not get there in \(seconds) s: \(last)\n\(tail())")
+    }
+
+    /// The end of every process log, for failure messages.
+    func tail() -> String {
+        logs.map { url in
+            let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+            return "--- \(url.lastPathComponent)\n" + text.split(separator: "\n").suffix(8).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+}
+
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
