@@ -52,6 +52,57 @@ import Testing
         #expect(log.contains("kind=diagnostic"), "the survivor ran the job: \(log)")
     }
 
+    @Test func aRestartedCoordinatorReAdoptsTheJobInFlight() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("r", #""jobs": 3, "seconds": 1.5"#))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("r", seconds: 20) { $0["leased"] == 1 }
+        cluster.killCoordinator()
+        try cluster.startCoordinator()
+        _ = try cluster.wait("r", seconds: 40) { $0["done"] == 3 }
+        // No job ran twice: one attempt each, the one in flight adopted, not rerun.
+        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(log.components(separatedBy: "kind=diagnostic").count - 1 == 3, "\(log)")
+        let coordinatorLog = try String(contentsOf: cluster.logs[2], encoding: .utf8)
+        #expect(coordinatorLog.contains("adopted=[1]"), "\(coordinatorLog)")
+    }
+
+    @Test func aStoppedWorkersLateResultIsRefused() throws {
+        let cluster = try Cluster(leaseSeconds: 1)
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("z", #""jobs": 1, "seconds": 0.5"#))
+        try cluster.startWorker("sleepy")
+        _ = try cluster.wait("z", seconds: 20) { $0["leased"] == 1 }
+        cluster.signalWorker("sleepy", SIGSTOP)
+        Thread.sleep(forTimeInterval: 1.5)           // past the lease
+        try cluster.startWorker("b")
+        _ = try cluster.wait("z", seconds: 30) { $0["done"] == 1 }
+        cluster.signalWorker("sleepy", SIGCONT)
+        // The stopped worker wakes up, reports, and is told its attempt is no longer the lease.
+        let deadline = Date().addingTimeInterval(10)
+        var log = ""
+        while Date() < deadline {
+            log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-sleepy.log"), encoding: .utf8)
+            if ["abandoned a job", "result refused", "upload refused"].contains(where: log.contains) { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(["abandoned a job", "result refused", "upload refused"].contains(where: log.contains), "\(cluster.tail())")
+        #expect(try cluster.counts("z") == ["done": 1])
+    }
+
+    @Test func sigtermDrainsAWorkerAfterItsJob() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("d", #""jobs": 1, "seconds": 1"#))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("d", seconds: 20) { $0["leased"] == 1 }
+        cluster.signalWorker("a", SIGTERM)
+        cluster.workers["a"]!.waitUntilExit()
+        #expect(cluster.workers["a"]!.terminationStatus == 0)
+        #expect(try cluster.counts("d") == ["done": 1])
+    }
+
     func firstDeadKey(_ cluster: Cluster) throws -> String {
         // The dead job is the chain's first: the only one that ever ran.
         let text = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)

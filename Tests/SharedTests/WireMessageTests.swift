@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+@testable import Shared
+
+@Suite struct WireMessageTests {
+    static let key = JobKey.of(kind: .diagnostic, parameters: [:], inputs: [:])
+    static let all: [WireMessage] = [
+        .hello(.init(worker: "w", resources: WorkerResources(cores: 2, memoryBytes: 1 << 30, tags: ["x"]), kinds: [.diagnostic, .evaluate], inFlight: [3])),
+        .welcome(.init(adopted: [3], dropped: [4], heartbeatSeconds: 2)),
+        .ready, .noJob(.init(retryAfterSeconds: 0.5)),
+        .job(.init(token: 7, key: key, kind: .bankFit, category: "c", parameters: #"{"a":1}"#, inputs: ["masks": ["m.png": String(repeating: "a", count: 64)]])),
+        .heartbeat(.init(tokens: [1, 2])), .helloAgain,
+        .fetch(.init(hash: String(repeating: "b", count: 64), offset: 0, length: 10)),
+        .chunk(.init(hash: String(repeating: "b", count: 64), offset: 0, total: 3), Data([1, 2, 3])),
+        .put(.init(token: 7, hash: String(repeating: "c", count: 64), offset: 0, total: 2), Data([9, 9])),
+        .putAck(.init(hash: String(repeating: "c", count: 64), received: 2, error: nil)),
+        .done(.init(token: 7, outputs: ["o": .init(hash: String(repeating: "c", count: 64), size: 2)], metrics: ["logical_auroc": 0.9], seconds: 1.5)),
+        .fail(.init(token: 7, error: "boom", permanent: true)),
+        .ack(.init(token: 7, accepted: false)), .cancel(.init(tokens: [7])), .bye,
+    ]
+
+    @Test func everyMessageSurvivesTheWire() throws {
+        for message in Self.all { #expect(try WireMessage.decode(message.encode()) == message) }
+    }
+
+    @Test func badFramesAreNamedErrors() {
+        let good = WireMessage.ready.encode()
+        func problem(_ parts: [Data]) -> String? {
+            do { _ = try WireMessage.decode(parts); return nil } catch { return "\(error)" }
+        }
+        #expect(problem([Data([2])] + good.dropFirst())?.contains("protocol version 2") == true)
+        #expect(problem(Array(good.prefix(2)))?.contains("2 frames") == true)
+        #expect(problem([good[0], Data("launch".utf8), good[2]])?.contains("unknown message type 'launch'") == true)
+        #expect(problem([good[0], Data("job".utf8), Data("{}".utf8)])?.contains("job header") == true)
+        #expect(problem([good[0], Data("chunk".utf8), Data("{}".utf8)])?.contains("without its payload") == true)
+        #expect(problem(good + [Data()])?.contains("unexpected payload") == true)
+        #expect(problem([good[0], good[1], Data(count: WireMessage.maximumHeaderBytes + 1)])?.contains("header of") == true)
+        #expect(problem([good[0], Data([0xff, 0xfe]), good[2]])?.contains("unreadable message type") == true)
+    }
+
+    /// Random and mutated frames, bounded: decoding returns or throws, never traps or hangs.
+    @Test func fuzzedFramesNeverCrashTheDecoder() {
+        var rng = SystemRandomNumberGenerator()
+        var accepted = 0, rejected = 0
+        let seeds = Self.all.map { $0.encode() }
+        for i in 0..<20_000 {
+            var parts: [Data]
+            if i % 2 == 0 {
+                parts = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
+                let frame = Int.random(in: 0..<parts.count, using: &rng)
+                var bytes = [UInt8](parts[frame])
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0 where !bytes.isEmpty: bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+                case 1 where !bytes.isEmpty: bytes.removeLast(Int.random(in: 1...bytes.count, using: &rng))
+                case 2: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: Int.random(in: 0...bytes.count, using: &rng))
+                default: parts.removeLast()
+                }
+                if frame < parts.count { parts[frame] = Data(bytes) }
+            } else {
+                parts = (0..<Int.random(in: 0...5, using: &rng)).map { _ in
+                    Data((0..<Int.random(in: 0...40, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                }
+            }
+            if (try? WireMessage.decode(parts)) != nil { accepted += 1 } else { rejected += 1 }
+        }
+        #expect(accepted + rejected == 20_000 && rejected > 10_000)
+    }
+}
