@@ -70,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "Bench",
             dependencies: [
-                "Tensor", "Models", "Anomaly",
+                "Tensor", "Models", "Anomaly", "Shared", "Scheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -11,8 +11,8 @@ import Tensor
 struct PSADBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-bench",
-        abstract: "Benchmarks of the Tensor kernels.",
-        subcommands: [Kernels.self, Backbones.self, KNN.self])
+        abstract: "Benchmarks of the kernels, the backbones, the k-NN search and the sweep expansion.",
+        subcommands: [Kernels.self, Backbones.self, KNN.self, Expansion.self])
 }
 
 struct Kernels: ParsableCommand {
