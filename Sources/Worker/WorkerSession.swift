@@ -3,6 +3,32 @@ import Logging
 import Shared
 import Synchronization
 
+/// A pipe the compute thread writes a byte to when a stage finishes, so
+/// that the socket thread, waiting in zmq_poll, wakes at once.
+final class Wakeup: @unchecked Sendable {
+    let readEnd: Int32, writeEnd: Int32
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ZeroMQError("pipe", code: errno) }
+        (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFL, fcntl(readEnd, F_GETFL) | O_NONBLOCK)
+    }
+
+    deinit { close(readEnd); close(writeEnd) }
+
+    func signal() {
+        var byte: UInt8 = 1
+        _ = write(writeEnd, &byte, 1)
+    }
+
+    /// Empties the pipe (after waking).
+    func drain() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while read(readEnd, &buffer, buffer.count) > 0 {}
+    }
+}
+
 /// Set from the SIGTERM handler; read by the session loop.
 final class DrainFlag: Sendable {
     private let value = Atomic<Bool>(false)
@@ -44,12 +70,14 @@ final class WorkerSession {
     var heartbeatSeconds = 2.0
     var lastHeartbeat = Date.distantPast
     var running: Running?
+    let wakeup: Wakeup
 
     init(settings: Settings, cache: ArtifactStore, logger: Logger, draining: DrainFlag) throws {
         self.settings = settings
         self.cache = cache
         self.logger = logger
         self.draining = draining
+        wakeup = try Wakeup()
         socket = try ZeroMQSocket(try ZeroMQContext(), .dealer)
         try socket.setIdentity("\(settings.worker)-\(UUID().uuidString.prefix(8))")
         try socket.connect(settings.endpoint)
@@ -99,7 +127,10 @@ final class WorkerSession {
             lastHeartbeat = Date()
             try send(.heartbeat(.init(tokens: running.map { [$0.job.token] } ?? [])))
         }
-        guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds) else { return nil }
+        guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds, wakeOn: wakeup.readEnd) else {
+            wakeup.drain()
+            return nil
+        }
         let message: WireMessage
         do { message = try WireMessage.decode(parts) } catch {
             logger.warning("dropped a bad message from the coordinator", metadata: ["problem": "\(error)"])
@@ -166,7 +197,7 @@ final class WorkerSession {
             r.outcome.withLock { $0 = StageOutcome(error: "input artifacts: \(error)") }
             return
         }
-        let fetched = inputs
+        let fetched = inputs, wakeup = wakeup
         Thread.detachNewThread { [r] in
             let outcome: StageOutcome
             switch r.job.kind {
@@ -174,6 +205,7 @@ final class WorkerSession {
             default: outcome = StageOutcome(error: "this worker cannot run \(r.job.kind.rawValue) jobs", permanent: false)
             }
             r.outcome.withLock { $0 = outcome }
+            wakeup.signal()
         }
     }
 

@@ -9,7 +9,7 @@ public struct ZeroMQError: Error, CustomStringConvertible, Equatable {
     public let operation: String
     public let code: Int32
 
-    init(_ operation: String, code: Int32 = zmq_errno()) {
+    public init(_ operation: String, code: Int32 = zmq_errno()) {
         self.operation = operation
         self.code = code
     }
@@ -100,9 +100,10 @@ public final class ZeroMQSocket: @unchecked Sendable {
     }
 
     /// Receives one multipart message; nil when none arrives within
-    /// `timeoutMilliseconds` (-1 waits for ever).
-    public func receive(timeoutMilliseconds: Int) throws -> [Data]? {
-        guard try poll(timeoutMilliseconds: timeoutMilliseconds) else { return nil }
+    /// `timeoutMilliseconds` (-1 waits for ever), or when `wakeOn` (a file
+    /// descriptor another thread writes to) becomes readable first.
+    public func receive(timeoutMilliseconds: Int, wakeOn descriptor: Int32? = nil) throws -> [Data]? {
+        guard try poll(timeoutMilliseconds: timeoutMilliseconds, wakeOn: descriptor) else { return nil }
         // One message object, initialised and closed in place: never copied or moved.
         let message = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
         defer { message.deallocate() }
@@ -119,14 +120,16 @@ public final class ZeroMQSocket: @unchecked Sendable {
         return parts
     }
 
-    /// True when a message can be received within the timeout.
-    public func poll(timeoutMilliseconds: Int) throws -> Bool {
-        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
-        let rc = zmq_poll(&item, 1, timeoutMilliseconds)
+    /// True when a message can be received within the timeout (false early
+    /// when `wakeOn` becomes readable).
+    public func poll(timeoutMilliseconds: Int, wakeOn descriptor: Int32? = nil) throws -> Bool {
+        var items = [zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)]
+        if let descriptor { items.append(zmq_pollitem_t(socket: nil, fd: descriptor, events: Int16(ZMQ_POLLIN), revents: 0)) }
+        let rc = zmq_poll(&items, Int32(items.count), timeoutMilliseconds)
         if rc < 0 {
             if zmq_errno() == EINTR { return false }
             throw ZeroMQError("zmq_poll")
         }
-        return rc > 0
+        return items[0].revents & Int16(ZMQ_POLLIN) != 0
     }
 }
