@@ -200,3 +200,24 @@ struct CollectGarbage: ParsableCommand {
         print("removed \(removed) unreferenced blobs")
     }
 }
+
+struct Results: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "A sweep's metrics per category and setting (CSV, or JSON lines).")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The sweep.") var sweep: String
+    @Flag(help: "One JSON object per line instead of CSV.") var json = false
+
+    func run() throws {
+        let rows = try state.open().results(sweep: sweep)
+        if !json { say("category,metric,value,setting") }
+        for row in rows {
+            if json {
+                let object: [String: Any] = ["category": row.category, "metric": row.metric, "value": row.value,
+                                             "setting": (try? JSONSerialization.jsonObject(with: Data(row.setting.utf8))) ?? row.setting]
+                say(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                say("\(row.category),\(row.metric),\(row.value),\"\(row.setting.replacingOccurrences(of: "\"", with: "\"\""))\"")
+            }
+        }
+    }
+}

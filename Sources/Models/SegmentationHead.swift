@@ -75,6 +75,23 @@ public final class SegmentationHead {
 
     /// The weights as named tensors (for safetensors).
     public var tensors: [String: Tensor] { Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) }) }
+
+    /// A head with the weights of a safetensors file written from `tensors`.
+    public convenience init(file: SafetensorsFile) throws {
+        let w1 = try file.entry("head.0.weight"), w2 = try file.entry("head.2.weight")
+        guard w1.shape.count == 4, w2.shape.count == 4 else {
+            throw WeightError.shapeMismatch(file: file.source, tensor: "head.0.weight", expected: [-1, -1, 1, 1], found: w1.shape)
+        }
+        self.init(inputChannels: w1.shape[1], classes: w2.shape[0], seed: 0)
+        for p in parameters {
+            let t: Tensor
+            do { t = try file.tensor(p.name) } catch { throw WeightError.missingTensor(file: file.source, tensor: p.name) }
+            guard t.shape == p.value.shape else {
+                throw WeightError.shapeMismatch(file: file.source, tensor: p.name, expected: p.value.shape, found: t.shape)
+            }
+            p.value = t
+        }
+    }
 }
 
 #if canImport(Glibc)

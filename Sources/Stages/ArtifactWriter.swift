@@ -56,16 +56,11 @@ struct ArtifactWriter {
         try csv(header: ["split", "image", "score"], rows: rows, "patch-features/scores.csv")
         let grid = Tensor(shape: [test.count, patch.gridHeight, patch.gridWidth], storage: patch.testPatchDistances.flatMap { $0 })
         try tensors(["test_patch_distances": grid], "patch-features/patch_distances.safetensors")
-        let maps = patch.testPatchDistances.map {
-            AnomalyMap.from(patchDistances: $0, gridHeight: patch.gridHeight, gridWidth: patch.gridWidth, height: size, width: size)
+        let (images, scale) = try MapImages.encode(patch.testMaps(size: size), size: size)
+        for (sample, png) in zip(test, images) {
+            try AtomicFile.write(png, to: url("patch-features/maps/\(sample.split.rawValue)/\(sample.id).png"))
         }
-        let top = max(maps.map { $0.storage.max() ?? 0 }.max() ?? 0, .leastNormalMagnitude)
-        for (sample, map) in zip(test, maps) {
-            let pixels = map.storage.map { UInt8(clamping: Int(($0 / top * 255).rounded())) }
-            try PNG.write(Image(width: size, height: size, channels: 1, pixels: pixels),
-                          to: url("patch-features/maps/\(sample.split.rawValue)/\(sample.id).png"))
-        }
-        try json(["scale": Double(top)], "patch-features/maps.json")
+        try json(["scale": Double(scale)], "patch-features/maps.json")
     }
 
     /// bank-fit: the raw train vectors, the standardisation and the train statistics.
@@ -90,5 +85,16 @@ struct ArtifactWriter {
             [samples[i].split.rawValue, samples[i].id, "\(d.histogram[i])", "\(d.composition[i])", "\(d.patch[i])"]
         }
         try csv(header: ["split", "image", "histogram", "composition", "patch"], rows: rows, path)
+    }
+}
+
+/// Anomaly maps as 8-bit gray PNGs, all scaled by the largest value of the set.
+public enum MapImages {
+    public static func encode(_ maps: [[Float]], size: Int) throws -> (images: [Data], scale: Float) {
+        let top = max(maps.map { $0.max() ?? 0 }.max() ?? 0, .leastNormalMagnitude)
+        let images = try maps.map { map in
+            try PNG.encode(Image(width: size, height: size, channels: 1, pixels: map.map { UInt8(clamping: Int(($0 / top * 255).rounded())) }))
+        }
+        return (images, top)
     }
 }

@@ -56,39 +56,21 @@ public enum CategoryPipeline {
                            log: @escaping (String) -> Void = { _ in }) throws -> Result {
         var clock = StageRecorder(log: log)
         let out = artifacts.map(ArtifactWriter.init)
-        let category = try LocoCategory(root: categoryRoot)
-        let manifest = try CategoryManifest.load(categoryRoot: categoryRoot)
-        var prepSettings = manifest.preprocess
-        if let size = s.imageSize { prepSettings.targetSize = size }
-        let prep = Preprocessor(prepSettings)
-        let classes = manifest.classCount
-        let size = prep.targetSize
-
-        // preprocess
-        func load(_ split: Split) throws -> [Image] {
-            try category[split].map { prep.image(try readImage($0.url)) }
-        }
-        let train = try load(.train), good = try load(.testGood)
-        let logical = try load(.testLogical), structural = try load(.testStructural)
-        let testSamples = category[.testGood] + category[.testLogical] + category[.testStructural]
-        let types = manifest.productTypeIndex(ofTrain: category[.train], categoryRoot: categoryRoot)
-        var labelled: [SegmentationSample] = []
-        for label in manifest.fewShot.prefix(s.nShot) {
-            let native = try readImage(categoryRoot.appendingPathComponent(label.image))
-            let mask = try AnnotationImport.mask(for: label, manifest: manifest, categoryRoot: categoryRoot,
-                                                 imageWidth: native.width, imageHeight: native.height)
-            let position = category[.train].firstIndex { $0.url.lastPathComponent == (label.image as NSString).lastPathComponent }
-            labelled.append(SegmentationSample(image: prep.image(native), mask: prep.mask(mask), productType: position.flatMap { types[$0] }))
-            try out?.mask(prep.mask(mask), "preprocess/few_shot/\((label.image as NSString).lastPathComponent)")
+        let input = try CategoryInput(root: categoryRoot, imageSize: s.imageSize)
+        let category = input.category, manifest = input.manifest, classes = input.classes, size = input.size
+        let train = try input.images(.train), good = try input.images(.testGood)
+        let logical = try input.images(.testLogical), structural = try input.images(.testStructural)
+        let testSamples = input.testSamples
+        let types = input.productTypes
+        let labelled = try input.labelled(nShot: s.nShot)
+        for (label, sample) in zip(manifest.fewShot, labelled) {
+            try out?.mask(sample.mask!, "preprocess/few_shot/\((label.image as NSString).lastPathComponent)")
         }
         clock.lap("preprocess")
 
         // encoder taps, once per image
         let tests = good + logical + structural
-        func taps(_ images: [Image]) -> [[Int: Tensor]] {
-            images.map { backbone.features(ImageNormalization.imagenet($0.tensor()), strides: [4, 8, 16]) }
-        }
-        let trainTaps = taps(train), testTaps = taps(tests)
+        let trainTaps = CategoryInput.taps(train, backbone: backbone), testTaps = CategoryInput.taps(tests, backbone: backbone)
         clock.lap("encode")
 
         // patch-features (independent of the segmenter)
@@ -159,45 +141,10 @@ public enum CategoryPipeline {
             runs.append(run)
             clock.lap("evaluate[\(tag)]")
         }
-        let pixel = try pixelMetrics(category: category, prep: prep, patch: patch, goodCount: ng, size: size, fprLimit: s.fprLimit)
+        let pixel = try input.pixelMetrics(maps: patch.testMaps(size: size), fprLimit: s.fprLimit)
         clock.lap("pixel-metrics")
         let result = Result(category: category.name, runs: runs, pixel: pixel, stages: clock.records, peakIsPerStage: clock.peakIsPerStage)
         try out?.json(result, "result.json")
         return result
-    }
-
-    /// Pixel metrics in the preprocessed frame: anomaly maps at the
-    /// preprocessing size, ground-truth regions preprocessed like masks,
-    /// padding left out, absolute saturation thresholds rescaled by the area ratio.
-    static func pixelMetrics(category: LocoCategory, prep: Preprocessor, patch: PatchStage.Result, goodCount: Int,
-                             size: Int, fprLimit: Double) throws -> PixelMetrics.Result? {
-        let anomalousSamples = category[.testLogical] + category[.testStructural]
-        guard anomalousSamples.contains(where: { !$0.groundTruth.isEmpty }) else { return nil }
-        let native = try readImage(category[.testGood][0].url)
-        let (w, h) = prep.resizedSize(width: native.width, height: native.height)
-        let areaRatio = Double(w * h) / Double((native.width - 2 * prep.cropMargin) * (native.height - 2 * prep.cropMargin))
-        func map(_ i: Int) -> [Float] {
-            let full = AnomalyMap.from(patchDistances: patch.testPatchDistances[i], gridHeight: patch.gridHeight,
-                                       gridWidth: patch.gridWidth, height: size, width: size)
-            return (0..<h).flatMap { y in (0..<w).map { x in full.storage[y * size + x] } }
-        }
-        func unpadded(_ mask: Image) -> Image {
-            Image(width: w, height: h, channels: 1, pixels: (0..<h).flatMap { y in Array(mask.pixels[(y * size)..<(y * size + w)]) })
-        }
-        let goodMaps = (0..<goodCount).map(map)
-        let anomalous = try anomalousSamples.enumerated().map { k, sample in
-            PixelMetrics.AnomalousImage(map: map(goodCount + k),
-                                        regions: try sample.groundTruth.map { unpadded(prep.mask(try PNG.read($0, mode: .indices))) })
-        }
-        let defects = category.defects.map { d -> DefectConfig in
-            var scaled = d
-            if !d.relativeSaturation { scaled.saturationThreshold = d.saturationThreshold * areaRatio }
-            return scaled
-        }
-        return try PixelMetrics.compute(goodMaps: goodMaps, anomalous: anomalous, defects: defects, fprLimit: fprLimit)
-    }
-
-    static func readImage(_ url: URL) throws -> Image {
-        do { return try PNG.read(url).rgb() } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
     }
 }

@@ -13,6 +13,14 @@ public enum PatchStage {
         /// Per test image: each stride-8 patch's nearest distance, [gridHeight * gridWidth].
         public let testPatchDistances: [[Float]]
         public let gridHeight: Int, gridWidth: Int
+
+        /// Each test image's anomaly map at `size` x `size`: patch distances
+        /// upsampled bilinearly and blurred (SPEC-PSAD stage 4).
+        public func testMaps(size: Int) -> [[Float]] {
+            testPatchDistances.map {
+                AnomalyMap.from(patchDistances: $0, gridHeight: gridHeight, gridWidth: gridWidth, height: size, width: size).storage
+            }
+        }
     }
 
     /// Images are resized to `size` x `size` (256 in the reference) and normalised.

@@ -48,7 +48,7 @@ final class WorkerSession {
         var endpoint: String
         var worker: String
         var resources: WorkerResources
-        var kinds: [StageKind] = [.diagnostic]
+        var kinds: [StageKind] = [.diagnostic] + StageJobs.kinds
         var replyTimeoutSeconds = 5.0
     }
 
@@ -202,7 +202,7 @@ final class WorkerSession {
             let outcome: StageOutcome
             switch r.job.kind {
             case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched) { r.cancelled.load(ordering: .relaxed) }
-            default: outcome = StageOutcome(error: "this worker cannot run \(r.job.kind.rawValue) jobs", permanent: false)
+            default: outcome = StageJobs.run(r.job, inputs: fetched)
             }
             r.outcome.withLock { $0 = outcome }
             wakeup.signal()

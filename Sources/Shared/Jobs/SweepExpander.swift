@@ -60,27 +60,32 @@ public enum SweepExpander {
         let g = sweep.grid
         for category in sweep.categories {
             for size in g.imageSizes {
-                let prep = plan.add(.preprocess, category: category,
-                                    ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)])
+                // Where the images are: every stage that reads them carries it
+                // (already implied by its inputs' keys, so sharing is unchanged).
+                let data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
+                let prep = plan.add(.preprocess, category: category, data)
                 for backbone in g.backbones {
                     for fraction in g.lessNormalFractions {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             ["backbone": .string(backbone), "less_normal_fraction": .double(fraction)],
+                                             data.merging(["backbone": .string(backbone), "less_normal_fraction": .double(fraction)]) { a, _ in a },
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                             let segment = plan.add(.segmentTrain, category: category,
-                                                   ["backbone": .string(backbone), "n_shot": .int(nShot), "epochs": .int(epochs),
-                                                    "loss_set": .string(lossSet), "seed": .int(seed)],
+                                                   data.merging(["backbone": .string(backbone), "n_shot": .int(nShot), "epochs": .int(epochs),
+                                                                 "loss_set": .string(lossSet), "seed": .int(seed)]) { a, _ in a },
                                                    inputs: ["preprocessed": prep])
-                            let pseudo = plan.add(.pseudoLabel, category: category, [:], inputs: ["segmenter": segment])
+                            let pseudo = plan.add(.pseudoLabel, category: category, data.merging(["backbone": .string(backbone)]) { a, _ in a },
+                                                  inputs: ["segmenter": segment])
                             for unetEpochs in g.unetEpochs {
                                 let masks = unetEpochs == 0 ? pseudo
-                                    : plan.add(.unetTrain, category: category, ["unet_epochs": .int(unetEpochs), "seed": .int(seed)],
+                                    : plan.add(.unetTrain, category: category,
+                                               data.merging(["unet_epochs": .int(unetEpochs), "seed": .int(seed)]) { a, _ in a },
                                                inputs: ["pseudo_labels": pseudo])
                                 for epsilon in g.epsilons { for statistic in g.trainStatistics {
                                     let bank = plan.add(.bankFit, category: category,
-                                                        ["backbone": .string(backbone), "epsilon": .double(epsilon),
-                                                         "train_statistic": .string(statistic), "less_normal_fraction": .double(fraction)],
+                                                        data.merging(["backbone": .string(backbone), "epsilon": .double(epsilon),
+                                                                      "train_statistic": .string(statistic),
+                                                                      "less_normal_fraction": .double(fraction)]) { a, _ in a },
                                                         inputs: ["masks": masks, "preprocessed": prep])
                                     for memory in g.memoryTypes { for scale in g.scaleTypes {
                                         let evaluate = plan.add(.evaluate, category: category,
