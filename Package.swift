@@ -49,7 +49,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),
         .target(name: "Stages", dependencies: ["AtomicWrite", "Tensor", "Vision", "Models", "Anomaly"]),
-        .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto"),
+                                              .product(name: "Logging", package: "swift-log")]),
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
         .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift"),
                                                  .product(name: "Logging", package: "swift-log")]),

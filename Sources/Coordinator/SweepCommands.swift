@@ -4,7 +4,6 @@ import Foundation
 import Logging
 import Scheduler
 import Shared
-import Synchronization
 
 /// Where the coordinator keeps its state: `--state DIR`, or $PSAD_STATE, or ./state.
 struct StateOption: ParsableArguments {
@@ -37,30 +36,17 @@ struct Serve: ParsableCommand {
     var backoffSeconds = 1.0
 
     func run() throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["PSAD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
-        }
+        LogSetup.bootstrap()
         var settings = CoordinatorServer.Settings()
         settings.endpoint = bind
         settings.leaseSeconds = leaseSeconds
         settings.heartbeatSeconds = heartbeatSeconds
         settings.backoff = Backoff(base: backoffSeconds, cap: 60 * backoffSeconds, jitter: 0.5)
         let server = try CoordinatorServer(stateDirectory: state.url, settings: settings, logger: Logger(label: "psad-coordinator"))
-        let stop = StopFlag()
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.request() }
-            source.resume()
-            sources.append(source)
-        }
+        let stop = TerminationFlag()
         // The first line on stdout is the bound endpoint (scripts and tests read it).
         say("serving \(server.endpoint)")
         try server.run { stop.requested }
-        withExtendedLifetime(sources) {}
     }
 }
 
@@ -69,11 +55,6 @@ func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
-final class StopFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    var requested: Bool { value.load(ordering: .relaxed) }
-    func request() { value.store(true, ordering: .relaxed) }
-}
 
 struct Submit: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Add a sweep file's jobs (JSON; see ops/sweeps/).")
@@ -142,7 +123,8 @@ struct Resume: ParsableCommand {
             return kind
         }
         let store = try state.open()
-        for name in try sweep.map { [$0] } ?? store.sweepNames() {
+        let names = try sweep.map({ [$0] }) ?? store.sweepNames()
+        for name in names {
             let n = try store.resume(sweep: name, kinds: kinds.isEmpty ? nil : kinds)
             print("sweep \(name): \(n) jobs requeued")
         }

@@ -43,26 +43,13 @@ struct PSADWorker: ParsableCommand {
         }
         guard let coordinator else { throw ValidationError("give --coordinator ENDPOINT (or --describe)") }
         let name = id ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["PSAD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
-        }
+        LogSetup.bootstrap()
         var logger = Logger(label: "psad-worker")
         logger[metadataKey: "worker"] = "\(name)"
         let cacheURL = URL(fileURLWithPath: cache ?? NSTemporaryDirectory() + "psad-worker-cache")
-        let draining = DrainFlag()
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { draining.request() }
-            source.resume()
-            sources.append(source)
-        }
+        let draining = TerminationFlag()
         let session = try WorkerSession(settings: .init(endpoint: coordinator, worker: name, resources: resources),
                                         cache: try ArtifactStore(root: cacheURL), logger: logger, draining: draining)
         try session.run()
-        withExtendedLifetime(sources) {}
     }
 }

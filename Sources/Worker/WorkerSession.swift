@@ -29,13 +29,6 @@ final class Wakeup: @unchecked Sendable {
     }
 }
 
-/// Set from the SIGTERM handler; read by the session loop.
-final class DrainFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    var requested: Bool { value.load(ordering: .relaxed) }
-    func request() { value.store(true, ordering: .relaxed) }
-}
-
 /// A worker's side of the protocol (DESIGN.md, Worker): hello, then ask
 /// for a job, fetch its missing inputs into the local cache, run it on a
 /// compute thread while this thread heartbeats, upload its outputs in
@@ -66,13 +59,13 @@ final class WorkerSession {
     let socket: ZeroMQSocket
     let cache: ArtifactStore
     let logger: Logger
-    let draining: DrainFlag
+    let draining: TerminationFlag
     var heartbeatSeconds = 2.0
     var lastHeartbeat = Date.distantPast
     var running: Running?
     let wakeup: Wakeup
 
-    init(settings: Settings, cache: ArtifactStore, logger: Logger, draining: DrainFlag) throws {
+    init(settings: Settings, cache: ArtifactStore, logger: Logger, draining: TerminationFlag) throws {
         self.settings = settings
         self.cache = cache
         self.logger = logger

@@ -109,7 +109,9 @@ public final class ArtifactStore: @unchecked Sendable {
         let have = (try? FileManager.default.attributesOfItem(atPath: partial.path)[.size] as? NSNumber)??.intValue ?? 0
         guard offset == have else { throw ArtifactError.outOfOrder(hash: hash, expected: have, got: offset) }
         guard offset + chunk.count <= total else { throw ArtifactError.tooLarge(hash: hash, total: total) }
-        if offset == 0 { FileManager.default.createFile(atPath: partial.path, contents: nil) }
+        if offset == 0, !FileManager.default.createFile(atPath: partial.path, contents: nil) {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial.path])
+        }
         let handle = try FileHandle(forWritingTo: partial)
         try handle.seekToEnd()
         try handle.write(contentsOf: chunk)

@@ -1,0 +1,38 @@
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// Set when the process receives one of the given signals (SIGTERM and
+/// SIGINT by default), which are then no longer fatal: a serving loop reads
+/// the flag and stops or drains in its own time.
+public final class TerminationFlag: @unchecked Sendable {
+    private let value = Atomic<Bool>(false)
+    /// Kept alive with the flag; never changed after init (hence unchecked Sendable).
+    private var sources: [DispatchSourceSignal] = []
+
+    public init(signals: [Int32] = [SIGTERM, SIGINT]) {
+        var installed: [DispatchSourceSignal] = []
+        for sig in signals {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [weak self] in self?.value.store(true, ordering: .relaxed) }
+            source.resume()
+            installed.append(source)
+        }
+        sources = installed
+    }
+
+    public var requested: Bool { value.load(ordering: .relaxed) }
+}
+
+/// swift-log to standard error at the level `$PSAD_LOG` names (info by default).
+public enum LogSetup {
+    public static func bootstrap() {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["PSAD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+    }
+}
