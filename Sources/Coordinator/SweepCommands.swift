@@ -35,6 +35,22 @@ struct Serve: ParsableCommand {
     @Option(help: "First retry delay, seconds (doubles per attempt, with jitter).")
     var backoffSeconds = 1.0
 
+    @Option(help: "CURVE: this coordinator's secret key file (from `psad-coordinator keys`).")
+    var curveSecret: String?
+
+    @Option(help: "CURVE: the workers admitted: a public key file, or a folder of *.pub files.")
+    var allow: String?
+
+    @Flag(help: "Serve a non-local endpoint without CURVE (anyone who reaches the port may take jobs).")
+    var insecure = false
+
+    func validate() throws {
+        if (curveSecret == nil) != (allow == nil) { throw ValidationError("--curve-secret and --allow go together") }
+        if curveSecret == nil, !insecure, !isLocalEndpoint(bind) {
+            throw ValidationError("\(bind) is reachable from other machines: give --curve-secret and --allow (keys from `psad-coordinator keys`), or --insecure")
+        }
+    }
+
     func run() throws {
         LogSetup.bootstrap()
         var settings = CoordinatorServer.Settings()
@@ -42,6 +58,9 @@ struct Serve: ParsableCommand {
         settings.leaseSeconds = leaseSeconds
         settings.heartbeatSeconds = heartbeatSeconds
         settings.backoff = Backoff(base: backoffSeconds, cap: 60 * backoffSeconds, jitter: 0.5)
+        if let curveSecret, let allow {
+            settings.curve = (try CurveKeyPair.load(secretFile: curveSecret), try CurveKeyPair.publicKeys(at: allow))
+        }
         let server = try CoordinatorServer(stateDirectory: state.url, settings: settings, logger: Logger(label: "psad-coordinator"))
         let stop = TerminationFlag()
         // The first line on stdout is the bound endpoint (scripts and tests read it).
@@ -200,6 +219,25 @@ struct Results: ParsableCommand {
             } else {
                 say("\(row.category),\(row.metric),\(row.value),\"\(row.setting.replacingOccurrences(of: "\"", with: "\"\""))\"")
             }
+        }
+    }
+}
+
+struct Keys: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make CURVE key pairs: NAME.key (secret) and NAME.pub in a folder.")
+    @Option(help: "Folder for the key files.") var out = "keys"
+    @Argument(help: "Names, e.g. coordinator worker-1 worker-2.") var names: [String]
+
+    func validate() throws {
+        for name in names where name.isEmpty || !name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) || name.hasPrefix(".") {
+            throw ValidationError("'\(name)': use letters, digits, '-', '_' and '.'")
+        }
+    }
+
+    func run() throws {
+        for name in names {
+            try CurveKeyPair.generate().write(to: URL(fileURLWithPath: out), name: name)
+            say("\(out)/\(name).key (secret), \(out)/\(name).pub")
         }
     }
 }

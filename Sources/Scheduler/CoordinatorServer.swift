@@ -17,6 +17,8 @@ public final class CoordinatorServer {
         /// How long an idle worker waits before asking again.
         public var retryAfterSeconds = 0.2
         public var backoff = Backoff()
+        /// CURVE: the coordinator's key pair and the workers' public keys it admits.
+        public var curve: (keys: CurveKeyPair, allowed: Set<String>)?
         public init() {}
     }
 
@@ -30,6 +32,7 @@ public final class CoordinatorServer {
     public let artifacts: ArtifactStore
     let settings: Settings
     let socket: ZeroMQSocket
+    let authenticator: ZapAuthenticator?
     let logger: Logger
     var peers: [Data: Peer] = [:]
 
@@ -40,9 +43,18 @@ public final class CoordinatorServer {
         artifacts = try ArtifactStore(root: stateDirectory)
         self.settings = settings
         self.logger = logger
-        socket = try ZeroMQSocket(try ZeroMQContext(), .router)
+        let context = try ZeroMQContext()
+        if let curve = settings.curve {
+            authenticator = try ZapAuthenticator(context: context, allowed: curve.allowed, logger: logger)
+        } else {
+            authenticator = nil
+        }
+        socket = try ZeroMQSocket(context, .router)
+        if let curve = settings.curve { try socket.makeCurveServer(secretKey: curve.keys.secretKey) }
         try socket.bind(settings.endpoint)
     }
+
+    deinit { authenticator?.stop() }
 
     /// The bound endpoint (with the port chosen when the endpoint said `*`).
     public var endpoint: String { socket.lastEndpoint }

@@ -32,6 +32,22 @@ struct PSADWorker: ParsableCommand {
     @Flag(help: "Print the resources this worker announces, as JSON, and exit.")
     var describe = false
 
+    @Option(help: "CURVE: the coordinator's public key file.")
+    var curveServerKey: String?
+
+    @Option(help: "CURVE: this worker's secret key file (its public key must be on the coordinator's allowlist).")
+    var curveSecret: String?
+
+    @Flag(help: "Connect to a non-local endpoint without CURVE.")
+    var insecure = false
+
+    func validate() throws {
+        if (curveServerKey == nil) != (curveSecret == nil) { throw ValidationError("--curve-server-key and --curve-secret go together") }
+        if let coordinator, curveSecret == nil, !insecure, !isLocalEndpoint(coordinator) {
+            throw ValidationError("\(coordinator) is on another machine: give --curve-server-key and --curve-secret, or --insecure")
+        }
+    }
+
     func run() throws {
         var resources = WorkerResources.detect(tags: tags)
         if let memoryMib { resources.memoryBytes = UInt64(max(0, memoryMib)) << 20 }
@@ -48,7 +64,11 @@ struct PSADWorker: ParsableCommand {
         logger[metadataKey: "worker"] = "\(name)"
         let cacheURL = URL(fileURLWithPath: cache ?? NSTemporaryDirectory() + "psad-worker-cache")
         let draining = TerminationFlag()
-        let session = try WorkerSession(settings: .init(endpoint: coordinator, worker: name, resources: resources),
+        var settings = WorkerSession.Settings(endpoint: coordinator, worker: name, resources: resources)
+        if let curveServerKey, let curveSecret {
+            settings.curve = (try CurveKeyPair.readKey(curveServerKey), try CurveKeyPair.load(secretFile: curveSecret))
+        }
+        let session = try WorkerSession(settings: settings,
                                         cache: try ArtifactStore(root: cacheURL), logger: logger, draining: draining)
         try session.run()
     }

@@ -43,6 +43,8 @@ final class WorkerSession {
         var resources: WorkerResources
         var kinds: [StageKind] = [.diagnostic] + StageJobs.kinds
         var replyTimeoutSeconds = 5.0
+        /// CURVE: the coordinator's public key and this worker's key pair.
+        var curve: (serverKey: String, keys: CurveKeyPair)?
     }
 
     final class Running: @unchecked Sendable {
@@ -73,6 +75,7 @@ final class WorkerSession {
         wakeup = try Wakeup()
         socket = try ZeroMQSocket(try ZeroMQContext(), .dealer)
         try socket.setIdentity("\(settings.worker)-\(UUID().uuidString.prefix(8))")
+        if let curve = settings.curve { try socket.makeCurveClient(serverKey: curve.serverKey, keys: curve.keys) }
         try socket.connect(settings.endpoint)
     }
 

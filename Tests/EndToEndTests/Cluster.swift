@@ -43,11 +43,11 @@ final class Cluster {
 
     /// Starts (or restarts) the coordinator on a free loopback port (the
     /// same port again on a restart) and waits for its endpoint line.
-    func startCoordinator() throws {
+    func startCoordinator(_ extra: [String] = []) throws {
         let bind = endpoint.isEmpty ? "tcp://127.0.0.1:*" : endpoint
         let (p, out) = try process("psad-coordinator", ["serve", "--state", state.url.path, "--bind", bind,
                                                         "--lease-seconds", "\(leaseSeconds)", "--heartbeat-seconds", "\(leaseSeconds / 5)",
-                                                        "--backoff-seconds", "0.2"], log: "coordinator-\(logs.count)")
+                                                        "--backoff-seconds", "0.2"] + extra, log: "coordinator-\(logs.count)")
         coordinator = p
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
@@ -66,9 +66,9 @@ final class Cluster {
         c.waitUntilExit()
     }
 
-    func startWorker(_ name: String) throws {
+    func startWorker(_ name: String, _ extra: [String] = []) throws {
         let (p, _) = try process("psad-worker", ["--coordinator", endpoint, "--id", name,
-                                                 "--cache", state.url.appendingPathComponent("cache-\(name)").path], log: "worker-\(name)")
+                                                 "--cache", state.url.appendingPathComponent("cache-\(name)").path] + extra, log: "worker-\(name)")
         workers[name] = p
     }
 
@@ -78,10 +78,10 @@ final class Cluster {
 
     /// Runs a coordinator CLI command against the state directory; its stdout.
     @discardableResult
-    func command(_ arguments: [String]) throws -> String {
+    func command(_ arguments: [String], withState: Bool = true) throws -> String {
         let p = Process()
         p.executableURL = Self.binaries.appendingPathComponent("psad-coordinator")
-        p.arguments = arguments + ["--state", state.url.path]
+        p.arguments = arguments + (withState ? ["--state", state.url.path] : [])
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

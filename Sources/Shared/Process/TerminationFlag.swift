@@ -24,6 +24,9 @@ public final class TerminationFlag: @unchecked Sendable {
     }
 
     public var requested: Bool { value.load(ordering: .relaxed) }
+
+    /// Sets the flag from code (as a signal would).
+    public func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// swift-log to standard error at the level `$PSAD_LOG` names (info by default).

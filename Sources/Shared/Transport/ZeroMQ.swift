@@ -34,7 +34,7 @@ public final class ZeroMQContext: @unchecked Sendable {
 /// Owns one zmq socket. Not thread-safe (as zmq sockets are not): use it
 /// from one thread at a time.
 public final class ZeroMQSocket: @unchecked Sendable {
-    public enum Kind { case router, dealer }
+    public enum Kind { case router, dealer, reply }
 
     let context: ZeroMQContext
     let handle: UnsafeMutableRawPointer
@@ -43,7 +43,8 @@ public final class ZeroMQSocket: @unchecked Sendable {
     public static let maximumMessageBytes: Int64 = 8 << 20
 
     public init(_ context: ZeroMQContext, _ kind: Kind) throws {
-        guard let handle = zmq_socket(context.handle, kind == .router ? ZMQ_ROUTER : ZMQ_DEALER) else {
+        let type = switch kind { case .router: ZMQ_ROUTER; case .dealer: ZMQ_DEALER; case .reply: ZMQ_REP }
+        guard let handle = zmq_socket(context.handle, type) else {
             throw ZeroMQError("zmq_socket")
         }
         self.context = context
