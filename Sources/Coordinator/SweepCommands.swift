@@ -84,7 +84,11 @@ struct Submit: ParsableCommand {
         let url = URL(fileURLWithPath: sweep)
         let parsed = try Sweep.load(url)
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
-        print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued")
+        if summary.alreadySubmitted {
+            print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
+        } else {
+            print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued")
+        }
     }
 }
 

@@ -33,6 +33,8 @@ public final class JobStore: Sendable {
         public var reused = 0
         /// Jobs already known and not done (queued, running, failed ...).
         public var existing = 0
+        /// The same sweep file was submitted before: nothing was added.
+        public var alreadySubmitted = false
     }
 
     public enum StoreError: Error, CustomStringConvertible, Equatable {
@@ -46,7 +48,7 @@ public final class JobStore: Sendable {
             case .unknownSweep(let s): "no sweep named '\(s)'"
             case .unknownJob(let k): "no job whose key starts with '\(k)'"
             case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"
-            case .sweepExists(let s): "a sweep named '\(s)' was already submitted (resume it, or rename the new one)"
+            case .sweepExists(let s): "a different sweep named '\(s)' was already submitted (rename the new one)"
             }
         }
     }
@@ -60,8 +62,15 @@ public final class JobStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return try pool.write { db in
-            if try Int.fetchOne(db, sql: "SELECT 1 FROM sweep WHERE name = ?", arguments: [sweep.name]) != nil {
-                throw StoreError.sweepExists(sweep.name)
+            if let previous = try String.fetchOne(db, sql: "SELECT file FROM sweep WHERE name = ?", arguments: [sweep.name]) {
+                // The same file again is a no-op (a demo or a nightly run submits every time).
+                guard previous == file else { throw StoreError.sweepExists(sweep.name) }
+                var summary = SubmitSummary(sweep: sweep.name, jobs: plan.jobs.count, alreadySubmitted: true)
+                for job in plan.jobs {
+                    let state = try String.fetchOne(db, sql: "SELECT state FROM job WHERE key = ?", arguments: [job.key.hex])
+                    if state == JobState.done.rawValue { summary.reused += 1 } else { summary.existing += 1 }
+                }
+                return summary
             }
             try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
                            arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now])

@@ -167,6 +167,8 @@ import Shared
         let reopened = try JobStore(path: store.path)
         let status = try reopened.status(sweep: "d")[0]
         #expect(status.count(.done) == 1 && status.count(.ready) == 2)
-        #expect(throws: JobStore.StoreError.sweepExists("d")) { try reopened.submit(Self.diagnostic("d", jobs: 1), file: "{}") }
+        #expect(throws: JobStore.StoreError.sweepExists("d")) { try reopened.submit(Self.diagnostic("d", jobs: 1), file: "{other}") }
+        let again = try reopened.submit(Self.diagnostic("d", jobs: 3), file: "{}")
+        #expect(again.alreadySubmitted && again.reused == 1 && again.existing == 2 && again.created == 0)
     }
 }
