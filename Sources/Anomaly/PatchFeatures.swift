@@ -35,7 +35,9 @@ public struct PatchMemory: Sendable {
     public let imageRows: [Range<Int>]
     public static let neighbours = 9
 
-    public init(trainPatches: [Tensor], queryChunk: Int = 512, memoryChunk: Int = 4096) {
+    /// - Parameter coreset: keep only this many patches, chosen by the greedy
+    ///   k-center coreset (``Coreset``); nil keeps every patch (the reference).
+    public init(trainPatches: [Tensor], coreset: Int? = nil, seed: UInt64 = 0, queryChunk: Int = 512, memoryChunk: Int = 4096) {
         precondition(!trainPatches.isEmpty)
         let d = trainPatches[0].shape[1]
         var rows: [Range<Int>] = [], storage: [Float] = [], start = 0
@@ -45,8 +47,25 @@ public struct PatchMemory: Sendable {
             start += t.shape[0]
             storage += t.storage
         }
+        var memory = Tensor(shape: [start, d], storage: storage)
+        if let coreset, coreset < start {
+            let kept = Coreset.greedyKCenter(memory, count: coreset, seed: seed)
+            // Kept rows stay in order, so each image's rows stay contiguous.
+            var subset = [Float](), ranges: [Range<Int>] = [], position = 0
+            subset.reserveCapacity(kept.count * d)
+            for range in rows {
+                let first = position
+                while position < kept.count && kept[position] < range.upperBound {
+                    subset += storage[(kept[position] * d)..<((kept[position] + 1) * d)]
+                    position += 1
+                }
+                ranges.append(first..<position)
+            }
+            memory = Tensor(shape: [kept.count, d], storage: subset)
+            rows = ranges
+        }
         imageRows = rows
-        index = NearestNeighbors(memory: Tensor(shape: [start, d], storage: storage), queryChunk: queryChunk, memoryChunk: memoryChunk)
+        index = NearestNeighbors(memory: memory, queryChunk: queryChunk, memoryChunk: memoryChunk)
     }
 
     /// The image score and each patch's nearest distance (for the anomaly

@@ -27,6 +27,9 @@ public enum CategoryPipeline {
         /// Overrides the manifest's target size when set.
         public var imageSize: Int?
         public var fprLimit = 0.05
+        /// Share of the train patches kept in PatchCore's memory (greedy
+        /// k-center coreset); 1 keeps all, as the reference does.
+        public var coresetFraction = 1.0
         public init() {}
 
         var effectiveLossSets: [LossSet] { lossSets.isEmpty ? [segment.lossSet] : lossSets }
@@ -74,7 +77,7 @@ public enum CategoryPipeline {
         clock.lap("encode")
 
         // patch-features (independent of the segmenter)
-        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps)
+        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: s.coresetFraction, seed: s.segment.seed)
         try out?.patch(patch, train: category[.train], test: testSamples, size: size)
         clock.lap("patch-features")
 

@@ -36,6 +36,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Threads for the kernels and OpenBLAS.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(help: "Share of train patches kept in PatchCore's memory (greedy k-center coreset; 1 = all, the reference).")
+    var coreset = 1.0
+
     @Option(help: "Seed.")
     var seed: UInt64 = 0
 
@@ -52,6 +55,7 @@ struct MethodCommand: ParsableCommand {
         if let imageSize, imageSize < 32 { throw ValidationError("--image-size must be at least 32, not \(imageSize)") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard epsilon > 0 else { throw ValidationError("--epsilon must be positive") }
+        guard coreset > 0 && coreset <= 1 else { throw ValidationError("--coreset must be in (0, 1]") }
     }
 
     func run() throws {
@@ -72,6 +76,7 @@ struct MethodCommand: ParsableCommand {
         settings.unet.seed = seed
         settings.imageSize = imageSize
         settings.bank.epsilon = epsilon
+        settings.coresetFraction = coreset
         let backbone = try EfficientNetLite.pretrainedLite0()
         let result = try CategoryPipeline.run(categoryRoot: URL(fileURLWithPath: category), backbone: backbone, settings: settings,
                                               artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {

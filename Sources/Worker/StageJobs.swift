@@ -169,7 +169,8 @@ enum StageJobs {
         let train = try input.images(.train)
         let kept = memorySubset(train.count, fraction: try job.double("less_normal_fraction"))
         let patch = PatchStage.run(trainTaps: CategoryInput.taps(Array(train.prefix(kept)), backbone: backbone),
-                                   testTaps: CategoryInput.taps(try input.testImages(), backbone: backbone))
+                                   testTaps: CategoryInput.taps(try input.testImages(), backbone: backbone),
+                                   coresetFraction: try job.double("coreset_fraction"))
         let maps = patch.testMaps(size: input.size)
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: 0.05)
         var out = StageOutcome()

@@ -91,7 +91,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction)")) {
             try parse(text)
         }
     }

@@ -29,6 +29,8 @@ public struct Sweep: Equatable, Sendable {
         public var unetEpochs = [0]
         public var epsilons = [1e-6]
         public var trainStatistics = ["leave-one-out"]
+        /// Share of train patches in PatchCore's memory (greedy k-center coreset; 1 = all).
+        public var coresetFractions = [1.0]
         public init() {}
     }
 
@@ -90,7 +92,7 @@ extension Sweep {
         if let g = top["grid"] {
             guard let grid = g as? [String: Any] else { throw reader.error("grid", "must be an object") }
             let fields = ["n_shot", "memory_types", "scale_types", "seeds", "backbone", "image_size", "epochs",
-                          "loss_set", "less_normal_fraction", "unet_epochs", "epsilon", "train_statistic"]
+                          "loss_set", "less_normal_fraction", "unet_epochs", "epsilon", "train_statistic", "coreset_fraction"]
             try reader.only(grid, fields, at: "grid.")
             var d = Grid()
             d.nShot = try reader.ints(grid, "n_shot", path: "grid.n_shot", default: d.nShot, atLeast: 1)
@@ -117,6 +119,9 @@ extension Sweep {
             d.epsilons = try reader.doubles(grid, "epsilon", path: "grid.epsilon", default: d.epsilons) { $0 > 0 ? nil : "\($0) is not positive" }
             d.trainStatistics = try reader.strings(grid, "train_statistic", path: "grid.train_statistic", default: d.trainStatistics) {
                 ["leave-one-out", "reference"].contains($0) ? nil : "'\($0)' is not leave-one-out or reference"
+            }
+            d.coresetFractions = try reader.doubles(grid, "coreset_fraction", path: "grid.coreset_fraction", default: d.coresetFractions) {
+                $0 > 0 && $0 <= 1 ? nil : "\($0) is not in (0, 1]"
             }
             sweep.grid = d
         }

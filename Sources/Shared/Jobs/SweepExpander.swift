@@ -65,9 +65,10 @@ public enum SweepExpander {
                 let data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
                 let prep = plan.add(.preprocess, category: category, data)
                 for backbone in g.backbones {
-                    for fraction in g.lessNormalFractions {
+                    for fraction in g.lessNormalFractions { for coreset in g.coresetFractions {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             data.merging(["backbone": .string(backbone), "less_normal_fraction": .double(fraction)]) { a, _ in a },
+                                             data.merging(["backbone": .string(backbone), "less_normal_fraction": .double(fraction),
+                                                           "coreset_fraction": .double(coreset)]) { a, _ in a },
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                             let segment = plan.add(.segmentTrain, category: category,
@@ -95,12 +96,13 @@ public enum SweepExpander {
                                             "image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
                                             "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
                                             "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
-                                            "memory_type": .string(memory), "scale_type": .string(scale)]))
+                                            "memory_type": .string(memory), "scale_type": .string(scale),
+                                            "coreset_fraction": .double(coreset)]))
                                     } }
                                 } }
                             }
                         } } } }
-                    }
+                    } }
                 }
             }
         }
