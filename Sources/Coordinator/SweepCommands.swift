@@ -207,13 +207,15 @@ struct CollectGarbage: ParsableCommand {
 }
 
 struct Results: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "A sweep's metrics per category and setting (CSV, or JSON lines).")
+    static let configuration = CommandConfiguration(abstract: "A sweep's metrics per category and setting (CSV, JSON lines, or a table).")
     @OptionGroup var state: StateOption
     @Argument(help: "The sweep.") var sweep: String
     @Flag(help: "One JSON object per line instead of CSV.") var json = false
+    @Flag(help: "Image AUROC (LA / SA, %) per category and memory/scale type, with the mean.") var table = false
 
     func run() throws {
         let rows = try state.open().results(sweep: sweep)
+        if table { return say(Self.table(rows)) }
         if !json { say("category,metric,value,setting") }
         for row in rows {
             if json {
@@ -224,6 +226,38 @@ struct Results: ParsableCommand {
                 say("\(row.category),\(row.metric),\(row.value),\"\(row.setting.replacingOccurrences(of: "\"", with: "\"\""))\"")
             }
         }
+    }
+
+    /// Markdown: a row per category, a column pair (LA, SA) per memory/scale
+    /// type; settings that differ otherwise are averaged over.
+    static func table(_ rows: [(category: String, setting: String, metric: String, value: Double)]) -> String {
+        var cells: [String: [String: [String: [Double]]]] = [:]   // category -> column -> metric -> values
+        var columns: [String] = []
+        for row in rows where row.metric == "logical_auroc" || row.metric == "structural_auroc" {
+            let setting = (try? JSONSerialization.jsonObject(with: Data(row.setting.utf8))) as? [String: Any] ?? [:]
+            let column = "\(setting["memory_type"] ?? "?")/\(setting["scale_type"] ?? "?")"
+            if !columns.contains(column) { columns.append(column) }
+            cells[row.category, default: [:]][column, default: [:]][row.metric, default: []].append(row.value)
+        }
+        columns.sort()
+        func mean(_ v: [Double]?) -> Double? { v.flatMap { $0.isEmpty ? nil : $0.reduce(0, +) / Double($0.count) } }
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f", 100 * $0) } ?? "-" }
+        var lines = ["| category | " + columns.map { "\($0) LA | \($0) SA" }.joined(separator: " | ") + " |",
+                     "|---|" + String(repeating: "---:|", count: 2 * columns.count)]
+        var sums = [String: [String: [Double]]]()
+        for category in cells.keys.sorted() {
+            var line = "| \(category) |"
+            for column in columns {
+                for metric in ["logical_auroc", "structural_auroc"] {
+                    let v = mean(cells[category]?[column]?[metric])
+                    if let v { sums[column, default: [:]][metric, default: []].append(v) }
+                    line += " \(pct(v)) |"
+                }
+            }
+            lines.append(line)
+        }
+        lines.append("| **mean** |" + columns.map { c in ["logical_auroc", "structural_auroc"].map { " **\(pct(mean(sums[c]?[$0])))** |" }.joined() }.joined())
+        return lines.joined(separator: "\n")
     }
 }
 

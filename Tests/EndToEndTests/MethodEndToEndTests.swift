@@ -25,6 +25,8 @@ import Vision
         // 6 evaluate jobs x (logical, structural, mean AUROC, pixel AUROC, sPRO).
         #expect(results.count == 1 + 6 * 5, "\(results)")
         #expect(results.contains { $0.hasPrefix("pin_grid,logical_auroc,") })
+        let table = try cluster.command(["results", "m", "--table"])
+        #expect(table.contains("| category | h/max LA | h/max SA | hcp/max LA |") && table.contains("| pin_grid |") && table.contains("| **mean** |"), "\(table)")
         // A second identical sweep reuses every job.
         try cluster.submit("""
             {"name": "again", "dataset": "\(data.path)", "categories": ["pin_grid"],
