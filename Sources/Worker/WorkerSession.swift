@@ -160,7 +160,14 @@ final class WorkerSession {
     func waitFor(_ wanted: (WireMessage) -> Bool, resend: () throws -> Void) throws -> WireMessage {
         var deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
         while true {
-            if let m = try pump(timeoutMilliseconds: 50), wanted(m) { return m }
+            if let m = try pump(timeoutMilliseconds: 50) {
+                if wanted(m) { return m }
+                // Welcomed again after a coordinator restart: the request it never answered goes again now.
+                if case .welcome = m {
+                    try resend()
+                    deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+                }
+            }
             if Date() > deadline {
                 logger.warning("no answer from the coordinator; asking again")
                 try resend()
