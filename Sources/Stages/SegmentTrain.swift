@@ -114,22 +114,16 @@ public enum SegmentTrain {
                     partners.append((sameType.isEmpty ? pool : sameType)[rng.int(0...((sameType.isEmpty ? pool : sameType).count - 1))])
                 }
                 let tape = Tape()
-                let n = chosen.count
-                let zl = tape.resizeBilinear(head.logits(tape.constant(stack(chosen.map(\.input))), on: tape),
-                                             height: size, width: size, alignCorners: true)
+                // The losses take the stride-4 logits and upsample inside (fused, SegmentationLoss.supervisedUpsampled).
                 let labels = chosen.flatMap { $0.labels! }
-                let onehot = Tensor.oneHot(labels, batch: n, height: size, width: size, classes: classes)
-                var terms = [(tape.crossEntropy(logits: zl, labels: labels), Float(10)),
-                             (tape.dice(probabilities: tape.softmaxChannels(zl), target: onehot), Float(1))]
+                var terms = [(tape.supervisedUpsampledLoss(logits: head.logits(tape.constant(stack(chosen.map(\.input))), on: tape),
+                                                           labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1), Float(1))]
                 if unsupervised {
-                    let zu = tape.resizeBilinear(head.logits(tape.constant(stack(partners.map(\.input))), on: tape),
-                                                 height: size, width: size, alignCorners: true)
-                    let q = tape.softmaxChannels(zu)
-                    terms.append((tape.entropy(probabilities: q), 10))
-                    if p.lossSet == .supEntropyHistogram {
-                        let fractions = Tensor(shape: [n, classes], storage: chosen.flatMap { $0.fractions!.storage })
-                        terms.append((tape.histogramMatching(probabilities: q, targetFractions: fractions, classes: histogram), 1))
-                    }
+                    let fractions = p.lossSet == .supEntropyHistogram
+                        ? Tensor(shape: [chosen.count, classes], storage: chosen.flatMap { $0.fractions!.storage }) : nil
+                    terms.append((tape.unsupervisedUpsampledLoss(logits: head.logits(tape.constant(stack(partners.map(\.input))), on: tape),
+                                                                 height: size, width: size, entropyWeight: 10, fractions: fractions,
+                                                                 histogramClasses: histogram, histogramWeight: 1), 1))
                 }
                 let loss = tape.weightedSum(terms)
                 tape.backward(from: loss)

@@ -52,3 +52,22 @@ import TestSupport
                             rtol: 1e-4, atol: 1e-6) == nil)
     }
 }
+
+extension VectorMathTests {
+    @Test func logIsWithinTwoUlpOfDoublePrecision() {
+        var worst = 0.0
+        var x: Float = 1e-30
+        while x < 1e30 {
+            let lanes = VectorMath.Lanes((0..<16).map { x * (1 + Float($0) * 0.013) })
+            let got = VectorMath.log(lanes)
+            for j in 0..<16 {
+                let want = Foundation.log(Double(lanes[j]))
+                worst = max(worst, abs(Double(got[j]) - want) / max(abs(want), 1e-3))
+            }
+            x *= 1.37
+        }
+        #expect(worst < 3e-7, "largest relative error \(worst)")
+        #expect(VectorMath.log(VectorMath.Lanes(repeating: 1))[0] == 0)
+        #expect(abs(VectorMath.log(VectorMath.Lanes(repeating: 1e-5))[0] - Float(Foundation.log(1e-5))) < 1e-5)
+    }
+}

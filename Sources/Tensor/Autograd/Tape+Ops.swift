@@ -92,6 +92,23 @@ extension Tape {
                  input: probabilities)
     }
 
+    /// ceWeight L_ce + diceWeight L_dice of coarse logits upsampled to
+    /// `height x width` (fused; see ``SegmentationLoss/supervisedUpsampled``).
+    public func supervisedUpsampledLoss(logits: Variable, labels: [Int32], height: Int, width: Int,
+                                        ceWeight: Float, diceWeight: Float) -> Variable {
+        lossNode(SegmentationLoss.supervisedUpsampled(logits: logits.value, labels: labels, height: height, width: width,
+                                                      ceWeight: ceWeight, diceWeight: diceWeight), input: logits)
+    }
+
+    /// entropyWeight L_H (+ histogramWeight L_hist when `fractions` is given)
+    /// of coarse logits upsampled to `height x width` (fused).
+    public func unsupervisedUpsampledLoss(logits: Variable, height: Int, width: Int, entropyWeight: Float,
+                                          fractions: Tensor?, histogramClasses: [Int], histogramWeight: Float) -> Variable {
+        lossNode(SegmentationLoss.unsupervisedUpsampled(logits: logits.value, height: height, width: width, entropyWeight: entropyWeight,
+                                                        fractions: fractions, histogramClasses: histogramClasses,
+                                                        histogramWeight: histogramWeight), input: logits)
+    }
+
     private func lossNode(_ result: (value: Float, gradient: Tensor), input: Variable) -> Variable {
         record(Tensor(shape: [1], storage: [result.value]), inputs: [input]) { g in
             input.accumulate(result.gradient * g.storage[0])

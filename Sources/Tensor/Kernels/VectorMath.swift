@@ -31,6 +31,35 @@ public enum VectorMath {
         return y * unsafeBitCast(exponent, to: Lanes.self)
     }
 
+    /// Natural logarithm (Cephes' `logf`: the exponent from the bits, the
+    /// mantissa folded into [sqrt(1/2), sqrt(2)), a degree-8 polynomial);
+    /// within 2 ulp of libm for positive normal inputs. Inputs at or below
+    /// the smallest normal float are treated as that value.
+    @inlinable @inline(__always)
+    public static func log(_ value: Lanes) -> Lanes {
+        let x0 = max(value, Lanes(repeating: .leastNormalMagnitude))
+        let bits = unsafeBitCast(x0, to: SIMD16<Int32>.self)
+        var e = Lanes(((bits &>> 23) & 0xff) &- 126)
+        var m = unsafeBitCast((bits & Int32(bitPattern: 0x807f_ffff)) | 0x3f00_0000, to: Lanes.self)   // [0.5, 1)
+        let small = m .< Lanes(repeating: 0.707_106_781_186_547_524)
+        e = e.replacing(with: e - 1, where: small)
+        m = m.replacing(with: m + m - 1, where: small).replacing(with: m - 1, where: .!small)
+        let z = m * m
+        var y = Lanes(repeating: 7.037_683_629_2e-2)
+        y = y * m - 1.151_461_031_0e-1
+        y = y * m + 1.167_699_874_0e-1
+        y = y * m - 1.242_014_084_6e-1
+        y = y * m + 1.424_932_278_7e-1
+        y = y * m - 1.666_805_766_5e-1
+        y = y * m + 2.000_071_476_5e-1
+        y = y * m - 2.499_999_399_3e-1
+        y = y * m + 3.333_333_117_4e-1
+        y = y * m * z
+        y = y - 2.121_944_40e-4 * e
+        y = y - 0.5 * z
+        return m + y + 0.693_359_375 * e
+    }
+
     /// Lane-wise maximum (NaN handling aside, as `Swift.max`). The standard
     /// library's `pointwiseMax` goes lane by lane through memory; a compare
     /// and select stays in registers.
