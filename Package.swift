@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport"]),
         // Starts the built psad-coordinator and psad-worker binaries.
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", .target(name: "Coordinator"), .target(name: "Worker")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", .target(name: "Coordinator"), .target(name: "Worker")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
     ]
 )
