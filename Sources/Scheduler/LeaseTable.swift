@@ -53,20 +53,20 @@ extension JobStore {
         guard !kinds.isEmpty else { return nil }
         return try pool.write { db in
             let marks = kinds.map { _ in "?" }.joined(separator: ",")
-            guard let row = try Row.fetchOne(db, sql: """
+            guard let row = try Row.fetchOne(db, cached: """
                 SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
                 WHERE state = 'ready' AND kind IN (\(marks)) ORDER BY priority DESC, seq LIMIT 1
                 """, arguments: StatementArguments(kinds)) else { return nil }
             let key: String = row["key"]
-            try db.execute(sql: "INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
+            try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
                            arguments: [key, worker, now])
             let token = db.lastInsertedRowID
-            try db.execute(sql: "UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
-            try db.execute(sql: "INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
+            try db.run("UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
+            try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
                            arguments: [key, token, worker, now + leaseSeconds])
             var inputs: [String: [String: String]] = [:]
-            for edge in try Row.fetchAll(db, sql: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
-                let outputs = try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
+            for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
+                let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
                 inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
             }
             return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
@@ -77,7 +77,7 @@ extension JobStore {
     /// The job `token` holds the lease of, if it still does.
     public func leasedJob(token: Int64) throws -> JobKey? {
         try pool.read { db in
-            try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]).flatMap(JobKey.init(hex:))
+            try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]).flatMap(JobKey.init(hex:))
         }
     }
 
@@ -85,7 +85,7 @@ extension JobStore {
     /// job's lease (the worker should drop the job).
     public func heartbeat(token: Int64, now: Double, leaseSeconds: Double) throws -> Bool {
         try pool.write { db in
-            try db.execute(sql: "UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
+            try db.run("UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
             return db.changesCount == 1
         }
     }
@@ -95,30 +95,30 @@ extension JobStore {
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
                          now: Double) throws -> Report {
         try pool.write { db in
-            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
-                try db.execute(sql: "UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'",
+            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+                try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'",
                                arguments: [now, token])
                 return .stale
             }
-            try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
-            try db.execute(sql: "UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.execute(sql: "UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+            try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+            try db.run("UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
+            try db.run("UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
             for (name, artifact) in outputs {
-                try db.execute(sql: "INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)",
+                try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)",
                                arguments: [artifact.hash, artifact.size, now])
-                try db.execute(sql: "INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)",
+                try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)",
                                arguments: [key, name, artifact.hash])
             }
             for (metric, value) in metrics {
-                try db.execute(sql: """
+                try db.run("""
                     INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
                     SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
                     """, arguments: [metric, value, key])
             }
-            try db.execute(sql: """
+            try db.run("""
                 UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)
                 """, arguments: [key])
-            try db.execute(sql: """
+            try db.run("""
                 UPDATE job SET state = 'ready' WHERE state = 'pending' AND waiting <= 0
                 AND key IN (SELECT child FROM edge WHERE parent = ?)
                 """, arguments: [key])
@@ -130,12 +130,12 @@ extension JobStore {
     /// backoff while attempts remain; a permanent one (bad input) is dead at once.
     public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Report {
         try pool.write { db in
-            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
-                try db.execute(sql: "UPDATE attempt SET outcome = 'refused', ended_at = ?, error = ? WHERE token = ? AND outcome = 'running'",
+            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+                try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ?, error = ? WHERE token = ? AND outcome = 'running'",
                                arguments: [now, error, token])
                 return .stale
             }
-            try db.execute(sql: "UPDATE attempt SET outcome = 'failed', ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
+            try db.run("UPDATE attempt SET outcome = 'failed', ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
             try Self.failLeased(db, key: key, error: error, permanent: permanent, now: now, backoff: backoff)
             return .accepted
         }
@@ -146,10 +146,10 @@ extension JobStore {
     @discardableResult
     public func expireLeases(now: Double, backoff: Backoff = Backoff()) throws -> [JobKey] {
         try pool.write { db in
-            let expired = try Row.fetchAll(db, sql: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
+            let expired = try Row.fetchAll(db, cached: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
             for lease in expired {
                 let key: String = lease["job"], worker: String = lease["worker"]
-                try db.execute(sql: "UPDATE attempt SET outcome = 'expired', ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
+                try db.run("UPDATE attempt SET outcome = 'expired', ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
                 try Self.failLeased(db, key: key, error: "lease expired: worker \(worker) missed its heartbeats",
                                     permanent: false, now: now, backoff: backoff)
             }
@@ -161,7 +161,7 @@ extension JobStore {
     @discardableResult
     public func promoteRetries(now: Double) throws -> Int {
         try pool.write { db in
-            try db.execute(sql: "UPDATE job SET state = 'ready' WHERE state = 'failed' AND not_before <= ?", arguments: [now])
+            try db.run("UPDATE job SET state = 'ready' WHERE state = 'failed' AND not_before <= ?", arguments: [now])
             return db.changesCount
         }
     }
@@ -170,10 +170,10 @@ extension JobStore {
     /// the attempt not counted against the job.
     public func handBack(token: Int64, now: Double) throws -> Report {
         try pool.write { db in
-            guard let key = try String.fetchOne(db, sql: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
-            try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
-            try db.execute(sql: "UPDATE attempt SET outcome = 'handed-back', ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.execute(sql: "UPDATE job SET state = 'ready', attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
+            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
+            try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+            try db.run("UPDATE attempt SET outcome = 'handed-back', ended_at = ? WHERE token = ?", arguments: [now, token])
+            try db.run("UPDATE job SET state = 'ready', attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
             return .accepted
         }
     }
@@ -185,7 +185,7 @@ extension JobStore {
         try pool.write { db in
             var adopted: [Int64] = [], dropped: [Int64] = []
             for token in tokens {
-                try db.execute(sql: "UPDATE lease SET expires_at = ?, worker = ? WHERE token = ?", arguments: [now + leaseSeconds, worker, token])
+                try db.run("UPDATE lease SET expires_at = ?, worker = ? WHERE token = ?", arguments: [now + leaseSeconds, worker, token])
                 if db.changesCount == 1 { adopted.append(token) } else { dropped.append(token) }
             }
             return (adopted, dropped)
@@ -196,26 +196,26 @@ extension JobStore {
     /// worker to re-register before it can expire.
     public func extendLeases(now: Double, grace: Double) throws {
         try pool.write { db in
-            try db.execute(sql: "UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace])
+            try db.run("UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace])
         }
     }
 
     static func failLeased(_ db: Database, key: String, error: String, permanent: Bool, now: Double, backoff: Backoff) throws {
-        try db.execute(sql: "DELETE FROM lease WHERE job = ?", arguments: [key])
-        guard let job = try Row.fetchOne(db, sql: "SELECT attempts, max_attempts FROM job WHERE key = ?", arguments: [key]) else { return }
+        try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+        guard let job = try Row.fetchOne(db, cached: "SELECT attempts, max_attempts FROM job WHERE key = ?", arguments: [key]) else { return }
         let attempts: Int = job["attempts"], limit: Int = job["max_attempts"]
         if permanent || attempts >= limit {
-            try db.execute(sql: "UPDATE job SET state = 'dead', error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
+            try db.run("UPDATE job SET state = 'dead', error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
             try blockDescendants(db, of: key)
         } else {
-            try db.execute(sql: "UPDATE job SET state = 'failed', error = ?, not_before = ? WHERE key = ?",
+            try db.run("UPDATE job SET state = 'failed', error = ?, not_before = ? WHERE key = ?",
                            arguments: [error, now + backoff.delay(afterAttempt: attempts), key])
         }
     }
 
     /// Every job downstream of `key` that has not finished becomes blocked.
     static func blockDescendants(_ db: Database, of key: String) throws {
-        try db.execute(sql: """
+        try db.run("""
             WITH RECURSIVE below(key) AS (
                 SELECT child FROM edge WHERE parent = ?
                 UNION SELECT edge.child FROM edge JOIN below ON edge.parent = below.key)
@@ -229,7 +229,7 @@ extension JobStore {
     /// Records a worker's hello (resources as JSON).
     public func registerWorker(_ id: String, resources: String, now: Double) throws {
         try pool.write { db in
-            try db.execute(sql: """
+            try db.run("""
                 INSERT INTO worker (id, resources, first_seen, last_seen) VALUES (?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen
                 """, arguments: [id, resources, now, now])
@@ -238,6 +238,6 @@ extension JobStore {
 
     /// Every artifact hash a job output refers to (what `gc` keeps).
     public func referencedArtifacts() throws -> Set<String> {
-        try pool.read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT hash FROM job_output")) }
+        try pool.read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output")) }
     }
 }

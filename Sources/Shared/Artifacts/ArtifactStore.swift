@@ -125,8 +125,12 @@ public final class ArtifactStore: @unchecked Sendable {
                 throw ArtifactError.mismatch(hash: hash, actual: actual)
             }
             let target = try url(hash)
-            try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            guard rename(partial.path, target.path) == 0 else { throw CocoaError(.fileWriteUnknown) }
+            var moved = rename(partial.path, target.path) == 0
+            if !moved {   // the first blob under this two-digit prefix: make the folder, then move
+                try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+                moved = rename(partial.path, target.path) == 0
+            }
+            guard moved else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: target.path]) }
         }
         return received
     }
