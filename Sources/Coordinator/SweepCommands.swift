@@ -202,7 +202,8 @@ struct CollectGarbage: ParsableCommand {
     func run() throws {
         let store = try state.open()
         let removed = try ArtifactStore(root: state.url).collectGarbage(keep: try store.referencedArtifacts())
-        print("removed \(removed) unreferenced blobs")
+        let small = try store.collectSmallBlobs()
+        print("removed \(removed + small) unreferenced blobs (\(small) small ones kept in the database)")
     }
 }
 

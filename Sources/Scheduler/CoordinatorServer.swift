@@ -131,7 +131,14 @@ public final class CoordinatorServer {
             if !dropped.isEmpty { try send(identity, .cancel(.init(tokens: dropped))) }
         case .fetch(let f):
             do {
-                let (data, total) = try artifacts.slice(f.hash, offset: f.offset, length: min(max(0, f.length), WireMessage.maximumPayloadBytes))
+                let length = min(max(0, f.length), WireMessage.maximumPayloadBytes)
+                let (data, total): (Data, Int)
+                if ArtifactStore.isValid(f.hash), let small = try store.smallBlob(f.hash) {
+                    let start = min(max(0, f.offset), small.count)
+                    (data, total) = (small.subdata(in: start..<min(small.count, start + length)), small.count)
+                } else {
+                    (data, total) = try artifacts.slice(f.hash, offset: f.offset, length: length)
+                }
                 try send(identity, .chunk(.init(hash: f.hash, offset: f.offset, total: total), data))
             } catch {
                 logger.error("cannot serve an artifact", metadata: ["hash": "\(f.hash.prefix(64))", "error": "\(error)"])
@@ -143,14 +150,23 @@ public final class CoordinatorServer {
                 return
             }
             do {
-                let received = try artifacts.receive(p.hash, offset: p.offset, total: p.total, chunk: payload, upload: "\(p.token)")
+                let received: Int
+                if p.offset == 0, payload.count == p.total, p.total <= JobStore.inlineBlobLimit, ArtifactStore.isValid(p.hash) {
+                    // Whole and small: verified in memory, kept in the database.
+                    let actual = ArtifactStore.hash(payload)
+                    guard actual == p.hash else { throw ArtifactError.mismatch(hash: p.hash, actual: actual) }
+                    try store.storeSmallBlob(hash: p.hash, data: payload)
+                    received = p.total
+                } else {
+                    received = try artifacts.receive(p.hash, offset: p.offset, total: p.total, chunk: payload, upload: "\(p.token)")
+                }
                 try send(identity, .putAck(.init(hash: p.hash, received: received)))
             } catch {
                 logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
                 try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
             }
         case .done(let d):
-            if let missing = d.outputs.first(where: { artifacts.size($0.value.hash) != $0.value.size }) {
+            if let missing = try d.outputs.first(where: { (try store.smallBlobSize($0.value.hash) ?? artifacts.size($0.value.hash)) != $0.value.size }) {
                 let report = try store.fail(token: d.token, error: "output '\(missing.key)' was not uploaded whole", permanent: false,
                                             now: now, backoff: settings.backoff)
                 try send(identity, .ack(.init(token: d.token, accepted: false)))

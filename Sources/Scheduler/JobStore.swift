@@ -59,8 +59,6 @@ public final class JobStore: Sendable {
     @discardableResult
     public func submit(_ sweep: Sweep, file: String, now: Double = Date().timeIntervalSince1970) throws -> SubmitSummary {
         let plan = SweepExpander.expand(sweep)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return try pool.write { db in
             if let previous = try String.fetchOne(db, sql: "SELECT file FROM sweep WHERE name = ?", arguments: [sweep.name]) {
                 // The same file again is a no-op (a demo or a nightly run submits every time).
@@ -84,6 +82,7 @@ public final class JobStore: Sendable {
             let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
             let linkSweep = try db.makeStatement(sql: "INSERT OR IGNORE INTO sweep_job (sweep_id, job) VALUES (?, ?)")
             let stateOf = try db.makeStatement(sql: "SELECT state FROM job WHERE key = ?")
+            let insertEvaluation = try db.makeStatement(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)")
             var states: [JobKey: JobState] = [:]
             for job in plan.jobs {
                 if let known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
@@ -102,8 +101,8 @@ public final class JobStore: Sendable {
                 seq += 1
                 let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
                                            inputs: job.inputs.mapValues(\.hex))
-                let parameters = String(decoding: try encoder.encode(job.parameters), as: UTF8.self)
-                let materialText = String(decoding: material.canonicalJSON, as: UTF8.self)
+                let parameters = CanonicalJSON.object(job.parameters)
+                let materialText = material.canonicalText
                 let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, parameters, materialText,
                                                            state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts]
                 try insertJob.execute(arguments: StatementArguments(row))
@@ -113,9 +112,7 @@ public final class JobStore: Sendable {
                 summary.created += 1
             }
             for evaluation in plan.evaluations {
-                let setting = String(decoding: try encoder.encode(evaluation.setting), as: UTF8.self)
-                try db.execute(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)",
-                               arguments: [sweepID, evaluation.key.hex, evaluation.category, setting])
+                try insertEvaluation.execute(arguments: [sweepID, evaluation.key.hex, evaluation.category, evaluation.setting])
             }
             // Results of reused evaluate jobs belong to this sweep too.
             try db.execute(sql: """

@@ -226,6 +226,30 @@ extension JobStore {
 }
 
 extension JobStore {
+    /// Largest artifact kept inside the database rather than as a file.
+    public static let inlineBlobLimit = 64 << 10
+
+    /// Stores a small blob (its hash already verified by the caller).
+    public func storeSmallBlob(hash: String, data: Data) throws {
+        try pool.write { db in try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [hash, data]) }
+    }
+
+    public func smallBlob(_ hash: String) throws -> Data? {
+        try pool.read { db in try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM small_blob WHERE hash = ?"), arguments: [hash]) }
+    }
+
+    public func smallBlobSize(_ hash: String) throws -> Int? {
+        try pool.read { db in try Int.fetchOne(db, cached: "SELECT length(data) FROM small_blob WHERE hash = ?", arguments: [hash]) }
+    }
+
+    /// Removes small blobs no job output refers to; returns how many went.
+    public func collectSmallBlobs() throws -> Int {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM small_blob WHERE hash NOT IN (SELECT hash FROM job_output)")
+            return db.changesCount
+        }
+    }
+
     /// Records a worker's hello (resources as JSON).
     public func registerWorker(_ id: String, resources: String, now: Double) throws {
         try pool.write { db in

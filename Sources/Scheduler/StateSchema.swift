@@ -91,6 +91,12 @@ enum StateSchema {
                     PRIMARY KEY (sweep_id, job, metric));
                 """)
         }
+        migrator.registerMigration("v2-small-blobs") { db in
+            // Artifacts up to ArtifactStore's inline limit live here instead of
+            // in blobs/: one row instead of a file per no-op result (file
+            // creation dominated the coordinator's time per job).
+            try db.execute(sql: "CREATE TABLE small_blob (hash TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        }
         return migrator
     }
 }

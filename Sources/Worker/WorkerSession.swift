@@ -242,7 +242,7 @@ final class WorkerSession {
         }
         var outputs: [String: WireMessage.Output] = [:]
         for (name, data) in outcome.outputs.sorted(by: { $0.key < $1.key }) {
-            let hash = try cache.put(data)
+            let hash = ArtifactStore.hash(data)
             var offset = 0
             repeat {
                 let piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))

@@ -13,7 +13,12 @@ public struct PlannedJob: Equatable, Sendable {
 public struct PlannedEvaluation: Equatable, Sendable {
     public let key: JobKey
     public let category: String
-    public let setting: [String: ParameterValue]
+    /// The setting as canonical JSON (kept as text: a large sweep has ~10^5 of them).
+    public let setting: String
+
+    init(key: JobKey, category: String, setting: [String: ParameterValue]) {
+        self.key = key; self.category = category; self.setting = CanonicalJSON.object(setting)
+    }
 }
 
 /// A sweep expanded into its DAG: each distinct job once, inputs before
