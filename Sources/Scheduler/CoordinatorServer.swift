@@ -115,13 +115,9 @@ public final class CoordinatorServer {
         }
         switch message {
         case .ready:
-            if let a = try store.dispatch(worker: peer.worker, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
-                                          leaseSeconds: settings.leaseSeconds) {
-                try send(identity, .job(.init(token: a.token, key: a.key, kind: a.kind, category: a.category,
-                                               parameters: a.parameters, inputs: a.inputs)))
-            } else {
-                try send(identity, .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds)))
-            }
+            let a = try store.dispatch(worker: peer.worker, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
+                                       leaseSeconds: settings.leaseSeconds)
+            try send(identity, Self.offer(a, retryAfter: settings.retryAfterSeconds))
         case .heartbeat(let h):
             var alive: [Int64] = [], dropped: [Int64] = []
             for token in h.tokens {
@@ -165,18 +161,45 @@ public final class CoordinatorServer {
                 logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
                 try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
             }
-        case .done(let d):
-            if let missing = try d.outputs.first(where: { (try store.smallBlobSize($0.value.hash) ?? artifacts.size($0.value.hash)) != $0.value.size }) {
+        case .done(let d, let payload):
+            // A refused done still answers the worker's request for its next job.
+            func refuse() throws {
+                try send(identity, .ack(.init(token: d.token, accepted: false)))
+                if d.next { try send(identity, .noJob(.init(retryAfterSeconds: 0))) }
+            }
+            guard let inline = d.inlineOutputs(payload) else {
+                try refuse()
+                logger.warning("done whose inline outputs do not add up", metadata: ["token": "\(d.token)"])
+                return
+            }
+            var small: [(hash: String, data: Data)] = []
+            for part in inline {
+                guard part.data.count <= JobStore.inlineBlobLimit, ArtifactStore.isValid(part.output.hash),
+                      ArtifactStore.hash(part.data) == part.output.hash else {
+                    _ = try store.fail(token: d.token, error: "inline output '\(part.name)' does not match its hash", permanent: false,
+                                       now: now, backoff: settings.backoff)
+                    try refuse()
+                    return
+                }
+                small.append((part.output.hash, part.data))
+            }
+            if let missing = try d.outputs.first(where: { output in
+                if output.value.inline { return false }
+                let stored = try store.smallBlobSize(output.value.hash) ?? artifacts.size(output.value.hash)
+                return stored != output.value.size
+            }) {
                 let report = try store.fail(token: d.token, error: "output '\(missing.key)' was not uploaded whole", permanent: false,
                                             now: now, backoff: settings.backoff)
-                try send(identity, .ack(.init(token: d.token, accepted: false)))
+                try refuse()
                 logger.warning("done without its outputs", metadata: ["token": "\(d.token)", "report": "\(report)"])
                 return
             }
-            let report = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
-                                            metrics: d.metrics, now: now)
+            let next = d.next ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds) : nil
+            let (report, job) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
+                                                   metrics: d.metrics, smallBlobs: small, now: now, next: next)
             if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
             try send(identity, .ack(.init(token: d.token, accepted: report == .accepted)))
+            if d.next { try send(identity, Self.offer(job, retryAfter: settings.retryAfterSeconds)) }
         case .fail(let f):
             let report = try store.fail(token: f.token, error: f.error, permanent: f.permanent, now: now, backoff: settings.backoff)
             logger.info("attempt failed", metadata: ["token": "\(f.token)", "permanent": "\(f.permanent)", "error": "\(f.error)"])
@@ -187,6 +210,14 @@ public final class CoordinatorServer {
         case .hello, .welcome, .noJob, .job, .helloAgain, .chunk, .putAck, .ack, .cancel:
             logger.warning("dropped a \(message.typeName) message: workers do not send it", metadata: ["worker": "\(peer.worker)"])
         }
+    }
+}
+
+extension CoordinatorServer {
+    /// A job for the worker, or "nothing now".
+    static func offer(_ a: Assignment?, retryAfter: Double) -> WireMessage {
+        guard let a else { return .noJob(.init(retryAfterSeconds: retryAfter)) }
+        return .job(.init(token: a.token, key: a.key, kind: a.kind, category: a.category, parameters: a.parameters, inputs: a.inputs))
     }
 }
 

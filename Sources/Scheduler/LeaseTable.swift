@@ -49,29 +49,32 @@ extension JobStore {
     /// leased to it; nil when none.
     public func dispatch(worker: String, memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
+        try pool.write { db in try Self.dispatch(db, worker: worker, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds) }
+    }
+
+    static func dispatch(_ db: Database, worker: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
+                         now: Double, leaseSeconds: Double) throws -> Assignment? {
         let kinds = StageKind.allCases.filter { runnable.contains($0) && $0.memoryMiB <= memoryMiB }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
-        return try pool.write { db in
-            let marks = kinds.map { _ in "?" }.joined(separator: ",")
-            guard let row = try Row.fetchOne(db, cached: """
-                SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-                WHERE state = 'ready' AND kind IN (\(marks)) ORDER BY priority DESC, seq LIMIT 1
-                """, arguments: StatementArguments(kinds)) else { return nil }
-            let key: String = row["key"]
-            try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
-                           arguments: [key, worker, now])
-            let token = db.lastInsertedRowID
-            try db.run("UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
-            try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
-                           arguments: [key, token, worker, now + leaseSeconds])
-            var inputs: [String: [String: String]] = [:]
-            for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
-                let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
-                inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
-            }
-            return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
-                              category: row["category"], parameters: row["parameters"], inputs: inputs)
+        let marks = kinds.map { _ in "?" }.joined(separator: ",")
+        guard let row = try Row.fetchOne(db, cached: """
+            SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
+            WHERE state = 'ready' AND kind IN (\(marks)) ORDER BY priority DESC, seq LIMIT 1
+            """, arguments: StatementArguments(kinds)) else { return nil }
+        let key: String = row["key"]
+        try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
+                   arguments: [key, worker, now])
+        let token = db.lastInsertedRowID
+        try db.run("UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
+        try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
+                   arguments: [key, token, worker, now + leaseSeconds])
+        var inputs: [String: [String: String]] = [:]
+        for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
+            let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
+            inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
         }
+        return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
+                          category: row["category"], parameters: row["parameters"], inputs: inputs)
     }
 
     /// The job `token` holds the lease of, if it still does.
@@ -90,40 +93,55 @@ extension JobStore {
         }
     }
 
-    /// Records a finished attempt: its outputs (artifacts already stored),
-    /// its metrics (evaluate jobs), and readies the jobs that waited on it.
+    /// Records a finished attempt: its outputs (artifacts already stored,
+    /// or small ones given here), its metrics (evaluate jobs), and readies
+    /// the jobs that waited on it. With `next`, the worker's next job is
+    /// leased in the same transaction.
+    public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
+                         smallBlobs: [(hash: String, data: Data)] = [], now: Double,
+                         next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Report, Assignment?) {
+        try pool.write { db in
+            let report = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs, now: now)
+            guard let next else { return (report, nil) }
+            return (report, try Self.dispatch(db, worker: next.worker, memoryMiB: next.memoryMiB, kinds: next.kinds,
+                                              now: now, leaseSeconds: next.leaseSeconds))
+        }
+    }
+
+    /// As above, without a next job.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
                          now: Double) throws -> Report {
-        try pool.write { db in
-            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
-                try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'",
-                               arguments: [now, token])
-                return .stale
-            }
-            try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
-            try db.run("UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.run("UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
-            for (name, artifact) in outputs {
-                try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)",
-                               arguments: [artifact.hash, artifact.size, now])
-                try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)",
-                               arguments: [key, name, artifact.hash])
-            }
-            for (metric, value) in metrics {
-                try db.run("""
-                    INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
-                    SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
-                    """, arguments: [metric, value, key])
-            }
-            try db.run("""
-                UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)
-                """, arguments: [key])
-            try db.run("""
-                UPDATE job SET state = 'ready' WHERE state = 'pending' AND waiting <= 0
-                AND key IN (SELECT child FROM edge WHERE parent = ?)
-                """, arguments: [key])
-            return .accepted
+        try complete(token: token, outputs: outputs, metrics: metrics, smallBlobs: [], now: now, next: nil).0
+    }
+
+    static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
+                         smallBlobs: [(hash: String, data: Data)], now: Double) throws -> Report {
+        guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+            try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'", arguments: [now, token])
+            return .stale
         }
+        for blob in smallBlobs {
+            try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
+        }
+        try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+        try db.run("UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
+        try db.run("UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+        for (name, artifact) in outputs {
+            try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)", arguments: [artifact.hash, artifact.size, now])
+            try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, artifact.hash])
+        }
+        for (metric, value) in metrics {
+            try db.run("""
+                INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
+                SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
+                """, arguments: [metric, value, key])
+        }
+        try db.run("UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)", arguments: [key])
+        try db.run("""
+            UPDATE job SET state = 'ready' WHERE state = 'pending' AND waiting <= 0
+            AND key IN (SELECT child FROM edge WHERE parent = ?)
+            """, arguments: [key])
+        return .accepted
     }
 
     /// Records a failed attempt. A transient failure is retried after a

@@ -65,7 +65,10 @@ final class WorkerSession {
     var heartbeatSeconds = 2.0
     var lastHeartbeat = Date.distantPast
     var running: Running?
+    /// A job (or no-job) answer is on its way: the last done asked for it.
+    var offerRequested = false
     let wakeup: Wakeup
+    static let inlineLimit = 64 << 10
 
     init(settings: Settings, cache: ArtifactStore, logger: Logger, draining: TerminationFlag) throws {
         self.settings = settings
@@ -101,7 +104,8 @@ final class WorkerSession {
                 if running === current, let outcome = current.outcome.withLock({ $0 }) { try report(current, outcome) }
                 continue
             }
-            try send(.ready)
+            if !offerRequested { try send(.ready) }
+            offerRequested = false
             let reply = try waitFor { m in
                 switch m { case .job, .noJob: true; default: false }
             } resend: { try self.send(.ready) }
@@ -241,15 +245,22 @@ final class WorkerSession {
             return
         }
         var outputs: [String: WireMessage.Output] = [:]
+        var payload = Data()
         for (name, data) in outcome.outputs.sorted(by: { $0.key < $1.key }) {
             let hash = ArtifactStore.hash(data)
+            // Small outputs ride in the done message itself.
+            if data.count <= Self.inlineLimit && payload.count + data.count <= WireMessage.maximumPayloadBytes / 2 {
+                outputs[name] = .init(hash: hash, size: data.count, inline: true)
+                payload.append(data)
+                continue
+            }
             var offset = 0
             repeat {
                 let piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
                 let request = WireMessage.put(.init(token: token, hash: hash, offset: offset, total: data.count), piece)
                 try send(request)
                 let reply = try waitFor({ m in if case .putAck(let a) = m { a.hash == hash } else { false } },
-                                      resend: { try self.send(request) })
+                                        resend: { try self.send(request) })
                 guard running === r else { return }
                 guard case .putAck(let ack) = reply else { return }
                 if let problem = ack.error {
@@ -260,10 +271,13 @@ final class WorkerSession {
             } while offset < data.count
             outputs[name] = .init(hash: hash, size: data.count)
         }
+        // Asking for the next job in the same message saves a round trip.
+        let next = !draining.requested
         let request = WireMessage.done(.init(token: token, outputs: outputs, metrics: outcome.metrics,
-                                             seconds: Date().timeIntervalSince(r.started)))
+                                             seconds: Date().timeIntervalSince(r.started), next: next), payload)
         try send(request)
         let ack = try waitFor({ if case .ack(let a) = $0 { a.token == token } else { false } }, resend: { try self.send(request) })
         if case .ack(let a) = ack, !a.accepted { logger.warning("result refused (stale attempt)", metadata: ["token": "\(token)"]) }
+        offerRequested = next
     }
 }

@@ -14,13 +14,22 @@ import Testing
         .chunk(.init(hash: String(repeating: "b", count: 64), offset: 0, total: 3), Data([1, 2, 3])),
         .put(.init(token: 7, hash: String(repeating: "c", count: 64), offset: 0, total: 2), Data([9, 9])),
         .putAck(.init(hash: String(repeating: "c", count: 64), received: 2, error: nil)),
-        .done(.init(token: 7, outputs: ["o": .init(hash: String(repeating: "c", count: 64), size: 2)], metrics: ["logical_auroc": 0.9], seconds: 1.5)),
+        .done(.init(token: 7, outputs: ["o": .init(hash: String(repeating: "c", count: 64), size: 2, inline: true)],
+                    metrics: ["logical_auroc": 0.9], seconds: 1.5, next: true), Data([4, 2])),
         .fail(.init(token: 7, error: "boom", permanent: true)),
         .ack(.init(token: 7, accepted: false)), .cancel(.init(tokens: [7])), .bye,
     ]
 
     @Test func everyMessageSurvivesTheWire() throws {
         for message in Self.all { #expect(try WireMessage.decode(message.encode()) == message) }
+    }
+
+    @Test func inlineOutputsAreSplitFromThePayloadInNameOrder() {
+        let done = WireMessage.Done(token: 1, outputs: ["b": .init(hash: "h2", size: 1, inline: true), "a": .init(hash: "h1", size: 2, inline: true),
+                                                        "c": .init(hash: "h3", size: 9)], metrics: [:], seconds: 0)
+        let parts = done.inlineOutputs(Data([1, 2, 3]))
+        #expect(parts?.map(\.name) == ["a", "b"] && parts?.map(\.data) == [Data([1, 2]), Data([3])])
+        #expect(done.inlineOutputs(Data([1, 2])) == nil && done.inlineOutputs(Data([1, 2, 3, 4])) == nil)
     }
 
     @Test func badFramesAreNamedErrors() {

@@ -41,7 +41,7 @@ public final class ArtifactStore: @unchecked Sendable {
     }
 
     public static func hash(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        hexDigest(SHA256.hash(data: data))
     }
 
     public static func isValid(_ hash: String) -> Bool {

@@ -39,13 +39,7 @@ public struct JobKey: Hashable, Comparable, Codable, Sendable, CustomStringConve
     public static func of(kind: StageKind, parameters: [String: ParameterValue], inputs: [String: JobKey]) -> JobKey {
         let identity = KeyMaterial(kind: kind.rawValue, version: kind.codeVersion, parameters: parameters,
                                    inputs: inputs.mapValues(\.hex))
-        let digest = SHA256.hash(data: identity.canonicalJSON)
-        // Hex by table: String(format:) per byte is slow at 100,000 keys.
-        let digits = Array("0123456789abcdef".utf8)
-        var hex = [UInt8]()
-        hex.reserveCapacity(64)
-        for byte in digest { hex.append(digits[Int(byte >> 4)]); hex.append(digits[Int(byte & 15)]) }
-        return JobKey(uncheckedHex: String(decoding: hex, as: UTF8.self))
+        return JobKey(uncheckedHex: hexDigest(SHA256.hash(data: identity.canonicalJSON)))
     }
 }
 
@@ -70,6 +64,16 @@ public struct KeyMaterial: Codable, Equatable, Sendable {
         let inputsText = inputs.keys.sorted().map { "\(CanonicalJSON.string($0)):\(CanonicalJSON.string(inputs[$0]!))" }.joined(separator: ",")
         return "{\"inputs\":{\(inputsText)},\"kind\":\(CanonicalJSON.string(kind)),\"parameters\":\(CanonicalJSON.object(parameters)),\"version\":\(version)}"
     }
+}
+
+/// Lowercase hex of a digest, by table (String(format:) per byte was a
+/// tenth of a worker's time per no-op job).
+func hexDigest(_ digest: some Sequence<UInt8>) -> String {
+    let digits: [UInt8] = Array("0123456789abcdef".utf8)
+    var hex = [UInt8]()
+    hex.reserveCapacity(64)
+    for byte in digest { hex.append(digits[Int(byte >> 4)]); hex.append(digits[Int(byte & 15)]) }
+    return String(decoding: hex, as: UTF8.self)
 }
 
 /// The canonical JSON text of the job model (see ``KeyMaterial/canonicalJSON``).

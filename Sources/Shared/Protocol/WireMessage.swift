@@ -33,7 +33,9 @@ public enum WireMessage: Equatable, Sendable {
     case put(Put, Data)
     /// Coordinator -> worker: the slice is stored (or refused, with why).
     case putAck(PutAck)
-    case done(Done)
+    /// The attempt's result; small outputs travel inline in the payload
+    /// (the concatenation, in name order, of the outputs marked inline).
+    case done(Done, Data)
     case fail(Fail)
     /// Coordinator -> worker: the answer to done or fail.
     case ack(Ack)
@@ -106,16 +108,32 @@ public enum WireMessage: Equatable, Sendable {
     }
     public struct Output: Codable, Equatable, Sendable {
         public var hash: String, size: Int
-        public init(hash: String, size: Int) { self.hash = hash; self.size = size }
+        /// The bytes are in the done message's payload (small outputs), not uploaded with put.
+        public var inline: Bool
+        public init(hash: String, size: Int, inline: Bool = false) { self.hash = hash; self.size = size; self.inline = inline }
     }
     public struct Done: Codable, Equatable, Sendable {
         public var token: Int64
-        /// Output name -> uploaded artifact.
+        /// Output name -> artifact (uploaded with put, or inline).
         public var outputs: [String: Output]
         public var metrics: [String: Double]
         public var seconds: Double
-        public init(token: Int64, outputs: [String: Output], metrics: [String: Double], seconds: Double) {
-            self.token = token; self.outputs = outputs; self.metrics = metrics; self.seconds = seconds
+        /// The worker wants its next job in the answer (saves a ready round trip).
+        public var next: Bool
+        public init(token: Int64, outputs: [String: Output], metrics: [String: Double], seconds: Double, next: Bool = false) {
+            self.token = token; self.outputs = outputs; self.metrics = metrics; self.seconds = seconds; self.next = next
+        }
+
+        /// The inline outputs' bytes, split from a done payload (name order); nil when the sizes do not add up.
+        public func inlineOutputs(_ payload: Data) -> [(name: String, output: Output, data: Data)]? {
+            var offset = payload.startIndex, parts: [(String, Output, Data)] = []
+            for name in outputs.keys.sorted() where outputs[name]!.inline {
+                let output = outputs[name]!
+                guard output.size >= 0, payload.endIndex - offset >= output.size else { return nil }
+                parts.append((name, output, payload.subdata(in: offset..<(offset + output.size))))
+                offset += output.size
+            }
+            return offset == payload.endIndex ? parts : nil
         }
     }
     public struct Fail: Codable, Equatable, Sendable {
@@ -187,7 +205,7 @@ extension WireMessage {
         case .chunk(let h, let p): return frames(h, p)
         case .put(let h, let p): return frames(h, p)
         case .putAck(let h): return frames(h)
-        case .done(let h): return frames(h)
+        case .done(let h, let p): return frames(h, p)
         case .fail(let h): return frames(h)
         case .ack(let h): return frames(h)
         case .cancel(let h): return frames(h)
@@ -203,7 +221,7 @@ extension WireMessage {
         }
         guard parts[1].count <= 32, let type = String(data: parts[1], encoding: .utf8) else { throw WireError(problem: "unreadable message type") }
         guard parts[2].count <= maximumHeaderBytes else { throw WireError(problem: "\(type) header of \(parts[2].count) bytes") }
-        let withPayload = type == "chunk" || type == "put"
+        let withPayload = type == "chunk" || type == "put" || type == "done"
         guard (parts.count == 4) == withPayload else {
             throw WireError(problem: withPayload ? "\(type) without its payload frame" : "\(type) with an unexpected payload frame")
         }
@@ -227,7 +245,7 @@ extension WireMessage {
         case "chunk": return .chunk(try header(Chunk.self), parts[3])
         case "put": return .put(try header(Put.self), parts[3])
         case "put-ack": return .putAck(try header(PutAck.self))
-        case "done": return .done(try header(Done.self))
+        case "done": return .done(try header(Done.self), parts[3])
         case "fail": return .fail(try header(Fail.self))
         case "ack": return .ack(try header(Ack.self))
         case "cancel": return .cancel(try header(Cancel.self))
