@@ -58,15 +58,18 @@ public final class JobStore: Sendable {
     /// or are ready, or blocked when an input is dead.
     @discardableResult
     public func submit(_ sweep: Sweep, file: String, now: Double = Date().timeIntervalSince1970) throws -> SubmitSummary {
-        let plan = SweepExpander.expand(sweep)
-        return try pool.write { db in
+        try pool.write { db in
             if let previous = try String.fetchOne(db, sql: "SELECT file FROM sweep WHERE name = ?", arguments: [sweep.name]) {
                 // The same file again is a no-op (a demo or a nightly run submits every time).
                 guard previous == file else { throw StoreError.sweepExists(sweep.name) }
-                var summary = SubmitSummary(sweep: sweep.name, jobs: plan.jobs.count, alreadySubmitted: true)
-                for job in plan.jobs {
-                    let state = try String.fetchOne(db, sql: "SELECT state FROM job WHERE key = ?", arguments: [job.key.hex])
-                    if state == JobState.done.rawValue { summary.reused += 1 } else { summary.existing += 1 }
+                var summary = SubmitSummary(sweep: sweep.name, alreadySubmitted: true)
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT job.state AS state, COUNT(*) AS n FROM sweep_job JOIN sweep ON sweep.id = sweep_job.sweep_id
+                    JOIN job ON job.key = sweep_job.job WHERE sweep.name = ? GROUP BY job.state
+                    """, arguments: [sweep.name]) {
+                    let n: Int = row["n"]
+                    summary.jobs += n
+                    if row["state"] as String == JobState.done.rawValue { summary.reused += n } else { summary.existing += n }
                 }
                 return summary
             }
@@ -74,7 +77,7 @@ public final class JobStore: Sendable {
                            arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now])
             let sweepID = db.lastInsertedRowID
             var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
-            var summary = SubmitSummary(sweep: sweep.name, jobs: plan.jobs.count)
+            var summary = SubmitSummary(sweep: sweep.name)
             let insertJob = try db.makeStatement(sql: """
                 INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -82,18 +85,20 @@ public final class JobStore: Sendable {
             let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
             let linkSweep = try db.makeStatement(sql: "INSERT OR IGNORE INTO sweep_job (sweep_id, job) VALUES (?, ?)")
             let stateOf = try db.makeStatement(sql: "SELECT state FROM job WHERE key = ?")
+            let raisePriority = try db.makeStatement(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?")
             let insertEvaluation = try db.makeStatement(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)")
             var states: [JobKey: JobState] = [:]
-            for job in plan.jobs {
+            func add(_ job: PlannedJob) throws {
+                summary.jobs += 1
                 if let known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
                     states[job.key] = known
                     if known == .done { summary.reused += 1 } else { summary.existing += 1 }
                     // A later sweep may raise a queued job's priority, never lower it.
-                    try db.execute(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?", arguments: [sweep.priority, job.key.hex])
+                    try raisePriority.execute(arguments: [sweep.priority, job.key.hex])
                     try linkSweep.execute(arguments: [sweepID, job.key.hex])
-                    continue
+                    return
                 }
-                // Inputs precede their readers in the plan, so their states are known here.
+                // Inputs come before their readers, so their states are known here.
                 let inputStates = job.inputs.values.map { states[$0] ?? .pending }
                 let waiting = inputStates.filter { $0 != .done }.count
                 let state: JobState = inputStates.contains { $0 == .dead || $0 == .blocked || $0 == .cancelled } ? .blocked
@@ -101,19 +106,26 @@ public final class JobStore: Sendable {
                 seq += 1
                 let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
                                            inputs: job.inputs.mapValues(\.hex))
-                let parameters = CanonicalJSON.object(job.parameters)
-                let materialText = material.canonicalText
-                let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, parameters, materialText,
-                                                           state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts]
+                let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, CanonicalJSON.object(job.parameters),
+                                                           material.canonicalText, state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts]
                 try insertJob.execute(arguments: StatementArguments(row))
                 for (role, parent) in job.inputs { try insertEdge.execute(arguments: [parent.hex, job.key.hex, role]) }
                 try linkSweep.execute(arguments: [sweepID, job.key.hex])
                 states[job.key] = state
                 summary.created += 1
             }
-            for evaluation in plan.evaluations {
-                try insertEvaluation.execute(arguments: [sweepID, evaluation.key.hex, evaluation.category, evaluation.setting])
-            }
+            // Streamed: the expansion hands each job over as it finds it, so the
+            // plan of a large sweep is never held whole.
+            var failure: (any Error)?
+            SweepExpander.stream(sweep, job: { job in
+                guard failure == nil else { return }
+                do { try add(job) } catch { failure = error }
+            }, evaluation: { evaluation in
+                guard failure == nil else { return }
+                do { try insertEvaluation.execute(arguments: [sweepID, evaluation.key.hex, evaluation.category, evaluation.setting]) }
+                catch { failure = error }
+            })
+            if let failure { throw failure }
             // Results of reused evaluate jobs belong to this sweep too.
             try db.execute(sql: """
                 INSERT OR IGNORE INTO result (sweep_id, job, category, setting, metric, value)

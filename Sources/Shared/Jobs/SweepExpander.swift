@@ -22,20 +22,34 @@ public struct PlannedEvaluation: Equatable, Sendable {
 }
 
 /// A sweep expanded into its DAG: each distinct job once, inputs before
-/// the jobs that read them.
-public struct SweepPlan: Sendable {
+/// the jobs that read them. Either collected (``SweepExpander/expand(_:)``)
+/// or handed on one by one as they are found (``SweepExpander/stream(_:job:evaluation:)``,
+/// which keeps only the set of keys seen: a 100,000-job sweep is submitted
+/// without holding its plan).
+public struct SweepPlan {
     public var jobs: [PlannedJob] = []
     public var evaluations: [PlannedEvaluation] = []
     var index: [JobKey: Int] = [:]
+    var seen: Set<JobKey> = []
+    var onJob: ((PlannedJob) -> Void)?
+    var onEvaluation: ((PlannedEvaluation) -> Void)?
 
     /// Adds the job unless an equal key is already planned; returns its key.
     mutating func add(_ kind: StageKind, category: String, _ parameters: [String: ParameterValue], inputs: [String: JobKey] = [:]) -> JobKey {
         let key = JobKey.of(kind: kind, parameters: parameters, inputs: inputs)
-        if index[key] == nil {
+        guard seen.insert(key).inserted else { return key }
+        let job = PlannedJob(key: key, kind: kind, category: category, parameters: parameters, inputs: inputs)
+        if let onJob {
+            onJob(job)
+        } else {
             index[key] = jobs.count
-            jobs.append(PlannedJob(key: key, kind: kind, category: category, parameters: parameters, inputs: inputs))
+            jobs.append(job)
         }
         return key
+    }
+
+    mutating func add(_ evaluation: PlannedEvaluation) {
+        if let onEvaluation { onEvaluation(evaluation) } else { evaluations.append(evaluation) }
     }
 
     public func job(_ key: JobKey) -> PlannedJob? { index[key].map { jobs[$0] } }
@@ -49,6 +63,19 @@ public struct SweepPlan: Sendable {
 public enum SweepExpander {
     public static func expand(_ sweep: Sweep) -> SweepPlan {
         var plan = SweepPlan()
+        expand(sweep, into: &plan)
+        return plan
+    }
+
+    /// Hands each distinct job (inputs first) and each evaluation to the closures as found.
+    public static func stream(_ sweep: Sweep, job: @escaping (PlannedJob) -> Void, evaluation: @escaping (PlannedEvaluation) -> Void) {
+        var plan = SweepPlan()
+        plan.onJob = job
+        plan.onEvaluation = evaluation
+        expand(sweep, into: &plan)
+    }
+
+    static func expand(_ sweep: Sweep, into plan: inout SweepPlan) {
         if let d = sweep.diagnostic {
             var previous: JobKey?
             for i in 0..<d.jobs {
@@ -60,7 +87,7 @@ public enum SweepExpander {
                 let inputs = d.chained ? previous.map { ["previous": $0] } ?? [:] : [:]
                 previous = plan.add(.diagnostic, category: "diagnostic", parameters, inputs: inputs)
             }
-            return plan
+            return
         }
         let g = sweep.grid
         for category in sweep.categories {
@@ -97,7 +124,7 @@ public enum SweepExpander {
                                         let evaluate = plan.add(.evaluate, category: category,
                                                                 ["memory_type": .string(memory), "scale_type": .string(scale)],
                                                                 inputs: ["banks": bank, "patch": patch])
-                                        plan.evaluations.append(PlannedEvaluation(key: evaluate, category: category, setting: [
+                                        plan.add(PlannedEvaluation(key: evaluate, category: category, setting: [
                                             "image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
                                             "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
                                             "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
@@ -111,6 +138,5 @@ public enum SweepExpander {
                 }
             }
         }
-        return plan
     }
 }
