@@ -178,6 +178,8 @@ public final class CoordinatorServer {
                       ArtifactStore.hash(part.data) == part.output.hash else {
                     _ = try store.fail(token: d.token, error: "inline output '\(part.name)' does not match its hash", permanent: false,
                                        now: now, backoff: settings.backoff)
+                    logger.warning("refused a result: inline output does not match its hash",
+                                   metadata: ["token": "\(d.token)", "output": "\(part.name)", "worker": "\(peer.worker)"])
                     try refuse()
                     return
                 }

@@ -41,6 +41,9 @@ struct PSADWorker: ParsableCommand {
     @Flag(help: "Connect to a non-local endpoint without CURVE.")
     var insecure = false
 
+    @Flag(help: .hidden)
+    var corruptOutputsForFaultTests = false
+
     func validate() throws {
         if (curveServerKey == nil) != (curveSecret == nil) { throw ValidationError("--curve-server-key and --curve-secret go together") }
         if let coordinator, curveSecret == nil, !insecure, !isLocalEndpoint(coordinator) {
@@ -65,6 +68,7 @@ struct PSADWorker: ParsableCommand {
         let cacheURL = URL(fileURLWithPath: cache ?? NSTemporaryDirectory() + "psad-worker-cache")
         let draining = TerminationFlag()
         var settings = WorkerSession.Settings(endpoint: coordinator, worker: name, resources: resources)
+        settings.corruptOutputs = corruptOutputsForFaultTests
         if let curveServerKey, let curveSecret {
             settings.curve = (try CurveKeyPair.readKey(curveServerKey), try CurveKeyPair.load(secretFile: curveSecret))
         }

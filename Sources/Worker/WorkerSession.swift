@@ -45,6 +45,9 @@ final class WorkerSession {
         var replyTimeoutSeconds = 5.0
         /// CURVE: the coordinator's public key and this worker's key pair.
         var curve: (serverKey: String, keys: CurveKeyPair)?
+        /// Fault injection for the reliability tests: every output is sent
+        /// with one byte flipped (its announced hash left as it was).
+        var corruptOutputs = false
     }
 
     final class Running: @unchecked Sendable {
@@ -256,7 +259,8 @@ final class WorkerSession {
             }
             var offset = 0
             repeat {
-                let piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
+                var piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
+                if settings.corruptOutputs, !piece.isEmpty { piece[piece.startIndex] ^= 0xff }
                 let request = WireMessage.put(.init(token: token, hash: hash, offset: offset, total: data.count), piece)
                 try send(request)
                 let reply = try waitFor({ m in if case .putAck(let a) = m { a.hash == hash } else { false } },
@@ -271,6 +275,7 @@ final class WorkerSession {
             } while offset < data.count
             outputs[name] = .init(hash: hash, size: data.count)
         }
+        if settings.corruptOutputs, !payload.isEmpty { payload[payload.startIndex] ^= 0xff }
         // Asking for the next job in the same message saves a round trip.
         let next = !draining.requested
         let request = WireMessage.done(.init(token: token, outputs: outputs, metrics: outcome.metrics,

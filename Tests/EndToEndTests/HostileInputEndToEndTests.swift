@@ -33,3 +33,20 @@ import Testing
         #expect(log.contains("dropped a bad message"))
     }
 }
+
+extension HostileInputEndToEndTests {
+    /// A worker whose outputs arrive corrupted (hash mismatch): each result is
+    /// refused and the attempt failed; a healthy worker then does the job.
+    @Test func aCorruptedUploadIsRefusedAndTheJobRetried() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(#"{"name": "x", "max_attempts": 10, "diagnostic": {"jobs": 2}}"#)
+        try cluster.startWorker("corrupt", ["--corrupt-outputs-for-fault-tests"])
+        _ = try cluster.wait("x", seconds: 30) { ($0["failed"] ?? 0) + ($0["ready"] ?? 0) == 2 && ($0["failed"] ?? 0) >= 1 }
+        cluster.signalWorker("corrupt", SIGKILL)
+        try cluster.startWorker("healthy")
+        _ = try cluster.wait("x", seconds: 30) { $0["done"] == 2 }
+        let log = try String(contentsOf: cluster.logs[0], encoding: .utf8)
+        #expect(log.contains("does not match its hash"), "\(log)")
+    }
+}
