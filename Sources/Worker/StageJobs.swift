@@ -122,12 +122,9 @@ enum StageJobs {
     static func segmentTrain(_ job: Job) throws -> StageOutcome {
         let input = try job.category(), backbone = try job.backbone()
         let nShot = try job.int("n_shot")
-        let manifest = try decode(PreprocessRecord.self, try job.file("preprocessed", "preprocess.json"))
-        var labelled = try input.labelled(nShot: nShot)
-        // The masks preprocess made (identical to a fresh import; the DAG's data flow).
-        for (i, name) in manifest.fewShot.prefix(nShot).enumerated() {
-            labelled[i].mask = try PNG.decode(try job.file("preprocessed", "few_shot/\(name)"), source: "few_shot/\(name)", mode: .indices)
-        }
+        // Preprocess validated the annotations (its few_shot/ masks are for users); importing them
+        // here again is cheaper than decoding its PNGs and keeps one code path with the in-process run.
+        let labelled = try input.labelled(nShot: nShot)
         let train = try input.images(.train), types = input.productTypes
         var p = SegmentTrainParameters()
         p.epochs = try job.int("epochs")
@@ -242,8 +239,6 @@ enum StageJobs {
     }
 
     // MARK: - formats
-
-    struct PreprocessRecord: Decodable { let fewShot: [String] }
 
     struct PatchScores: Codable {
         let train: [Float], test: [Float]

@@ -29,7 +29,6 @@ public struct PlannedEvaluation: Equatable, Sendable {
 public struct SweepPlan {
     public var jobs: [PlannedJob] = []
     public var evaluations: [PlannedEvaluation] = []
-    var index: [JobKey: Int] = [:]
     var seen: Set<JobKey> = []
     var onJob: ((PlannedJob) -> Void)?
     var onEvaluation: ((PlannedEvaluation) -> Void)?
@@ -39,20 +38,13 @@ public struct SweepPlan {
         let key = JobKey.of(kind: kind, parameters: parameters, inputs: inputs)
         guard seen.insert(key).inserted else { return key }
         let job = PlannedJob(key: key, kind: kind, category: category, parameters: parameters, inputs: inputs)
-        if let onJob {
-            onJob(job)
-        } else {
-            index[key] = jobs.count
-            jobs.append(job)
-        }
+        if let onJob { onJob(job) } else { jobs.append(job) }
         return key
     }
 
     mutating func add(_ evaluation: PlannedEvaluation) {
         if let onEvaluation { onEvaluation(evaluation) } else { evaluations.append(evaluation) }
     }
-
-    public func job(_ key: JobKey) -> PlannedJob? { index[key].map { jobs[$0] } }
 }
 
 /// Expands a sweep into stage jobs per category x setting (DESIGN.md,
