@@ -60,31 +60,77 @@ public struct CategoryInput: Sendable {
         do { return try PNG.read(url).rgb() } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
     }
 
+    /// Reads every file the stages will read, once, so that bad input stops
+    /// a category at its first stage: each image decodes, and each
+    /// ground-truth mask decodes, has its image's size and carries a pixel
+    /// value `defects_config.json` declares. Returns the image count per split.
+    public func validate() throws -> [Split: Int] {
+        var counts: [Split: Int] = [:]
+        for split in Split.allCases {
+            for sample in category[split] {
+                let image = try Self.readImage(sample.url)
+                _ = try groundTruth(sample, width: image.width, height: image.height)
+            }
+            counts[split] = category[split].count
+        }
+        return counts
+    }
+
+    /// The ground-truth region masks of a test sample (none for good ones),
+    /// checked against its image's size and the declared defects.
+    public func groundTruth(_ sample: LocoSample, width: Int, height: Int) throws -> [Image] {
+        try sample.groundTruth.map { url in
+            let mask: Image
+            do { mask = try PNG.read(url, mode: .indices) } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
+            guard mask.channels == 1 else {
+                throw DatasetError.badImage(file: url.path, detail: "a ground-truth mask must be gray or palette, found \(mask.channels) channels")
+            }
+            guard mask.width == width, mask.height == height else {
+                throw DatasetError.sizeMismatch(file: url.path, expected: (width, height), found: (mask.width, mask.height))
+            }
+            for value in Set(mask.pixels) where value != 0 && category.defect(pixelValue: Int(value)) == nil {
+                throw DatasetError.malformed(file: url.path, field: "",
+                                             problem: "pixel value \(value) is not a defect's pixel_value in defects_config.json (declared: \(category.defects.map(\.pixelValue)))")
+            }
+            return mask
+        }
+    }
+
     /// Pixel metrics in the preprocessed frame: anomaly maps at the
     /// preprocessing size, ground-truth regions preprocessed like masks,
-    /// padding left out, absolute saturation thresholds rescaled by the area ratio.
-    /// `maps` holds one full-size map per test image, in `testSamples` order.
+    /// padding left out, absolute saturation thresholds rescaled by each
+    /// image's area ratio. `maps` holds one full-size map per test image, in
+    /// `testSamples` order. Images may differ in size (each is read from its header).
     public func pixelMetrics(maps: [[Float]], fprLimit: Double) throws -> PixelMetrics.Result? {
         let anomalousSamples = category[.testLogical] + category[.testStructural]
         guard anomalousSamples.contains(where: { !$0.groundTruth.isEmpty }) else { return nil }
+        guard maps.count == testSamples.count else {
+            throw DatasetError.malformed(file: root.path, field: "", problem: "\(maps.count) anomaly maps for \(testSamples.count) test images")
+        }
         let goodCount = category[.testGood].count
-        let native = try Self.readImage(category[.testGood][0].url)
-        let (w, h) = prep.resizedSize(width: native.width, height: native.height)
-        let areaRatio = Double(w * h) / Double((native.width - 2 * prep.cropMargin) * (native.height - 2 * prep.cropMargin))
-        func cropped(_ full: [Float]) -> [Float] { (0..<h).flatMap { y in (0..<w).map { x in full[y * size + x] } } }
-        func unpadded(_ mask: Image) -> Image {
-            Image(width: w, height: h, channels: 1, pixels: (0..<h).flatMap { y in Array(mask.pixels[(y * size)..<(y * size + w)]) })
+        /// The map's unpadded region for an image of native size `native`, and that region's area ratio to the native crop.
+        func frame(_ sample: LocoSample) throws -> (width: Int, height: Int, native: (width: Int, height: Int), areaRatio: Double) {
+            let native: (width: Int, height: Int)
+            do { native = try PNG.dimensions(sample.url) } catch { throw DatasetError.badImage(file: sample.url.path, detail: "\(error)") }
+            let (w, h) = prep.resizedSize(width: native.width, height: native.height)
+            let cropped = (native.width - 2 * prep.cropMargin) * (native.height - 2 * prep.cropMargin)
+            return (w, h, native, Double(w * h) / Double(max(1, cropped)))
         }
-        let goodMaps = (0..<goodCount).map { cropped(maps[$0]) }
+        func unpadded(_ full: [Float], _ w: Int, _ h: Int) -> [Float] { (0..<h).flatMap { y in full[(y * size)..<(y * size + w)] } }
+        let goodMaps = try (0..<goodCount).map { k in
+            let f = try frame(category[.testGood][k])
+            return unpadded(maps[k], f.width, f.height)
+        }
         let anomalous = try anomalousSamples.enumerated().map { k, sample in
-            PixelMetrics.AnomalousImage(map: cropped(maps[goodCount + k]),
-                                        regions: try sample.groundTruth.map { unpadded(prep.mask(try PNG.read($0, mode: .indices))) })
+            let f = try frame(sample)
+            let regions = try groundTruth(sample, width: f.native.width, height: f.native.height).map { mask in
+                let padded = prep.mask(mask)
+                return Image(width: f.width, height: f.height, channels: 1,
+                             pixels: (0..<f.height).flatMap { y in padded.pixels[(y * size)..<(y * size + f.width)] })
+            }
+            return PixelMetrics.AnomalousImage(map: unpadded(maps[goodCount + k], f.width, f.height), regions: regions,
+                                               absoluteThresholdScale: f.areaRatio)
         }
-        let defects = category.defects.map { d -> DefectConfig in
-            var scaled = d
-            if !d.relativeSaturation { scaled.saturationThreshold = d.saturationThreshold * areaRatio }
-            return scaled
-        }
-        return try PixelMetrics.compute(goodMaps: goodMaps, anomalous: anomalous, defects: defects, fprLimit: fprLimit)
+        return try PixelMetrics.compute(goodMaps: goodMaps, anomalous: anomalous, defects: category.defects, fprLimit: fprLimit)
     }
 }

@@ -12,12 +12,17 @@ public enum PixelMetrics {
         public let fprLimit: Double
     }
 
-    /// One anomalous test image: its anomaly map at native size and its
-    /// ground-truth regions (one mask per region, pixel value = defect id).
+    /// One anomalous test image: its anomaly map and its ground-truth
+    /// regions in the same frame (one mask per region, pixel value = defect
+    /// id), and the factor that brings absolute (pixel-count) saturation
+    /// thresholds, given for the native image, into this frame.
     public struct AnomalousImage: Sendable {
         public let map: [Float]
         public let regions: [Image]
-        public init(map: [Float], regions: [Image]) { self.map = map; self.regions = regions }
+        public let absoluteThresholdScale: Double
+        public init(map: [Float], regions: [Image], absoluteThresholdScale: Double = 1) {
+            self.map = map; self.regions = regions; self.absoluteThresholdScale = absoluteThresholdScale
+        }
     }
 
     /// - Parameters:
@@ -40,8 +45,8 @@ public enum PixelMetrics {
                 }
                 var values: [Float] = []
                 for (p, v) in region.pixels.enumerated() where v != 0 { values.append(image.map[p]); inside[p] = true }
-                sproRegions.append(SPRO.Region(values: values, saturationThreshold: defect.saturationThreshold,
-                                               relative: defect.relativeSaturation))
+                let threshold = defect.relativeSaturation ? defect.saturationThreshold : defect.saturationThreshold * image.absoluteThresholdScale
+                sproRegions.append(SPRO.Region(values: values, saturationThreshold: threshold, relative: defect.relativeSaturation))
             }
             scores += image.map
             labels += inside

@@ -104,8 +104,8 @@ enum StageJobs {
 
     static func preprocess(_ job: Job) throws -> StageOutcome {
         let input = try job.category()
-        var counts: [String: Int] = [:]
-        for split in Split.allCases { counts[split.rawValue] = try input.images(split).count }   // every image decoded once
+        // Every image and ground-truth mask read once: bad input stops the category here, before any training.
+        let counts = Dictionary(uniqueKeysWithValues: try input.validate().map { ($0.key.rawValue, $0.value) })
         let labelled = try input.labelled(nShot: input.manifest.fewShot.count)
         var out = StageOutcome()
         var names: [String] = []

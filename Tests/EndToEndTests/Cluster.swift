@@ -103,13 +103,18 @@ final class Cluster {
 
     /// State -> count over the sweep's jobs.
     func counts(_ sweep: String) throws -> [String: Int] {
-        let json = try command(["status", sweep, "--json"])
-        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
         var total: [String: Int] = [:]
-        for perKind in (statuses?.first?["counts"] as? [String: [String: Int]] ?? [:]).values {
+        for perKind in try kindCounts(sweep).values {
             for (state, n) in perKind { total[state, default: 0] += n }
         }
         return total
+    }
+
+    /// Stage kind -> state -> count over the sweep's jobs.
+    func kindCounts(_ sweep: String) throws -> [String: [String: Int]] {
+        let json = try command(["status", sweep, "--json"])
+        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+        return statuses?.first?["counts"] as? [String: [String: Int]] ?? [:]
     }
 
     /// Polls `status` until `done` says so, or fails after `seconds`.

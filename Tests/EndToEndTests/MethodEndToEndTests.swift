@@ -36,26 +36,62 @@ import Vision
         #expect(try cluster.command(["results", "again"]).split(separator: "\n").count == 1 + 5)
     }
 
-    @Test func aBrokenImageKillsOnlyItsCategoryWithoutRetries() throws {
+    /// Each kind of bad dataset input in its own category, beside a healthy
+    /// one: every broken category dies at its first stage, once (no retries:
+    /// the error is not transient), with an error naming the file; the
+    /// healthy category finishes.
+    @Test func badInputKillsOnlyItsCategoryWithoutRetries() throws {
         let cluster = try Cluster(leaseSeconds: 10)
         let data = cluster.state.url.appendingPathComponent("data")
-        try SyntheticBenchmark.write(to: data, seed: 3, size: .small, only: ["pin_grid", "bolt_bag"])
-        let broken = data.appendingPathComponent("bolt_bag/test/good/001.png")
-        let bytes = try Data(contentsOf: broken)
-        try bytes.prefix(bytes.count / 2).write(to: broken)
+        let fm = FileManager.default
+        try SyntheticBenchmark.write(to: data, seed: 3, size: .small, only: ["pin_grid", "bolt_bag", "bottle_label", "cable_pair", "snack_box"])
+        func path(_ relative: String) -> URL { data.appendingPathComponent(relative) }
+        // A truncated image.
+        let truncated = path("bolt_bag/test/good/001.png")
+        let bytes = try Data(contentsOf: truncated)
+        try bytes.prefix(bytes.count / 2).write(to: truncated)
+        // A ground-truth mask three columns wider than its image.
+        let mask = path("bottle_label/ground_truth/structural_anomalies/000/000.png")
+        let region = try PNG.read(mask, mode: .indices)
+        var wide = Image(width: region.width + 3, height: region.height, channels: 1)
+        for y in 0..<region.height { for x in 0..<region.width { wide[x: x, y: y, channel: 0] = region[x: x, y: y, channel: 0] } }
+        try PNG.write(wide, to: mask)
+        // A few-shot annotation in VIA JSON whose polygon has a string for its x coordinates.
+        var manifest = try CategoryManifest.load(categoryRoot: path("cable_pair"))
+        manifest.fewShot[0] = .init(image: manifest.fewShot[0].image, annotation: "annotations/000.json", format: .via)
+        try Data(#"{"000.png1": {"filename": "000.png", "regions": [{"shape_attributes": {"name": "polygon", "all_points_x": "12,40,40", "all_points_y": [1, 1, 9]}, "region_attributes": {"label": "connector"}}]}}"#.utf8)
+            .write(to: path("cable_pair/annotations/000.json"))
+        try manifest.write(to: path("cable_pair"))
+        // A manifest naming a labelled image that is not there.
+        manifest = try CategoryManifest.load(categoryRoot: path("snack_box"))
+        manifest.fewShot[0].image = "train/good/999.png"
+        try manifest.write(to: path("snack_box"))
+        // An empty split: a copy of the healthy category without its logical anomalies.
+        try fm.copyItem(at: path("pin_grid"), to: path("pin_grid_empty"))
+        for file in try fm.contentsOfDirectory(atPath: path("pin_grid_empty/test/logical_anomalies").path) {
+            try fm.removeItem(at: path("pin_grid_empty/test/logical_anomalies/\(file)"))
+        }
+
         try cluster.startCoordinator()
+        let categories = ["pin_grid", "bolt_bag", "bottle_label", "cable_pair", "snack_box", "pin_grid_empty"]
         try cluster.submit("""
-            {"name": "b", "dataset": "\(data.path)", "categories": ["pin_grid", "bolt_bag"], "max_attempts": 3,
+            {"name": "b", "dataset": "\(data.path)", "categories": ["\(categories.joined(separator: "\", \""))"], "max_attempts": 3,
              "grid": {"n_shot": 1, "image_size": 64, "epochs": 1, "memory_types": ["h"]}}
             """)
         try cluster.startWorker("a")
-        let counts = try cluster.wait("b", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 12 }
-        #expect(counts == ["done": 6, "dead": 1, "blocked": 5], "\(cluster.tail())")
-        let status = try cluster.command(["status", "b", "--json"])
-        #expect(status.contains("\"preprocess\""))
-        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
-        #expect(log.components(separatedBy: "kind=preprocess").count - 1 == 2, "the broken category's preprocess ran once, not retried")
+        try cluster.startWorker("b")
+        let counts = try cluster.wait("b", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 36 }
+        #expect(counts == ["done": 6, "dead": 5, "blocked": 25], "\(cluster.tail())")
+        let kinds = try cluster.kindCounts("b")
+        #expect(kinds["preprocess"] == ["done": 1, "dead": 5], "every broken category died at its first stage: \(kinds)")
+        let workerLogs = try ["a", "b"].map { try String(contentsOf: cluster.state.url.appendingPathComponent("worker-\($0).log"), encoding: .utf8) }
+        #expect(workerLogs.map { $0.components(separatedBy: "kind=preprocess").count - 1 }.reduce(0, +) == 6,
+                "each category's preprocess ran once, none retried")
         let coordinator = try String(contentsOf: cluster.logs[0], encoding: .utf8)
-        #expect(coordinator.contains("bolt_bag/test/good/001.png"), "the error names the file")
+        for named in ["bolt_bag/test/good/001.png", "bottle_label/ground_truth/structural_anomalies/000/000.png: mask is",
+                      "cable_pair/annotations/000.json: field '000.png1.regions[0].shape_attributes.all_points_x'",
+                      "snack_box/psad-manifest.json: field 'few_shot[0].image'", "pin_grid_empty/test/logical_anomalies: split has no PNG images"] {
+            #expect(coordinator.contains(named), "the error names the file: \(named)")
+        }
     }
 }

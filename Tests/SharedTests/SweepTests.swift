@@ -109,6 +109,8 @@ import Testing
         #expect(problem("{\(head), \"grid\": {\"loss_set\": true}}")?.contains("must be a string") == true)
         #expect(problem(#"{"name": "n", "categories": ["c"]}"#)?.contains("dataset: is required") == true)
         #expect(problem(#"{"name": "n", "dataset": "d"}"#)?.contains("categories: names no category") == true)
+        #expect(problem(#"{"name": "n", "dataset": "d", "categories": ["../etc"]}"#)?.contains("categories: '../etc' is not a folder name inside the dataset") == true)
+        #expect(problem(#"{"name": "n", "dataset": "d", "categories": ["a", "b", "a"]}"#)?.contains("categories: 'a' is listed twice") == true)
         #expect(problem("{\"name\": ")?.hasPrefix("sweep.json: (document): not valid JSON") == true)
         #expect(problem("[1]")?.contains("must be a JSON object") == true)
     }

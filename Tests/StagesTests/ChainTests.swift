@@ -114,11 +114,69 @@ extension ChainTests {
         #expect(blind.spro == 0 && blind.pixelAUROC < 0.5)
     }
 
+    @Test func absoluteSaturationThresholdsScaleWithTheImage() throws {
+        // A 4-pixel region with one pixel lit; an absolute threshold of 2 pixels
+        // at native size. In a frame of half the area it is 1 pixel: saturated.
+        var region = Image(width: 4, height: 2, channels: 1)
+        for x in 0..<4 { region[x: x, y: 0, channel: 0] = 3 }
+        var map = [Float](repeating: 0, count: 8)
+        map[0] = 0.9
+        let defects = [DefectConfig(defectName: "gap", pixelValue: 3, saturationThreshold: 2, relativeSaturation: false)]
+        let good: [[Float]] = [[0.2, 0.1, 0.3, 0.0, 0.1, 0.2, 0.1, 0.0]]
+        let native = try PixelMetrics.compute(goodMaps: good, anomalous: [.init(map: map, regions: [region])], defects: defects)
+        let halved = try PixelMetrics.compute(goodMaps: good, anomalous: [.init(map: map, regions: [region], absoluteThresholdScale: 0.5)],
+                                              defects: defects)
+        #expect(abs(native.spro - 0.5) < 1e-12 && abs(halved.spro - 1) < 1e-12, "\(native.spro) \(halved.spro)")
+    }
+
     @Test func anUnknownDefectValueIsNamed() {
         var region = Image(width: 2, height: 1, channels: 1)
         region[x: 0, y: 0, channel: 0] = 9
         #expect(throws: DatasetError.self) {
             try PixelMetrics.compute(goodMaps: [[0, 0]], anomalous: [.init(map: [1, 0], regions: [region])], defects: [])
+        }
+    }
+}
+
+/// Ground truth is checked where it is read: each mask's size against its
+/// image's, its values against `defects_config.json`, and the file named.
+@Suite struct GroundTruthValidationTests {
+    let data: TemporaryDirectory
+    init() throws { data = try TemporaryDirectory() }
+
+    func category() throws -> (CategoryInput, LocoSample) {
+        try SyntheticBenchmark.write(to: data.url, seed: 2, size: .small, only: ["pin_grid"])
+        let input = try CategoryInput(root: data.url.appendingPathComponent("pin_grid"), imageSize: 32)
+        let sample = try #require(input.category[.testStructural].first { !$0.groundTruth.isEmpty })
+        return (input, sample)
+    }
+
+    @Test func aHealthyCategoryValidatesAndCountsEverySplit() throws {
+        let (input, _) = try category()
+        let counts = try input.validate()
+        #expect(Split.allCases.allSatisfy { counts[$0] == input.category[$0].count && counts[$0]! > 0 })
+    }
+
+    @Test func aMaskOfTheWrongSizeIsNamed() throws {
+        let (input, sample) = try category()
+        let mask = sample.groundTruth[0]
+        let image = try PNG.dimensions(sample.url)
+        try PNG.write(Image(width: image.width, height: image.height - 1, channels: 1), to: mask)
+        let expected = DatasetError.sizeMismatch(file: mask.path, expected: image, found: (image.width, image.height - 1))
+        #expect(throws: expected) { try input.validate() }
+        #expect(throws: expected) { try input.pixelMetrics(maps: input.testSamples.map { _ in [Float](repeating: 0, count: 32 * 32) }, fprLimit: 0.05) }
+    }
+
+    @Test func aMaskValueNoDefectDeclaresIsNamed() throws {
+        let (input, sample) = try category()
+        let mask = sample.groundTruth[0]
+        let image = try PNG.dimensions(sample.url)
+        try PNG.write(Image(width: image.width, height: image.height, channels: 1, pixels: [UInt8](repeating: 77, count: image.width * image.height)), to: mask)
+        do {
+            _ = try input.validate()
+            Issue.record("accepted")
+        } catch let error as DatasetError {
+            #expect(error.description.hasPrefix(mask.path + ": pixel value 77 is not a defect's pixel_value"), "\(error)")
         }
     }
 }

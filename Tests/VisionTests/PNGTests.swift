@@ -71,6 +71,20 @@ import TestSupport
         }
     }
 
+    @Test func dimensionsComeFromTheHeaderAlone() throws {
+        let dir = try TemporaryDirectory()
+        let good = try PNG.encode(Self.pattern(width: 300, height: 7, channels: 3))
+        let cases: [(String, Data)] = [("good.png", good), ("short.png", good.prefix(20)), ("text.png", Data(String(repeating: "x", count: 40).utf8))]
+        for (name, data) in cases { try data.write(to: dir.url.appendingPathComponent(name)) }
+        let size = try PNG.dimensions(dir.url.appendingPathComponent("good.png"))
+        #expect(size.width == 300 && size.height == 7)
+        for name in ["short.png", "text.png"] {
+            let url = dir.url.appendingPathComponent(name)
+            #expect(throws: PNGError.corrupt(file: url.path, detail: "no PNG signature")) { try PNG.dimensions(url) }
+        }
+        #expect(throws: PNGError.self) { try PNG.dimensions(dir.url.appendingPathComponent("missing.png")) }
+    }
+
     @Test func missingFileIsUnreadable() {
         #expect(throws: PNGError.self) { try PNG.read(URL(fileURLWithPath: "/nonexistent/a.png")) }
     }

@@ -139,6 +139,12 @@ extension Sweep {
         } else {
             if sweep.dataset.isEmpty { throw reader.error("dataset", "is required (the dataset root)") }
             if sweep.categories.isEmpty { throw reader.error("categories", "names no category") }
+            for name in sweep.categories where name.isEmpty || name == "." || name == ".." || name.contains("/") {
+                throw reader.error("categories", "'\(name)' is not a folder name inside the dataset")
+            }
+            if let twice = sweep.categories.first(where: { c in sweep.categories.filter { $0 == c }.count > 1 }) {
+                throw reader.error("categories", "'\(twice)' is listed twice")
+            }
         }
         return sweep
     }

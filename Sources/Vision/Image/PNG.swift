@@ -44,6 +44,30 @@ public enum PNG {
         return try decode(data, source: url.path, mode: mode)
     }
 
+    /// An image's width and height from its header alone (the IHDR chunk),
+    /// without decoding: for checks that need only the size.
+    public static func dimensions(_ url: URL) throws -> (width: Int, height: Int) {
+        let head: Data
+        do {
+            let handle = try FileHandle(forReadingFrom: url)
+            defer { try? handle.close() }
+            head = try handle.read(upToCount: 24) ?? Data()
+        } catch {
+            throw PNGError.unreadable(file: url.path, reason: (error as NSError).localizedDescription)
+        }
+        let bytes = [UInt8](head)
+        guard bytes.count == 24, bytes[0..<8].elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) else {
+            throw PNGError.corrupt(file: url.path, detail: "no PNG signature")
+        }
+        guard bytes[12..<16].elementsEqual(Array("IHDR".utf8)) else {
+            throw PNGError.corrupt(file: url.path, detail: "the first chunk is not IHDR")
+        }
+        func word(_ at: Int) -> Int { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        let (width, height) = (word(16), word(20))
+        guard width > 0, height > 0 else { throw PNGError.corrupt(file: url.path, detail: "zero width or height") }
+        return (width, height)
+    }
+
     /// Decodes PNG bytes; `source` names them in errors.
     public static func decode(_ data: Data, source: String, mode: Mode = .colours) throws -> Image {
         var image = psad_png_image()
