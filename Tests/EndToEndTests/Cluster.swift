@@ -34,7 +34,7 @@ final class Cluster {
         let out = Pipe()
         p.standardOutput = out
         let logURL = state.url.appendingPathComponent("\(log).log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         p.standardError = try FileHandle(forWritingTo: logURL)
         logs.append(logURL)
         try p.run()
@@ -115,6 +115,18 @@ final class Cluster {
         let json = try command(["status", sweep, "--json"])
         let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
         return statuses?.first?["counts"] as? [String: [String: Int]] ?? [:]
+    }
+
+    /// Polls `status` per stage kind until `done` says so, or fails after `seconds`.
+    func waitKinds(_ sweep: String, seconds: Double, until done: ([String: [String: Int]]) -> Bool) throws -> [String: [String: Int]] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last: [String: [String: Int]] = [:]
+        while Date() < deadline {
+            last = try kindCounts(sweep)
+            if done(last) { return last }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw ClusterError("sweep \(sweep) did not get there in \(seconds) s: \(last)\n\(tail())")
     }
 
     /// Polls `status` until `done` says so, or fails after `seconds`.

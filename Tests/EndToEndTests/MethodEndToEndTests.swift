@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Vision
 
 /// The method itself through the system: a sweep over a small synthetic
@@ -34,6 +35,50 @@ import Vision
             """)
         #expect(try cluster.counts("again") == ["done": 6])
         #expect(try cluster.command(["results", "again"]).split(separator: "\n").count == 1 + 5)
+    }
+
+    /// The same method sweep twice on the same data: once cleanly, once with
+    /// its worker SIGKILLed in the middle of segment-train and then the
+    /// coordinator SIGKILLed and restarted while the replacement worker
+    /// holds a job. The faulted run's results equal the clean run's, digit
+    /// for digit: a retried or re-adopted stage computes what it would have.
+    @Test func aSweepThroughKillsEndsWithTheCleanRunsResults() throws {
+        let data = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: data.url, seed: 4, size: .small, only: ["pin_grid"])
+        let sweep = """
+            {"name": "f", "dataset": "\(data.url.path)", "categories": ["pin_grid"], "max_attempts": 3,
+             "grid": {"n_shot": 2, "image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
+            """
+        func run(faults: Bool) throws -> String {
+            let cluster = try Cluster(leaseSeconds: 2)
+            try cluster.startCoordinator()
+            try cluster.submit(sweep)
+            try cluster.startWorker("a")
+            if faults {
+                _ = try cluster.waitKinds("f", seconds: 300) { $0["segment-train"]?["leased"] == 1 }
+                Thread.sleep(forTimeInterval: 0.5)
+                cluster.signalWorker("a", SIGKILL)
+                try cluster.startWorker("b")
+                _ = try cluster.waitKinds("f", seconds: 300) { ($0["bank-fit"]?["leased"] ?? 0) + ($0["patch-features"]?["leased"] ?? 0) == 1 }
+                cluster.killCoordinator()
+                try cluster.startCoordinator()
+            }
+            let counts = try cluster.wait("f", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 8 }
+            #expect(counts == ["done": 8], "\(cluster.tail())")
+            if faults {
+                // Nine runs for eight jobs: only the killed segment-train ran twice; the job in
+                // flight across the coordinator's restart was re-adopted, not run again.
+                let runs = try ["a", "b"].map {
+                    try String(contentsOf: cluster.state.url.appendingPathComponent("worker-\($0).log"), encoding: .utf8)
+                        .components(separatedBy: "kind=").count - 1
+                }
+                #expect(runs.reduce(0, +) == 9, "\(runs) \(cluster.tail())")
+            }
+            return try cluster.command(["results", "f"])
+        }
+        let clean = try run(faults: false), faulted = try run(faults: true)
+        #expect(clean.split(separator: "\n").count == 1 + 3 * 5)
+        #expect(faulted == clean)
     }
 
     /// Each kind of bad dataset input in its own category, beside a healthy
