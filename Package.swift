@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "Stages", targets: ["Stages"]),
         .library(name: "Shared", targets: ["Shared"]),
         .library(name: "Scheduler", targets: ["Scheduler"]),
+        .library(name: "Report", targets: ["Report"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -54,10 +55,12 @@ let package = Package(
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
         .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift"),
                                                  .product(name: "Logging", package: "swift-log")]),
+        // A sweep's HTML report (and CSV/JSON) from the database and the artifacts the stages wrote.
+        .target(name: "Report", dependencies: ["AtomicWrite", "Scheduler", "Shared", "Vision"]),
         .executableTarget(
             name: "Coordinator",
             dependencies: [
-                "Shared", "Scheduler", "Tensor", "Vision",
+                "Shared", "Scheduler", "Report", "Tensor", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -89,5 +92,6 @@ let package = Package(
         // Starts the built psad-coordinator and psad-worker binaries.
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", .target(name: "Coordinator"), .target(name: "Worker")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Scheduler", "Shared", "Vision", "TestSupport"]),
     ]
 )

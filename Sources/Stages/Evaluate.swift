@@ -32,9 +32,15 @@ public enum Evaluate {
 
     /// AUROC of good (label 0) against each anomaly split.
     public static func metrics(good: [Double], logical: [Double], structural: [Double]) -> Metrics {
-        func auroc(_ anomalous: [Double]) -> Double {
-            ROC(scores: (good + anomalous).map { Float($0) }, labels: good.map { _ in false } + anomalous.map { _ in true }).area
+        let c = curves(good: good, logical: logical, structural: structural)
+        return Metrics(logicalAUROC: c.logical.area, structuralAUROC: c.structural.area)
+    }
+
+    /// The ROC curves of good (label 0) against each anomaly split.
+    public static func curves(good: [Double], logical: [Double], structural: [Double]) -> (logical: ROC, structural: ROC) {
+        func roc(_ anomalous: [Double]) -> ROC {
+            ROC(scores: (good + anomalous).map { Float($0) }, labels: good.map { _ in false } + anomalous.map { _ in true })
         }
-        return Metrics(logicalAUROC: auroc(logical), structuralAUROC: auroc(structural))
+        return (roc(logical), roc(structural))
     }
 }

@@ -20,7 +20,7 @@ import Vision
 /// | unet-train | `masks/<split>/<id>.png` from the UNet, `losses.json` |
 /// | patch-features | `scores.json` (train leave-one-out, test; pixel metrics), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
 /// | bank-fit | `banks.safetensors`, `distances.json` (test distances, train statistics) |
-/// | evaluate | `metrics.json`, `scores.csv`; metrics reported to the coordinator |
+/// | evaluate | `metrics.json`, `roc.json` (false- and true-positive rates per anomaly split), `scores.csv`; metrics reported to the coordinator |
 ///
 /// Bad input (a dataset error, an unreadable image or annotation) fails the
 /// job permanently: retrying cannot fix it.
@@ -225,15 +225,18 @@ enum StageJobs {
         let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
                                            patch: patch.train.map(Double.init))
         let scores = Evaluate.scores(test, train: train, memory: memory, scale: scale)
-        let m = Evaluate.metrics(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
-                                 structural: Array(scores[(d.good + d.logical)...]))
-        var metrics = ["logical_auroc": m.logicalAUROC, "structural_auroc": m.structuralAUROC, "mean_auroc": m.meanAUROC]
+        let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
+                                     structural: Array(scores[(d.good + d.logical)...]))
+        let (la, sa) = (curves.logical.area, curves.structural.area)
+        var metrics = ["logical_auroc": la, "structural_auroc": sa, "mean_auroc": (la + sa) / 2]
         if let p = patch.pixelAUROC { metrics["pixel_auroc"] = p }
         if let s = patch.spro { metrics["spro"] = s }
         let rows = scores.enumerated().map { i, s in
             "\(i < d.good ? "good" : i < d.good + d.logical ? "logical_anomalies" : "structural_anomalies"),\(s)"
         }
+        func points(_ roc: ROC) -> RocPoints { RocPoints(fpr: roc.falsePositiveRates, tpr: roc.truePositiveRates) }
         return StageOutcome(outputs: ["metrics.json": try encode(metrics),
+                                      "roc.json": try encode(["logical": points(curves.logical), "structural": points(curves.structural)]),
                                       "scores.csv": Data((["split,score"] + rows).joined(separator: "\n").utf8 + [0x0a])],
                             metrics: metrics)
     }

@@ -79,6 +79,15 @@ final class Cluster {
     /// Runs a coordinator CLI command against the state directory; its stdout.
     @discardableResult
     func command(_ arguments: [String], withState: Bool = true) throws -> String {
+        let r = try run(arguments, withState: withState)
+        guard r.status == 0 else {
+            throw ClusterError("psad-coordinator \(arguments.joined(separator: " ")) exited \(r.status): \(r.errors)")
+        }
+        return r.output
+    }
+
+    /// Runs a coordinator CLI command; its exit status, stdout and stderr.
+    func run(_ arguments: [String], withState: Bool = true) throws -> (status: Int32, output: String, errors: String) {
         let p = Process()
         p.executableURL = Self.binaries.appendingPathComponent("psad-coordinator")
         p.arguments = arguments + (withState ? ["--state", state.url.path] : [])
@@ -89,10 +98,7 @@ final class Cluster {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         let problem = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ClusterError("psad-coordinator \(arguments.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: problem, as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: problem, as: UTF8.self))
     }
 
     func submit(_ sweep: String) throws {

@@ -28,6 +28,15 @@ import Vision
         #expect(results.contains { $0.hasPrefix("pin_grid,logical_auroc,") })
         let table = try cluster.command(["results", "m", "--table"])
         #expect(table.contains("| category | h/max LA | h/max SA | hcp/max LA |") && table.contains("| pin_grid |") && table.contains("| **mean** |"), "\(table)")
+        // The report: the table, both ablations, ROC curves and example pictures from the stages' artifacts.
+        let out = cluster.state.url.appendingPathComponent("report")
+        _ = try cluster.command(["report", "m", "--out", out.path])
+        let html = try String(contentsOf: out.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(html.contains("<td>pin_grid</td>") && html.contains("Memory banks") && html.contains("UNet retraining"), "\(html.prefix(3000))")
+        #expect(html.components(separatedBy: "class=\"roc-logical\"").count == 2)
+        // Four examples (top good, top logical, top structural, lowest anomaly), each an overlay and a map.
+        #expect(html.components(separatedBy: "src=\"data:image/png;base64,").count - 1 == 8, "\(html.prefix(3000))")
+        #expect(try String(contentsOf: out.appendingPathComponent("report.csv"), encoding: .utf8).split(separator: "\n").count == 1 + 6)
         // A second identical sweep reuses every job.
         try cluster.submit("""
             {"name": "again", "dataset": "\(data.path)", "categories": ["pin_grid"],
@@ -35,6 +44,11 @@ import Vision
             """)
         #expect(try cluster.counts("again") == ["done": 6])
         #expect(try cluster.command(["results", "again"]).split(separator: "\n").count == 1 + 5)
+        // Comparisons: against itself nothing drops; against a sweep with another headline (hcp, not h) a note says so.
+        let same = try cluster.run(["report", "m", "--against", "m", "--max-drop", "0", "--out", out.path])
+        #expect(same.status == 0 && same.output.contains("no drop of more than 0.0 points against 'm'"), "\(same)")
+        let other = try cluster.command(["report", "again", "--against", "m", "--out", out.path])
+        #expect(other.contains("note: 'm' has another headline setting"), "\(other)")
     }
 
     /// The same method sweep twice on the same data: once cleanly, once with

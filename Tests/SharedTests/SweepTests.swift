@@ -54,6 +54,17 @@ import Testing
         #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
     }
 
+    @Test func theHeadlineSettingIsOneOfTheSweepsEvaluations() throws {
+        let sweep = try Sweep.parse(Data("""
+            {"name": "s", "dataset": "d", "categories": ["a"],
+             "grid": {"n_shot": [1, 5], "memory_types": ["h", "hcp"], "scale_types": ["none", "max"], "loss_set": ["sup", "sup+H"]}}
+            """.utf8), file: "s.json")
+        let headline = sweep.grid.headlineSetting
+        #expect(SweepExpander.expand(sweep).evaluations.filter { $0.setting == headline }.count == 1)
+        #expect(headline.contains(#""memory_type":"hcp""#) && headline.contains(#""scale_type":"max""#)
+                && headline.contains(#""n_shot":1"#) && headline.contains(#""loss_set":"sup""#), "\(headline)")
+    }
+
     @Test func diagnosticSweepsMakeIndependentOrChainedJobs() {
         var s = Sweep(name: "load", dataset: "", categories: [])
         var d = Sweep.Diagnostic()

@@ -17,7 +17,8 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
     /// kind (and everything downstream) is computed again.
     public var codeVersion: Int {
         switch self {
-        case .preprocess, .segmentTrain, .pseudoLabel, .unetTrain, .patchFeatures, .bankFit, .evaluate, .diagnostic: 1
+        case .preprocess, .segmentTrain, .pseudoLabel, .unetTrain, .patchFeatures, .bankFit, .diagnostic: 1
+        case .evaluate: 2   // 2: roc.json
         }
     }
 

@@ -116,12 +116,10 @@ public enum SweepExpander {
                                         let evaluate = plan.add(.evaluate, category: category,
                                                                 ["memory_type": .string(memory), "scale_type": .string(scale)],
                                                                 inputs: ["banks": bank, "patch": patch])
-                                        plan.add(PlannedEvaluation(key: evaluate, category: category, setting: [
-                                            "image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
-                                            "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
-                                            "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
-                                            "memory_type": .string(memory), "scale_type": .string(scale),
-                                            "coreset_fraction": .double(coreset)]))
+                                        plan.add(PlannedEvaluation(key: evaluate, category: category, setting: Sweep.Grid.setting(
+                                            size: size, backbone: backbone, fraction: fraction, nShot: nShot, epochs: epochs, lossSet: lossSet,
+                                            seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, statistic: statistic, memory: memory,
+                                            scale: scale, coreset: coreset)))
                                     } }
                                 } }
                             }
@@ -130,5 +128,31 @@ public enum SweepExpander {
                 }
             }
         }
+    }
+}
+
+extension Sweep.Grid {
+    /// The full setting an evaluation scores, as results record it.
+    static func setting(size: Int, backbone: String, fraction: Double, nShot: Int, epochs: Int, lossSet: String, seed: Int,
+                        unetEpochs: Int, epsilon: Double, statistic: String, memory: String, scale: String,
+                        coreset: Double) -> [String: ParameterValue] {
+        ["image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
+         "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
+         "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
+         "memory_type": .string(memory), "scale_type": .string(scale), "coreset_fraction": .double(coreset)]
+    }
+
+    /// The sweep's headline setting, as canonical JSON: the first value of
+    /// every list, except that memory type hcp and scale type max are
+    /// chosen when listed (the method as published). A report's main table
+    /// shows it; each ablation varies one thing away from it.
+    public var headlineSetting: String {
+        func first<T>(_ values: [T]) -> T { values[0] }
+        return CanonicalJSON.object(Self.setting(
+            size: first(imageSizes), backbone: first(backbones), fraction: first(lessNormalFractions), nShot: first(nShot),
+            epochs: first(epochs), lossSet: first(lossSets), seed: first(seeds), unetEpochs: first(unetEpochs),
+            epsilon: first(epsilons), statistic: first(trainStatistics),
+            memory: memoryTypes.contains("hcp") ? "hcp" : first(memoryTypes), scale: scaleTypes.contains("max") ? "max" : first(scaleTypes),
+            coreset: first(coresetFractions)))
     }
 }

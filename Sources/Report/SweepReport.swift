@@ -1,0 +1,238 @@
+import Foundation
+import Scheduler
+import Shared
+import Vision
+
+/// Everything a sweep's report shows, gathered from the coordinator's
+/// database and artifacts: the per-category table at the headline setting
+/// (laid out like the paper's), one ablation table per thing the sweep
+/// varies, ROC curves, example images with their part segmentation and
+/// anomaly map, stage costs, and a comparison with another sweep.
+public struct SweepReport: Sendable {
+    /// Image and pixel metrics in the order tables show them.
+    public static let metrics = ["logical_auroc", "structural_auroc", "mean_auroc", "pixel_auroc", "spro"]
+
+    public struct CategoryRow: Sendable {
+        public var category: String
+        public var metrics: [String: Double]
+        /// The same category and setting in the `--against` sweep.
+        public var against: [String: Double]?
+    }
+
+    /// One varied parameter, the others held at the headline setting.
+    /// Values are means over the categories that have every row.
+    public struct Ablation: Sendable {
+        public var parameter: String
+        public var rows: [(value: String, metrics: [String: Double])]
+        public var categories: Int
+    }
+
+    public struct Curve: Sendable {
+        public var category: String
+        public var logical: RocPoints
+        public var structural: RocPoints
+    }
+
+    public struct Example: Sendable {
+        public var category: String
+        public var caption: String
+        public var split: String
+        public var id: String
+        public var score: Double
+        /// PNGs: the test image with its part segmentation blended in, and
+        /// the anomaly map in colour.
+        public var overlay: Data
+        public var map: Data
+    }
+
+    public struct Evaluation: Sendable {
+        public var category: String
+        public var setting: [String: String]
+        public var metrics: [String: Double]
+    }
+
+    public var sweep: String
+    public var against: String?
+    public var headline: [String: String]
+    /// Setting keys with more than one value in this sweep.
+    public var varied: [String]
+    public var rows: [CategoryRow]
+    public var ablations: [Ablation]
+    public var curves: [Curve]
+    public var examples: [Example]
+    public var stages: [SweepRecord.Stage]
+    public var evaluations: [Evaluation]
+    /// Things the reader should know (missing images, pending jobs).
+    public var notes: [String]
+
+    /// The mean over categories of each metric of the main table (over the
+    /// categories that have it).
+    public var meanRow: [String: Double] { Self.mean(rows.map(\.metrics)) }
+    public var meanAgainst: [String: Double]? {
+        let a = rows.compactMap(\.against)
+        return a.isEmpty ? nil : Self.mean(a)
+    }
+
+    static func mean(_ values: [[String: Double]]) -> [String: Double] {
+        var sums: [String: (Double, Int)] = [:]
+        for v in values { for (k, x) in v { sums[k, default: (0, 0)].0 += x; sums[k, default: (0, 0)].1 += 1 } }
+        return sums.mapValues { $0.0 / Double($0.1) }
+    }
+}
+
+extension SweepReport {
+    public enum BuildError: Error, CustomStringConvertible {
+        case notAMethodSweep(String)
+        public var description: String {
+            switch self { case .notAMethodSweep(let s): "sweep '\(s)' has no evaluations (a diagnostic sweep has nothing to report)" }
+        }
+    }
+
+    /// Gathers the report of `sweep`. `examples` test images per category
+    /// are shown (the highest-scoring good image, the highest-scoring
+    /// logical and structural anomalies, the lowest-scoring anomaly).
+    public static func build(store: JobStore, artifacts: ArtifactStore, sweep name: String, against: String? = nil) throws -> SweepReport {
+        let record = try store.sweepRecord(name)
+        let sweep = try Sweep.parse(Data(record.file.utf8), file: "sweep '\(name)'")
+        guard !record.evaluations.isEmpty else { throw BuildError.notAMethodSweep(name) }
+        let headlineJSON = sweep.grid.headlineSetting
+        let headline = try decode(headlineJSON)
+        let evaluations = try record.evaluations.map { Evaluation(category: $0.category, setting: try decode($0.setting), metrics: $0.metrics) }
+        let varied = headline.keys.sorted().filter { key in Set(evaluations.map { $0.setting[key] ?? "" }).count > 1 }
+        var notes: [String] = []
+        let pending = record.evaluations.filter(\.metrics.isEmpty).count
+        if pending > 0 { notes.append("\(pending) of \(record.evaluations.count) evaluations have no results yet (not done, dead or blocked): their cells are empty.") }
+
+        // The main table: each category at the headline setting.
+        let main = record.evaluations.filter { $0.setting == headlineJSON }
+        var againstRows: [String: [String: Double]] = [:]
+        if let against {
+            let other = try store.sweepRecord(against)
+            let otherHeadline = try Sweep.parse(Data(other.file.utf8), file: "sweep '\(against)'").grid.headlineSetting
+            if otherHeadline != headlineJSON {
+                notes.append("'\(against)' has another headline setting; its headline results are compared.")
+            }
+            for e in other.evaluations where e.setting == otherHeadline { againstRows[e.category] = e.metrics }
+        }
+        let rows = main.map { CategoryRow(category: $0.category, metrics: $0.metrics, against: against == nil ? nil : againstRows[$0.category]) }
+
+        // Ablations: one per varied parameter (memory and scale type as one).
+        var ablations: [Ablation] = []
+        var groups = varied.filter { $0 != "memory_type" && $0 != "scale_type" }.map { [$0] }
+        if varied.contains("memory_type") || varied.contains("scale_type") { groups.insert(["memory_type", "scale_type"], at: 0) }
+        for group in groups {
+            let others = headline.keys.filter { !group.contains($0) }
+            let matching = evaluations.filter { e in others.allSatisfy { e.setting[$0] == headline[$0] } && !e.metrics.isEmpty }
+            var byValue: [String: [String: [String: Double]]] = [:]   // value -> category -> metrics
+            var order: [String] = []
+            for e in matching {
+                let value = group.map { e.setting[$0] ?? "?" }.joined(separator: "/")
+                if byValue[value] == nil { order.append(value) }
+                byValue[value, default: [:]][e.category] = e.metrics
+            }
+            // Only categories present in every row, so the rows compare like with like.
+            var categories = Set(byValue.values.first?.keys.map { $0 } ?? [])
+            for perCategory in byValue.values { categories.formIntersection(perCategory.keys) }
+            let rows = order.sorted(by: Self.ablationOrder).map { value in
+                (value: value, metrics: mean(categories.sorted().compactMap { byValue[value]?[$0] }))
+            }
+            ablations.append(Ablation(parameter: group.joined(separator: "/"), rows: rows, categories: categories.count))
+        }
+
+        // Curves and examples of the headline setting.
+        var curves: [Curve] = [], examples: [Example] = []
+        for evaluation in main where !evaluation.metrics.isEmpty {
+            let outputs = try store.outputs(of: evaluation.job)
+            if let hash = outputs["roc.json"] {
+                let roc = try JSONDecoder().decode([String: RocPoints].self, from: try store.artifact(hash, in: artifacts))
+                if let l = roc["logical"], let s = roc["structural"] { curves.append(Curve(category: evaluation.category, logical: l, structural: s)) }
+            } else {
+                notes.append("\(evaluation.category): no ROC points (evaluated by a version that did not write roc.json).")
+            }
+            do {
+                examples += try Self.examples(evaluation, outputs: outputs, sweep: sweep, headline: headline, store: store, artifacts: artifacts)
+            } catch {
+                notes.append("\(evaluation.category): no example images (\(error)).")
+            }
+        }
+        return SweepReport(sweep: name, against: against, headline: headline, varied: varied, rows: rows, ablations: ablations,
+                           curves: curves, examples: examples, stages: record.stages, evaluations: evaluations, notes: notes)
+    }
+
+    /// Numbers in numeric order, the rest as listed (memory types h, c, p, hcp by name).
+    static func ablationOrder(_ a: String, _ b: String) -> Bool {
+        if let x = Double(a), let y = Double(b) { return x < y }
+        return a.count != b.count ? a.count < b.count : a < b
+    }
+
+    static func decode(_ setting: String) throws -> [String: String] {
+        try JSONDecoder().decode([String: ParameterValue].self, from: Data(setting.utf8)).mapValues(\.description)
+    }
+
+    static func examples(_ evaluation: SweepRecord.Evaluation, outputs: [String: String], sweep: Sweep, headline: [String: String],
+                         store: JobStore, artifacts: ArtifactStore) throws -> [Example] {
+        struct Missing: Error, CustomStringConvertible { let description: String }
+        guard let scoresHash = outputs["scores.csv"] else { throw Missing(description: "evaluate wrote no scores.csv") }
+        guard let patch = try store.input(of: evaluation.job, role: "patch"),
+              let banks = try store.input(of: evaluation.job, role: "banks"),
+              let masks = try store.input(of: banks, role: "masks") else { throw Missing(description: "the evaluation's inputs are not recorded") }
+        let patchOutputs = try store.outputs(of: patch), maskOutputs = try store.outputs(of: masks)
+        // scores.csv rows follow the test listing: good, logical, structural, each sorted by id
+        // (LocoCategory's order), which is also the order of the map names per split.
+        let lines = String(decoding: try store.artifact(scoresHash, in: artifacts), as: UTF8.self).split(separator: "\n").dropFirst()
+        var scored: [(split: String, id: String, score: Double)] = []
+        var seen: [String: Int] = [:]
+        for line in lines {
+            let fields = line.split(separator: ",")
+            guard fields.count == 2, let score = Double(fields[1]) else { throw Missing(description: "scores.csv line '\(line)' is not split,score") }
+            let split = String(fields[0])
+            let prefix = "maps/test/\(split)/"
+            let ids = patchOutputs.keys.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count).dropLast(4)) }.sorted()
+            let k = seen[split, default: 0]
+            guard k < ids.count else { throw Missing(description: "more scores than anomaly maps in \(split)") }
+            scored.append((split, ids[k], score))
+            seen[split] = k + 1
+        }
+        func top(_ split: String) -> (split: String, id: String, score: Double)? { scored.filter { $0.split == split }.max { $0.score < $1.score } }
+        var picks: [(String, (split: String, id: String, score: Double))] = []
+        if let g = top("good") { picks.append(("good image with the highest score", g)) }
+        if let l = top("logical_anomalies") { picks.append(("logical anomaly with the highest score", l)) }
+        if let s = top("structural_anomalies") { picks.append(("structural anomaly with the highest score", s)) }
+        if let low = scored.filter({ $0.split != "good" }).min(by: { $0.score < $1.score }) { picks.append(("anomaly with the lowest score", low)) }
+        let size = Int(headline["image_size"] ?? "") ?? 256
+        let root = URL(fileURLWithPath: sweep.dataset).appendingPathComponent(evaluation.category)
+        let images = try? ReportImages(categoryRoot: root, size: size)
+        return try picks.map { caption, pick in
+            guard let maskHash = maskOutputs["masks/test/\(pick.split)/\(pick.id).png"], let mapHash = patchOutputs["maps/test/\(pick.split)/\(pick.id).png"] else {
+                throw Missing(description: "no mask or map for \(pick.split)/\(pick.id)")
+            }
+            let mask = try store.artifact(maskHash, in: artifacts), map = try store.artifact(mapHash, in: artifacts)
+            let picture = try images?.image(split: pick.split, id: pick.id)
+            return Example(category: evaluation.category, caption: caption, split: pick.split, id: pick.id, score: pick.score,
+                           overlay: try ReportImages.overlay(picture, mask: mask, size: size), map: try ReportImages.heat(map))
+        }
+    }
+}
+
+extension SweepReport {
+    /// The drops against the `--against` sweep larger than `points`
+    /// percentage points, in LA, SA or their mean, per category and in the
+    /// mean row; a category with results there and none here is a drop too.
+    public func regressions(points: Double) -> [String] {
+        guard let against else { return [] }
+        var found: [String] = []
+        func check(_ name: String, _ now: [String: Double], _ before: [String: Double]) {
+            for metric in ["logical_auroc", "structural_auroc", "mean_auroc"] {
+                guard let b = before[metric] else { continue }
+                let label = "\(name) \(ReportWriter.names[metric]!)"
+                guard let n = now[metric] else { found.append("\(label): \(ReportWriter.percent(b)) in '\(against)', no result now"); continue }
+                if 100 * (b - n) > points {
+                    found.append("\(label): \(ReportWriter.percent(n)), was \(ReportWriter.percent(b)) in '\(against)' (\(ReportWriter.delta(n, b)) points)")
+                }
+            }
+        }
+        for row in rows { check(row.category, row.metrics, row.against ?? [:]) }
+        if let mean = meanAgainst { check("mean", meanRow, mean) }
+        return found
+    }
+}
