@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries. Each is a module map plus a shim header and
@@ -51,7 +52,7 @@ let package = Package(
         .target(name: "Anomaly", dependencies: ["Tensor"]),
         .target(name: "Stages", dependencies: ["AtomicWrite", "Tensor", "Vision", "Models", "Anomaly"]),
         .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto"),
-                                              .product(name: "Logging", package: "swift-log")]),
+                                              .product(name: "Logging", package: "swift-log"), "Yams"]),
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
         .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift"),
                                                  .product(name: "Logging", package: "swift-log")]),
@@ -90,7 +91,8 @@ let package = Package(
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport"]),
         // Starts the built psad-coordinator and psad-worker binaries.
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", .target(name: "Coordinator"), .target(name: "Worker")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", .target(name: "Coordinator"), .target(name: "Worker"),
+                                                         .product(name: "ArgumentParser", package: "swift-argument-parser"), "Yams"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Scheduler", "Shared", "Vision", "TestSupport"]),
     ]

@@ -76,13 +76,20 @@ func say(_ line: String) {
 
 
 struct Submit: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Add a sweep file's jobs (JSON; see ops/sweeps/).")
+    static let configuration = CommandConfiguration(abstract: "Add a sweep file's jobs (JSON or YAML; see ops/sweeps/).")
     @OptionGroup var state: StateOption
     @Argument(help: "The sweep file.") var sweep: String
+    @Option(help: "Submit it under this name instead of the file's (e.g. nightly-2026-11-30).") var name: String?
+    @Flag(help: "Reuse nothing done before: the sweep's name enters every job's key (its `run`).") var fresh = false
 
     func run() throws {
         let url = URL(fileURLWithPath: sweep)
-        let parsed = try Sweep.load(url)
+        var parsed = try Sweep.load(url)
+        if let name {
+            guard !name.isEmpty else { throw ValidationError("--name must not be empty") }
+            parsed.name = name
+        }
+        if fresh { parsed.run = parsed.name }
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")

@@ -1,7 +1,7 @@
 import Foundation
 
-/// A sweep file (JSON): the dataset, its categories and the grid of
-/// settings; every combination of the grid's values is one setting.
+/// A sweep file (JSON or YAML): the dataset, its categories and the grid
+/// of settings; every combination of the grid's values is one setting.
 /// Documented with examples in `ops/sweeps/`.
 public struct Sweep: Equatable, Sendable {
     public var name: String
@@ -15,6 +15,9 @@ public struct Sweep: Equatable, Sendable {
     public var grid = Grid()
     /// Diagnostic jobs instead of the method (load and fault tests).
     public var diagnostic: Diagnostic?
+    /// A run label that enters every job's key: with one, nothing done
+    /// before is reused (nightly runs compute everything afresh).
+    public var run: String?
 
     public struct Grid: Equatable, Sendable {
         public var nShot = [5]
@@ -80,15 +83,20 @@ extension Sweep {
         let text = String(decoding: data, as: UTF8.self)
         let reader = FieldReader(file: file, text: text)
         let any: Any
-        do { any = try JSONSerialization.jsonObject(with: data) } catch {
-            throw SweepError(file: file, line: nil, field: "(document)", problem: "not valid JSON: \((error as NSError).userInfo["NSDebugDescription"] ?? error.localizedDescription)")
+        if text.first(where: { !$0.isWhitespace }) == "{" {
+            do { any = try JSONSerialization.jsonObject(with: data) } catch {
+                throw SweepError(file: file, line: nil, field: "(document)", problem: "not valid JSON: \((error as NSError).userInfo["NSDebugDescription"] ?? error.localizedDescription)")
+            }
+        } else {
+            any = try YAMLDocument.load(text, file: file)
         }
         guard let top = any as? [String: Any] else { throw reader.error("(document)", "must be a JSON object") }
-        try reader.only(top, ["name", "dataset", "categories", "priority", "max_attempts", "grid", "diagnostic"], at: "")
+        try reader.only(top, ["name", "dataset", "categories", "priority", "max_attempts", "grid", "diagnostic", "run"], at: "")
         var sweep = Sweep(name: try reader.string(top, "name"), dataset: try reader.string(top, "dataset", default: ""),
                           categories: try reader.strings(top, "categories", default: []))
         sweep.priority = try reader.int(top, "priority", default: 0)
         sweep.maxAttempts = try reader.int(top, "max_attempts", default: 3, atLeast: 1)
+        if top["run"] != nil { sweep.run = try reader.string(top, "run") }
         if let g = top["grid"] {
             guard let grid = g as? [String: Any] else { throw reader.error("grid", "must be an object") }
             let fields = ["n_shot", "memory_types", "scale_types", "seeds", "backbone", "image_size", "epochs",
@@ -156,10 +164,16 @@ struct FieldReader {
     let file: String
     let text: String
 
+    /// The first line naming the field: `"name"` in JSON, `name:` in YAML.
     func line(of field: String) -> Int? {
         let name = field.split(separator: ".").last.map(String.init) ?? field
-        guard let range = text.range(of: "\"\(name)\"") else { return nil }
-        return text[..<range.lowerBound].filter { $0 == "\n" }.count + 1
+        if let range = text.range(of: "\"\(name)\"") { return text[..<range.lowerBound].filter { $0 == "\n" }.count + 1 }
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var t = line.drop { $0 == " " }
+            if t.hasPrefix("- ") { t = t.dropFirst(2).drop { $0 == " " } }
+            if t.hasPrefix("\(name):") || t.hasPrefix("'\(name)':") { return i + 1 }
+        }
+        return nil
     }
 
     func error(_ field: String, _ problem: String) -> SweepError {

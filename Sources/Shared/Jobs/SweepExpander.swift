@@ -86,7 +86,8 @@ public enum SweepExpander {
             for size in g.imageSizes {
                 // Where the images are: every stage that reads them carries it
                 // (already implied by its inputs' keys, so sharing is unchanged).
-                let data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
+                var data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
+                if let run = sweep.run { data["run"] = .string(run) }
                 let prep = plan.add(.preprocess, category: category, data)
                 for backbone in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions {

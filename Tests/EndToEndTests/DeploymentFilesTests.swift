@@ -1,0 +1,139 @@
+import ArgumentParser
+@testable import Coordinator
+import Foundation
+import Testing
+@testable import Worker
+import Yams
+
+/// The Kubernetes manifests (ops/k8s) and the container image
+/// (ops/container) checked against the code that runs in them: commands
+/// parse with the real command-line parsers, ports agree, every path an
+/// argument names is a mounted volume, key files are keys of the Secrets
+/// mounted there, and those Secrets are the ones the README creates.
+@Suite struct DeploymentFilesTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let k8s = root.appendingPathComponent("ops/k8s")
+
+    struct Problem: Error, CustomStringConvertible { let description: String }
+
+    /// Every document of every manifest the kustomization lists, by kind/name.
+    static func manifests() throws -> (documents: [String: [String: Any]], kustomization: [String: Any]) {
+        let kustomization = try #require(try Yams.load(yaml: String(contentsOf: k8s.appendingPathComponent("kustomization.yaml"), encoding: .utf8)) as? [String: Any])
+        var documents: [String: [String: Any]] = [:]
+        for file in try #require(kustomization["resources"] as? [String]) {
+            for document in try Yams.load_all(yaml: String(contentsOf: k8s.appendingPathComponent(file), encoding: .utf8)) {
+                let d = try #require(document as? [String: Any], "\(file): a document that is not a mapping")
+                let name = try #require((d["metadata"] as? [String: Any])?["name"] as? String, "\(file): a document without a name")
+                documents["\(d["kind"] as? String ?? "?")/\(name)"] = d
+            }
+        }
+        return (documents, kustomization)
+    }
+
+    static func at(_ value: Any?, _ path: String) -> Any? {
+        path.split(separator: ".").reduce(value) { v, key in
+            if let i = Int(key), let a = v as? [Any], i < a.count { return a[i] }
+            return (v as? [String: Any])?[String(key)]
+        }
+    }
+
+    /// The Secrets the README creates: name -> file names (their keys).
+    static func secretsCreatedByTheReadme() throws -> [String: Set<String>] {
+        let readme = try String(contentsOf: k8s.appendingPathComponent("README.md"), encoding: .utf8)
+        var secrets: [String: Set<String>] = [:]
+        for line in readme.split(separator: "\n") where line.hasPrefix("kubectl create secret generic ") {
+            let words = line.split(separator: " ").map(String.init)
+            secrets[words[4]] = Set(words.filter { $0.hasPrefix("--from-file=") }.map { ($0.dropFirst("--from-file=".count) as NSString).lastPathComponent })
+        }
+        return secrets
+    }
+
+    /// The volume mounted at the folder holding `path` in `pod`, and the container's mounts.
+    static func volume(holding path: String, pod: [String: Any], container: [String: Any], file: Bool) throws -> [String: Any] {
+        let folder = file ? (path as NSString).deletingLastPathComponent : path
+        let mounts = try #require(container["volumeMounts"] as? [[String: Any]])
+        let mount = try #require(mounts.first { $0["mountPath"] as? String == folder }, "nothing is mounted at \(folder) (for \(path))")
+        let volumes = (pod["volumes"] as? [[String: Any]] ?? [])
+        if let v = volumes.first(where: { $0["name"] as? String == mount["name"] as? String }) { return v }
+        return ["name": mount["name"] as Any, "claimTemplate": true]
+    }
+
+    /// The Secret behind `volume` holds a key named like the file `path` names.
+    static func expectSecretFile(_ path: String, in volume: [String: Any], secrets: [String: Set<String>]) throws {
+        let name = try #require(at(volume, "secret.secretName") as? String, "\(path) is not on a Secret volume")
+        let keys = try #require(secrets[name], "the README does not create Secret \(name)")
+        #expect(keys.contains((path as NSString).lastPathComponent), "Secret \(name) has \(keys.sorted()), not \((path as NSString).lastPathComponent)")
+    }
+
+    static func container(_ workload: [String: Any]?) throws -> (pod: [String: Any], container: [String: Any]) {
+        let pod = try #require(at(workload, "spec.template.spec") as? [String: Any])
+        let container = try #require((pod["containers"] as? [[String: Any]])?.first)
+        return (pod, container)
+    }
+
+    @Test func theCoordinatorsManifestMatchesItsCommandLine() throws {
+        let (docs, kustomization) = try Self.manifests()
+        let secrets = try Self.secretsCreatedByTheReadme()
+        let service = try #require(docs["Service/psad-coordinator"])
+        let set = try #require(docs["StatefulSet/psad-coordinator"])
+        let (pod, container) = try Self.container(set)
+        #expect(Self.at(set, "spec.serviceName") as? String == "psad-coordinator")
+        let labels = try #require(Self.at(set, "spec.template.metadata.labels") as? [String: String])
+        #expect(Self.at(service, "spec.selector") as? [String: String] == labels && Self.at(set, "spec.selector.matchLabels") as? [String: String] == labels)
+        #expect((container["image"] as? String)?.split(separator: ":").first.map(String.init) == Self.at(kustomization, "images.0.name") as? String)
+
+        let command = try #require(container["command"] as? [String])
+        #expect(command.first == "psad-coordinator")
+        let serve = try #require(try PSADCoordinator.parseAsRoot(Array(command.dropFirst())) as? Serve, "\(command) is not `serve`")
+        // The bound port is the container's port, which the Service targets by name.
+        let port = try #require(Int(serve.bind.split(separator: ":").last ?? ""))
+        let ports = try #require(container["ports"] as? [[String: Any]])
+        let named = try #require(ports.first { $0["containerPort"] as? Int == port }, "no container port \(port)")
+        #expect(Self.at(service, "spec.ports.0.targetPort") as? String == named["name"] as? String)
+        // State on the claim template; the key and the allowlist from the README's Secrets.
+        let state = try Self.volume(holding: try #require(serve.state.state), pod: pod, container: container, file: false)
+        let template = try #require(Self.at(set, "spec.volumeClaimTemplates.0.metadata.name") as? String)
+        #expect(state["claimTemplate"] as? Bool == true && state["name"] as? String == template)
+        let secret = try #require(serve.curveSecret)
+        try Self.expectSecretFile(secret, in: try Self.volume(holding: secret, pod: pod, container: container, file: true), secrets: secrets)
+        let allow = try Self.volume(holding: try #require(serve.allow), pod: pod, container: container, file: false)
+        let allowlist = try #require(Self.at(allow, "secret.secretName") as? String)
+        #expect(secrets[allowlist]?.contains { $0.hasSuffix(".pub") } == true, "the allowlist Secret holds no .pub file")
+        #expect(Self.at(pod, "volumes").flatMap { ($0 as? [[String: Any]])?.compactMap { Self.at($0, "persistentVolumeClaim.claimName") as? String } } == ["psad-data"])
+        #expect(docs["PersistentVolumeClaim/psad-data"] != nil)
+    }
+
+    @Test func theWorkersManifestMatchesItsCommandLine() throws {
+        let (docs, kustomization) = try Self.manifests()
+        let secrets = try Self.secretsCreatedByTheReadme()
+        let service = try #require(docs["Service/psad-coordinator"])
+        let deployment = try #require(docs["Deployment/psad-worker"])
+        let (pod, container) = try Self.container(deployment)
+        #expect((container["image"] as? String)?.split(separator: ":").first.map(String.init) == Self.at(kustomization, "images.0.name") as? String)
+        let command = try #require(container["command"] as? [String])
+        #expect(command.first == "psad-worker")
+        let worker = try #require(try PSADWorker.parseAsRoot(Array(command.dropFirst())) as? PSADWorker)
+        // The endpoint is the Service's name and port.
+        let endpoint = try #require(worker.coordinator)
+        #expect(endpoint == "tcp://\(Self.at(service, "metadata.name") as? String ?? "?"):\(Self.at(service, "spec.ports.0.port") as? Int ?? 0)")
+        for file in [try #require(worker.curveServerKey), try #require(worker.curveSecret)] {
+            try Self.expectSecretFile(file, in: try Self.volume(holding: file, pod: pod, container: container, file: true), secrets: secrets)
+        }
+        let cache = try Self.volume(holding: try #require(worker.cache), pod: pod, container: container, file: false)
+        #expect(cache["emptyDir"] != nil)
+        // The memory it offers fits under the container's limit.
+        let limit = try #require(Self.at(container, "resources.limits.memory") as? String)
+        #expect(limit.hasSuffix("Gi") && (worker.memoryMib ?? .max) < Int(limit.dropLast(2))! * 1024)
+        // A drain (SIGTERM on rollout) gets time to finish a stage.
+        #expect((pod["terminationGracePeriodSeconds"] as? Int ?? 30) >= 600)
+        #expect((container["volumeMounts"] as? [[String: Any]])?.contains { $0["mountPath"] as? String == "/data" } == true)
+    }
+
+    @Test func theImagePutsTheBinariesWhereTheManifestsCallThem() throws {
+        let dockerfile = try String(contentsOf: Self.root.appendingPathComponent("ops/container/Dockerfile"), encoding: .utf8)
+        let copy = try #require(dockerfile.split(separator: "\n").first { $0.hasPrefix("COPY --from=build") && $0.contains(".build/release/") })
+        #expect(copy.contains("psad-coordinator") && copy.contains("psad-worker") && copy.hasSuffix(" /usr/local/bin/"))
+        // The weights go where the image's PSAD_WEIGHTS points.
+        #expect(dockerfile.contains("RUN PSAD_WEIGHTS=/opt/psad/weights") && dockerfile.contains("ENV PSAD_WEIGHTS=/opt/psad/weights"))
+    }
+}
