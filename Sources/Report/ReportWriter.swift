@@ -165,9 +165,13 @@ public enum ReportWriter {
                                  "less_normal_fraction": "Less normal data (fraction of train images in memory)", "unet_epochs": "UNet retraining (epochs; 0: segmenter masks)"]
 
     static func ablationTable(_ a: SweepReport.Ablation) -> String {
+        // Pixel metrics only where they change (they come from the patch maps: memory and scale types leave them alone).
+        let metrics = SweepReport.metrics.filter { m in
+            m.hasSuffix("auroc") && m != "pixel_auroc" || Set(a.rows.map { $0.metrics[m].map { String(format: "%.6f", $0) } ?? "-" }).count > 1
+        }
         var h = "<h2>\(escape(ablationTitles[a.parameter] ?? "Ablation: \(a.parameter)"))</h2>\n"
-        h += "<table><tr><th>\(escape(a.parameter))</th>" + SweepReport.metrics.map { "<th>\(names[$0]!)</th>" }.joined() + "</tr>\n"
-        for row in a.rows { h += "<tr><td>\(escape(row.value))</td>" + SweepReport.metrics.map { cell(row.metrics[$0]) }.joined() + "</tr>\n" }
+        h += "<table><tr><th>\(escape(a.parameter))</th>" + metrics.map { "<th>\(names[$0]!)</th>" }.joined() + "</tr>\n"
+        for row in a.rows { h += "<tr><td>\(escape(row.value))</td>" + metrics.map { cell(row.metrics[$0]) }.joined() + "</tr>\n" }
         return h + "</table>\n<p class=\"setting\">Means over \(a.categories) categories; every other setting at the headline value.</p>\n"
     }
 

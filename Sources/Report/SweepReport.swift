@@ -159,10 +159,19 @@ extension SweepReport {
                            curves: curves, examples: examples, stages: record.stages, evaluations: evaluations, notes: notes)
     }
 
-    /// Numbers in numeric order, the rest as listed (memory types h, c, p, hcp by name).
+    /// Known values in the paper's order (each bank alone, then pairs, then
+    /// all three; the method's max scaling first), numbers in numeric order,
+    /// the rest by name; "a/b" values part by part.
+    static let knownOrder = ["h", "c", "p", "hc", "hp", "cp", "hcp", "max", "std", "none", "sup", "sup+H", "sup+H+hist"]
+
     static func ablationOrder(_ a: String, _ b: String) -> Bool {
-        if let x = Double(a), let y = Double(b) { return x < y }
-        return a.count != b.count ? a.count < b.count : a < b
+        let x = a.split(separator: "/").map(String.init), y = b.split(separator: "/").map(String.init)
+        for (p, q) in zip(x, y) where p != q {
+            if let i = knownOrder.firstIndex(of: p), let j = knownOrder.firstIndex(of: q) { return i < j }
+            if let u = Double(p), let v = Double(q) { return u < v }
+            return p < q
+        }
+        return x.count < y.count
     }
 
     static func decode(_ setting: String) throws -> [String: String] {

@@ -96,6 +96,13 @@ import Vision
         #expect(ReportWriter.html(report).contains("<td class=\"down\">-2.0</td>"))
     }
 
+    @Test func ablationRowsFollowThePapersOrder() {
+        #expect(["hcp/none", "c/max", "h/none", "p/max", "hcp/max", "h/max"].sorted(by: SweepReport.ablationOrder)
+                == ["h/max", "h/none", "c/max", "p/max", "hcp/max", "hcp/none"])
+        #expect(["0.5", "0.125", "1"].sorted(by: SweepReport.ablationOrder) == ["0.125", "0.5", "1"])
+        #expect(["sup+H+hist", "sup", "sup+H"].sorted(by: SweepReport.ablationOrder) == ["sup", "sup+H", "sup+H+hist"])
+    }
+
     @Test func anOverlayBlendsPartColoursOnlyWherePartsWerePredicted() throws {
         let image = Image(width: 2, height: 1, channels: 3, pixels: [100, 100, 100, 100, 100, 100])
         let mask = try PNG.encode(Image(width: 2, height: 1, channels: 1, pixels: [0, 1]), palette: SyntheticBenchmark.palette)

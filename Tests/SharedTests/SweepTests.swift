@@ -54,6 +54,15 @@ import Testing
         #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
     }
 
+    @Test func aRunLabelChangesEveryKeyAndNothingElse() {
+        let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
+        var labelled = plain
+        labelled.run = "nightly-2026-11-30"
+        let a = SweepExpander.expand(plain), b = SweepExpander.expand(labelled)
+        #expect(a.jobs.count == b.jobs.count && Set(a.jobs.map(\.key)).isDisjoint(with: b.jobs.map(\.key)))
+        #expect(a.evaluations.map(\.setting) == b.evaluations.map(\.setting))
+    }
+
     @Test func theHeadlineSettingIsOneOfTheSweepsEvaluations() throws {
         let sweep = try Sweep.parse(Data("""
             {"name": "s", "dataset": "d", "categories": ["a"],
@@ -104,6 +113,33 @@ import Testing
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
                                    problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction)")) {
             try parse(text)
+        }
+    }
+
+    @Test func yamlSweepsReadLikeJSONAndNameTheLineOfABadField() throws {
+        let yaml = """
+            # a comment
+            name: y
+            dataset: /data
+            categories: [a, b]
+            grid:
+              n_shot: [1, 5]
+              memory_types: hcp
+              epsilon: 1e-10
+            """
+        let json = #"{"name": "y", "dataset": "/data", "categories": ["a", "b"], "grid": {"n_shot": [1, 5], "memory_types": "hcp", "epsilon": 1e-10}}"#
+        #expect(try Sweep.parse(Data(yaml.utf8), file: "y.yaml") == Sweep.parse(Data(json.utf8), file: "y.json"))
+        let bad = yaml.replacingOccurrences(of: "n_shot: [1, 5]", with: "n_shot: [1, five]")
+        #expect(throws: SweepError(file: "y.yaml", line: 6, field: "grid.n_shot", problem: "must be an integer or a list of integers")) {
+            try Sweep.parse(Data(bad.utf8), file: "y.yaml")
+        }
+        let unknown = yaml.replacingOccurrences(of: "  epsilon:", with: "  epsilom:")
+        #expect(throws: SweepError.self) { try Sweep.parse(Data(unknown.utf8), file: "y.yaml") }
+        #expect((try? Sweep.parse(Data(unknown.utf8), file: "y.yaml")) == nil)
+        do { _ = try Sweep.parse(Data(unknown.utf8), file: "y.yaml") } catch let e as SweepError { #expect(e.line == 8 && e.field == "grid.epsilom") }
+        // Broken YAML names its line too.
+        do { _ = try Sweep.parse(Data("name: y\ngrid: [1, 2\n".utf8), file: "z.yaml"); Issue.record("parsed") } catch let e as SweepError {
+            #expect(e.field == "(document)" && e.problem.hasPrefix("not valid YAML") && e.line != nil, "\(e)")
         }
     }
 
