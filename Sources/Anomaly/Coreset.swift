@@ -44,9 +44,7 @@ public enum Coreset {
                         var top: (Float, Int) = (-1, -1)
                         let c0 = base.p + centre * dims
                         for i in (n * c / chunks)..<(n * (c + 1) / chunks) {
-                            let row = base.p + i * dims
-                            var s: Float = 0
-                            for k in 0..<dims { let t = row[k] - c0[k]; s += t * t }
+                            let s = VectorMath.squaredDistance(base.p + i * dims, c0, count: dims)
                             let m = min(out.p[i], s)
                             out.p[i] = m
                             if m > top.0 { top = (m, i) }

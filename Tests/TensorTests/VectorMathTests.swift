@@ -6,6 +6,18 @@ import TestSupport
 /// The SIMD paths against double-precision libm, on sizes that exercise
 /// both the 16-pixel blocks and the scalar tail.
 @Suite struct VectorMathTests {
+    /// Squared distances against a double-precision sum, across the 16-lane blocks and their remainder.
+    @Test(arguments: [0, 1, 15, 16, 17, 128, 131])
+    func squaredDistanceMatchesADoubleSum(_ count: Int) {
+        var rng = SeededGenerator(seed: UInt64(count))
+        let a = (0..<count).map { _ in Float(rng.nextUniform() * 4 - 2) }, b = (0..<count).map { _ in Float(rng.nextUniform() * 4 - 2) }
+        let reference = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+        let got = a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in
+            VectorMath.squaredDistance(x.baseAddress ?? UnsafePointer(bitPattern: 16)!, y.baseAddress ?? UnsafePointer(bitPattern: 16)!, count: count)
+        } }
+        #expect(abs(Double(got) - reference) <= 1e-6 * max(1, reference), "\(got) vs \(reference)")
+    }
+
     @Test func expIsWithinTwoUlpOfDoublePrecision() {
         var worst = 0.0
         for x in stride(from: Float(-87), through: 88, by: 0.0137) {

@@ -9,6 +9,27 @@
 public enum VectorMath {
     public typealias Lanes = SIMD16<Float>
 
+    /// Squared Euclidean distance of two `count`-float rows, 16 lanes of
+    /// partial sums at a time (a scalar loop cannot vectorise the sum: float
+    /// addition does not reassociate), then the remainder.
+    @inlinable @inline(__always)
+    public static func squaredDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = Lanes(repeating: 0)
+        var k = 0
+        while k + 16 <= count {
+            let t = UnsafeRawPointer(a + k).loadUnaligned(as: Lanes.self) - UnsafeRawPointer(b + k).loadUnaligned(as: Lanes.self)
+            acc += t * t   // not addProduct: without -mfma that is a libm fmaf call per lane
+            k += 16
+        }
+        var s = acc.sum()
+        while k < count {
+            let t = a[k] - b[k]
+            s += t * t
+            k += 1
+        }
+        return s
+    }
+
     @inlinable @inline(__always)
     public static func exp(_ value: Lanes) -> Lanes {
         var x = max(value, Lanes(repeating: -87.3))
