@@ -74,7 +74,7 @@ import Vision
         // (fpr, tpr) = (0, 0), (0, 0.5), (1, 1) in a 220-pixel square 30 pixels in.
         #expect(html.contains(#"class="roc-logical" d="M30.0,250.0 L30.0,140.0 L250.0,30.0""#))
         let csv = ReportWriter.csv(report).split(separator: "\n")
-        #expect(csv.count == 1 + 16 && csv[0].hasPrefix("category,backbone,coreset_fraction,"))
+        #expect(csv.count == 1 + 16 && csv[0].hasPrefix("category,backbone,bank_backbone,coreset_fraction,"))
         let json = try JSONSerialization.jsonObject(with: try ReportWriter.json(report)) as? [String: Any]
         #expect((json?["ablations"] as? [Any])?.count == 2 && (json?["evaluations"] as? [Any])?.count == 16)
     }

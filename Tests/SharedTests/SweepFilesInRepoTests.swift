@@ -13,20 +13,23 @@ import Testing
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
     }
 
-    /// The paper's sweep: five LOCO categories at 512 px, both reference backbones, every loss set,
-    /// memory type, scale type and less-data fraction; cheap evaluate jobs share few expensive ones.
+    /// The paper's sweep: five LOCO categories at 512 px, the reference's backbone per stage, every loss
+    /// set, memory type, scale type and less-data fraction; cheap evaluate jobs share few expensive ones.
     @Test func thePaperSweepHasTheReferenceSettings() throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent("paper.yaml"))
         #expect(sweep.categories == ["breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors"])
-        #expect(sweep.grid.imageSizes == [512] && sweep.grid.backbones == ["wide_resnet101_2", "resnet101"] && sweep.grid.epsilons == [1e-10])
+        #expect(sweep.grid.imageSizes == [512] && sweep.grid.backbones == ["wide_resnet101_2"] && sweep.grid.epsilons == [1e-10])
+        #expect(sweep.grid.patchBackbones == ["wide_resnet101_2"] && sweep.grid.bankBackbones == ["resnet101"])
         #expect(sweep.grid.lessNormalFractions == [1, 0.5, 0.25, 0.125] && sweep.grid.nShot == [5] && sweep.grid.epochs == [100])
         let plan = SweepExpander.expand(sweep)
-        // Per category: 2 backbones x 4 fractions patch-features; 2 x 3 segment-train, pseudo-label, unet-train;
-        // 2 x 3 x 4 x 2 bank-fit; x 7 memory x 3 scale types evaluate.
-        #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5 * 8)
-        #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5 * 6)
-        #expect(plan.jobs.filter { $0.kind == .bankFit }.count == 5 * 48)
-        #expect(plan.evaluations.count == 5 * 48 * 21 && plan.jobs.count == 5 * (1 + 8 + 6 + 6 + 6 + 48 + 48 * 21))
+        // Per category: 4 fractions patch-features; 3 loss sets segment-train, pseudo-label, unet-train;
+        // 3 x 4 x 2 bank-fit; x 7 memory x 3 scale types evaluate.
+        #expect(plan.jobs.filter { $0.kind == .patchFeatures }.allSatisfy { $0.parameters["backbone"] == .string("wide_resnet101_2") })
+        #expect(plan.jobs.filter { $0.kind == .bankFit }.allSatisfy { $0.parameters["backbone"] == .string("resnet101") })
+        #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5 * 4)
+        #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5 * 3)
+        #expect(plan.jobs.filter { $0.kind == .bankFit }.count == 5 * 24)
+        #expect(plan.evaluations.count == 5 * 24 * 21 && plan.jobs.count == 5 * (1 + 4 + 3 + 3 + 3 + 24 + 24 * 21))
     }
 
     @Test func theDefaultSweepSharesPatchFeaturesPerCategory() throws {

@@ -54,6 +54,24 @@ import Testing
         #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
     }
 
+    @Test func patchAndBankBackbonesDefaultToTheSegmentationEncoder() throws {
+        let plain = try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"backbone": "resnet18"}}"#.utf8), file: "b.json")
+        let split = try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"backbone": "resnet18", "patch_backbone": "wide_resnet50_2", "bank_backbone": ["resnet50", "resnet101"]}}"#.utf8), file: "b.json")
+        func backbones(_ sweep: Sweep, _ kind: StageKind) -> Set<String> {
+            Set(SweepExpander.expand(sweep).jobs.filter { $0.kind == kind }.map { $0.parameters["backbone"]?.description ?? "" })
+        }
+        #expect(backbones(plain, .patchFeatures) == ["resnet18"] && backbones(plain, .bankFit) == ["resnet18"])
+        #expect(backbones(split, .segmentTrain) == ["resnet18"] && backbones(split, .patchFeatures) == ["wide_resnet50_2"])
+        #expect(backbones(split, .bankFit) == ["resnet50", "resnet101"])
+        // Same backbone named twice, same keys: the default shares its jobs with a sweep that spells it out.
+        let spelled = try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"backbone": "resnet18", "patch_backbone": "resnet18"}}"#.utf8), file: "b.json")
+        #expect(Set(SweepExpander.expand(spelled).jobs.map(\.key)) == Set(SweepExpander.expand(plain).jobs.map(\.key)))
+        #expect(SweepExpander.expand(split).evaluations.count == 2 * 4)
+        #expect(throws: SweepError.self) {
+            try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"bank_backbone": "vgg16"}}"#.utf8), file: "b.json")
+        }
+    }
+
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
         let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
         var labelled = plain
@@ -111,7 +129,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction)")) {
             try parse(text)
         }
     }

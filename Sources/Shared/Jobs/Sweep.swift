@@ -25,6 +25,10 @@ public struct Sweep: Equatable, Sendable {
         public var scaleTypes = ["max"]
         public var seeds = [0]
         public var backbones = ["efficientnet-lite0"]
+        /// PatchCore's and the banks' feature extractors when they differ
+        /// from the segmentation encoder (nil: the same as `backbones`).
+        public var patchBackbones: [String]?
+        public var bankBackbones: [String]?
         public var imageSizes = [256]
         public var epochs = [100]
         public var lossSets = ["sup+H+hist"]
@@ -99,7 +103,7 @@ extension Sweep {
         if top["run"] != nil { sweep.run = try reader.string(top, "run") }
         if let g = top["grid"] {
             guard let grid = g as? [String: Any] else { throw reader.error("grid", "must be an object") }
-            let fields = ["n_shot", "memory_types", "scale_types", "seeds", "backbone", "image_size", "epochs",
+            let fields = ["n_shot", "memory_types", "scale_types", "seeds", "backbone", "patch_backbone", "bank_backbone", "image_size", "epochs",
                           "loss_set", "less_normal_fraction", "unet_epochs", "epsilon", "train_statistic", "coreset_fraction"]
             try reader.only(grid, fields, at: "grid.")
             var d = Grid()
@@ -111,9 +115,16 @@ extension Sweep {
                 ["max", "std", "none"].contains($0) ? nil : "'\($0)' is not max, std or none"
             }
             d.seeds = try reader.ints(grid, "seeds", path: "grid.seeds", default: d.seeds, atLeast: 0)
-            d.backbones = try reader.strings(grid, "backbone", path: "grid.backbone", default: d.backbones) {
-                ["efficientnet-lite0", "resnet18", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"].contains($0)
-                    ? nil : "'\($0)' is not a known backbone"
+            let knownBackbone = { (name: String) -> String? in
+                ["efficientnet-lite0", "resnet18", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"].contains(name)
+                    ? nil : "'\(name)' is not a known backbone"
+            }
+            d.backbones = try reader.strings(grid, "backbone", path: "grid.backbone", default: d.backbones, check: knownBackbone)
+            if grid["patch_backbone"] != nil {
+                d.patchBackbones = try reader.strings(grid, "patch_backbone", path: "grid.patch_backbone", default: [], check: knownBackbone)
+            }
+            if grid["bank_backbone"] != nil {
+                d.bankBackbones = try reader.strings(grid, "bank_backbone", path: "grid.bank_backbone", default: [], check: knownBackbone)
             }
             d.imageSizes = try reader.ints(grid, "image_size", path: "grid.image_size", default: d.imageSizes, atLeast: 32)
             d.epochs = try reader.ints(grid, "epochs", path: "grid.epochs", default: d.epochs, atLeast: 1)

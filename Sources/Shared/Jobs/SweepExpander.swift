@@ -50,7 +50,7 @@ public struct SweepPlan {
 /// Expands a sweep into stage jobs per category x setting (DESIGN.md,
 /// Stages and the DAG). Each stage's key holds only what it reads, so
 /// shared upstream work is one job: patch-features once per category
-/// (and backbone, image size, less-normal fraction), segment-train once
+/// (and patch backbone, image size, less-normal fraction), segment-train once
 /// per n_shot / epochs / loss set / seed, evaluate per memory and scale type.
 public enum SweepExpander {
     public static func expand(_ sweep: Sweep) -> SweepPlan {
@@ -90,9 +90,9 @@ public enum SweepExpander {
                 if let run = sweep.run { data["run"] = .string(run) }
                 let prep = plan.add(.preprocess, category: category, data)
                 for backbone in g.backbones {
-                    for fraction in g.lessNormalFractions { for coreset in g.coresetFractions {
+                    for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [backbone] {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             data.merging(["backbone": .string(backbone), "less_normal_fraction": .double(fraction),
+                                             data.merging(["backbone": .string(patchBackbone), "less_normal_fraction": .double(fraction),
                                                            "coreset_fraction": .double(coreset)]) { a, _ in a },
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
@@ -107,9 +107,9 @@ public enum SweepExpander {
                                     : plan.add(.unetTrain, category: category,
                                                data.merging(["unet_epochs": .int(unetEpochs), "seed": .int(seed)]) { a, _ in a },
                                                inputs: ["pseudo_labels": pseudo])
-                                for epsilon in g.epsilons { for statistic in g.trainStatistics {
+                                for epsilon in g.epsilons { for statistic in g.trainStatistics { for bankBackbone in g.bankBackbones ?? [backbone] {
                                     let bank = plan.add(.bankFit, category: category,
-                                                        data.merging(["backbone": .string(backbone), "epsilon": .double(epsilon),
+                                                        data.merging(["backbone": .string(bankBackbone), "epsilon": .double(epsilon),
                                                                       "train_statistic": .string(statistic),
                                                                       "less_normal_fraction": .double(fraction)]) { a, _ in a },
                                                         inputs: ["masks": masks, "preprocessed": prep])
@@ -120,12 +120,12 @@ public enum SweepExpander {
                                         plan.add(PlannedEvaluation(key: evaluate, category: category, setting: Sweep.Grid.setting(
                                             size: size, backbone: backbone, fraction: fraction, nShot: nShot, epochs: epochs, lossSet: lossSet,
                                             seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, statistic: statistic, memory: memory,
-                                            scale: scale, coreset: coreset)))
+                                            scale: scale, coreset: coreset, patchBackbone: patchBackbone, bankBackbone: bankBackbone)))
                                     } }
-                                } }
+                                } } }
                             }
                         } } } }
-                    } }
+                    } } }
                 }
             }
         }
@@ -136,11 +136,12 @@ extension Sweep.Grid {
     /// The full setting an evaluation scores, as results record it.
     static func setting(size: Int, backbone: String, fraction: Double, nShot: Int, epochs: Int, lossSet: String, seed: Int,
                         unetEpochs: Int, epsilon: Double, statistic: String, memory: String, scale: String,
-                        coreset: Double) -> [String: ParameterValue] {
+                        coreset: Double, patchBackbone: String, bankBackbone: String) -> [String: ParameterValue] {
         ["image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
          "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
          "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
-         "memory_type": .string(memory), "scale_type": .string(scale), "coreset_fraction": .double(coreset)]
+         "memory_type": .string(memory), "scale_type": .string(scale), "coreset_fraction": .double(coreset),
+         "patch_backbone": .string(patchBackbone), "bank_backbone": .string(bankBackbone)]
     }
 
     /// The sweep's headline setting, as canonical JSON: the first value of
@@ -154,6 +155,7 @@ extension Sweep.Grid {
             epochs: first(epochs), lossSet: first(lossSets), seed: first(seeds), unetEpochs: first(unetEpochs),
             epsilon: first(epsilons), statistic: first(trainStatistics),
             memory: memoryTypes.contains("hcp") ? "hcp" : first(memoryTypes), scale: scaleTypes.contains("max") ? "max" : first(scaleTypes),
-            coreset: first(coresetFractions)))
+            coreset: first(coresetFractions), patchBackbone: first(patchBackbones ?? backbones),
+            bankBackbone: first(bankBackbones ?? backbones)))
     }
 }
