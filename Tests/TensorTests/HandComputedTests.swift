@@ -36,6 +36,21 @@ import TestSupport
         #expect(Tensor.avgPool2d(x, g, countIncludePad: false).storage == [1, 1, 1, 1])
     }
 
+    @Test func theStemPoolsSeparablePathEqualsTheWindowByWindowOne() {
+        // Every parity of height and width, including the smallest, edges where a neighbour is missing,
+        // and widths past one 8-lane block.
+        var rng = SeededGenerator(seed: 7)
+        for (h, w) in [(2, 2), (2, 3), (3, 2), (3, 3), (4, 5), (5, 4), (7, 9), (16, 17), (17, 34), (33, 40)] {
+            let x = Tensor(shape: [2, 3, h, w], storage: (0..<(6 * h * w)).map { _ in rng.nextUniform() * 2 - 1 })
+            let g = Pool2dGeometry(kernel: 3, stride: 2, padding: 1)
+            #expect(Tensor.maxPool3x3Stride2(x).shape == Tensor.maxPool2dAnyWindow(x, g).shape)
+            #expect(Tensor.maxPool3x3Stride2(x).storage == Tensor.maxPool2dAnyWindow(x, g).storage, "\(h)x\(w)")
+        }
+        // By hand: 3x3, windows centred on (0,0), (0,2), (2,0), (2,2).
+        let x = Tensor(shape: [1, 1, 3, 3], storage: [1, 9, 2, 3, 4, 5, 8, 6, 7])
+        #expect(Tensor.maxPool2d(x, Pool2dGeometry(kernel: 3, stride: 2, padding: 1)).storage == [9, 9, 8, 7])
+    }
+
     @Test func bilinearAlignCornersKeepsTheEnds() {
         // [0, 3] to 4 samples with align_corners: 0, 1, 2, 3; without: 0, 0.75, 2.25, 3.
         let x = Tensor(shape: [1, 1, 1, 2], storage: [0, 3])
