@@ -36,6 +36,6 @@ import Testing
         let plan = SweepExpander.expand(try Sweep.load(Self.folder.appendingPathComponent("default.json")))
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5)
-        #expect(plan.evaluations.count == 5 * 4 * 2)
+        #expect(plan.evaluations.count == 5 * 4 * 3)
     }
 }
