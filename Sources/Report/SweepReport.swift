@@ -144,8 +144,15 @@ extension SweepReport {
         for evaluation in main where !evaluation.metrics.isEmpty {
             let outputs = try store.outputs(of: evaluation.job)
             if let hash = outputs["roc.json"] {
-                let roc = try JSONDecoder().decode([String: RocPoints].self, from: try store.artifact(hash, in: artifacts))
-                if let l = roc["logical"], let s = roc["structural"] { curves.append(Curve(category: evaluation.category, logical: l, structural: s)) }
+                do {
+                    let roc = try JSONDecoder().decode([String: RocPoints].self, from: try store.artifact(hash, in: artifacts))
+                    guard let l = roc["logical"], let s = roc["structural"], l.fpr.count == l.tpr.count, s.fpr.count == s.tpr.count else {
+                        throw Missing(description: "no logical and structural curves of matching lengths")
+                    }
+                    curves.append(Curve(category: evaluation.category, logical: l, structural: s))
+                } catch {
+                    notes.append("\(evaluation.category): roc.json unreadable (\(error)); no ROC curve.")
+                }
             } else {
                 notes.append("\(evaluation.category): no ROC points (evaluated by a version that did not write roc.json).")
             }
@@ -178,9 +185,10 @@ extension SweepReport {
         try JSONDecoder().decode([String: ParameterValue].self, from: Data(setting.utf8)).mapValues(\.description)
     }
 
+    struct Missing: Error, CustomStringConvertible { let description: String }
+
     static func examples(_ evaluation: SweepRecord.Evaluation, outputs: [String: String], sweep: Sweep, headline: [String: String],
                          store: JobStore, artifacts: ArtifactStore) throws -> [Example] {
-        struct Missing: Error, CustomStringConvertible { let description: String }
         guard let scoresHash = outputs["scores.csv"] else { throw Missing(description: "evaluate wrote no scores.csv") }
         guard let patch = try store.input(of: evaluation.job, role: "patch"),
               let banks = try store.input(of: evaluation.job, role: "banks"),
@@ -189,15 +197,20 @@ extension SweepReport {
         // scores.csv rows follow the test listing: good, logical, structural, each sorted by id
         // (LocoCategory's order), which is also the order of the map names per split.
         let lines = String(decoding: try store.artifact(scoresHash, in: artifacts), as: UTF8.self).split(separator: "\n").dropFirst()
+        var ids: [String: [String]] = [:]   // split -> image ids, sorted
+        for name in patchOutputs.keys where name.hasPrefix("maps/test/") && name.hasSuffix(".png") {
+            let parts = name.dropFirst("maps/test/".count).dropLast(4).split(separator: "/", maxSplits: 1)
+            if parts.count == 2 { ids[String(parts[0]), default: []].append(String(parts[1])) }
+        }
+        for split in ids.keys { ids[split]!.sort() }
         var scored: [(split: String, id: String, score: Double)] = []
         var seen: [String: Int] = [:]
         for line in lines {
             let fields = line.split(separator: ",")
             guard fields.count == 2, let score = Double(fields[1]) else { throw Missing(description: "scores.csv line '\(line)' is not split,score") }
             let split = String(fields[0])
-            let prefix = "maps/test/\(split)/"
-            let ids = patchOutputs.keys.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count).dropLast(4)) }.sorted()
             let k = seen[split, default: 0]
+            let ids = ids[split] ?? []
             guard k < ids.count else { throw Missing(description: "more scores than anomaly maps in \(split)") }
             scored.append((split, ids[k], score))
             seen[split] = k + 1

@@ -18,7 +18,7 @@ import Vision
     static let roc = #"{"logical": {"fpr": [0, 0, 1], "tpr": [0, 0.5, 1]}, "structural": {"fpr": [0, 1], "tpr": [0, 1]}}"#
 
     /// A state directory with the sweep submitted and every job completed.
-    static func finishedSweep(_ dir: TemporaryDirectory) throws -> JobStore {
+    static func finishedSweep(_ dir: TemporaryDirectory, roc: String = roc) throws -> JobStore {
         let store = try JobStore(path: dir.url.appendingPathComponent("state.sqlite").path)
         let sweep = try Sweep.parse(Data("""
             {"name": "s", "dataset": "/nowhere", "categories": ["a", "b"],
@@ -94,6 +94,14 @@ import Vision
         #expect(drops.contains("b LA: 86.0 in 's', no result now"))
         #expect(drops.contains { $0.hasPrefix("mean LA: ") })
         #expect(ReportWriter.html(report).contains("<td class=\"down\">-2.0</td>"))
+    }
+
+    @Test func aMalformedRocFileIsANoteNotAFailure() throws {
+        let dir = try TemporaryDirectory()
+        let store = try Self.finishedSweep(dir, roc: #"{"logical": {"fpr": [0, 1], "tpr": [0]}}"#)
+        let report = try SweepReport.build(store: store, artifacts: try ArtifactStore(root: dir.url), sweep: "s")
+        #expect(report.curves.isEmpty && report.rows.count == 2)
+        #expect(report.notes.contains { $0.hasPrefix("a: roc.json unreadable") }, "\(report.notes)")
     }
 
     @Test func ablationRowsFollowThePapersOrder() {
