@@ -95,8 +95,7 @@ extension SweepReport {
         let record = try store.sweepRecord(name)
         let sweep = try Sweep.parse(Data(record.file.utf8), file: "sweep '\(name)'")
         guard !record.evaluations.isEmpty else { throw BuildError.notAMethodSweep(name) }
-        let headlineJSON = sweep.grid.headlineSetting
-        let headline = try decode(headlineJSON)
+        let headline = try decode(sweep.grid.headlineSetting)
         let evaluations = try record.evaluations.map { Evaluation(category: $0.category, setting: try decode($0.setting), metrics: $0.metrics) }
         let varied = headline.keys.sorted().filter { key in Set(evaluations.map { $0.setting[key] ?? "" }).count > 1 }
         var notes: [String] = []
@@ -104,15 +103,15 @@ extension SweepReport {
         if pending > 0 { notes.append("\(pending) of \(record.evaluations.count) evaluations have no results yet (not done, dead or blocked): their cells are empty.") }
 
         // The main table: each category at the headline setting.
-        let main = record.evaluations.filter { $0.setting == headlineJSON }
+        let main = zip(record.evaluations, evaluations).filter { Self.matches($0.1.setting, headline) }.map(\.0)
         var againstRows: [String: [String: Double]] = [:]
         if let against {
             let other = try store.sweepRecord(against)
-            let otherHeadline = try Sweep.parse(Data(other.file.utf8), file: "sweep '\(against)'").grid.headlineSetting
-            if otherHeadline != headlineJSON {
+            let otherHeadline = try decode(try Sweep.parse(Data(other.file.utf8), file: "sweep '\(against)'").grid.headlineSetting)
+            if otherHeadline != headline {
                 notes.append("'\(against)' has another headline setting; its headline results are compared.")
             }
-            for e in other.evaluations where e.setting == otherHeadline { againstRows[e.category] = e.metrics }
+            for e in other.evaluations where Self.matches(try decode(e.setting), otherHeadline) { againstRows[e.category] = e.metrics }
         }
         let rows = main.map { CategoryRow(category: $0.category, metrics: $0.metrics, against: against == nil ? nil : againstRows[$0.category]) }
 
@@ -121,8 +120,7 @@ extension SweepReport {
         var groups = varied.filter { $0 != "memory_type" && $0 != "scale_type" }.map { [$0] }
         if varied.contains("memory_type") || varied.contains("scale_type") { groups.insert(["memory_type", "scale_type"], at: 0) }
         for group in groups {
-            let others = headline.keys.filter { !group.contains($0) }
-            let matching = evaluations.filter { e in others.allSatisfy { e.setting[$0] == headline[$0] } && !e.metrics.isEmpty }
+            let matching = evaluations.filter { Self.matches($0.setting, headline, except: Set(group)) && !$0.metrics.isEmpty }
             var byValue: [String: [String: [String: Double]]] = [:]   // value -> category -> metrics
             var order: [String] = []
             for e in matching {
@@ -179,6 +177,13 @@ extension SweepReport {
             return p < q
         }
         return x.count < y.count
+    }
+
+    /// Whether a recorded setting is `headline` apart from the fields in
+    /// `except`. A field the setting lacks (recorded before the field
+    /// existed, e.g. `patch_backbone`) does not count against it.
+    static func matches(_ setting: [String: String], _ headline: [String: String], except: Set<String> = []) -> Bool {
+        headline.allSatisfy { key, value in except.contains(key) || (setting[key].map { $0 == value } ?? true) }
     }
 
     static func decode(_ setting: String) throws -> [String: String] {

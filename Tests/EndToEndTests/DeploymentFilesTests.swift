@@ -71,10 +71,14 @@ import Yams
         return (pod, container)
     }
 
+    /// What both workloads are checked against: the manifests, the kustomization, the README's Secrets, the Service.
+    static func deployment() throws -> (docs: [String: [String: Any]], kustomization: [String: Any], secrets: [String: Set<String>], service: [String: Any]) {
+        let (docs, kustomization) = try manifests()
+        return (docs, kustomization, try secretsCreatedByTheReadme(), try #require(docs["Service/psad-coordinator"]))
+    }
+
     @Test func theCoordinatorsManifestMatchesItsCommandLine() throws {
-        let (docs, kustomization) = try Self.manifests()
-        let secrets = try Self.secretsCreatedByTheReadme()
-        let service = try #require(docs["Service/psad-coordinator"])
+        let (docs, kustomization, secrets, service) = try Self.deployment()
         let set = try #require(docs["StatefulSet/psad-coordinator"])
         let (pod, container) = try Self.container(set)
         #expect(Self.at(set, "spec.serviceName") as? String == "psad-coordinator")
@@ -104,9 +108,7 @@ import Yams
     }
 
     @Test func theWorkersManifestMatchesItsCommandLine() throws {
-        let (docs, kustomization) = try Self.manifests()
-        let secrets = try Self.secretsCreatedByTheReadme()
-        let service = try #require(docs["Service/psad-coordinator"])
+        let (docs, kustomization, secrets, service) = try Self.deployment()
         let deployment = try #require(docs["Deployment/psad-worker"])
         let (pod, container) = try Self.container(deployment)
         #expect((container["image"] as? String)?.split(separator: ":").first.map(String.init) == Self.at(kustomization, "images.0.name") as? String)

@@ -104,6 +104,14 @@ import Vision
         #expect(report.notes.contains { $0.hasPrefix("a: roc.json unreadable") }, "\(report.notes)")
     }
 
+    @Test func settingsRecordedBeforeAFieldExistedStillMatchTheHeadline() {
+        let headline = ["n_shot": "5", "memory_type": "hcp", "patch_backbone": "resnet18"]
+        #expect(SweepReport.matches(["n_shot": "5", "memory_type": "hcp"], headline))
+        #expect(!SweepReport.matches(["n_shot": "1", "memory_type": "hcp"], headline))
+        #expect(SweepReport.matches(["n_shot": "5", "memory_type": "h"], headline, except: ["memory_type"]))
+        #expect(!SweepReport.matches(["n_shot": "5", "memory_type": "hcp", "patch_backbone": "resnet50"], headline))
+    }
+
     @Test func ablationRowsFollowThePapersOrder() {
         #expect(["hcp/none", "c/max", "h/none", "p/max", "hcp/max", "h/max"].sorted(by: SweepReport.ablationOrder)
                 == ["h/max", "h/none", "c/max", "p/max", "hcp/max", "hcp/none"])
