@@ -6,8 +6,8 @@ import Tensor
 /// crops `screw_bag`).
 ///
 /// Logical: an item missing, an extra nut or washer, two bolts of the same
-/// length. Structural: dirt on the bag, a bent bolt, a rusty nut, a
-/// scratched washer.
+/// length. Structural: dirt on the bag, a bent bolt, a broken bolt (a piece
+/// of its shaft gone, the tip displaced), a rusty nut, a gouged washer.
 public struct BoltBag: SyntheticCategory {
     public init() {}
     public let name = "bolt_bag"
@@ -23,6 +23,7 @@ public struct BoltBag: SyntheticCategory {
         DefectConfig(defectName: "bent_bolt", pixelValue: 5, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "rust", pixelValue: 6, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "scratch", pixelValue: 7, saturationThreshold: 1, relativeSaturation: true),
+        DefectConfig(defectName: "broken_bolt", pixelValue: 8, saturationThreshold: 1, relativeSaturation: true),
     ]
 
     static let centre = Point(190, 170)
@@ -88,18 +89,31 @@ public struct BoltBag: SyntheticCategory {
         preconditionFailure("bolt_bag: no room for \(items.count) items; the generator's geometry is wrong")
     }
 
-    func layers(_ p: Placed, steel: Material, brass: Material, silver: Material, bag: Material, bend: Double = 0) -> [Layer] {
+    /// How a bolt's shaft is damaged (structural anomalies).
+    enum Damage { case none, bent(Double), broken(gap: Double, tilt: Double, shift: Double) }
+
+    func layers(_ p: Placed, steel: Material, brass: Material, silver: Material, bag: Material, damage: Damage = .none) -> [Layer] {
         let dir = Point(cos(p.angle), sin(p.angle))
         switch p.item {
         case let .bolt(length):
             let headCentre = p.centre - dir * (length / 2)
             var shaft: [Layer]
-            if bend == 0 {
+            switch damage {
+            case .none:
                 shaft = [Layer(.roundedRect(centre: p.centre + dir * 8, width: length, height: 12, radius: 3, angle: p.angle), steel, classID: 2)]
-            } else {
+            case let .bent(bend):
                 let knee = headCentre + dir * (length * 0.55)
                 let bent = Point(cos(p.angle + bend), sin(p.angle + bend))
                 shaft = [Layer(.stroke([headCentre, knee, knee + bent * (length * 0.45 + 8)], width: 12), steel, classID: 2)]
+            case let .broken(gap, tilt, shift):
+                // The shaft snapped at its middle: a piece `gap` long is gone
+                // and the tip lies tilted and pushed sideways.
+                let brk = headCentre + dir * (length * 0.5)
+                let tipDir = Point(cos(p.angle + tilt), sin(p.angle + tilt))
+                let tipStart = brk + dir * gap + Point(-dir.y, dir.x) * shift
+                let tipLength = max(length * 0.5 + 8 - gap, 10)
+                shaft = [Layer(.stroke([headCentre, brk], width: 12), steel, classID: 2),
+                         Layer(.stroke([tipStart, tipStart + tipDir * tipLength], width: 12), steel, classID: 2)]
             }
             return shaft + [Layer(.roundedRect(centre: headCentre, width: 16, height: 24, radius: 3, angle: p.angle), steel, classID: 2)]
         case .nut:
@@ -144,43 +158,54 @@ public struct BoltBag: SyntheticCategory {
             scene.defects.append(DefectRegion(pixelValue: 1, shapes: layers(ghost, steel: steel, brass: brass, silver: silver, bag: bag).map(\.shape)))
             _ = missing
         }
-        let bentIndex = kind == .structural && rng.chance(0.25) ? 0 : nil
+        // Structural: 0 bent bolt, 1 broken bolt, 2 dirt, 3 rust, 4 gouged washer.
+        let flaw = kind == .structural ? rng.int(0...4) : -1
         for (i, p) in placed.enumerated() {
-            let bend = i == bentIndex ? rng.uniform(0.3, 0.45) * (rng.chance(0.5) ? 1 : -1) : 0
-            let drawn = layers(p, steel: steel, brass: brass, silver: silver, bag: bag, bend: bend)
+            var damage = Damage.none
+            if i == 0 && flaw == 0 { damage = .bent(rng.uniform(0.5, 0.8) * (rng.chance(0.5) ? 1 : -1)) }
+            if i == 0 && flaw == 1 {
+                damage = .broken(gap: rng.uniform(10, 16), tilt: rng.uniform(0.2, 0.45) * (rng.chance(0.5) ? 1 : -1),
+                                 shift: rng.uniform(4, 8) * (rng.chance(0.5) ? 1 : -1))
+            }
+            let drawn = layers(p, steel: steel, brass: brass, silver: silver, bag: bag, damage: damage)
             scene.layers += drawn
             if logical == 1 && i == placed.count - 1 { scene.defects.append(DefectRegion(pixelValue: 2, shapes: drawn.map(\.shape))) }
             if logical == 2 && i == 1 { scene.defects.append(DefectRegion(pixelValue: 3, shapes: drawn.map(\.shape))) }
-            if bend != 0 { scene.defects.append(DefectRegion(pixelValue: 5, shapes: drawn.map(\.shape))) }
+            if i == 0 && flaw == 0 { scene.defects.append(DefectRegion(pixelValue: 5, shapes: drawn.map(\.shape))) }
+            if i == 0 && flaw == 1 {
+                // The whole bolt as it should be, and where its pieces lie now.
+                let whole = layers(p, steel: steel, brass: brass, silver: silver, bag: bag).map(\.shape)
+                scene.defects.append(DefectRegion(pixelValue: 8, shapes: whole + drawn.map(\.shape)))
+            }
         }
 
-        if kind == .structural && bentIndex == nil {
-            switch rng.int(0...2) {
-            case 0:
-                var spot = Self.centre
-                for _ in 0..<200 {
-                    spot = Self.centre + Point(rng.uniform(-90, 90), rng.uniform(-80, 80))
-                    let probe = Placed(item: .nut, centre: spot, angle: 0)
-                    if placed.allSatisfy({ $0.clearance(to: probe) > 0 }) { break }
-                }
-                let blob = StructuralDefect.contamination(at: spot, radius: rng.uniform(6, 9), &rng)
-                scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
-                scene.defects.append(DefectRegion(pixelValue: 4, shapes: [blob]))
-            case 1:
-                let nut = placed.first { $0.item == .nut }!
-                let rust = StructuralDefect.blob(centre: nut.centre + Point(rng.uniform(-5, 5), rng.uniform(-5, 5)), radius: 7,
-                                                 roughness: 0.3, &rng)
-                scene.layers.append(Layer(rust, Material(Colour(0.45, 0.2, 0.08), texture: 0.3), classID: nil))
-                scene.defects.append(DefectRegion(pixelValue: 6, shapes: [rust]))
-            default:
-                let washer = placed.first { $0.item == .washer }!
-                let a = rng.uniform(0, 2 * Double.pi)
-                let mid = washer.centre + Point(cos(a), sin(a)) * 11
-                let d = Point(-sin(a), cos(a)) * 7
-                let scratch = Shape.stroke([mid - d, mid + d], width: 2)
-                scene.layers.append(Layer(scratch, Material(Colour(0.3, 0.3, 0.32)), classID: nil))
-                scene.defects.append(DefectRegion(pixelValue: 7, shapes: [scratch]))
+        switch flaw {
+        case 2:
+            var spot = Self.centre
+            for _ in 0..<200 {
+                spot = Self.centre + Point(rng.uniform(-90, 90), rng.uniform(-80, 80))
+                let probe = Placed(item: .nut, centre: spot, angle: 0)
+                if placed.allSatisfy({ $0.clearance(to: probe) > 0 }) { break }
             }
+            let blob = StructuralDefect.contamination(at: spot, radius: rng.uniform(11, 16), &rng)
+            scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
+            scene.defects.append(DefectRegion(pixelValue: 4, shapes: [blob]))
+        case 3:
+            let nut = placed.first { $0.item == .nut }!
+            let rust = StructuralDefect.blob(centre: nut.centre + Point(rng.uniform(-4, 4), rng.uniform(-4, 4)),
+                                             radius: rng.uniform(10, 13), roughness: 0.3, &rng)
+            scene.layers.append(Layer(rust, Material(Colour(0.45, 0.2, 0.08), texture: 0.3), classID: nil))
+            scene.defects.append(DefectRegion(pixelValue: 6, shapes: [rust]))
+        case 4:
+            let washer = placed.first { $0.item == .washer }!
+            let a = rng.uniform(0, 2 * Double.pi)
+            let mid = washer.centre + Point(cos(a), sin(a)) * 10
+            let d = Point(-sin(a), cos(a)) * rng.uniform(9, 12)
+            let gouge = Shape.stroke([mid - d, mid + d], width: rng.uniform(3.5, 5))
+            scene.layers.append(Layer(gouge, Material(Colour(0.3, 0.3, 0.32)), classID: nil))
+            scene.defects.append(DefectRegion(pixelValue: 7, shapes: [gouge]))
+        default:
+            break
         }
         return scene
     }

@@ -7,7 +7,8 @@ import Tensor
 ///
 /// Logical: juice of another product, label too high or too low, too little
 /// juice, no lower label. Structural: a particle in the juice, a scratch on
-/// the label, a stain on the lower label, a torn label corner.
+/// the label, a stain on the lower label, a torn label corner, a piece
+/// broken off the cap.
 public struct BottleLabel: SyntheticCategory {
     public init() {}
     public let name = "bottle_label"
@@ -24,6 +25,7 @@ public struct BottleLabel: SyntheticCategory {
         DefectConfig(defectName: "label_scratch", pixelValue: 6, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "stain", pixelValue: 7, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "torn_label", pixelValue: 8, saturationThreshold: 1, relativeSaturation: true),
+        DefectConfig(defectName: "broken_cap", pixelValue: 9, saturationThreshold: 1, relativeSaturation: true),
     ]
 
     static let juice = [Colour(1, 0.58, 0.08), Colour(0.62, 0.04, 0.14), Colour(0.98, 0.88, 0.32)]
@@ -96,15 +98,15 @@ public struct BottleLabel: SyntheticCategory {
         }
 
         if kind == .structural {
-            switch rng.int(0...3) {
+            switch rng.int(0...4) {
             case 0:
                 let blob = StructuralDefect.contamination(at: Point(110 + rng.uniform(-40, 40), rng.uniform(290, 325)),
-                                                          radius: rng.uniform(4, 7), &rng)
+                                                          radius: rng.uniform(8, 12), &rng)
                 scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 5, shapes: [blob]))
             case 1:
                 let scratch = StructuralDefect.scratch(at: Point(110 + rng.uniform(-30, 30), labelY + rng.uniform(-25, 25)),
-                                                       length: rng.uniform(25, 40), &rng)
+                                                       length: rng.uniform(35, 50), &rng)
                 scene.layers.append(Layer(scratch, Material(Colour(0.45, 0.42, 0.4)), classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 6, shapes: [scratch]))
             case 2:
@@ -112,6 +114,15 @@ public struct BottleLabel: SyntheticCategory {
                                                   radius: rng.uniform(7, 10), roughness: 0.2, &rng)
                 scene.layers.append(Layer(stain, darken: 0.6))
                 scene.defects.append(DefectRegion(pixelValue: 7, shapes: [stain]))
+            case 4:
+                // A piece off one upper corner of the cap (56 x 22 at (110, 30)).
+                let sx: Double = rng.chance(0.5) ? -1 : 1
+                let corner = Point(110 + sx * 30, 17)
+                let chip = Shape.polygon([corner, corner + Point(-sx * rng.uniform(16, 24), 0),
+                                          corner + Point(-sx * rng.uniform(4, 8), rng.uniform(10, 14)),
+                                          corner + Point(0, rng.uniform(14, 20))])
+                scene.layers.append(Layer(chip, scene.background, classID: 0))
+                scene.defects.append(DefectRegion(pixelValue: 9, shapes: [chip]))
             default:
                 let sx: Double = rng.chance(0.5) ? -1 : 1
                 let corner = Point(110 + sx * 62, labelY + 39)

@@ -6,7 +6,8 @@ import Tensor
 ///
 /// Logical: connectors with different slot counts, a cable of the wrong
 /// colour, a cable joining different slots, no cable. Structural: a cut
-/// cable, dirt, a broken connector corner.
+/// cable, dirt on the cable, a piece broken off a connector, a stretch of
+/// cable in another colour.
 public struct CablePair: SyntheticCategory {
     public init() {}
     public let name = "cable_pair"
@@ -21,6 +22,7 @@ public struct CablePair: SyntheticCategory {
         DefectConfig(defectName: "cut_cable", pixelValue: 5, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "contamination", pixelValue: 6, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "broken_connector", pixelValue: 7, saturationThreshold: 1, relativeSaturation: true),
+        DefectConfig(defectName: "cable_colour", pixelValue: 8, saturationThreshold: 1, relativeSaturation: true),
     ]
 
     static let slots = [2, 3, 5]
@@ -68,8 +70,9 @@ public struct CablePair: SyntheticCategory {
         }
         let cableMaterial = Material(rng.jitter(Self.cableColours[colour], 0.04), .glossy, texture: 0.03)
         let metal = Material(Colour(0.75, 0.75, 0.72), .glossy)
-        let cut = kind == .structural && rng.chance(1.0 / 3.0)
-        if cut {
+        // Structural: 0 cut cable, 1 dirt, 2 broken connector, 3 cable colour.
+        let flaw = kind == .structural ? rng.int(0...3) : -1
+        if flaw == 0 {
             let m = rng.int(8...16)
             scene.add(.stroke(Array(path[...m]), width: 10), cableMaterial, UInt8(3 + colour))
             scene.add(.stroke(Array(path[(m + 2)...]), width: 10), cableMaterial, UInt8(3 + colour))
@@ -80,22 +83,32 @@ public struct CablePair: SyntheticCategory {
         for end in ends { scene.add(end, metal, 6) }
         if logical == 1 || logical == 2 { scene.defects.append(DefectRegion(pixelValue: logical == 1 ? 2 : 3, shapes: [cable])) }
 
-        if kind == .structural && !cut {
-            if rng.chance(0.5) {
-                let t = rng.int(6...18)
-                let blob = StructuralDefect.contamination(at: path[t] + Point(rng.uniform(-6, 6), rng.uniform(-6, 6)),
-                                                          radius: rng.uniform(5, 8), &rng)
-                scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
-                scene.defects.append(DefectRegion(pixelValue: 6, shapes: [blob]))
-            } else {
-                let x = rng.chance(0.5) ? Self.leftX : Self.rightX
-                let sy: Double = rng.chance(0.5) ? -1 : 1, sx: Double = x < 220 ? -1 : 1
-                let corner = Point(x + sx * 28, Self.midY + sy * Self.bodyHeight(x < 220 ? n : rightSlots) / 2)
-                let chip = Shape.polygon([corner + Point(sx * 2, sy * 2), corner + Point(-sx * rng.uniform(12, 18), sy * 2),
-                                          corner + Point(sx * 2, -sy * rng.uniform(10, 16))])
-                scene.layers.append(Layer(chip, scene.background, classID: 0))
-                scene.defects.append(DefectRegion(pixelValue: 7, shapes: [chip]))
-            }
+        switch flaw {
+        case 1:
+            let t = rng.int(6...18)
+            let blob = StructuralDefect.contamination(at: path[t] + Point(rng.uniform(-6, 6), rng.uniform(-6, 6)),
+                                                      radius: rng.uniform(9, 13), &rng)
+            scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
+            scene.defects.append(DefectRegion(pixelValue: 6, shapes: [blob]))
+        case 2:
+            // A piece off one of the outer corners, reaching into the first clamp.
+            let x = rng.chance(0.5) ? Self.leftX : Self.rightX
+            let sy: Double = rng.chance(0.5) ? -1 : 1, sx: Double = x < 220 ? -1 : 1
+            let corner = Point(x + sx * 28, Self.midY + sy * Self.bodyHeight(x < 220 ? n : rightSlots) / 2)
+            let chip = Shape.polygon([corner + Point(sx * 2, sy * 2), corner + Point(-sx * rng.uniform(26, 36), sy * 2),
+                                      corner + Point(-sx * rng.uniform(8, 14), -sy * rng.uniform(14, 20)),
+                                      corner + Point(sx * 2, -sy * rng.uniform(22, 30))])
+            scene.layers.append(Layer(chip, scene.background, classID: 0))
+            scene.defects.append(DefectRegion(pixelValue: 7, shapes: [chip]))
+        case 3:
+            // A stretch of the cable's insulation in one of the other colours.
+            let other = (colour + rng.int(1...2)) % 3
+            let m = rng.int(6...14)
+            let stretch = Shape.stroke(Array(path[m...(m + rng.int(3...5))]), width: 10)
+            scene.add(stretch, Material(rng.jitter(Self.cableColours[other], 0.04), .glossy, texture: 0.03), UInt8(3 + other))
+            scene.defects.append(DefectRegion(pixelValue: 8, shapes: [stretch]))
+        default:
+            break
         }
         return scene
     }

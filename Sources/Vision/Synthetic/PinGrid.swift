@@ -5,7 +5,7 @@ import Tensor
 ///
 /// Logical: a compartment without a pin, a compartment with two, a missing
 /// separator. Structural: dirt in a compartment, a scratch on the tray, a
-/// damaged pin head.
+/// damaged pin head, a pin head of another colour.
 public struct PinGrid: SyntheticCategory {
     public init() {}
     public let name = "pin_grid"
@@ -20,6 +20,7 @@ public struct PinGrid: SyntheticCategory {
         DefectConfig(defectName: "contamination", pixelValue: 4, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "scratch", pixelValue: 5, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "damaged_head", pixelValue: 6, saturationThreshold: 1, relativeSaturation: true),
+        DefectConfig(defectName: "head_colour", pixelValue: 7, saturationThreshold: 1, relativeSaturation: true),
     ]
 
     static let rows = 3, columns = 5
@@ -102,21 +103,26 @@ public struct PinGrid: SyntheticCategory {
 
         if kind == .structural {
             let (r, c) = cells[rng.int(0...(cells.count - 1))]
-            switch rng.int(0...2) {
+            switch rng.int(0...3) {
             case 0:
                 let spot = Self.cellCentre(r, c) + Point(rng.uniform(-12, 12), rng.uniform(-20, 20))
-                let blob = StructuralDefect.contamination(at: spot, radius: rng.uniform(5, 8), &rng)
+                let blob = StructuralDefect.contamination(at: spot, radius: rng.uniform(8, 12), &rng)
                 scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 4, shapes: [blob]))
             case 1:
                 let scratch = StructuralDefect.scratch(at: Self.cellCentre(r, c), length: rng.uniform(25, 40), &rng)
                 scene.layers.append(Layer(scratch, StructuralDefect.scratchMark, classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 5, shapes: [scratch]))
-            default:
+            case 2:
                 let head = heads[rng.int(0...(heads.count - 1))]
                 let spot = Shape.circle(head + Point(rng.uniform(-3, 3), rng.uniform(-3, 3)), 5.5)
                 scene.layers.append(Layer(spot, darken: 0.35))
                 scene.defects.append(DefectRegion(pixelValue: 6, shapes: [spot]))
+            default:
+                let head = Shape.circle(heads[rng.int(0...(heads.count - 1))], Self.headRadius)
+                let colour = rng.pick([Colour(0.85, 0.2, 0.15), Colour(0.2, 0.55, 0.3), Colour(0.92, 0.92, 0.9)])
+                scene.add(head, Material(rng.jitter(colour, 0.03), .dome), 3)
+                scene.defects.append(DefectRegion(pixelValue: 7, shapes: [head]))
             }
         }
         return scene

@@ -114,7 +114,7 @@ public struct SnackBox: SyntheticCategory {
             case 0:
                 let on = rng.chance(0.5) ? cerealCentre : chipsCentre
                 let blob = StructuralDefect.contamination(at: on + Point(rng.uniform(-15, 15), rng.uniform(-15, 15)),
-                                                          radius: rng.uniform(6, 9), &rng)
+                                                          radius: rng.uniform(10, 15), &rng)
                 scene.layers.append(Layer(blob, StructuralDefect.dirt, classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 4, shapes: [blob]))
             case 1:
@@ -125,7 +125,7 @@ public struct SnackBox: SyntheticCategory {
                 scene.defects.append(DefectRegion(pixelValue: 5, shapes: [bruise]))
             default:
                 let at = Point(rng.uniform(40, 190), rng.chance(0.5) ? rng.uniform(34, 40) : rng.uniform(262, 268))
-                let scratch = StructuralDefect.scratch(at: at, length: rng.uniform(30, 45), &rng)
+                let scratch = StructuralDefect.scratch(at: at, length: rng.uniform(40, 60), &rng)
                 scene.layers.append(Layer(scratch, Material(Colour(0.55, 0.55, 0.55)), classID: nil))
                 scene.defects.append(DefectRegion(pixelValue: 6, shapes: [scratch]))
             }

@@ -62,11 +62,14 @@ enum StructuralDefect {
         blob(centre: centre, radius: radius, roughness: 0.35, &rng)
     }
 
-    /// A thin straight scratch of length `length` through `centre`.
-    static func scratch(at centre: Point, length: Double, _ rng: inout SeededGenerator) -> Shape {
+    /// A straight scratch of length `length` through `centre`, `width` wide
+    /// (full-size pixels: at the 256-px working size a scratch narrower than
+    /// about 3 px is thinner than one pixel of the stride-4 part masks).
+    static func scratch(at centre: Point, length: Double, width: ClosedRange<Double> = 3...4.5,
+                        _ rng: inout SeededGenerator) -> Shape {
         let a = rng.uniform(0, Double.pi)
         let d = Point(cos(a), sin(a)) * (length / 2)
-        return .stroke([centre - d, centre + d], width: rng.uniform(1.6, 2.4))
+        return .stroke([centre - d, centre + d], width: rng.uniform(width.lowerBound, width.upperBound))
     }
 
     /// A polygon of `vertices` points around `centre` with radii varying by `roughness`.
