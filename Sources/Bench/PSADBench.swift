@@ -137,6 +137,9 @@ struct Backbones: ParsableCommand {
     @Option(help: "Minimum seconds measured (the best repetition is reported).")
     var seconds = 3.0
 
+    @Flag(help: "Also time the batch split by image over the threads (featuresSplitByImage), alternating with the plain call.")
+    var compareSplit = false
+
     func run() throws {
         Compute.configure(threads: threads)
         let weights = WeightSet(randomSeed: 1)
@@ -150,6 +153,18 @@ struct Backbones: ParsableCommand {
         }
         var rng = SeededGenerator(seed: 2)
         let x = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
+        if compareSplit {
+            // Alternate the two so that both see the same machine.
+            var plain = Double.infinity, split = Double.infinity
+            for _ in 0..<5 {
+                plain = min(plain, bestTime(seconds: seconds / 5, minimumRuns: 2) { _ = net.features(x, strides: taps) })
+                split = min(split, bestTime(seconds: seconds / 5, minimumRuns: 2) { _ = net.featuresSplitByImage(x, strides: taps) })
+            }
+            let a = net.features(x, strides: taps), b = net.featuresSplitByImage(x, strides: taps)
+            let differ = taps.map { s in zip(a[s]!.storage, b[s]!.storage).map { abs($0 - $1) }.max() ?? 0 }.max() ?? 0
+            FileHandle.standardError.write(Data(String(format: "%@: plain %.1f img/s, split by image %.1f img/s (x%.2f), max difference %g\n",
+                                                       network, Double(batch) / plain, Double(batch) / split, plain / split, differ).utf8))
+        }
         let best = bestTime(seconds: seconds, minimumRuns: 2) { _ = net.features(x, strides: taps) }
         if let resnet = net as? ResNet {
             var steps: [(String, Double)] = []

@@ -23,3 +23,17 @@ public struct ImageNormalization: Sendable {
         Tensor.channelAffine(x, scale: std.map { 1 / $0 }, shift: zip(mean, std).map { -$0 / $1 })
     }
 }
+
+extension Backbone {
+    /// ``features(_:strides:)`` with the batch split by image over the
+    /// compute threads, each part's kernels and GEMMs on one thread
+    /// (``Compute/splitAcrossThreads(_:_:)``), the taps joined again in image
+    /// order. Each image's features are computed exactly as alone.
+    public func featuresSplitByImage(_ images: Tensor, strides: Set<Int>) -> [Int: Tensor] {
+        let parts = Compute.splitAcrossThreads(images.shape[0]) { range in
+            features(range.count == images.shape[0] ? images : images.items(range), strides: strides)
+        }
+        if parts.count == 1 { return parts[0] }
+        return Dictionary(uniqueKeysWithValues: strides.map { s in (s, Tensor.concatItems(parts.map { $0[s]! })) })
+    }
+}

@@ -107,4 +107,22 @@ import Tensor
         // round_filters: 320 * 1.1 = 352 -> 352; 24 * 1.1 = 26.4 -> int(26.4 + 4) // 8 * 8 = 24.
         #expect(lite2.channels[32] == 352 && lite2.channels[4] == 24)
     }
+
+    /// Split by image over the threads (each part's GEMMs on one thread), a
+    /// batch gives every image the features it gets in the whole-batch call.
+    @Test func featuresSplitByImageEqualTheWholeBatchCall() throws {
+        var rng = SeededGenerator(seed: 5)
+        let x = Tensor.randomNormal([3, 3, 32, 32], generator: &rng)
+        let nets: [any Backbone] = [try ResNet(.resnet18, weights: WeightSet(randomSeed: 1), depth: 2),
+                                    try EfficientNetLite(variant: 0, weights: WeightSet(randomSeed: 2))]
+        for net in nets {
+            let taps: Set<Int> = [4, 8]
+            let whole = net.features(x, strides: taps), split = net.featuresSplitByImage(x, strides: taps)
+            for s in taps {
+                #expect(split[s]!.shape == whole[s]!.shape)
+                let worst = zip(split[s]!.storage, whole[s]!.storage).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+                #expect(worst <= 1e-5, "\(net.name) stride \(s): \(worst)")
+            }
+        }
+    }
 }

@@ -4,6 +4,23 @@ import TestSupport
 
 /// Small cases whose answers are worked out by hand.
 @Suite struct HandComputedTests {
+    @Test func splitAcrossThreadsCoversTheItemsInOrderEachPartOnOneThread() {
+        let parts = Compute.splitAcrossThreads(7) { range in (range, Compute.threads, Compute.splitAcrossThreads(3) { $0 }) }
+        #expect(parts.map(\.0).flatMap { Array($0) } == Array(0..<7))
+        #expect(parts.count == min(Compute.threads, 7))
+        if parts.count > 1 {
+            #expect(parts.allSatisfy { $0.1 == 1 })          // kernels inside a part run on its thread
+            #expect(parts.allSatisfy { $0.2 == [0..<3] })    // a nested split runs directly
+        }
+        #expect(Compute.splitAcrossThreads(1) { $0 } == [0..<1])
+    }
+
+    @Test func itemsAndConcatItemsAreInverse() {
+        let x = Tensor(shape: [3, 2], storage: [1, 2, 3, 4, 5, 6])
+        #expect(x.items(1..<3) == Tensor(shape: [2, 2], storage: [3, 4, 5, 6]))
+        #expect(Tensor.concatItems([x.items(0..<1), x.items(1..<3)]) == x)
+    }
+
     @Test func matmulOfTwoByTwo() {
         let a = Tensor(shape: [2, 3], storage: [1, 2, 3, 4, 5, 6])
         let b = Tensor(shape: [3, 2], storage: [7, 8, 9, 10, 11, 12])

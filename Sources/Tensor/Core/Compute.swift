@@ -21,8 +21,16 @@ public enum Compute {
         return threads
     }()
 
-    /// Threads used by the kernels (and by OpenBLAS).
-    public static var threads: Int { _threads }
+    /// Threads used by the kernels (and by OpenBLAS); 1 inside a part of
+    /// ``splitAcrossThreads(_:_:)``.
+    public static var threads: Int { pthread_getspecific(oneThreadKey) == nil ? _threads : 1 }
+
+    /// Marks the threads running a part of ``splitAcrossThreads(_:_:)``.
+    private static let oneThreadKey: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
 
     /// Sets the thread count for kernels and OpenBLAS. Call before any work starts.
     /// Also keeps freed memory in the process (see ``retainFreedMemory()``).
@@ -92,6 +100,30 @@ extension Compute {
 }
 
 extension Compute {
+    /// `body` over `0..<count` split into one contiguous range per thread,
+    /// each range on its own thread with every kernel and OpenBLAS call inside
+    /// it on that thread alone; the results in range order.
+    ///
+    /// For work made of many small GEMMs over independent items (a backbone
+    /// over a batch of images): one single-threaded GEMM per core runs faster
+    /// than each GEMM split over the cores, and the kernels between GEMMs
+    /// (im2col, pooling) run in parallel without waiting on OpenBLAS's
+    /// spinning threads. OpenBLAS's thread count is process-wide: it is 1
+    /// until the call returns, so other threads' GEMMs meanwhile run on one
+    /// thread too. Nested calls run their body directly.
+    public static func splitAcrossThreads<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
+        let parts = min(threads, count)
+        guard parts > 1 else { return [body(0..<count)] }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(_threads)) }
+        return parallelMap(parts) { k in
+            let marked = pthread_getspecific(oneThreadKey) != nil
+            if !marked { pthread_setspecific(oneThreadKey, UnsafeRawPointer(bitPattern: 1)) }
+            defer { if !marked { pthread_setspecific(oneThreadKey, nil) } }
+            return body((count * k / parts)..<(count * (k + 1) / parts))
+        }
+    }
+
     /// sum over `0..<count` of `body(range)` for a fixed split into `chunks`
     /// ranges, added in order: the same value for any thread count.
     public static func deterministicSum(_ count: Int, chunks: Int = 64, _ body: (Range<Int>) -> Double) -> Double {
