@@ -32,19 +32,20 @@ import TestSupport
     /// Structural defects are visible at the 256-px working size, as MVTec
     /// LOCO's are: every defect region covers at least 32 working-size pixels
     /// (two cells of the stride-4 part masks). The generator's first
-    /// washer scratches (2 px wide on a 380-px scene) covered 23-26.
+    /// washer scratches (2 px wide on a 380-px scene) covered 20-23.
     @Test(arguments: names)
     func structuralDefectsCoverSeveralMaskCellsAtTheWorkingSize(name: String) throws {
         let category = try #require(SyntheticBenchmark.category(named: name))
         let (w, h) = SyntheticBenchmark.pixelSize(category, .default)
-        let cropped = Double((w - 2 * category.cropMargin) * (h - 2 * category.cropMargin))
+        let working = Preprocessor(cropMargin: category.cropMargin, targetSize: 256).resizedSize(width: w, height: h)
+        let scale = Double(working.width * working.height) / Double((w - 2 * category.cropMargin) * (h - 2 * category.cropMargin))
         for index in 0..<16 {
             var rng = SyntheticBenchmark.generator(seed: 0, category: name, split: .testStructural, index: index)
             let scene = category.scene(.structural, productType: category.productTypes.isEmpty ? nil : index % category.productTypes.count,
                                        rng: &rng)
             for region in scene.defects {
                 let mask = Canvas.regionMask(region.shapes, placement: scene.placement, width: w, height: h, value: 1)
-                let area = Double(mask.pixels.filter { $0 != 0 }.count) * 256 * 256 / cropped
+                let area = Double(mask.pixels.filter { $0 != 0 }.count) * scale
                 #expect(area >= 32, "\(name) structural #\(index) (defect \(region.pixelValue)): \(Int(area)) px at 256 px")
             }
         }
