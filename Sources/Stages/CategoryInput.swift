@@ -51,9 +51,10 @@ public struct CategoryInput: Sendable {
         }
     }
 
-    /// Encoder taps (strides 4, 8, 16) of each image.
+    /// Encoder taps (strides 4, 8, 16) of each image, the images split over
+    /// the threads (``Compute/mapAcrossThreads(_:_:)``).
     public static func taps(_ images: [Image], backbone: any Backbone) -> [[Int: Tensor]] {
-        images.map { backbone.features(ImageNormalization.imagenet($0.tensor()), strides: [4, 8, 16]) }
+        Compute.mapAcrossThreads(images.count) { backbone.features(ImageNormalization.imagenet(images[$0].tensor()), strides: [4, 8, 16]) }
     }
 
     static func readImage(_ url: URL) throws -> Image {

@@ -31,7 +31,8 @@ public enum PatchStage {
             let taps = backbone.features(x, strides: [8, 16])
             return PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0]
         }
-        return run(trainPatches: train.map(patches), testPatches: test.map(patches), grid: (size + 7) / 8)
+        return run(trainPatches: Compute.mapAcrossThreads(train.count) { patches(train[$0]) },
+                   testPatches: Compute.mapAcrossThreads(test.count) { patches(test[$0]) }, grid: (size + 7) / 8)
     }
 
     /// From encoder taps (strides 8 and 16) already computed on `size`-square images.

@@ -152,9 +152,9 @@ extension SegmentTrain {
     /// image, laid out [H * W] per image.
     public static func pseudoLabels(_ head: SegmentationHead, images: [Image], backbone: any Backbone,
                                     normalization: ImageNormalization = .imagenet) -> [[Int32]] {
-        images.map { image in
-            pseudoLabels(head, taps: backbone.features(normalization(image.tensor()), strides: [4, 8, 16]),
-                         height: image.height, width: image.width)
+        Compute.mapAcrossThreads(images.count) { i in
+            pseudoLabels(head, taps: backbone.features(normalization(images[i].tensor()), strides: [4, 8, 16]),
+                         height: images[i].height, width: images[i].width)
         }
     }
 

@@ -124,6 +124,12 @@ extension Compute {
         }
     }
 
+    /// `[body(0), body(1), ...]` with the items split as in
+    /// ``splitAcrossThreads(_:_:)``: each item's kernels and GEMMs on one thread.
+    public static func mapAcrossThreads<T>(_ count: Int, _ body: (Int) -> T) -> [T] {
+        splitAcrossThreads(count) { $0.map(body) }.flatMap { $0 }
+    }
+
     /// sum over `0..<count` of `body(range)` for a fixed split into `chunks`
     /// ranges, added in order: the same value for any thread count.
     public static func deterministicSum(_ count: Int, chunks: Int = 64, _ body: (Range<Int>) -> Double) -> Double {
