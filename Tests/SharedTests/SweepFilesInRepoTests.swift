@@ -7,7 +7,8 @@ import Testing
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ops/sweeps")
 
-    @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml"])
+    @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml",
+                      "benchmark.json", "unet.json", "unet-long.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
