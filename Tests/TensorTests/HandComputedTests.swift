@@ -15,6 +15,30 @@ import TestSupport
         #expect(Compute.splitAcrossThreads(1) { $0 } == [0..<1])
     }
 
+    /// A batch split by image over the threads gives each image what it gets
+    /// alone, and the weight gradient is the sum of the images' (3x3 stride 2
+    /// and 1x1; batches that split and one that does not).
+    @Test(arguments: [(4, 3), (4, 1), (8, 3), (3, 3)])
+    func convolutionOfABatchEqualsItsImagesOneByOne(batch: Int, kernel: Int) {
+        var rng = SeededGenerator(seed: 11)
+        let x = Tensor.randomNormal([batch, 6, 9, 10], generator: &rng)
+        let w = Tensor.randomNormal([5, 6, kernel, kernel], generator: &rng)
+        let g = Conv2dGeometry(stride: kernel == 3 ? 2 : 1, padding: kernel / 2)
+        let y = Tensor.conv2d(x, weight: w, geometry: g, activation: .relu)
+        let dy = Tensor.randomNormal(y.shape, generator: &rng)
+        let whole = Tensor.conv2dBackward(x, weight: w, outputGradient: dy, geometry: g)
+        var dwSum = Tensor(zeros: w.shape)
+        for b in 0..<batch {
+            let xb = x.items(b..<(b + 1))
+            #expect(Tensor.conv2d(xb, weight: w, geometry: g, activation: .relu) == y.items(b..<(b + 1)))
+            let one = Tensor.conv2dBackward(xb, weight: w, outputGradient: dy.items(b..<(b + 1)), geometry: g)
+            #expect(one.input == whole.input.items(b..<(b + 1)))
+            dwSum = dwSum + one.weight
+        }
+        let worst = zip(dwSum.storage, whole.weight.storage).map { abs($0 - $1) / max(1, abs($0)) }.max()!
+        #expect(worst < 1e-5, "weight gradient differs by \(worst)")
+    }
+
     @Test func itemsAndConcatItemsAreInverse() {
         let x = Tensor(shape: [3, 2], storage: [1, 2, 3, 4, 5, 6])
         #expect(x.items(1..<3) == Tensor(shape: [2, 2], storage: [3, 4, 5, 6]))

@@ -17,7 +17,8 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
     /// kind (and everything downstream) is computed again.
     public var codeVersion: Int {
         switch self {
-        case .preprocess, .segmentTrain, .pseudoLabel, .unetTrain, .bankFit, .diagnostic: 1
+        case .preprocess, .segmentTrain, .pseudoLabel, .bankFit, .diagnostic: 1
+        case .unetTrain: 2   // 2: convolution weight gradients of a batch summed per thread, then added (other rounding)
         case .patchFeatures: 2   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties)
         case .evaluate: 2   // 2: roc.json
         }

@@ -77,13 +77,28 @@ func tileRows(_ s: ConvShape) -> Int { max(1, min(s.oh, tilePixels / max(s.ow, 1
 
 let tilePixels = 1024
 
+/// Whether a batch of `n` images runs split by image over the threads
+/// (``Compute/splitAcrossThreads(_:_:)``: one single-threaded GEMM per core
+/// instead of each GEMM over all cores), which pays when the parts are even.
+func splitsByImage(_ n: Int) -> Bool {
+    let t = Compute.threads
+    return t > 1 && n >= t && (n % t == 0 || n >= 4 * t)
+}
+
 func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                  _ y: UnsafeMutablePointer<Float>, epilogue: Epilogue) {
+    guard splitsByImage(s.n) else { return gemmForward(s, x, w, y, epilogue: epilogue, images: 0..<s.n) }
+    // Each image's output is written by the part that holds it; nothing is shared but the inputs.
+    _ = Compute.splitAcrossThreads(s.n) { images in gemmForward(s, x, w, y, epilogue: epilogue, images: images) }
+}
+
+func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                 _ y: UnsafeMutablePointer<Float>, epilogue: Epilogue, images: Range<Int>) {
     let pointwise = s.isPointwise
     let rowsPerTile = tileRows(s)
     let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * rowsPerTile * s.ow)
     defer { col.deallocate() }
-    for b in 0..<s.n {
+    for b in images {
         for grp in 0..<s.groups {
             let xg = x + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
             let yg = y + (b * s.cout + grp * s.coutPerGroup) * s.pixels
@@ -112,11 +127,29 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
 func gemmBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                   _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
                   _ dw: UnsafeMutablePointer<Float>) {
+    guard splitsByImage(s.n) else { return gemmBackward(s, x, w, dy, dx, dw, images: 0..<s.n) }
+    // dX per image belongs to one part; dW is summed over images: each part
+    // accumulates its own, and the parts are added in order afterwards
+    // (a fixed order for a fixed thread count).
+    let count = s.cout * s.patch
+    let partials = Compute.splitAcrossThreads(s.n) { images -> [Float] in
+        var part = [Float](repeating: 0, count: count)
+        part.withUnsafeMutableBufferPointer { gemmBackward(s, x, w, dy, dx, $0.baseAddress!, images: images) }
+        return part
+    }
+    for part in partials {
+        for i in 0..<count { dw[i] += part[i] }
+    }
+}
+
+func gemmBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                  _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
+                  _ dw: UnsafeMutablePointer<Float>, images: Range<Int>) {
     let pointwise = s.isPointwise
     let col = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * s.pixels)
     let dcol = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 0 : s.patch * s.pixels)
     defer { col.deallocate(); dcol.deallocate() }
-    for b in 0..<s.n {
+    for b in images {
         for grp in 0..<s.groups {
             let xg = x + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
 
