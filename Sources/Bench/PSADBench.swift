@@ -28,8 +28,12 @@ struct Kernels: ParsableCommand {
     @Option(help: "Only measure sgemm of this shape, given as M,N,K.")
     var sgemmShape: String?
 
+    @Flag(help: "Run each GEMM of a batch over all threads instead of splitting the batch by image.")
+    var noSplit = false
+
     func run() {
         Compute.configure(threads: threads)
+        Compute.splitByImage = !noSplit
         var rng = SeededGenerator(seed: 1)
         if let sgemmShape {
             let d = sgemmShape.split(separator: ",").compactMap { Int($0) }
@@ -74,6 +78,26 @@ struct Kernels: ParsableCommand {
             // Two GEMMs (dW, dX) per convolution, 2 flops per multiply-add.
             let flops = 2 * 2 * pixels * Double(channels * hidden + hidden * classes)
             report(name, flops: flops, seconds: t)
+        }
+
+        // One UNet training step (unet-train's defaults: width 16, depth 4,
+        // batch 8 at 256x256, 10 classes): forward, 10 CE + Dice, backward.
+        // Reported in GFLOP/s of the convolutions' multiply-adds (x3 for the
+        // backward pass), with the step's milliseconds.
+        do {
+            let net = UNet(width: 16, depth: 4, classes: 10, seed: 1)
+            let batch = 8, size = 256
+            let x = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
+            let labels = (0..<(batch * size * size)).map { Int32(($0 / 97) % 10) }
+            let onehot = Tensor.oneHot(labels, batch: batch, height: size, width: size, classes: 10)
+            let t = measure {
+                let tape = Tape()
+                let z = net.logits(x, on: tape)
+                let loss = tape.weightedSum([(tape.crossEntropy(logits: z, labels: labels), 10),
+                                             (tape.dice(probabilities: tape.softmaxChannels(z), target: onehot), 1)])
+                tape.backward(from: loss)
+            }
+            report("unet train step w16 d4 batch 8 @256", flops: 3 * 2 * net.multiplyAdds(height: size, width: size) * Double(batch), seconds: t)
         }
     }
 

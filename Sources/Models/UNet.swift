@@ -82,6 +82,30 @@ public final class UNet {
         encoder.flatMap { $0.0.parameters + $0.1.parameters } + decoder.flatMap(\.parameters) + head.parameters
     }
 
+    /// Multiply-adds of the convolutions for one image of `height` x `width`
+    /// (forward pass; for throughput figures).
+    public func multiplyAdds(height: Int, width: Int) -> Double {
+        func macs(_ conv: Conv, _ h: Int, _ w: Int) -> (Double, Int, Int) {
+            let shape = conv.weight.value.shape, k = shape[2], pad = k / 2
+            let oh = (h + 2 * pad - k) / conv.stride + 1, ow = (w + 2 * pad - k) / conv.stride + 1
+            return (Double(shape[0] * shape[1] * k * k * oh * ow), oh, ow)
+        }
+        var total = 0.0, h = height, w = width, sizes: [(Int, Int)] = []
+        for (a, b) in encoder {
+            let (ma, ha, wa) = macs(a, h, w)
+            let (mb, hb, wb) = macs(b, ha, wa)
+            total += ma + mb
+            (h, w) = (hb, wb)
+            sizes.append((h, w))
+        }
+        for (i, conv) in decoder.enumerated() {
+            let (sh, sw) = sizes[sizes.count - 2 - i]
+            total += macs(conv, sh, sw).0
+            (h, w) = (sh, sw)
+        }
+        return total + macs(head, h, w).0
+    }
+
     /// RGB [N, 3, H, W] plus scaled coordinates.
     func input(_ images: Tensor) -> Tensor {
         let (n, _, h, w) = images.nchw

@@ -25,6 +25,12 @@ public enum Compute {
     /// ``splitAcrossThreads(_:_:)``.
     public static var threads: Int { pthread_getspecific(oneThreadKey) == nil ? _threads : 1 }
 
+    /// Whether ``splitAcrossThreads(_:_:)`` splits at all (default true;
+    /// `PSAD_SPLIT_BY_IMAGE=0` turns it off, for measuring what it gains).
+    /// Off, every part runs as one on the calling thread, each GEMM over
+    /// all threads.
+    nonisolated(unsafe) public static var splitByImage: Bool = ProcessInfo.processInfo.environment["PSAD_SPLIT_BY_IMAGE"] != "0"
+
     /// Marks the threads running a part of ``splitAcrossThreads(_:_:)``.
     private static let oneThreadKey: pthread_key_t = {
         var key = pthread_key_t()
@@ -112,7 +118,7 @@ extension Compute {
     /// until the call returns, so other threads' GEMMs meanwhile run on one
     /// thread too. Nested calls run their body directly.
     public static func splitAcrossThreads<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
-        let parts = min(threads, count)
+        let parts = splitByImage ? min(threads, count) : 1
         guard parts > 1 else { return [body(0..<count)] }
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(_threads)) }

@@ -82,7 +82,7 @@ let tilePixels = 1024
 /// instead of each GEMM over all cores), which pays when the parts are even.
 func splitsByImage(_ n: Int) -> Bool {
     let t = Compute.threads
-    return t > 1 && n >= t && (n % t == 0 || n >= 4 * t)
+    return Compute.splitByImage && t > 1 && n >= t && (n % t == 0 || n >= 4 * t)
 }
 
 func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
