@@ -60,7 +60,7 @@ if len(losses) > 1:
                 [(l, lambda c, l=l: cell(c, "hcp", "std", loss=l)) for l in losses])
 if len(unets) > 1:
     columns = []
-    for u in unets:
-        for memory, scale in [("h", "max"), ("c", "max"), ("hcp", "max"), ("hcp", "std")]:
+    for memory, scale in [("hcp", "max"), ("hcp", "std")]:
+        for u in unets:
             columns.append((f"{memory} {scale} U{u}", lambda c, u=u, m=memory, s=scale: cell(c, m, s, unet=u)))
     print_table(f"UNet retraining (loss set {args.loss_set}; U0: the segmenter's own masks, UN: N UNet epochs)", columns)
