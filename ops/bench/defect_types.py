@@ -47,8 +47,12 @@ for job, category in state.jobs("bank-fit"):
     names = {x["pixel_value"]: x["defect_name"] for x in json.load(open(f"{args.dataset}/{category}/defects_config.json"))}
     groups = {}
     for split, first, count in [("logical_anomalies", good, logical), ("structural_anomalies", good + logical, len(test["h"]) - good - logical)]:
+        # Test images in file-name order, as the stages read them; each one's ground truth is the folder of its stem.
+        stems = sorted(f[:-4] for f in os.listdir(f"{args.dataset}/{category}/test/{split}") if f.endswith(".png"))
+        if len(stems) != count:
+            raise SystemExit(f"{category}/test/{split}: {len(stems)} images, but the sweep scored {count}; wrong DATASET?")
         for i in range(count):
-            folder = f"{args.dataset}/{category}/ground_truth/{split}/{i:03d}"
+            folder = f"{args.dataset}/{category}/ground_truth/{split}/{stems[i]}"
             values = set().union(*(set(np.unique(png_array(f"{folder}/{f}")).tolist()) for f in sorted(os.listdir(folder)))) - {0}
             for v in values:
                 groups.setdefault((split.split("_")[0], names.get(v, str(v))), []).append(first + i)

@@ -49,6 +49,9 @@ class State:
     """A state directory opened read-only."""
 
     def __init__(self, path):
+        import os
+        if not os.path.isfile(f"{path}/state.sqlite"):
+            raise SystemExit(f"{path}: no state.sqlite here (expected a state directory, e.g. state/benchmark)")
         self.path = path
         self.db = sqlite3.connect(f"file:{path}/state.sqlite?mode=ro", uri=True)
 
