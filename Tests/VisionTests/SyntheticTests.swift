@@ -40,14 +40,35 @@ import TestSupport
         let working = Preprocessor(cropMargin: category.cropMargin, targetSize: 256).resizedSize(width: w, height: h)
         let scale = Double(working.width * working.height) / Double((w - 2 * category.cropMargin) * (h - 2 * category.cropMargin))
         for index in 0..<16 {
-            var rng = SyntheticBenchmark.generator(seed: 0, category: name, split: .testStructural, index: index)
-            let scene = category.scene(.structural, productType: category.productTypes.isEmpty ? nil : index % category.productTypes.count,
-                                       rng: &rng)
+            let scene = SyntheticBenchmark.scene(category, seed: 0, split: .testStructural, index: index).scene
             for region in scene.defects {
                 let mask = Canvas.regionMask(region.shapes, placement: scene.placement, width: w, height: h, value: 1)
                 let area = Double(mask.pixels.filter { $0 != 0 }.count) * scale
                 #expect(area >= 32, "\(name) structural #\(index) (defect \(region.pixelValue)): \(Int(area)) px at 256 px")
             }
+        }
+    }
+
+    /// Every defect type a category declares in `defects_config.json` occurs
+    /// among the default benchmark's 40 images of its split (a declared type
+    /// with no image would be missing from the per-type tables), and the
+    /// first logical image of each type breaks a rule.
+    @Test(arguments: names)
+    func everyDeclaredDefectTypeOccursInTheDefaultTestSet(name: String) throws {
+        let category = try #require(SyntheticBenchmark.category(named: name))
+        var seen: Set<Int> = [], firstLogical: [Int: Int] = [:]
+        for split in [Split.testLogical, .testStructural] {
+            for index in 0..<SyntheticBenchmark.Size.default.count(split) {
+                for region in SyntheticBenchmark.scene(category, seed: 0, split: split, index: index).scene.defects {
+                    seen.insert(Int(region.pixelValue))
+                    if split == .testLogical, firstLogical[Int(region.pixelValue)] == nil { firstLogical[Int(region.pixelValue)] = index }
+                }
+            }
+        }
+        #expect(seen == Set(category.defectTypes.map(\.pixelValue)), "\(name): seen \(seen.sorted())")
+        for (value, index) in firstLogical {
+            let mask = SyntheticBenchmark.render(category, seed: 0, split: .testLogical, index: index, size: .small).mask
+            #expect(!category.ruleViolations(mask, zoom: 0.5).isEmpty, "\(name) logical #\(index) (defect \(value)) keeps every rule")
         }
     }
 

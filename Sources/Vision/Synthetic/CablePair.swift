@@ -5,9 +5,12 @@ import Tensor
 /// joined at the same slot by a cable whose colour depends on that number.
 ///
 /// Logical: connectors with different slot counts, a cable of the wrong
-/// colour, a cable joining different slots, no cable. Structural: a cut
-/// cable, dirt on the cable, a piece broken off a connector, a stretch of
-/// cable in another colour.
+/// colour, a cable joining different slots, no cable, a second cable, a
+/// connector missing: six of the nine kinds of LOCO's splicing connectors,
+/// so that the one no part statistic sees (which slot the cable joins) is
+/// one kind in six, as it is one in nine there, and not one in four.
+/// Structural: a cut cable, dirt on the cable, a piece
+/// broken off a connector, a stretch of cable in another colour.
 public struct CablePair: SyntheticCategory {
     public init() {}
     public let name = "cable_pair"
@@ -23,6 +26,8 @@ public struct CablePair: SyntheticCategory {
         DefectConfig(defectName: "contamination", pixelValue: 6, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "broken_connector", pixelValue: 7, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "cable_colour", pixelValue: 8, saturationThreshold: 1, relativeSaturation: true),
+        DefectConfig(defectName: "extra_cable", pixelValue: 9, saturationThreshold: 0.5, relativeSaturation: true),
+        DefectConfig(defectName: "missing_connector", pixelValue: 10, saturationThreshold: 2000, relativeSaturation: false),
     ]
 
     static let slots = [2, 3, 5]
@@ -41,17 +46,29 @@ public struct CablePair: SyntheticCategory {
         return layers
     }
 
+    public let logicalKinds = 6
+
     public func scene(_ kind: SampleKind, productType: Int?, rng: inout SeededGenerator) -> Scene {
+        scene(kind, productType: productType, logicalKind: nil, rng: &rng)
+    }
+
+    public func scene(_ kind: SampleKind, productType: Int?, logicalKind: Int?, rng: inout SeededGenerator) -> Scene {
         let type = productType ?? 0
         let n = Self.slots[type]
         var scene = baseScene(Colour(0.82, 0.8, 0.76), &rng)
         let materials = (body: Material(rng.jitter(Colour(0.93, 0.93, 0.9), 0.02), texture: 0.02),
                          clamp: Material(rng.jitter(Colour(0.95, 0.55, 0.15), 0.03), .glossy, texture: 0.03))
-        let logical = kind == .logical ? rng.int(0...3) : -1
+        // Logical: 0 mismatched connectors, 1 cable colour, 2 wrong slot,
+        // 3 no cable, 4 a second cable, 5 the right connector missing.
+        let logical = kind == .logical ? logicalKind ?? rng.int(0...(logicalKinds - 1)) : -1
         let rightSlots = logical == 0 ? rng.pick(Self.slots.filter { $0 != n }) : n
         scene.layers += connector(x: Self.leftX, slots: n, side: 1, materials)
         let right = connector(x: Self.rightX, slots: rightSlots, side: -1, materials)
-        scene.layers += right
+        if logical == 5 {
+            scene.defects.append(DefectRegion(pixelValue: 10, shapes: right.map(\.shape)))
+        } else {
+            scene.layers += right
+        }
         if logical == 0 { scene.defects.append(DefectRegion(pixelValue: 1, shapes: right.map(\.shape))) }
 
         let k = rng.int(0...(n - 1))
@@ -82,6 +99,16 @@ public struct CablePair: SyntheticCategory {
         }
         for end in ends { scene.add(end, metal, 6) }
         if logical == 1 || logical == 2 { scene.defects.append(DefectRegion(pixelValue: logical == 1 ? 2 : 3, shapes: [cable])) }
+        if logical == 4 {
+            // A second cable of the same colour joining another slot on both sides.
+            let k2 = (k + rng.int(1...(n - 1))) % n
+            let a2 = Point(104, Self.slotY(k2, of: n)), b2 = Point(336, Self.slotY(k2, of: n))
+            let extra = Shape.stroke(bezier(a2, Point(220 + rng.uniform(-30, 30), Self.midY + rng.uniform(-70, 70)), b2), width: 10)
+            let extraEnds = [a2, b2].map { Shape.roundedRect(centre: $0, width: 16, height: 9, radius: 2, angle: 0) }
+            scene.add(extra, Material(rng.jitter(Self.cableColours[colour], 0.04), .glossy, texture: 0.03), UInt8(3 + colour))
+            for end in extraEnds { scene.add(end, metal, 6) }
+            scene.defects.append(DefectRegion(pixelValue: 9, shapes: [extra] + extraEnds))
+        }
 
         switch flaw {
         case 1:

@@ -61,14 +61,28 @@ public enum SyntheticBenchmark {
         }
     }
 
+    /// The scene of one image, in full-size coordinates, and its generator
+    /// after drawing it. Product types go round by index; so do logical kinds
+    /// where the category assigns them (`logicalKinds`), one kind for each
+    /// run of `productTypes.count` images.
+    static func scene(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int)
+        -> (scene: Scene, rng: SeededGenerator)
+    {
+        var rng = generator(seed: seed, category: category.name, split: split, index: index)
+        let types = category.productTypes.count
+        let type = types == 0 ? nil : index % types
+        let logicalKind = split == .testLogical && category.logicalKinds > 0
+            ? (index / max(types, 1)) % category.logicalKinds : nil
+        var scene = category.scene(kind(of: split), productType: type, logicalKind: logicalKind, rng: &rng)
+        scene.productType = type
+        return (scene, rng)
+    }
+
     /// Renders one image: the scene, its image, its part mask.
     public static func render(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int, size: Size)
         -> (scene: Scene, image: Image, mask: Image)
     {
-        var rng = generator(seed: seed, category: category.name, split: split, index: index)
-        let type = category.productTypes.isEmpty ? nil : index % category.productTypes.count
-        var scene = category.scene(kind(of: split), productType: type, rng: &rng)
-        scene.productType = type
+        var (scene, rng) = scene(category, seed: seed, split: split, index: index)
         scene.placement.zoom = size.zoom
         let (w, h) = pixelSize(category, size)
         let (image, mask) = Canvas.render(scene, width: w, height: h, seed: rng.next())

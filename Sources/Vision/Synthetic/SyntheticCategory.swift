@@ -30,12 +30,26 @@ public protocol SyntheticCategory: Sendable {
     /// A scene of the given kind, in full-size coordinates.
     func scene(_ kind: SampleKind, productType: Int?, rng: inout SeededGenerator) -> Scene
 
+    /// Logical anomaly kinds the benchmark assigns in turn by image index
+    /// (every product type sees every kind, and every kind occurs in a test
+    /// split of a few dozen images, as in LOCO where each kind has its own
+    /// folder of images); 0: the category draws the kind at random.
+    var logicalKinds: Int { get }
+
+    /// A scene with its logical kind given (in `0..<logicalKinds`; nil: drawn).
+    func scene(_ kind: SampleKind, productType: Int?, logicalKind: Int?, rng: inout SeededGenerator) -> Scene
+
     /// The rules a class mask rendered at `zoom` breaks (empty: all kept).
     func ruleViolations(_ mask: Image, zoom: Double) -> [String]
 }
 
 extension SyntheticCategory {
     public var cropMargin: Int { 0 }
+    public var logicalKinds: Int { 0 }
+
+    public func scene(_ kind: SampleKind, productType: Int?, logicalKind: Int?, rng: inout SeededGenerator) -> Scene {
+        scene(kind, productType: productType, rng: &rng)
+    }
     public var annotationFormat: CategoryManifest.AnnotationFormat { .png }
 
     /// A random placement of a product about the image centre: shift of a few
