@@ -5,7 +5,7 @@ state directory (read-only), with each anomalous test image's defect type
 from the dataset's ground truth (`defects_config.json` pixel values).
 Standard library and numpy only.
 
-    python3 ops/bench/defect_types.py STATE DATASET [--loss-set sup+H+hist] [--unet-epochs 0]
+    python3 ops/bench/defect_types.py STATE DATASET [--loss-set sup+H+hist] [--unet-epochs 0] [--sweep NAME]
 
 Good test images are the negatives of every row; a row's positives are the
 test images whose ground truth holds that defect type.
@@ -18,6 +18,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("state")
 parser.add_argument("dataset")
 parser.add_argument("--loss-set", default="sup+H+hist")
+parser.add_argument("--sweep", help="only the jobs of this sweep (a dataset regenerated since earlier sweeps must be read with its own)")
 parser.add_argument("--unet-epochs", type=int, default=0)
 args = parser.parse_args()
 
@@ -30,7 +31,7 @@ def auroc(negatives, positives):
 
 
 state = State(args.state)
-for job, category in state.jobs("bank-fit"):
+for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
     if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
     if up.get("unet-train", {}).get("unet_epochs", 0) != args.unet_epochs: continue

@@ -5,7 +5,7 @@ the test/good images: the segmenter's own masks (pseudo-label jobs) and the
 UNet's (unet-train jobs), read from a state directory (read-only). Only for
 data that has the truth, i.e. the synthetic benchmark.
 
-    python3 ops/bench/segmentation_iou.py STATE DATASET [--loss-set sup+H+hist]
+    python3 ops/bench/segmentation_iou.py STATE DATASET [--loss-set sup+H+hist] [--sweep NAME]
 
 Masks are compared in the preprocessed frame: the truth is cropped and
 resized by nearest neighbour as preprocessing does, padding left out.
@@ -18,13 +18,14 @@ parser = argparse.ArgumentParser()
 parser.add_argument("state")
 parser.add_argument("dataset")
 parser.add_argument("--loss-set", default="sup+H+hist")
+parser.add_argument("--sweep", help="only the jobs of this sweep (a dataset regenerated since earlier sweeps must be read with its own)")
 args = parser.parse_args()
 
 state = State(args.state)
 print("| category | masks from | mIoU | per class |")
 print("|---|---|---:|---|")
 for kind in ["pseudo-label", "unet-train"]:
-    for job, category in state.jobs(kind):
+    for job, category in state.jobs(kind, args.sweep):
         up = state.ancestors(job)
         if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
         root = f"{args.dataset}/{category}"

@@ -66,9 +66,16 @@ class State:
     def json_output(self, job, name):
         return json.loads(self.blob(self.outputs(job, name)[name]))
 
-    def jobs(self, kind):
-        """(key, category) of the finished jobs of a kind."""
-        return self.db.execute("select key, category from job where kind=? and state='done' order by category, key", (kind,)).fetchall()
+    def jobs(self, kind, sweep=None):
+        """(key, category) of the finished jobs of a kind, of one sweep if named."""
+        if sweep is None:
+            return self.db.execute("select key, category from job where kind=? and state='done' order by category, key", (kind,)).fetchall()
+        if not self.db.execute("select 1 from sweep where name=?", (sweep,)).fetchone():
+            names = [n for (n,) in self.db.execute("select name from sweep order by id")]
+            raise SystemExit(f"{self.path}: no sweep named {sweep!r} (there are: {', '.join(names)})")
+        return self.db.execute(
+            "select j.key, j.category from job j join sweep_job sj on sj.job = j.key join sweep s on s.id = sj.sweep_id"
+            " where j.kind=? and j.state='done' and s.name=? order by j.category, j.key", (kind, sweep)).fetchall()
 
     def ancestors(self, job):
         """{kind: parameters} of every job above `job`."""
