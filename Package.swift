@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
-        .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport"]),
+        .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Starts the built psad-coordinator and psad-worker binaries.
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", .target(name: "Coordinator"), .target(name: "Worker"),
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser"), "Yams"]),

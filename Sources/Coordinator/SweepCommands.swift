@@ -74,6 +74,11 @@ func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
+/// A line on stderr.
+func warn(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
 
 struct Submit: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Add a sweep file's jobs (JSON or YAML; see ops/sweeps/).")
@@ -81,6 +86,8 @@ struct Submit: ParsableCommand {
     @Argument(help: "The sweep file.") var sweep: String
     @Option(help: "Submit it under this name instead of the file's (e.g. nightly-2026-11-30).") var name: String?
     @Flag(help: "Reuse nothing done before: the sweep's name enters every job's key (its `run`).") var fresh = false
+    @Flag(help: "Do not read the dataset here: jobs are keyed on its path alone, and a folder changed in place is not noticed.")
+    var noDataDigest = false
 
     func run() throws {
         let url = URL(fileURLWithPath: sweep)
@@ -90,12 +97,40 @@ struct Submit: ParsableCommand {
             parsed.name = name
         }
         if fresh { parsed.run = parsed.name }
+        if !noDataDigest, parsed.diagnostic == nil { parsed.dataDigests = Self.digests(parsed) }
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
         } else {
             print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued")
         }
+    }
+}
+
+extension Submit {
+    /// Each category folder's digest, where this machine sees the dataset at
+    /// the sweep's path (workers check theirs against it); where it does not,
+    /// a warning, and the category's jobs are keyed on the path alone.
+    static func digests(_ sweep: Sweep) -> [String: String] {
+        var digests: [String: String] = [:]
+        let start = Date()
+        var files = 0, bytes = 0
+        for category in sweep.categories {
+            let root = URL(fileURLWithPath: sweep.dataset).appendingPathComponent(category)
+            do {
+                let d = try DatasetDigest.of(categoryAt: root)
+                digests[category] = d.hex
+                files += d.files; bytes += d.bytes
+            } catch {
+                warn("warning: \(error); \(category)'s jobs are keyed on the dataset path alone (if its files change, "
+                     + "submit with --fresh or a new run label)")
+            }
+        }
+        if !digests.isEmpty {
+            say(String(format: "data: %d of %d categories read (%d files, %.0f MB) in %.1f s", digests.count, sweep.categories.count,
+                         files, Double(bytes) / 1e6, Date().timeIntervalSince(start)))
+        }
+        return digests
     }
 }
 

@@ -42,9 +42,14 @@ public final class JobStore: Sendable {
         case unknownJob(String)
         case ambiguousJob(String, matches: Int)
         case sweepExists(String)
+        case dataChanged(String, categories: [String])
 
         public var description: String {
             switch self {
+            case .dataChanged(let s, let categories):
+                "sweep '\(s)' was submitted before with other data in \(categories.joined(separator: ", ")): its results are "
+                    + "from the files as they were; submit it under a new name (--name) to compute from the files as they are"
+
             case .unknownSweep(let s): "no sweep named '\(s)'"
             case .unknownJob(let k): "no job whose key starts with '\(k)'"
             case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"
@@ -59,9 +64,16 @@ public final class JobStore: Sendable {
     @discardableResult
     public func submit(_ sweep: Sweep, file: String, now: Double = Date().timeIntervalSince1970) throws -> SubmitSummary {
         try pool.write { db in
-            if let previous = try String.fetchOne(db, sql: "SELECT file FROM sweep WHERE name = ?", arguments: [sweep.name]) {
-                // The same file again is a no-op (a demo or a nightly run submits every time).
-                guard previous == file else { throw StoreError.sweepExists(sweep.name) }
+            let digests = sweep.dataDigests.isEmpty ? "" : CanonicalJSON.object(sweep.dataDigests.mapValues { .string($0) })
+            if let previous = try Row.fetchOne(db, sql: "SELECT file, data_digests FROM sweep WHERE name = ?", arguments: [sweep.name]) {
+                // The same file again is a no-op (a demo or a nightly run submits every time),
+                // unless the data it was submitted with has changed since (where both times knew it).
+                guard previous["file"] as String == file else { throw StoreError.sweepExists(sweep.name) }
+                let before: String = previous["data_digests"]
+                if !before.isEmpty, !digests.isEmpty, before != digests {
+                    let old = (try? JSONDecoder().decode([String: String].self, from: Data(before.utf8))) ?? [:]
+                    throw StoreError.dataChanged(sweep.name, categories: sweep.dataDigests.filter { old[$0.key] != $0.value }.keys.sorted())
+                }
                 var summary = SubmitSummary(sweep: sweep.name, alreadySubmitted: true)
                 for row in try Row.fetchAll(db, sql: """
                     SELECT job.state AS state, COUNT(*) AS n FROM sweep_job JOIN sweep ON sweep.id = sweep_job.sweep_id
@@ -73,8 +85,8 @@ public final class JobStore: Sendable {
                 }
                 return summary
             }
-            try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now])
+            try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at, data_digests) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now, digests])
             let sweepID = db.lastInsertedRowID
             var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
             var summary = SubmitSummary(sweep: sweep.name)

@@ -103,6 +103,11 @@ enum StateSchema {
             // keep up on every job insert and state change.
             try db.execute(sql: "DROP INDEX job_retry; DROP INDEX job_kind")
         }
+        migrator.registerMigration("v4-sweep-data-digests") { db in
+            // The data's digests a sweep was submitted with (canonical JSON,
+            // category -> digest; empty for sweeps from before: unknown).
+            try db.execute(sql: "ALTER TABLE sweep ADD COLUMN data_digests TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
 }

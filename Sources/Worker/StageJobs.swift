@@ -60,9 +60,21 @@ enum StageJobs {
             guard let data = try input(role)[name] else { throw JobError(description: "input '\(role)' has no output '\(name)'", permanent: false) }
             return data
         }
+        /// The category's images as the job's parameters name them; where the
+        /// sweep recorded the folder's digest at submit, the folder here must
+        /// still have it (or the job would compute from other data under the key).
         func category() throws -> CategoryInput {
-            try CategoryInput(root: URL(fileURLWithPath: try string("dataset")).appendingPathComponent(try string("category")),
-                              imageSize: try int("image_size"))
+            let root = URL(fileURLWithPath: try string("dataset")).appendingPathComponent(try string("category"))
+            if case .string(let expected)? = parameters["data_digest"] {
+                let here: DatasetDigest.Summary
+                do { here = try DatasetDigest.of(categoryAt: root) } catch { throw JobError(description: "\(error)") }
+                guard here.hex == expected else {
+                    throw JobError(description: "\(root.path) is not the data this sweep was submitted with (digest \(here.hex.prefix(12)) "
+                                   + "here over \(here.files) files, \(expected.prefix(12)) at submit): it changed since, or this worker "
+                                   + "sees other files at that path; submit again to compute from what is there now")
+                }
+            }
+            return try CategoryInput(root: root, imageSize: try int("image_size"))
         }
         func backbone() throws -> any Backbone {
             let name = try string("backbone")

@@ -153,4 +153,43 @@ import Vision
             #expect(coordinator.contains(named), "the error names the file: \(named)")
         }
     }
+
+    /// A dataset changed in place is never computed under the old keys:
+    /// submitting the same sweep again says the data changed instead of
+    /// handing back the old results, the sweep under a new name gets jobs of
+    /// its own, and a worker that finds other files than the sweep was
+    /// submitted with refuses the job (at once, naming the folder).
+    @Test func aDatasetChangedInPlaceIsNeverComputedUnderTheOldKeys() throws {
+        let cluster = try Cluster(leaseSeconds: 10)
+        let data = cluster.state.url.appendingPathComponent("data")
+        try SyntheticBenchmark.write(to: data, seed: 3, size: .small, only: ["pin_grid"])
+        let file = cluster.state.url.appendingPathComponent("d.json")
+        try Data("""
+            {"name": "d", "dataset": "\(data.path)", "categories": ["pin_grid"],
+             "grid": {"n_shot": 1, "image_size": 64, "epochs": 1, "memory_types": ["h"]}}
+            """.utf8).write(to: file)
+        try cluster.startCoordinator()
+        let first = try cluster.run(["submit", file.path])
+        #expect(first.status == 0 && first.output.contains("data: 1 of 1 categories read"), "\(first)")
+        #expect(try cluster.run(["submit", file.path]).output.contains("was submitted before (same file)"))
+        // One train image replaced by another.
+        let fm = FileManager.default, train = data.appendingPathComponent("pin_grid/train/good")
+        try fm.removeItem(at: train.appendingPathComponent("000.png"))
+        try fm.copyItem(at: train.appendingPathComponent("001.png"), to: train.appendingPathComponent("000.png"))
+        let again = try cluster.run(["submit", file.path])
+        #expect(again.status != 0 && again.errors.contains("sweep 'd' was submitted before with other data in pin_grid"), "\(again)")
+        let renamed = try cluster.run(["submit", file.path, "--name", "d2"])
+        #expect(renamed.output.contains("sweep d2: 6 jobs, 6 new, 0 reused (done), 0 already queued"), "\(renamed)")
+        // Changed once more before any worker ran: neither sweep's data is there now.
+        try fm.removeItem(at: train.appendingPathComponent("007.png"))
+        try cluster.startWorker("a")
+        for sweep in ["d", "d2"] {
+            let kinds = try cluster.waitKinds(sweep, seconds: 60) { $0["preprocess"]?["dead"] == 1 }
+            #expect(kinds["evaluate"]?["blocked"] == 1, "\(kinds)")
+        }
+        let coordinator = try String(contentsOf: cluster.logs[0], encoding: .utf8)
+        #expect(coordinator.contains("pin_grid is not the data this sweep was submitted with"), "\(cluster.tail())")
+        let worker = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(worker.components(separatedBy: "kind=preprocess").count - 1 == 2, "each preprocess ran once, not retried")
+    }
 }

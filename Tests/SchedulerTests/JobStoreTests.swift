@@ -57,6 +57,23 @@ import Shared
         #expect(try store.status(sweep: "t")[0].finished)
     }
 
+    @Test func resubmittingASweepIsANoOpUnlessItsDataChanged() throws {
+        var sweep = Self.methodSweep()
+        sweep.dataDigests = ["a": "d1"]
+        #expect(try store.submit(sweep, file: "{}").created == 7)
+        #expect(try store.submit(sweep, file: "{}").alreadySubmitted)
+        // Submitted without reading the data (--no-data-digest): nothing to compare, a no-op.
+        var blind = sweep
+        blind.dataDigests = [:]
+        #expect(try store.submit(blind, file: "{}").alreadySubmitted)
+        sweep.dataDigests = ["a": "d2"]
+        #expect(throws: JobStore.StoreError.dataChanged("s", categories: ["a"])) { try store.submit(sweep, file: "{}") }
+        // Under a new name: new jobs for the new data, none shared with the old.
+        sweep.name = "s2"
+        let again = try store.submit(sweep, file: "{}")
+        #expect(again.created == 7 && again.existing == 0)
+    }
+
     @Test func aStaleTokenIsRefusedAfterTheLeaseExpired() throws {
         try store.submit(Self.diagnostic("d", jobs: 1), file: "{}")
         let first = try #require(try store.dispatch(worker: "w1", memoryMiB: 0, now: 0, leaseSeconds: 5))

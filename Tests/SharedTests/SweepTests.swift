@@ -81,6 +81,19 @@ import Testing
         #expect(a.evaluations.map(\.setting) == b.evaluations.map(\.setting))
     }
 
+    @Test func aDataDigestChangesItsCategorysKeysOnlyAndReachesEveryStageThatReadsTheData() {
+        let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
+        var digested = plain
+        digested.dataDigests = ["x": String(repeating: "1", count: 64)]
+        let a = SweepExpander.expand(plain), b = SweepExpander.expand(digested)
+        #expect(a.jobs.count == b.jobs.count)
+        for (old, new) in zip(a.jobs, b.jobs) {
+            #expect((old.key == new.key) == (new.category == "y"), "\(new.kind) of \(new.category)")
+            // Evaluate reads only its inputs' artifacts; every other stage reads the images and checks the digest.
+            #expect((new.parameters["data_digest"] != nil) == (new.category == "x" && new.kind != .evaluate), "\(new.kind)")
+        }
+    }
+
     @Test func theHeadlineSettingIsOneOfTheSweepsEvaluations() throws {
         let sweep = try Sweep.parse(Data("""
             {"name": "s", "dataset": "d", "categories": ["a"],

@@ -18,6 +18,10 @@ public struct Sweep: Equatable, Sendable {
     /// A run label that enters every job's key: with one, nothing done
     /// before is reused (nightly runs compute everything afresh).
     public var run: String?
+    /// Category -> ``DatasetDigest`` of its folder, where the submitting
+    /// coordinator could read it (not part of the file): it enters the
+    /// preprocess job's key, so changed data is computed afresh.
+    public var dataDigests: [String: String] = [:]
 
     public struct Grid: Equatable, Sendable {
         public var nShot = [5]

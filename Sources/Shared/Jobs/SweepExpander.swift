@@ -88,6 +88,9 @@ public enum SweepExpander {
                 // (already implied by its inputs' keys, so sharing is unchanged).
                 var data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
                 if let run = sweep.run { data["run"] = .string(run) }
+                // The data's content where the coordinator could read it: a changed
+                // folder is new work, and each stage checks it reads the same files.
+                if let digest = sweep.dataDigests[category] { data["data_digest"] = .string(digest) }
                 let prep = plan.add(.preprocess, category: category, data)
                 for backbone in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [backbone] {
