@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Markdown tables for BENCHMARKS.md from sweep results CSVs
-(`psad-coordinator results SWEEP > FILE.csv`; several files are merged).
+(`psad-coordinator results SWEEP > FILE.csv`; several files are merged,
+a later file's result replacing an earlier one's for the same category and
+setting: e.g. a category re-run on regenerated data after the others).
 
     python3 ops/bench/sweep_tables.py state/benchmark/benchmark.csv [state/benchmark/unet.csv]
 
