@@ -47,6 +47,24 @@ import Crypto
         #expect(try DatasetDigest.of(categoryAt: try folder(Self.files + [(".DS_Store", "x"), ("train/.complete", "")])).hex == base)
     }
 
+    /// A category assembled from links (as datasets often are) digests the
+    /// files the links reach: a change behind a link changes the digest, and
+    /// a link back up the tree is read once, not forever.
+    @Test func linksAreFollowedAndACycleEnds() throws {
+        let fm = FileManager.default
+        let real = try folder([("a.png", "abc"), ("sub/b.png", "defg")])
+        let linked = root.url.appendingPathComponent("linked")
+        try fm.createDirectory(at: linked, withIntermediateDirectories: true)
+        try fm.createSymbolicLink(at: linked.appendingPathComponent("a.png"), withDestinationURL: real.appendingPathComponent("a.png"))
+        try fm.createSymbolicLink(at: linked.appendingPathComponent("sub"), withDestinationURL: real.appendingPathComponent("sub"))
+        try fm.createSymbolicLink(at: real.appendingPathComponent("sub/up"), withDestinationURL: real)
+        let before = try DatasetDigest.of(categoryAt: linked)
+        // a.png, sub/b.png, and through sub/up the real folder once more: its a.png (its sub/ is already read).
+        #expect(before.files == 3 && before.bytes == 10)
+        try Data("abd".utf8).write(to: real.appendingPathComponent("a.png"))
+        #expect(try DatasetDigest.of(categoryAt: linked).hex != before.hex)
+    }
+
     @Test func aMissingFolderIsNamed() throws {
         let missing = root.url.appendingPathComponent("no_such_category")
         #expect { try DatasetDigest.of(categoryAt: missing) } throws: { "\($0)".contains("no_such_category: no such folder") }

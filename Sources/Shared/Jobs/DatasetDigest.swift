@@ -27,8 +27,8 @@ public enum DatasetDigest {
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw DigestError(description: "\(root.path): no such folder")
         }
-        var paths: [String] = []
-        try collect(root, relative: "", into: &paths)
+        var paths: [String] = [], visited: Set<String> = []
+        try collect(root, relative: "", into: &paths, visited: &visited)
         var total = SHA256(), bytes = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
@@ -40,18 +40,23 @@ public enum DatasetDigest {
         return Summary(hex: hexDigest(total.finalize()), files: paths.count, bytes: bytes)
     }
 
-    static func collect(_ dir: URL, relative: String, into paths: inout [String]) throws {
+    /// Relative paths of the regular files below `dir`, through symbolic
+    /// links (the stages read through them; a dataset is often a tree of
+    /// links), each real folder once (a link cycle ends there).
+    static func collect(_ dir: URL, relative: String, into paths: inout [String], visited: inout Set<String>) throws {
+        guard visited.insert(dir.resolvingSymlinksInPath().path).inserted else { return }
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: dir.path) } catch {
             throw DigestError(description: "\(dir.path): cannot list the folder (\(error.localizedDescription))")
         }
         for name in names where !name.hasPrefix(".") {
             let url = dir.appendingPathComponent(name), path = relative.isEmpty ? name : "\(relative)/\(name)"
-            // Links are followed, as the stages read through them.
-            let values = try? url.resourceValues(forKeys: [.isDirectoryKey, .isRegularFileKey])
-            if values?.isDirectory == true {
-                try collect(url, relative: path, into: &paths)
-            } else if values?.isRegularFile == true {
+            var isDirectory: ObjCBool = false
+            // fileExists follows links (stat, not lstat); a dangling link is skipped as nothing the stages could read.
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                try collect(url, relative: path, into: &paths, visited: &visited)
+            } else {
                 paths.append(path)
             }
         }
