@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Shared
 import Vision
 
 /// `psad-coordinator dataset ...`: dataset tools.
@@ -50,10 +51,17 @@ struct DatasetCommand: ParsableCommand {
     /// Reads a dataset the way the stages will and reports what it found.
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Read categories in the MVTec LOCO AD layout with their manifests; report counts or the first problem.")
+            abstract: "Read categories in the MVTec LOCO AD layout with their manifests; report counts or the first problem.",
+            discussion: """
+                With --digest, also each folder's content digest as `submit` records it in the job keys (run it on a
+                worker whose jobs are refused as "not the data this sweep was submitted with" to compare).
+                """)
 
         @Argument(help: "Category folders.")
         var categories: [String]
+
+        @Flag(help: "Print each folder's content digest (SHA-256 over every file) too.")
+        var digest = false
 
         func run() throws {
             var failed = false
@@ -64,6 +72,10 @@ struct DatasetCommand: ParsableCommand {
                     let manifest = try CategoryManifest.load(categoryRoot: root)
                     let counts = Split.allCases.map { "\($0.rawValue)=\(category[$0].count)" }.joined(separator: " ")
                     print("\(category.name): \(manifest.classCount) classes, \(manifest.fewShot.count) labelled, \(counts)")
+                    if digest {
+                        let d = try DatasetDigest.of(categoryAt: root)
+                        print("  digest \(d.hex) (\(d.files) files, \(d.bytes) bytes)")
+                    }
                 } catch {
                     failed = true
                     print("\(path): \(error)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Shared
 import TestSupport
 import Vision
 
@@ -189,6 +190,11 @@ import Vision
         }
         let coordinator = try String(contentsOf: cluster.logs[0], encoding: .utf8)
         #expect(coordinator.contains("pin_grid is not the data this sweep was submitted with"), "\(cluster.tail())")
+        // `dataset check --digest` on the worker's machine shows the digest the worker saw.
+        let here = try DatasetDigest.of(categoryAt: data.appendingPathComponent("pin_grid")).hex
+        let check = try cluster.run(["dataset", "check", data.appendingPathComponent("pin_grid").path, "--digest"], withState: false)
+        #expect(check.output.contains("digest \(here) ("), "\(check)")
+        #expect(coordinator.contains("(digest \(here.prefix(12)) here"))
         let worker = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
         #expect(worker.components(separatedBy: "kind=preprocess").count - 1 == 2, "each preprocess ran once, not retried")
     }
