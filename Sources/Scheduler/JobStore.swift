@@ -49,7 +49,6 @@ public final class JobStore: Sendable {
             case .dataChanged(let s, let categories):
                 "sweep '\(s)' was submitted before with other data in \(categories.joined(separator: ", ")): its results are "
                     + "from the files as they were; submit it under a new name (--name) to compute from the files as they are"
-
             case .unknownSweep(let s): "no sweep named '\(s)'"
             case .unknownJob(let k): "no job whose key starts with '\(k)'"
             case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"
@@ -72,7 +71,8 @@ public final class JobStore: Sendable {
                 let before: String = previous["data_digests"]
                 if !before.isEmpty, !digests.isEmpty, before != digests {
                     let old = (try? JSONDecoder().decode([String: String].self, from: Data(before.utf8))) ?? [:]
-                    throw StoreError.dataChanged(sweep.name, categories: sweep.dataDigests.filter { old[$0.key] != $0.value }.keys.sorted())
+                    let changed = Set(old.keys).union(sweep.dataDigests.keys).filter { old[$0] != sweep.dataDigests[$0] }
+                    throw StoreError.dataChanged(sweep.name, categories: changed.sorted())
                 }
                 var summary = SubmitSummary(sweep: sweep.name, alreadySubmitted: true)
                 for row in try Row.fetchAll(db, sql: """

@@ -3,11 +3,11 @@ import Foundation
 
 /// The content of one category folder as one SHA-256: over every regular
 /// file below it (hidden names skipped), in order of relative path, each
-/// file's path, size and content hash. The coordinator puts it in the
-/// preprocess job's key at submit, so a dataset changed in place (images
-/// added, a category regenerated) gets new jobs instead of silently reusing
-/// what was computed from the old files; the worker checks that what it
-/// reads has the same digest.
+/// file's path, size and content hash. The coordinator puts it in the keys
+/// of the stages that read the images at submit, so a dataset changed in
+/// place (images added, a category regenerated) gets new jobs instead of
+/// silently reusing what was computed from the old files; the worker checks
+/// that what it reads has the same digest.
 ///
 /// Reads every byte (about 1 GB/s here; the synthetic benchmark's category
 /// folders take well under a second each).

@@ -19,8 +19,8 @@ public struct Sweep: Equatable, Sendable {
     /// before is reused (nightly runs compute everything afresh).
     public var run: String?
     /// Category -> ``DatasetDigest`` of its folder, where the submitting
-    /// coordinator could read it (not part of the file): it enters the
-    /// preprocess job's key, so changed data is computed afresh.
+    /// coordinator could read it (not part of the file): it enters the keys
+    /// of the stages that read the images, so changed data is computed afresh.
     public var dataDigests: [String: String] = [:]
 
     public struct Grid: Equatable, Sendable {
