@@ -52,6 +52,9 @@ public enum ReportWriter {
                 return r
             },
             "mean": report.meanRow,
+            "defect_types": report.defectTypes.map { r -> [String: Any] in
+                ["category": r.category ?? "", "split": r.split, "defect_type": r.defectType, "images": r.images, "auroc": r.auroc]
+            },
             "ablations": report.ablations.map { a in
                 ["parameter": a.parameter, "categories": a.categories,
                  "rows": a.rows.map { ["value": $0.value, "metrics": $0.metrics] as [String: Any] }] as [String: Any]
@@ -104,6 +107,7 @@ public enum ReportWriter {
         for note in report.notes { h += "<p class=\"note\">\(escape(note))</p>\n" }
         h += mainTable(report)
         for ablation in report.ablations { h += ablationTable(ablation) }
+        h += defectTypeTable(report)
         h += "<h2>ROC curves</h2>\n<div class=\"curves\">\n"
         for curve in report.curves {
             h += rocFigure(curve, metrics: report.rows.first { $0.category == curve.category }?.metrics ?? [:])
@@ -182,6 +186,18 @@ public enum ReportWriter {
             h += "<td>\(String(format: "%.1f", s.seconds))</td><td>\(s.ran > 0 ? String(format: "%.1f", s.seconds / Double(s.ran)) : "–")</td><td>\(s.failedAttempts)</td></tr>\n"
         }
         return h + "</table>\n<p class=\"setting\">Reused: done before this sweep was submitted (same key), so not run again. Wall time of the accepted attempts.</p>\n"
+    }
+
+    /// AUROC per defect type at the headline setting: good test images
+    /// against the images of one split holding that type.
+    static func defectTypeTable(_ report: SweepReport) -> String {
+        guard !report.defectTypes.isEmpty else { return "" }
+        var h = "<h2>Per defect type</h2>\n<table>\n<tr><th>category</th><th>split</th><th>defect type</th><th>images</th><th>AUROC</th></tr>\n"
+        for row in report.defectTypes {
+            h += "<tr><td>\(escape(row.category ?? ""))</td><td>\(escape(row.split))</td><td>\(escape(row.defectType))</td>"
+                + "<td>\(row.images)</td><td>\(percent(row.auroc))</td></tr>\n"
+        }
+        return h + "</table>\n<p class=\"setting\">Image AUROC (%) of the good test images against the images of the split whose ground truth holds the type (an image with two types counts for both); headline setting.</p>\n"
     }
 
     /// A ROC plot: false-positive rate across, true-positive rate up, the

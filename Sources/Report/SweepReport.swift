@@ -45,6 +45,16 @@ public struct SweepReport: Sendable {
         public var map: Data
     }
 
+    /// Image AUROC of one defect type at the headline setting (from the
+    /// evaluation's `defect_types.json`).
+    public struct DefectTypeRow: Codable, Sendable, Equatable {
+        public var category: String?
+        public var split: String
+        public var defectType: String
+        public var images: Int
+        public var auroc: Double
+    }
+
     public struct Evaluation: Sendable {
         public var category: String
         public var setting: [String: String]
@@ -60,6 +70,8 @@ public struct SweepReport: Sendable {
     public var ablations: [Ablation]
     public var curves: [Curve]
     public var examples: [Example]
+    /// Per category and defect type, where the data had ground truth.
+    public var defectTypes: [DefectTypeRow] = []
     public var stages: [SweepRecord.Stage]
     public var evaluations: [Evaluation]
     /// Things the reader should know (missing images, pending jobs).
@@ -138,9 +150,22 @@ extension SweepReport {
         }
 
         // Curves and examples of the headline setting.
-        var curves: [Curve] = [], examples: [Example] = []
+        var curves: [Curve] = [], examples: [Example] = [], defectTypes: [DefectTypeRow] = []
         for evaluation in main where !evaluation.metrics.isEmpty {
             let outputs = try store.outputs(of: evaluation.job)
+            if let hash = outputs["defect_types.json"] {
+                do {
+                    let decoder = JSONDecoder()
+                    decoder.keyDecodingStrategy = .convertFromSnakeCase
+                    defectTypes += try decoder.decode([DefectTypeRow].self, from: try store.artifact(hash, in: artifacts)).map {
+                        var row = $0
+                        row.category = evaluation.category
+                        return row
+                    }
+                } catch {
+                    notes.append("\(evaluation.category): defect_types.json unreadable (\(error)); no AUROC per defect type.")
+                }
+            }
             if let hash = outputs["roc.json"] {
                 do {
                     let roc = try JSONDecoder().decode([String: RocPoints].self, from: try store.artifact(hash, in: artifacts))
@@ -161,7 +186,8 @@ extension SweepReport {
             }
         }
         return SweepReport(sweep: name, against: against, headline: headline, varied: varied, rows: rows, ablations: ablations,
-                           curves: curves, examples: examples, stages: record.stages, evaluations: evaluations, notes: notes)
+                           curves: curves, examples: examples, defectTypes: defectTypes, stages: record.stages, evaluations: evaluations,
+                           notes: notes)
     }
 
     /// Known values in the paper's order (each bank alone, then pairs, then

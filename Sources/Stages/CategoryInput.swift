@@ -81,19 +81,41 @@ public struct CategoryInput: Sendable {
     /// checked against its image's size and the declared defects.
     public func groundTruth(_ sample: LocoSample, width: Int, height: Int) throws -> [Image] {
         try sample.groundTruth.map { url in
-            let mask: Image
-            do { mask = try PNG.read(url, mode: .indices) } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
-            guard mask.channels == 1 else {
-                throw DatasetError.badImage(file: url.path, detail: "a ground-truth mask must be gray or palette, found \(mask.channels) channels")
-            }
+            let mask = try groundTruthMask(url)
             guard mask.width == width, mask.height == height else {
                 throw DatasetError.sizeMismatch(file: url.path, expected: (width, height), found: (mask.width, mask.height))
             }
-            for value in Set(mask.pixels) where value != 0 && category.defect(pixelValue: Int(value)) == nil {
-                throw DatasetError.malformed(file: url.path, field: "",
-                                             problem: "pixel value \(value) is not a defect's pixel_value in defects_config.json (declared: \(category.defects.map(\.pixelValue)))")
-            }
             return mask
+        }
+    }
+
+    /// One ground-truth mask: one channel, every non-zero value a declared defect's.
+    func groundTruthMask(_ url: URL) throws -> Image {
+        let mask: Image
+        do { mask = try PNG.read(url, mode: .indices) } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
+        guard mask.channels == 1 else {
+            throw DatasetError.badImage(file: url.path, detail: "a ground-truth mask must be gray or palette, found \(mask.channels) channels")
+        }
+        for value in Set(mask.pixels) where value != 0 && category.defect(pixelValue: Int(value)) == nil {
+            throw DatasetError.malformed(file: url.path, field: "",
+                                         problem: "pixel value \(value) is not a defect's pixel_value in defects_config.json (declared: \(category.defects.map(\.pixelValue)))")
+        }
+        return mask
+    }
+
+    /// Each test image's defect types (good, logical, structural order, as
+    /// `testSamples`): the `defects_config.json` names of the pixel values in
+    /// its ground-truth masks, sorted; empty for good images and for images
+    /// without ground truth.
+    public func testDefectTypes() throws -> [[String]] {
+        try testSamples.map { sample in
+            var names: Set<String> = []
+            for url in sample.groundTruth {
+                for value in Set(try groundTruthMask(url).pixels) where value != 0 {
+                    names.insert(category.defect(pixelValue: Int(value))!.defectName)
+                }
+            }
+            return names.sorted()
         }
     }
 

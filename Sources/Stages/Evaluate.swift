@@ -36,6 +36,37 @@ public enum Evaluate {
         return Metrics(logicalAUROC: c.logical.area, structuralAUROC: c.structural.area)
     }
 
+    /// Image AUROC of one defect type: the good test images against the
+    /// anomalous images of one split whose ground truth holds that type.
+    public struct DefectTypeAUROC: Codable, Equatable, Sendable {
+        public var split: String
+        public var defectType: String
+        public var images: Int
+        public var auroc: Double
+    }
+
+    /// AUROC per defect type and split (`logical_anomalies`,
+    /// `structural_anomalies`), sorted by split then type; an image with two
+    /// types counts for both. `types[i]` are test image i's defect types, in
+    /// the test order good, logical, structural.
+    public static func byDefectType(scores: [Double], types: [[String]], good: Int, logical: Int) -> [DefectTypeAUROC] {
+        precondition(scores.count == types.count && good + logical <= scores.count)
+        let negatives = scores[0..<good].map { Float($0) }
+        var groups: [String: [String: [Float]]] = [:]
+        for i in good..<scores.count {
+            let split = i < good + logical ? "logical_anomalies" : "structural_anomalies"
+            for type in Set(types[i]) { groups[split, default: [:]][type, default: []].append(Float(scores[i])) }
+        }
+        guard !negatives.isEmpty else { return [] }
+        return groups.keys.sorted().flatMap { split in
+            groups[split]!.keys.sorted().map { type in
+                let positives = groups[split]![type]!
+                return DefectTypeAUROC(split: split, defectType: type, images: positives.count,
+                                       auroc: ROC.auroc(normal: negatives, anomalous: positives))
+            }
+        }
+    }
+
     /// The ROC curves of good (label 0) against each anomaly split.
     public static func curves(good: [Double], logical: [Double], structural: [Double]) -> (logical: ROC, structural: ROC) {
         func roc(_ anomalous: [Double]) -> ROC {

@@ -18,9 +18,9 @@ import Vision
 /// | segment-train | `head.safetensors`, `losses.json` |
 /// | pseudo-label | `masks/<split>/<id>.png` for train and test images |
 /// | unet-train | `masks/<split>/<id>.png` from the UNet, `losses.json` |
-/// | patch-features | `scores.json` (train leave-one-out, test; pixel metrics), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
+/// | patch-features | `scores.json` (train leave-one-out, test; pixel metrics; each test image's defect types), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
 /// | bank-fit | `banks.safetensors`, `distances.json` (test distances, train statistics) |
-/// | evaluate | `metrics.json`, `roc.json` (false- and true-positive rates per anomaly split), `scores.csv`; metrics reported to the coordinator |
+/// | evaluate | `metrics.json`, `roc.json` (false- and true-positive rates per anomaly split), `scores.csv`, `defect_types.json` (AUROC per defect type, where the data has ground truth); metrics reported to the coordinator |
 ///
 /// Bad input (a dataset error, an unreadable image or annotation) fails the
 /// job permanently: retrying cannot fix it.
@@ -183,7 +183,8 @@ enum StageJobs {
         let maps = patch.testMaps(size: input.size)
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: 0.05)
         var out = StageOutcome()
-        out.outputs["scores.json"] = try encode(PatchScores(train: patch.trainScores, test: patch.testScores, pixelAUROC: pixel?.pixelAUROC, spro: pixel?.spro))
+        out.outputs["scores.json"] = try encode(PatchScores(train: patch.trainScores, test: patch.testScores, pixelAUROC: pixel?.pixelAUROC,
+                                                            spro: pixel?.spro, testDefectTypes: try input.testDefectTypes()))
         out.outputs["patch_distances.safetensors"] = SafetensorsFile.encode([
             "test_patch_distances": Tensor(shape: [patch.testPatchDistances.count, patch.gridHeight, patch.gridWidth],
                                            storage: patch.testPatchDistances.flatMap { $0 })])
@@ -247,10 +248,13 @@ enum StageJobs {
             "\(i < d.good ? "good" : i < d.good + d.logical ? "logical_anomalies" : "structural_anomalies"),\(s)"
         }
         func points(_ roc: ROC) -> RocPoints { RocPoints(fpr: roc.falsePositiveRates, tpr: roc.truePositiveRates) }
-        return StageOutcome(outputs: ["metrics.json": try encode(metrics),
-                                      "roc.json": try encode(["logical": points(curves.logical), "structural": points(curves.structural)]),
-                                      "scores.csv": Data((["split,score"] + rows).joined(separator: "\n").utf8 + [0x0a])],
-                            metrics: metrics)
+        var outputs = ["metrics.json": try encode(metrics),
+                       "roc.json": try encode(["logical": points(curves.logical), "structural": points(curves.structural)]),
+                       "scores.csv": Data((["split,score"] + rows).joined(separator: "\n").utf8 + [0x0a])]
+        if let types = patch.testDefectTypes, types.count == scores.count, types[d.good...].contains(where: { !$0.isEmpty }) {
+            outputs["defect_types.json"] = try encode(Evaluate.byDefectType(scores: scores, types: types, good: d.good, logical: d.logical))
+        }
+        return StageOutcome(outputs: outputs, metrics: metrics)
     }
 
     // MARK: - formats
@@ -258,8 +262,12 @@ enum StageJobs {
     struct PatchScores: Codable {
         let train: [Float], test: [Float]
         let pixelAUROC: Double?, spro: Double?
+        /// Each test image's defect types from its ground truth (patch-features reads it for the
+        /// pixel metrics; evaluate, which reads no dataset, needs it for AUROC per type).
+        /// Absent in artifacts of code version 2.
+        let testDefectTypes: [[String]]?
         // Explicit: the snake-case conversion does not round-trip "AUROC".
-        enum CodingKeys: String, CodingKey { case train, test, pixelAUROC = "pixelAuroc", spro }
+        enum CodingKeys: String, CodingKey { case train, test, pixelAUROC = "pixelAuroc", spro, testDefectTypes }
     }
 
     struct BankDistances: Codable {

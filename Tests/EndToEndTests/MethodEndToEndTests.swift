@@ -35,6 +35,8 @@ import Vision
         let html = try String(contentsOf: out.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(html.contains("<td>pin_grid</td>") && html.contains("Memory banks") && html.contains("UNet retraining"), "\(html.prefix(3000))")
         #expect(html.components(separatedBy: "class=\"roc-logical\"").count == 2)
+        // AUROC per defect type: patch-features read the ground truth, evaluate scored each type.
+        #expect(html.contains("<h2>Per defect type</h2>") && html.contains("<td>pin_grid</td><td>structural_anomalies</td>"), "\(html.prefix(3000))")
         // Four examples (top good, top logical, top structural, lowest anomaly), each an overlay and a map.
         #expect(html.components(separatedBy: "src=\"data:image/png;base64,").count - 1 == 8, "\(html.prefix(3000))")
         #expect(try String(contentsOf: out.appendingPathComponent("report.csv"), encoding: .utf8).split(separator: "\n").count == 1 + 6)

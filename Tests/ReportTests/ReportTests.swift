@@ -16,6 +16,7 @@ import Vision
     }
 
     static let roc = #"{"logical": {"fpr": [0, 0, 1], "tpr": [0, 0.5, 1]}, "structural": {"fpr": [0, 1], "tpr": [0, 1]}}"#
+    static let defectTypes = #"[{"auroc": 0.75, "defect_type": "wrong_slot", "images": 6, "split": "logical_anomalies"}]"#
 
     /// A state directory with the sweep submitted and every job completed.
     static func finishedSweep(_ dir: TemporaryDirectory, roc: String = roc) throws -> JobStore {
@@ -31,15 +32,17 @@ import Vision
         for e in SweepExpander.expand(sweep).evaluations {
             settings[e.key] = (e.category, try JSONDecoder().decode([String: ParameterValue].self, from: Data(e.setting.utf8)).mapValues(\.description))
         }
-        let rocHash = ArtifactStore.hash(Data(roc.utf8))
+        let rocHash = ArtifactStore.hash(Data(roc.utf8)), typesHash = ArtifactStore.hash(Data(defectTypes.utf8))
         while let a = try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 200, leaseSeconds: 10) {
             var metrics: [String: Double] = [:], outputs: [String: (hash: String, size: Int)] = [:]
             if a.kind == .evaluate, let (category, setting) = settings[a.key] {
                 let l = la(setting, category)
                 metrics = ["logical_auroc": l, "structural_auroc": l - 0.1, "mean_auroc": l - 0.05]
                 outputs["roc.json"] = (rocHash, roc.utf8.count)
+                outputs["defect_types.json"] = (typesHash, defectTypes.utf8.count)
             }
-            _ = try store.complete(token: a.token, outputs: outputs, metrics: metrics, smallBlobs: [(rocHash, Data(roc.utf8))], now: 210)
+            _ = try store.complete(token: a.token, outputs: outputs, metrics: metrics,
+                                   smallBlobs: [(rocHash, Data(roc.utf8)), (typesHash, Data(defectTypes.utf8))], now: 210)
         }
         return store
     }
@@ -73,10 +76,14 @@ import Vision
         #expect(html.contains("<h2>Labelled images (n_shot)</h2>") && html.contains("<tr><td>2</td><td>95.5</td><td>85.5</td>"))
         // (fpr, tpr) = (0, 0), (0, 0.5), (1, 1) in a 220-pixel square 30 pixels in.
         #expect(html.contains(#"class="roc-logical" d="M30.0,250.0 L30.0,140.0 L250.0,30.0""#))
+        // AUROC per defect type from each headline evaluation's defect_types.json.
+        #expect(report.defectTypes.map(\.category) == ["a", "b"] && report.defectTypes[1].defectType == "wrong_slot")
+        #expect(html.contains("<tr><td>b</td><td>logical_anomalies</td><td>wrong_slot</td><td>6</td><td>75.0</td></tr>"))
         let csv = ReportWriter.csv(report).split(separator: "\n")
         #expect(csv.count == 1 + 16 && csv[0].hasPrefix("category,backbone,bank_backbone,coreset_fraction,"))
         let json = try JSONSerialization.jsonObject(with: try ReportWriter.json(report)) as? [String: Any]
         #expect((json?["ablations"] as? [Any])?.count == 2 && (json?["evaluations"] as? [Any])?.count == 16)
+        #expect((json?["defect_types"] as? [[String: Any]])?.first?["auroc"] as? Double == 0.75)
     }
 
     @Test func aComparisonFlagsOnlyDropsBeyondTheTolerance() throws {

@@ -19,8 +19,8 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
         switch self {
         case .preprocess, .segmentTrain, .pseudoLabel, .bankFit, .diagnostic: 1
         case .unetTrain: 2   // 2: convolution weight gradients of a batch summed per thread, then added (other rounding)
-        case .patchFeatures: 2   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties)
-        case .evaluate: 2   // 2: roc.json
+        case .patchFeatures: 3   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties); 3: defect types in scores.json
+        case .evaluate: 3   // 2: roc.json; 3: defect_types.json
         }
     }
 
