@@ -11,7 +11,8 @@ import Foundation
 /// Set once at start-up with ``configure(threads:)`` (or the `PSAD_THREADS`
 /// environment variable). Kernels partition work into contiguous ranges that
 /// depend only on the thread count, so results are bit-identical for a fixed
-/// count.
+/// count and OpenBLAS kernel (another kernel sums GEMMs in another order:
+/// README, "What is reproducible where").
 public enum Compute {
     nonisolated(unsafe) private static var _threads: Int = {
         let value = ProcessInfo.processInfo.environment["PSAD_THREADS"].flatMap(Int.init)
