@@ -169,6 +169,13 @@ struct Status: ParsableCommand {
                 lines.append("  " + kind.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
                              + states.map { "\(row[$0.rawValue] ?? 0)".padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
             }
+            if !s.problems.isEmpty {
+                lines.append("  failing (attempts, last error):")
+                for p in s.problems {
+                    let error = p.error.count > 160 ? p.error.prefix(160) + "..." : Substring(p.error)
+                    lines.append("    \(p.kind) \(p.category) \(p.key.prefix(12)) \(p.state) \(p.attempts)/\(p.maxAttempts): \(error)")
+                }
+            }
         }
         return lines.joined(separator: "\n")
     }

@@ -85,12 +85,29 @@ public final class CoordinatorServer {
         let identity = parts[0]
         let message: WireMessage
         do { message = try WireMessage.decode(Array(parts.dropFirst())) } catch {
-            logger.warning("dropped a bad message", metadata: ["peer": "\(identity.hexPrefix)", "problem": "\(error)"])
+            refuse(identity, Array(parts.dropFirst()), problem: "\(error)")
             return
         }
         do { try respond(to: identity, message) } catch {
             logger.error("could not answer \(message.typeName)", metadata: ["peer": "\(identity.hexPrefix)", "error": "\(error)"])
         }
+    }
+
+    /// A message that did not decode: the sender is told why, and the
+    /// attempt it names (if this peer holds it) fails with that reason, so
+    /// that neither side waits for the other forever.
+    func refuse(_ identity: Data, _ parts: [Data], problem: String) {
+        let (type, token) = WireError.describe(parts)
+        var failed = false
+        if let token, let peer = peers[identity], (try? store.leaseHolder(token: token)) == peer.worker {
+            let error = "the coordinator refused the worker's \(type) message: \(problem)"
+            failed = (try? store.fail(token: token, error: error, permanent: false, now: Date().timeIntervalSince1970,
+                                      backoff: settings.backoff)) == .accepted
+        }
+        logger.warning("refused a bad message", metadata: ["peer": "\(identity.hexPrefix)", "type": "\(type.prefix(32))",
+                                                           "token": "\(token.map(String.init) ?? "-")", "attempt failed": "\(failed)",
+                                                           "problem": "\(problem)"])
+        try? send(identity, .refused(.init(type: String(type.prefix(32)), token: token, problem: String(problem.prefix(WireMessage.maximumErrorBytes)))))
     }
 
     func send(_ identity: Data, _ message: WireMessage) throws {
@@ -117,7 +134,7 @@ public final class CoordinatorServer {
         case .ready:
             let a = try store.dispatch(worker: peer.worker, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
                                        leaseSeconds: settings.leaseSeconds)
-            try send(identity, Self.offer(a, retryAfter: settings.retryAfterSeconds))
+            try send(identity, try offer(a))
         case .heartbeat(let h):
             var alive: [Int64] = [], dropped: [Int64] = []
             for token in h.tokens {
@@ -161,26 +178,39 @@ public final class CoordinatorServer {
                 logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
                 try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
             }
-        case .done(let d, let payload):
-            // A refused done still answers the worker's request for its next job.
-            func refuse() throws {
-                try send(identity, .ack(.init(token: d.token, accepted: false)))
+        case .done(var d, let payload):
+            // A refused result fails its attempt with the reason, which the
+            // worker is told; the answer still covers its request for a next job.
+            func refuse(_ problem: String) throws {
+                let report = try store.fail(token: d.token, error: "result refused: \(problem)", permanent: false, now: now,
+                                            backoff: settings.backoff)
+                logger.warning("refused a result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)", "problem": "\(problem)",
+                                                             "report": "\(report)"])
+                try send(identity, .ack(.init(token: d.token, accepted: false, error: problem)))
                 if d.next { try send(identity, .noJob(.init(retryAfterSeconds: 0))) }
             }
+            if let manifest = d.manifest {
+                do {
+                    let data = try store.smallBlob(manifest.hash) ?? artifacts.read(manifest.hash)
+                    guard d.outputs.isEmpty, data.count == manifest.size else {
+                        throw WireError(problem: "outputs manifest of \(data.count) bytes, announced \(manifest.size), beside \(d.outputs.count) outputs in the header")
+                    }
+                    d.outputs = try Manifest.outputs(data)
+                    d.manifest = nil
+                } catch {
+                    try refuse("outputs manifest \(manifest.hash.prefix(64)): \(error)")
+                    return
+                }
+            }
             guard let inline = d.inlineOutputs(payload) else {
-                try refuse()
-                logger.warning("done whose inline outputs do not add up", metadata: ["token": "\(d.token)"])
+                try refuse("the inline outputs do not add up to the \(payload.count)-byte payload")
                 return
             }
             var small: [(hash: String, data: Data)] = []
             for part in inline {
                 guard part.data.count <= JobStore.inlineBlobLimit, ArtifactStore.isValid(part.output.hash),
                       ArtifactStore.hash(part.data) == part.output.hash else {
-                    _ = try store.fail(token: d.token, error: "inline output '\(part.name)' does not match its hash", permanent: false,
-                                       now: now, backoff: settings.backoff)
-                    logger.warning("refused a result: inline output does not match its hash",
-                                   metadata: ["token": "\(d.token)", "output": "\(part.name)", "worker": "\(peer.worker)"])
-                    try refuse()
+                    try refuse("inline output '\(part.name)' does not match its hash")
                     return
                 }
                 small.append((part.output.hash, part.data))
@@ -190,18 +220,16 @@ public final class CoordinatorServer {
                 let stored = try store.smallBlobSize(output.value.hash) ?? artifacts.size(output.value.hash)
                 return stored != output.value.size
             }) {
-                let report = try store.fail(token: d.token, error: "output '\(missing.key)' was not uploaded whole", permanent: false,
-                                            now: now, backoff: settings.backoff)
-                try refuse()
-                logger.warning("done without its outputs", metadata: ["token": "\(d.token)", "report": "\(report)"])
+                try refuse("output '\(missing.key)' was not uploaded whole")
                 return
             }
             let next = d.next ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds) : nil
             let (report, job) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
                                                    metrics: d.metrics, smallBlobs: small, now: now, next: next)
             if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
-            try send(identity, .ack(.init(token: d.token, accepted: report == .accepted)))
-            if d.next { try send(identity, Self.offer(job, retryAfter: settings.retryAfterSeconds)) }
+            try send(identity, .ack(.init(token: d.token, accepted: report == .accepted,
+                                          error: report == .stale ? "the attempt no longer holds its lease" : nil)))
+            if d.next { try send(identity, try offer(job)) }
         case .fail(let f):
             let report = try store.fail(token: f.token, error: f.error, permanent: f.permanent, now: now, backoff: settings.backoff)
             logger.info("attempt failed", metadata: ["token": "\(f.token)", "permanent": "\(f.permanent)", "error": "\(f.error)"])
@@ -209,17 +237,24 @@ public final class CoordinatorServer {
         case .bye:
             peers[identity] = nil
             logger.info("worker left", metadata: ["worker": "\(peer.worker)"])
-        case .hello, .welcome, .noJob, .job, .helloAgain, .chunk, .putAck, .ack, .cancel:
+        case .hello, .welcome, .noJob, .job, .helloAgain, .chunk, .putAck, .ack, .cancel, .refused:
             logger.warning("dropped a \(message.typeName) message: workers do not send it", metadata: ["worker": "\(peer.worker)"])
         }
     }
 }
 
 extension CoordinatorServer {
-    /// A job for the worker, or "nothing now".
-    static func offer(_ a: Assignment?, retryAfter: Double) -> WireMessage {
-        guard let a else { return .noJob(.init(retryAfterSeconds: retryAfter)) }
-        return .job(.init(token: a.token, key: a.key, kind: a.kind, category: a.category, parameters: a.parameters, inputs: a.inputs))
+    /// A job for the worker, or "nothing now". Inputs too many for a header
+    /// (a stage that reads one artifact per image of a real-size category)
+    /// go as a manifest blob, written here and fetched by the worker.
+    func offer(_ a: Assignment?) throws -> WireMessage {
+        guard let a else { return .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds)) }
+        var job = WireMessage.Job(token: a.token, key: a.key, kind: a.kind, category: a.category, parameters: a.parameters, inputs: a.inputs)
+        if Manifest.headerBytes(job) > WireMessage.manifestThresholdBytes {
+            job.inputsManifest = try artifacts.put(Manifest.encode(inputs: a.inputs))
+            job.inputs = [:]
+        }
+        return .job(job)
     }
 }
 

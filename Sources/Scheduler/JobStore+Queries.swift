@@ -8,6 +8,15 @@ public struct SweepStatus: Codable, Equatable, Sendable {
     public var priority: Int
     /// kind -> state -> count.
     public var counts: [String: [String: Int]]
+    /// Unfinished jobs whose last attempt failed (retrying, failed or dead),
+    /// with why: the first `problemLimit` by stage order.
+    public var problems: [Problem] = []
+
+    public struct Problem: Codable, Equatable, Sendable {
+        public var key: String, kind: String, category: String, state: String
+        public var attempts: Int, maxAttempts: Int
+        public var error: String
+    }
 
     public var total: Int { counts.values.flatMap(\.values).reduce(0, +) }
     public func count(_ state: JobState) -> Int { counts.values.compactMap { $0[state.rawValue] }.reduce(0, +) }
@@ -34,6 +43,9 @@ public struct Explanation: Codable, Equatable, Sendable {
 }
 
 extension JobStore {
+    /// How many failing jobs `status` lists per sweep.
+    public static let problemLimit = 20
+
     public func status(sweep name: String? = nil) throws -> [SweepStatus] {
         try pool.read { db in
             let sweeps = try Row.fetchAll(db, sql: "SELECT id, name, priority FROM sweep \(name == nil ? "" : "WHERE name = ?") ORDER BY id",
@@ -47,7 +59,16 @@ extension JobStore {
                     """, arguments: [sweep["id"] as Int64]) {
                     counts[row["kind"], default: [:]][row["state"]] = row["n"]
                 }
-                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts)
+                let problems = try Row.fetchAll(db, sql: """
+                    SELECT job.key, job.kind, job.category, job.state, job.attempts, job.max_attempts, job.error
+                    FROM sweep_job JOIN job ON job.key = sweep_job.job
+                    WHERE sweep_job.sweep_id = ? AND job.error IS NOT NULL AND job.state NOT IN ('done', 'cancelled')
+                    ORDER BY job.seq LIMIT ?
+                    """, arguments: [sweep["id"] as Int64, Self.problemLimit]).map { row in
+                    SweepStatus.Problem(key: row["key"], kind: row["kind"], category: row["category"], state: row["state"],
+                                        attempts: row["attempts"], maxAttempts: row["max_attempts"], error: row["error"])
+                }
+                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems)
             }
         }
     }

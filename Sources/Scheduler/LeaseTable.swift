@@ -84,6 +84,11 @@ extension JobStore {
         }
     }
 
+    /// The worker holding the lease of `token` (nil when it holds none).
+    public func leaseHolder(token: Int64) throws -> String? {
+        try pool.read { db in try String.fetchOne(db, cached: "SELECT worker FROM lease WHERE token = ?", arguments: [token]) }
+    }
+
     /// Renews the lease of `token`; false when the token is no longer the
     /// job's lease (the worker should drop the job).
     public func heartbeat(token: Int64, now: Double, leaseSeconds: Double) throws -> Bool {

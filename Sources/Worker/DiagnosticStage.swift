@@ -13,7 +13,9 @@ struct StageOutcome: Sendable {
 /// The diagnostic stage kind (not part of the method; for the scheduler's
 /// load and fault tests): reads its inputs, sleeps `seconds`, fails when
 /// told to (every time, or while a named file exists), and writes
-/// `echo.json` naming itself and its inputs.
+/// `echo.json` naming itself and its inputs (with how many artifacts each
+/// input role brought), plus `outputs` small blobs `part/NNNNN.bin` of
+/// distinct bytes.
 enum DiagnosticStage {
     struct Parameters: Decodable {
         var sweep: String
@@ -21,6 +23,7 @@ enum DiagnosticStage {
         var seconds: Double
         var fail: String
         var failWhileExists: String
+        var outputs: Int?
     }
 
     static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], cancelled: () -> Bool) -> StageOutcome {
@@ -47,6 +50,11 @@ enum DiagnosticStage {
                                       "inputs": inputs.keys.sorted().map { "\($0):\(inputs[$0]!.count)" }.joined(separator: ",")]
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return StageOutcome(outputs: ["echo.json": (try? encoder.encode(echo)) ?? Data()], metrics: ["index": Double(p.index)])
+        var outputs = ["echo.json": (try? encoder.encode(echo)) ?? Data()]
+        for i in 0..<(p.outputs ?? 0) {
+            let name = "part/" + String(repeating: "0", count: max(0, 5 - "\(i)".count)) + "\(i).bin"
+            outputs[name] = Data("\(job.key.hex) \(name) ".utf8) + Data(repeating: UInt8(i % 251), count: 200)
+        }
+        return StageOutcome(outputs: outputs, metrics: ["index": Double(p.index)])
     }
 }

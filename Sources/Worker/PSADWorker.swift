@@ -41,8 +41,17 @@ struct PSADWorker: ParsableCommand {
     @Flag(help: "Connect to a non-local endpoint without CURVE.")
     var insecure = false
 
+    @Option(help: "Seconds to wait for the coordinator's answer about a job in hand (fetch, upload, result) before dropping the job.")
+    var jobRequestTimeout: Double = 600
+
+    @Option(help: "Seconds to wait for any answer to hello or ready before exiting with an error.")
+    var coordinatorTimeout: Double = 3600
+
     @Flag(help: .hidden)
     var corruptOutputsForFaultTests = false
+
+    @Flag(help: .hidden)
+    var headerOnlyResultsForFaultTests = false
 
     func validate() throws {
         if (curveServerKey == nil) != (curveSecret == nil) { throw ValidationError("--curve-server-key and --curve-secret go together") }
@@ -69,6 +78,9 @@ struct PSADWorker: ParsableCommand {
         let draining = TerminationFlag()
         var settings = WorkerSession.Settings(endpoint: coordinator, worker: name, resources: resources)
         settings.corruptOutputs = corruptOutputsForFaultTests
+        settings.headerOnlyResults = headerOnlyResultsForFaultTests
+        settings.jobRequestTimeoutSeconds = jobRequestTimeout
+        settings.coordinatorTimeoutSeconds = coordinatorTimeout
         if let curveServerKey, let curveSecret {
             settings.curve = (try CurveKeyPair.readKey(curveServerKey), try CurveKeyPair.load(secretFile: curveSecret))
         }

@@ -42,12 +42,24 @@ final class WorkerSession {
         var worker: String
         var resources: WorkerResources
         var kinds: [StageKind] = [.diagnostic] + StageJobs.kinds
+        /// A request unanswered for this long is sent again (logged).
         var replyTimeoutSeconds = 5.0
+        /// A request about a job in hand (fetch, put, done, fail) unanswered
+        /// for this long is given up: the job is dropped (its lease expires
+        /// at the coordinator and it is retried elsewhere).
+        var jobRequestTimeoutSeconds = 600.0
+        /// Hello or ready unanswered for this long ends the worker with an
+        /// error (no coordinator at the endpoint).
+        var coordinatorTimeoutSeconds = 3600.0
         /// CURVE: the coordinator's public key and this worker's key pair.
         var curve: (serverKey: String, keys: CurveKeyPair)?
         /// Fault injection for the reliability tests: every output is sent
         /// with one byte flipped (its announced hash left as it was).
         var corruptOutputs = false
+        /// Fault injection: results always list their outputs in the done
+        /// header, however many (the protocol before manifests), so that a
+        /// large result is refused.
+        var headerOnlyResults = false
     }
 
     final class Running: @unchecked Sendable {
@@ -58,7 +70,22 @@ final class WorkerSession {
         init(_ job: WireMessage.Job) { self.job = job }
     }
 
+    /// The job in hand was lost while waiting (lease lost, not re-adopted).
     struct Lost: Error {}
+
+    /// The coordinator could not take a request, and said why.
+    struct Refused: Error, CustomStringConvertible {
+        let type: String, problem: String
+        var description: String { "the coordinator refused the \(type) message: \(problem)" }
+    }
+
+    /// No answer came within the request's bound.
+    struct NoAnswer: Error, CustomStringConvertible {
+        let type: String, endpoint: String, seconds: Double, asked: Int
+        var description: String {
+            "no answer from the coordinator at \(endpoint) to \(type) in \(Int(seconds)) s (sent \(asked) times)"
+        }
+    }
 
     let settings: Settings
     let socket: ZeroMQSocket
@@ -87,15 +114,14 @@ final class WorkerSession {
 
     func send(_ message: WireMessage) throws { try socket.send(message.encode()) }
 
-    func hello() throws {
-        try send(.hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds,
-                              inFlight: running.map { [$0.job.token] } ?? [])))
+    var helloMessage: WireMessage {
+        .hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds,
+                     inFlight: running.map { [$0.job.token] } ?? []))
     }
 
     /// Runs until drained (SIGTERM) — then says bye and returns.
     func run() throws {
-        try hello()
-        _ = try waitFor { if case .welcome = $0 { true } else { false } } resend: { try self.hello() }
+        _ = try request(helloMessage) { if case .welcome = $0 { true } else { false } }
         while true {
             if draining.requested && running == nil {
                 try send(.bye)
@@ -107,11 +133,10 @@ final class WorkerSession {
                 if running === current, let outcome = current.outcome.withLock({ $0 }) { try report(current, outcome) }
                 continue
             }
-            if !offerRequested { try send(.ready) }
-            offerRequested = false
-            let reply = try waitFor { m in
+            let reply = try request(.ready, sendFirst: !offerRequested) { m in
                 switch m { case .job, .noJob: true; default: false }
-            } resend: { try self.send(.ready) }
+            }
+            offerRequested = false
             switch reply {
             case .job(let job): try start(job)
             case .noJob(let n):
@@ -136,6 +161,8 @@ final class WorkerSession {
         }
         let message: WireMessage
         do { message = try WireMessage.decode(parts) } catch {
+            // Another protocol version never becomes readable: waiting would be forever.
+            if parts.first?.count == 1, parts.first?.first != ProtocolVersion.current { throw error }
             logger.warning("dropped a bad message from the coordinator", metadata: ["problem": "\(error)"])
             return nil
         }
@@ -147,7 +174,7 @@ final class WorkerSession {
             return nil
         case .helloAgain:
             logger.info("the coordinator asks for hello again (it restarted)")
-            try hello()
+            try send(helloMessage)
             return nil
         case .welcome(let w):
             heartbeatSeconds = w.heartbeatSeconds
@@ -162,22 +189,36 @@ final class WorkerSession {
         }
     }
 
-    /// Waits for the message `wanted` accepts, handling the rest; resends the
-    /// request when no answer comes within the reply timeout.
-    func waitFor(_ wanted: (WireMessage) -> Bool, resend: () throws -> Void) throws -> WireMessage {
-        var deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+    /// Sends `message` and waits for the answer `wanted` accepts, handling
+    /// the rest; sends it again (logged) when no answer comes within the reply
+    /// timeout. Every wait is bounded: a refusal of this request throws
+    /// ``Refused`` at once; silence throws ``NoAnswer`` after the job-request
+    /// bound (a request about `job`) or the coordinator bound (hello, ready);
+    /// losing `job` meanwhile throws ``Lost``.
+    func request(_ message: WireMessage, about job: Running? = nil, sendFirst: Bool = true,
+                 _ wanted: (WireMessage) -> Bool) throws -> WireMessage {
+        if sendFirst { try send(message) }
+        let started = Date(), type = message.typeName
+        let bound = job == nil ? settings.coordinatorTimeoutSeconds : settings.jobRequestTimeoutSeconds
+        var deadline = started.addingTimeInterval(settings.replyTimeoutSeconds), asked = 1
         while true {
+            if let job, running !== job { throw Lost() }
             if let m = try pump(timeoutMilliseconds: 50) {
                 if wanted(m) { return m }
+                if case .refused(let r) = m, r.type == type { throw Refused(type: type, problem: r.problem) }
                 // Welcomed again after a coordinator restart: the request it never answered goes again now.
                 if case .welcome = m {
-                    try resend()
+                    try send(message)
                     deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
                 }
             }
             if Date() > deadline {
-                logger.warning("no answer from the coordinator; asking again")
-                try resend()
+                let waited = Date().timeIntervalSince(started)
+                if waited >= bound { throw NoAnswer(type: type, endpoint: settings.endpoint, seconds: waited, asked: asked) }
+                asked += 1
+                logger.warning("no answer from the coordinator; asking again",
+                               metadata: ["request": "\(type)", "sent": "\(asked)", "waited s": "\(Int(waited))", "gives up after s": "\(Int(bound))"])
+                try send(message)
                 deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
             }
         }
@@ -195,9 +236,14 @@ final class WorkerSession {
         logger.info("job", metadata: ["kind": "\(job.kind.rawValue)", "key": "\(job.key.short)", "token": "\(job.token)"])
         var inputs: [String: [String: Data]] = [:]
         do {
-            for (role, outputs) in job.inputs {
+            var listed = job.inputs
+            if let manifest = job.inputsManifest {
+                if !cache.contains(manifest) { try fetch(manifest, for: r) }
+                listed = try Manifest.inputs(try cache.read(manifest))
+            }
+            for (role, outputs) in listed {
                 for (name, hash) in outputs {
-                    if !cache.contains(hash) { try fetch(hash) }
+                    if !cache.contains(hash) { try fetch(hash, for: r) }
                     inputs[role, default: [:]][name] = try cache.read(hash)
                 }
             }
@@ -220,15 +266,12 @@ final class WorkerSession {
     }
 
     /// Copies a blob from the coordinator into the cache, chunk by chunk.
-    func fetch(_ hash: String) throws {
+    func fetch(_ hash: String, for job: Running) throws {
         var offset = 0, total = -1
         while total < 0 || offset < total {
-            let request = WireMessage.fetch(.init(hash: hash, offset: offset, length: WireMessage.maximumPayloadBytes))
-            try send(request)
-            let reply = try waitFor({ m in
+            let reply = try request(.fetch(.init(hash: hash, offset: offset, length: WireMessage.maximumPayloadBytes)), about: job) { m in
                 if case .chunk(let c, _) = m { c.hash == hash && c.offset == offset } else { false }
-            }, resend: { try self.send(request) })
-            guard running != nil else { throw Lost() }
+            }
             guard case .chunk(let c, let data) = reply else { continue }
             if let problem = c.error { throw ArtifactError.missing("\(hash) (\(problem))") }
             total = c.total
@@ -237,16 +280,56 @@ final class WorkerSession {
         }
     }
 
-    /// Uploads the outputs and reports the outcome; the job ends here.
+    /// Uploads the outputs and reports the outcome; the job ends here. A
+    /// refused upload or result fails the attempt with the coordinator's
+    /// reason; a coordinator silent past the job-request bound gets the job
+    /// dropped (its lease then expires there).
     func report(_ r: Running, _ outcome: StageOutcome) throws {
         defer { if running === r { running = nil } }
-        let token = r.job.token
-        if let error = outcome.error {
-            let request = WireMessage.fail(.init(token: token, error: error, permanent: outcome.permanent))
-            try send(request)
-            _ = try waitFor({ if case .ack(let a) = $0 { a.token == token } else { false } }, resend: { try self.send(request) })
-            return
+        do {
+            if let error = outcome.error {
+                try fail(r, error, permanent: outcome.permanent)
+            } else {
+                do { try deliver(r, outcome) } catch let refusal as Refused {
+                    try fail(r, refusal.description, permanent: false)
+                }
+            }
+        } catch is Lost {
+            logger.warning("lost the job while reporting it", metadata: ["token": "\(r.job.token)"])
+        } catch let error as NoAnswer {
+            logger.error("dropped a finished job: \(error)", metadata: ["token": "\(r.job.token)"])
+        } catch let error as Refused {
+            logger.error("dropped a job: \(error)", metadata: ["token": "\(r.job.token)"])
         }
+    }
+
+    func fail(_ r: Running, _ error: String, permanent: Bool) throws {
+        let token = r.job.token
+        let reply = try request(.fail(.init(token: token, error: error.truncatedUTF8(WireMessage.maximumErrorBytes), permanent: permanent)),
+                                about: r) { if case .ack(let a) = $0 { a.token == token } else { false } }
+        logger.info("reported a failed attempt", metadata: ["token": "\(token)", "error": "\(error.prefix(300))",
+                                                           "accepted": "\(reply.acceptedAck)"])
+    }
+
+    /// Sends one output blob in chunks with put; a refused chunk throws ``Refused``.
+    func upload(_ r: Running, name: String, data: Data, hash: String) throws {
+        var offset = 0
+        repeat {
+            var piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
+            if settings.corruptOutputs, !piece.isEmpty { piece[piece.startIndex] ^= 0xff }
+            let reply = try request(.put(.init(token: r.job.token, hash: hash, offset: offset, total: data.count), piece), about: r) { m in
+                if case .putAck(let a) = m { a.hash == hash } else { false }
+            }
+            guard case .putAck(let ack) = reply else { return }
+            if let problem = ack.error { throw Refused(type: "put", problem: "output '\(name)': \(problem)") }
+            offset = ack.received
+        } while offset < data.count
+    }
+
+    /// Uploads the outputs, then sends done: its outputs in the header, or,
+    /// when there are more than a header holds, in a manifest blob.
+    func deliver(_ r: Running, _ outcome: StageOutcome) throws {
+        let token = r.job.token
         var outputs: [String: WireMessage.Output] = [:]
         var payload = Data()
         for (name, data) in outcome.outputs.sorted(by: { $0.key < $1.key }) {
@@ -257,32 +340,38 @@ final class WorkerSession {
                 payload.append(data)
                 continue
             }
-            var offset = 0
-            repeat {
-                var piece = data.subdata(in: offset..<min(data.count, offset + WireMessage.maximumPayloadBytes))
-                if settings.corruptOutputs, !piece.isEmpty { piece[piece.startIndex] ^= 0xff }
-                let request = WireMessage.put(.init(token: token, hash: hash, offset: offset, total: data.count), piece)
-                try send(request)
-                let reply = try waitFor({ m in if case .putAck(let a) = m { a.hash == hash } else { false } },
-                                        resend: { try self.send(request) })
-                guard running === r else { return }
-                guard case .putAck(let ack) = reply else { return }
-                if let problem = ack.error {
-                    logger.error("upload refused", metadata: ["output": "\(name)", "problem": "\(problem)"])
-                    return
-                }
-                offset = ack.received
-            } while offset < data.count
+            try upload(r, name: name, data: data, hash: hash)
             outputs[name] = .init(hash: hash, size: data.count)
         }
         if settings.corruptOutputs, !payload.isEmpty { payload[payload.startIndex] ^= 0xff }
         // Asking for the next job in the same message saves a round trip.
         let next = !draining.requested
-        let request = WireMessage.done(.init(token: token, outputs: outputs, metrics: outcome.metrics,
-                                             seconds: Date().timeIntervalSince(r.started), next: next), payload)
-        try send(request)
-        let ack = try waitFor({ if case .ack(let a) = $0 { a.token == token } else { false } }, resend: { try self.send(request) })
-        if case .ack(let a) = ack, !a.accepted { logger.warning("result refused (stale attempt)", metadata: ["token": "\(token)"]) }
+        var done = WireMessage.Done(token: token, outputs: outputs, metrics: outcome.metrics,
+                                    seconds: Date().timeIntervalSince(r.started), next: next)
+        if !settings.headerOnlyResults, Manifest.headerBytes(done) > WireMessage.manifestThresholdBytes {
+            let manifest = Manifest.encode(outputs: outputs), hash = ArtifactStore.hash(manifest)
+            try upload(r, name: "the outputs manifest", data: manifest, hash: hash)
+            done.outputs = [:]
+            done.manifest = .init(hash: hash, size: manifest.count)
+        }
+        let reply = try request(.done(done, payload), about: r) { if case .ack(let a) = $0 { a.token == token } else { false } }
+        if case .ack(let a) = reply, !a.accepted {
+            logger.warning("result refused", metadata: ["token": "\(token)", "problem": "\(a.error ?? "stale attempt")"])
+        }
         offerRequested = next
+    }
+}
+
+extension WireMessage {
+    var acceptedAck: Bool { if case .ack(let a) = self { a.accepted } else { false } }
+}
+
+extension String {
+    /// At most `bytes` bytes of UTF-8, cut at a character boundary.
+    func truncatedUTF8(_ bytes: Int) -> String {
+        guard utf8.count > bytes else { return self }
+        var end = utf8.index(utf8.startIndex, offsetBy: bytes)
+        while String.Index(end, within: self) == nil { end = utf8.index(before: end) }
+        return String(self[..<end]) + " ... (\(utf8.count - bytes) more bytes)"
     }
 }

@@ -30,7 +30,7 @@ import Testing
         _ = try cluster.wait("g", seconds: 60) { $0["done"] == 20 }
         #expect(cluster.coordinator?.isRunning == true)
         let log = try String(contentsOf: cluster.logs[0], encoding: .utf8)
-        #expect(log.contains("dropped a bad message"))
+        #expect(log.contains("refused a bad message"))
     }
 }
 

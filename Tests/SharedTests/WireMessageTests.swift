@@ -17,7 +17,12 @@ import Testing
         .done(.init(token: 7, outputs: ["o": .init(hash: String(repeating: "c", count: 64), size: 2, inline: true)],
                     metrics: ["logical_auroc": 0.9], seconds: 1.5, next: true), Data([4, 2])),
         .fail(.init(token: 7, error: "boom", permanent: true)),
-        .ack(.init(token: 7, accepted: false)), .cancel(.init(tokens: [7])), .bye,
+        .ack(.init(token: 7, accepted: false)), .ack(.init(token: 7, accepted: false, error: "output 'x' was not uploaded whole")),
+        .cancel(.init(tokens: [7])), .bye,
+        .job(.init(token: 8, key: key, kind: .unetTrain, category: "c", parameters: "{}", inputs: [:], inputsManifest: String(repeating: "d", count: 64))),
+        .done(.init(token: 8, outputs: [:], manifest: .init(hash: String(repeating: "e", count: 64), size: 99), metrics: [:], seconds: 2), Data()),
+        .refused(.init(type: "done", token: 8, problem: "bad message: done header of 70000 bytes")),
+        .refused(.init(type: "?", token: nil, problem: "bad message: 2 frames (expected 3 or 4)")),
     ]
 
     @Test func everyMessageSurvivesTheWire() throws {
@@ -32,12 +37,38 @@ import Testing
         #expect(done.inlineOutputs(Data([1, 2])) == nil && done.inlineOutputs(Data([1, 2, 3, 4])) == nil)
     }
 
+    /// Inputs and outputs by the thousand go as manifest blobs, read back as they were.
+    @Test func manifestsRoundTripAndRejectGarbage() throws {
+        let hash = String(repeating: "f", count: 64)
+        let outputs = Dictionary(uniqueKeysWithValues: (0..<5_000).map { ("masks/train/good/\($0).png", WireMessage.Output(hash: hash, size: $0, inline: $0 % 2 == 0)) })
+        let data = Manifest.encode(outputs: outputs)
+        #expect(data.count > WireMessage.maximumHeaderBytes)
+        #expect(try Manifest.outputs(data) == outputs)
+        let inputs = ["masks": Dictionary(uniqueKeysWithValues: (0..<5_000).map { ("\($0).png", hash) })]
+        #expect(try Manifest.inputs(Manifest.encode(inputs: inputs)) == inputs)
+        // Canonical: the same map gives the same bytes, so the same blob.
+        #expect(Manifest.encode(inputs: inputs) == Manifest.encode(inputs: inputs))
+        #expect(throws: WireError.self) { try Manifest.outputs(Data("{\"outputs\": 3}".utf8)) }
+        #expect(throws: WireError.self) { try Manifest.inputs(Data([0xff, 0x00])) }
+    }
+
+    /// A refusal says what it refused: the type, and the attempt when the header names one.
+    @Test func aMessageThatDoesNotDecodeIsDescribedForItsRefusal() {
+        let done = WireMessage.done(.init(token: 42, outputs: [:], metrics: [:], seconds: 0), Data()).encode()
+        var oversized = done
+        oversized[2] = Data(#"{"token": 42, "padding": ""#.utf8) + Data(repeating: 0x61, count: WireMessage.maximumHeaderBytes) + Data(#""}"#.utf8)
+        #expect(throws: WireError.self) { try WireMessage.decode(oversized) }
+        #expect(WireError.describe(oversized) == ("done", 42))
+        #expect(WireError.describe([Data([2]), Data([0xde, 0x61])]) == ("?a", nil))
+        #expect(WireError.describe([Data([2])]) == ("?", nil))
+    }
+
     @Test func badFramesAreNamedErrors() {
         let good = WireMessage.ready.encode()
         func problem(_ parts: [Data]) -> String? {
             do { _ = try WireMessage.decode(parts); return nil } catch { return "\(error)" }
         }
-        #expect(problem([Data([2])] + good.dropFirst())?.contains("protocol version 2") == true)
+        #expect(problem([Data([ProtocolVersion.current + 1])] + good.dropFirst())?.contains("protocol version \(ProtocolVersion.current + 1)") == true)
         #expect(problem(Array(good.prefix(2)))?.contains("2 frames") == true)
         #expect(problem([good[0], Data("launch".utf8), good[2]])?.contains("unknown message type 'launch'") == true)
         #expect(problem([good[0], Data("job".utf8), Data("{}".utf8)])?.contains("job header") == true)

@@ -57,6 +57,10 @@ public struct Sweep: Equatable, Sendable {
         /// Every job fails (transiently) while this file exists: a cause
         /// outside the job's key that a user can remove, then `resume`.
         public var failWhileExists: String?
+        /// Outputs each job writes besides `echo.json` (small blobs of
+        /// distinct bytes): the protocol with as many artifacts as a stage
+        /// that writes one per image of a real-size category.
+        public var outputs = 0
         public init() {}
     }
 
@@ -150,13 +154,14 @@ extension Sweep {
         }
         if let g = top["diagnostic"] {
             guard let diag = g as? [String: Any] else { throw reader.error("diagnostic", "must be an object") }
-            try reader.only(diag, ["jobs", "seconds", "fail_every", "permanent", "chained", "fail_while_exists"], at: "diagnostic.")
+            try reader.only(diag, ["jobs", "seconds", "fail_every", "permanent", "chained", "fail_while_exists", "outputs"], at: "diagnostic.")
             var d = Diagnostic()
             d.jobs = try reader.int(diag, "jobs", path: "diagnostic.jobs", default: 1, atLeast: 1)
             d.seconds = try reader.doubles(diag, "seconds", path: "diagnostic.seconds", default: [0]) { $0 >= 0 ? nil : "must not be negative" }[0]
             d.failEvery = try reader.int(diag, "fail_every", path: "diagnostic.fail_every", default: 0, atLeast: 0)
             d.permanent = try reader.bool(diag, "permanent", path: "diagnostic.permanent")
             d.chained = try reader.bool(diag, "chained", path: "diagnostic.chained")
+            d.outputs = try reader.int(diag, "outputs", path: "diagnostic.outputs", default: 0, atLeast: 0)
             if diag["fail_while_exists"] != nil { d.failWhileExists = try reader.string(diag, "fail_while_exists") }
             sweep.diagnostic = d
         } else {

@@ -72,10 +72,11 @@ public enum SweepExpander {
             var previous: JobKey?
             for i in 0..<d.jobs {
                 let fails = d.failEvery > 0 && (i + 1) % d.failEvery == 0
-                let parameters: [String: ParameterValue] = [
+                var parameters: [String: ParameterValue] = [
                     "sweep": .string(sweep.name), "index": .int(i), "seconds": .double(d.seconds),
                     "fail": .string(fails ? (d.permanent ? "permanent" : "transient") : "none"),
                     "fail_while_exists": .string(d.failWhileExists ?? "")]
+                if d.outputs > 0 { parameters["outputs"] = .int(d.outputs) }
                 let inputs = d.chained ? previous.map { ["previous": $0] } ?? [:] : [:]
                 previous = plan.add(.diagnostic, category: "diagnostic", parameters, inputs: inputs)
             }

@@ -1,5 +1,6 @@
 /// The wire protocol's version; a peer speaking another version is refused
-/// at hello (see DESIGN.md, Wire protocol).
+/// at hello (see DESIGN.md, Wire protocol). 2: manifests for inputs and
+/// outputs too many for a header, refusals with their reason.
 public enum ProtocolVersion {
-    public static let current: UInt8 = 1
+    public static let current: UInt8 = 2
 }

@@ -44,6 +44,10 @@ public enum WireMessage: Equatable, Sendable {
     case cancel(Cancel)
     /// Worker -> coordinator: leaving (after draining).
     case bye
+    /// Coordinator -> worker: a message it could not take (malformed, too
+    /// large, another protocol version), with why. The attempt it named, if
+    /// any, has been failed; the worker stops waiting for an answer to it.
+    case refused(Refused)
 
     public struct Hello: Codable, Equatable, Sendable {
         public var worker: String
@@ -74,10 +78,15 @@ public enum WireMessage: Equatable, Sendable {
         public var category: String
         /// The stage's parameters, canonical JSON.
         public var parameters: String
-        /// Input role -> output name -> artifact hash.
+        /// Input role -> output name -> artifact hash (empty when `inputsManifest` is set).
         public var inputs: [String: [String: String]]
-        public init(token: Int64, key: JobKey, kind: StageKind, category: String, parameters: String, inputs: [String: [String: String]]) {
+        /// A blob holding `inputs` (a ``Manifest``), for jobs whose inputs
+        /// would not fit a header: fetched like any other artifact.
+        public var inputsManifest: String?
+        public init(token: Int64, key: JobKey, kind: StageKind, category: String, parameters: String, inputs: [String: [String: String]],
+                    inputsManifest: String? = nil) {
             self.token = token; self.key = key; self.kind = kind; self.category = category; self.parameters = parameters; self.inputs = inputs
+            self.inputsManifest = inputsManifest
         }
     }
     public struct Heartbeat: Codable, Equatable, Sendable {
@@ -114,14 +123,20 @@ public enum WireMessage: Equatable, Sendable {
     }
     public struct Done: Codable, Equatable, Sendable {
         public var token: Int64
-        /// Output name -> artifact (uploaded with put, or inline).
+        /// Output name -> artifact (uploaded with put, or inline); empty when `manifest` is set.
         public var outputs: [String: Output]
+        /// A blob (uploaded with put) holding `outputs` as a ``Manifest``, for
+        /// results with more outputs than a header holds; its inline outputs
+        /// are still in this message's payload.
+        public var manifest: Output?
         public var metrics: [String: Double]
         public var seconds: Double
         /// The worker wants its next job in the answer (saves a ready round trip).
         public var next: Bool
-        public init(token: Int64, outputs: [String: Output], metrics: [String: Double], seconds: Double, next: Bool = false) {
-            self.token = token; self.outputs = outputs; self.metrics = metrics; self.seconds = seconds; self.next = next
+        public init(token: Int64, outputs: [String: Output], manifest: Output? = nil, metrics: [String: Double], seconds: Double,
+                    next: Bool = false) {
+            self.token = token; self.outputs = outputs; self.manifest = manifest; self.metrics = metrics; self.seconds = seconds
+            self.next = next
         }
 
         /// The inline outputs' bytes, split from a done payload (name order); nil when the sizes do not add up.
@@ -146,7 +161,17 @@ public enum WireMessage: Equatable, Sendable {
     public struct Ack: Codable, Equatable, Sendable {
         public var token: Int64
         public var accepted: Bool
-        public init(token: Int64, accepted: Bool) { self.token = token; self.accepted = accepted }
+        /// Why a result was not accepted.
+        public var error: String?
+        public init(token: Int64, accepted: Bool, error: String? = nil) { self.token = token; self.accepted = accepted; self.error = error }
+    }
+    public struct Refused: Codable, Equatable, Sendable {
+        /// The refused message's type, as far as it could be read.
+        public var type: String
+        /// The attempt it was about, when its header named one.
+        public var token: Int64?
+        public var problem: String
+        public init(type: String, token: Int64?, problem: String) { self.type = type; self.token = token; self.problem = problem }
     }
     public struct Cancel: Codable, Equatable, Sendable {
         public var tokens: [Int64]
@@ -158,12 +183,19 @@ public enum WireMessage: Equatable, Sendable {
 /// A frame that is not a valid message of this protocol.
 public struct WireError: Error, Equatable, CustomStringConvertible {
     public let problem: String
+    public init(problem: String) { self.problem = problem }
     public var description: String { "bad message: \(problem)" }
 }
 
 extension WireMessage {
     public static let maximumHeaderBytes = 64 << 10
     public static let maximumPayloadBytes = 1 << 20
+    /// A job's inputs or a done's outputs whose header would pass this size
+    /// travel as a manifest blob instead (well under `maximumHeaderBytes`, so
+    /// the rest of the header always fits).
+    public static let manifestThresholdBytes = 16 << 10
+    /// Error texts in fail messages are cut to this many bytes.
+    public static let maximumErrorBytes = 8 << 10
 
     public var typeName: String {
         switch self {
@@ -183,6 +215,7 @@ extension WireMessage {
         case .ack: "ack"
         case .cancel: "cancel"
         case .bye: "bye"
+        case .refused: "refused"
         }
     }
 
@@ -209,6 +242,7 @@ extension WireMessage {
         case .fail(let h): return frames(h)
         case .ack(let h): return frames(h)
         case .cancel(let h): return frames(h)
+        case .refused(let h): return frames(h)
         }
     }
 
@@ -250,7 +284,53 @@ extension WireMessage {
         case "ack": return .ack(try header(Ack.self))
         case "cancel": return .cancel(try header(Cancel.self))
         case "bye": _ = try header(Empty.self); return .bye
+        case "refused": return .refused(try header(Refused.self))
         default: throw WireError(problem: "unknown message type '\(type.prefix(32))'")
         }
+    }
+}
+
+/// A job's inputs or a result's outputs too many for a message header, as a
+/// blob: canonical JSON (sorted keys, snake_case), content-addressed like
+/// every other artifact.
+public enum Manifest {
+    struct Inputs: Codable { var inputs: [String: [String: String]] }
+    struct Outputs: Codable { var outputs: [String: WireMessage.Output] }
+
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return encoder
+    }
+
+    static func decode<T: Decodable>(_: T.Type, _ data: Data, what: String) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        do { return try decoder.decode(T.self, from: data) } catch {
+            throw WireError(problem: "\(what) manifest of \(data.count) bytes: \(error)")
+        }
+    }
+
+    // Plain dictionaries of strings and numbers: encoding cannot fail.
+    public static func encode(inputs: [String: [String: String]]) -> Data { try! encoder().encode(Inputs(inputs: inputs)) }
+    public static func encode(outputs: [String: WireMessage.Output]) -> Data { try! encoder().encode(Outputs(outputs: outputs)) }
+    public static func inputs(_ data: Data) throws -> [String: [String: String]] { try decode(Inputs.self, data, what: "inputs").inputs }
+    public static func outputs(_ data: Data) throws -> [String: WireMessage.Output] { try decode(Outputs.self, data, what: "outputs").outputs }
+
+    /// The bytes `value` takes as a header (to choose between header and manifest).
+    public static func headerBytes(_ value: some Encodable) -> Int { (try? encoder().encode(value).count) ?? Int.max }
+}
+
+extension WireError {
+    /// What a refusal can say of a message that did not decode: its type
+    /// and the attempt its header names, read leniently.
+    public static func describe(_ parts: [Data]) -> (type: String, token: Int64?) {
+        // Printable ASCII only: the type goes into logs and the answer.
+        let type = parts.count > 1 ? String(decoding: parts[1].prefix(32).map { (32..<127).contains($0) ? $0 : 63 }, as: UTF8.self) : "?"
+        guard parts.count > 2, parts[2].count <= 16 << 20,
+              let object = try? JSONSerialization.jsonObject(with: parts[2]) as? [String: Any],
+              let token = object["token"] as? NSNumber else { return (type, nil) }
+        return (type, token.int64Value)
     }
 }
