@@ -20,7 +20,7 @@ struct ArtifactWriter {
     }
 
     func mask(_ image: Image, _ path: String) throws {
-        try PNG.write(image, to: url(path), palette: SyntheticBenchmark.palette)
+        try PNG.writeMask(image, to: url(path))
     }
 
     /// One palette PNG per image: `<folder>/<split>/<id>.png`.

@@ -12,9 +12,25 @@ public enum Evaluate {
         }
     }
 
+    /// Image AUROCs; nil for an anomaly split the category does not have.
     public struct Metrics: Codable, Equatable, Sendable {
-        public let logicalAUROC: Double, structuralAUROC: Double
-        public var meanAUROC: Double { (logicalAUROC + structuralAUROC) / 2 }
+        public let logicalAUROC: Double?, structuralAUROC: Double?
+        public init(logicalAUROC: Double?, structuralAUROC: Double?) {
+            self.logicalAUROC = logicalAUROC; self.structuralAUROC = structuralAUROC
+        }
+        /// The mean of those present.
+        public var meanAUROC: Double? {
+            let present = [logicalAUROC, structuralAUROC].compactMap { $0 }
+            return present.isEmpty ? nil : present.reduce(0, +) / Double(present.count)
+        }
+        /// logical_auroc, structural_auroc and mean_auroc, where defined.
+        public var named: [String: Double] {
+            var out: [String: Double] = [:]
+            out["logical_auroc"] = logicalAUROC
+            out["structural_auroc"] = structuralAUROC
+            out["mean_auroc"] = meanAUROC
+            return out
+        }
     }
 
     /// Final scores: sum over enabled banks of the scaled distances.
@@ -33,7 +49,7 @@ public enum Evaluate {
     /// AUROC of good (label 0) against each anomaly split.
     public static func metrics(good: [Double], logical: [Double], structural: [Double]) -> Metrics {
         let c = curves(good: good, logical: logical, structural: structural)
-        return Metrics(logicalAUROC: c.logical.area, structuralAUROC: c.structural.area)
+        return Metrics(logicalAUROC: c.logical?.area, structuralAUROC: c.structural?.area)
     }
 
     /// Image AUROC of one defect type: the good test images against the
@@ -67,10 +83,12 @@ public enum Evaluate {
         }
     }
 
-    /// The ROC curves of good (label 0) against each anomaly split.
-    public static func curves(good: [Double], logical: [Double], structural: [Double]) -> (logical: ROC, structural: ROC) {
-        func roc(_ anomalous: [Double]) -> ROC {
-            ROC(scores: (good + anomalous).map { Float($0) }, labels: good.map { _ in false } + anomalous.map { _ in true })
+    /// The ROC curves of good (label 0) against each anomaly split (nil for
+    /// a split without images; the category needs good test images).
+    public static func curves(good: [Double], logical: [Double], structural: [Double]) -> (logical: ROC?, structural: ROC?) {
+        func roc(_ anomalous: [Double]) -> ROC? {
+            guard !good.isEmpty, !anomalous.isEmpty else { return nil }
+            return ROC(scores: (good + anomalous).map { Float($0) }, labels: good.map { _ in false } + anomalous.map { _ in true })
         }
         return (roc(logical), roc(structural))
     }

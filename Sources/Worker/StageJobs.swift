@@ -124,7 +124,7 @@ enum StageJobs {
         for (label, sample) in zip(input.manifest.fewShot, labelled) {
             let name = (label.image as NSString).lastPathComponent
             names.append(name)
-            out.outputs["few_shot/\(name)"] = try PNG.encode(sample.mask!, palette: SyntheticBenchmark.palette)
+            out.outputs["few_shot/\(name)"] = try PNG.encodeMask(sample.mask!)
         }
         out.outputs["preprocess.json"] = try json(["category": .string(input.category.name), "image_size": .int(input.size),
                                                    "classes": .int(input.classes), "few_shot": .strings(names), "counts": .counts(counts)])
@@ -240,8 +240,7 @@ enum StageJobs {
         let scores = Evaluate.scores(test, train: train, memory: memory, scale: scale)
         let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
                                      structural: Array(scores[(d.good + d.logical)...]))
-        let (la, sa) = (curves.logical.area, curves.structural.area)
-        var metrics = ["logical_auroc": la, "structural_auroc": sa, "mean_auroc": (la + sa) / 2]
+        var metrics = Evaluate.Metrics(logicalAUROC: curves.logical?.area, structuralAUROC: curves.structural?.area).named
         if let p = patch.pixelAUROC { metrics["pixel_auroc"] = p }
         if let s = patch.spro { metrics["spro"] = s }
         let rows = scores.enumerated().map { i, s in
@@ -249,7 +248,7 @@ enum StageJobs {
         }
         func points(_ roc: ROC) -> RocPoints { RocPoints(fpr: roc.falsePositiveRates, tpr: roc.truePositiveRates) }
         var outputs = ["metrics.json": try encode(metrics),
-                       "roc.json": try encode(["logical": points(curves.logical), "structural": points(curves.structural)]),
+                       "roc.json": try encode(["logical": curves.logical.map(points), "structural": curves.structural.map(points)].compactMapValues { $0 }),
                        "scores.csv": Data((["split,score"] + rows).joined(separator: "\n").utf8 + [0x0a])]
         if let types = patch.testDefectTypes, types.count == scores.count, types[d.good...].contains(where: { !$0.isEmpty }) {
             outputs["defect_types.json"] = try encode(Evaluate.byDefectType(scores: scores, types: types, good: d.good, logical: d.logical))
@@ -313,8 +312,8 @@ enum StageJobs {
     static func maskFiles(_ masks: [[Int32]], samples: [LocoSample], size: Int) throws -> [String: Data] {
         var files: [String: Data] = [:]
         for (sample, mask) in zip(samples, masks) {
-            files["masks/\(sample.split.rawValue)/\(sample.id).png"] = try PNG.encode(
-                Image(width: size, height: size, channels: 1, pixels: mask.map { UInt8(clamping: $0) }), palette: SyntheticBenchmark.palette)
+            files["masks/\(sample.split.rawValue)/\(sample.id).png"] = try PNG.encodeMask(
+                Image(width: size, height: size, channels: 1, pixels: mask.map { UInt8(clamping: $0) }))
         }
         return files
     }

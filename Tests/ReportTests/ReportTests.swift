@@ -128,11 +128,11 @@ import Vision
 
     @Test func anOverlayBlendsPartColoursOnlyWherePartsWerePredicted() throws {
         let image = Image(width: 2, height: 1, channels: 3, pixels: [100, 100, 100, 100, 100, 100])
-        let mask = try PNG.encode(Image(width: 2, height: 1, channels: 1, pixels: [0, 1]), palette: SyntheticBenchmark.palette)
+        let mask = try PNG.encode(Image(width: 2, height: 1, channels: 1, pixels: [0, 1]), palette: ClassPalette.base)
         let out = try PNG.decode(try ReportImages.overlay(image, mask: mask, size: 2), source: "overlay")
         // Class 1 is (230, 25, 75): 0.45 * 100 + 0.55 * colour.
         #expect(out.pixels == [100, 100, 100, 172, 59, 86])
-        let wrongSize = try PNG.encode(Image(width: 1, height: 1, channels: 1, pixels: [1]), palette: SyntheticBenchmark.palette)
+        let wrongSize = try PNG.encode(Image(width: 1, height: 1, channels: 1, pixels: [1]), palette: ClassPalette.base)
         #expect(throws: PNGError.self) { try ReportImages.overlay(image, mask: wrongSize, size: 2) }
     }
 

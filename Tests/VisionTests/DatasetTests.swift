@@ -77,11 +77,31 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         #expect(category.defects[0].relativeSaturation)
     }
 
-    @Test func aMissingSplitIsNamed() throws {
+    @Test func aMissingRequiredSplitIsNamed() throws {
         let dir = try TemporaryDirectory()
-        try writeTinyLocoCategory(at: dir.url, skip: "validation/good")
-        #expect(throws: DatasetError.missing(path: dir.url.appendingPathComponent("validation/good").path,
-                                             what: "split folder validation/good")) { try LocoCategory(root: dir.url) }
+        try writeTinyLocoCategory(at: dir.url, skip: "train/good")
+        #expect(throws: DatasetError.missing(path: dir.url.appendingPathComponent("train/good").path,
+                                             what: "split folder train/good")) { try LocoCategory(root: dir.url) }
+    }
+
+    /// Real categories need not have every split: no validation images, or
+    /// anomalies of one kind only.
+    @Test(arguments: ["validation/good", "test/structural_anomalies", "test/logical_anomalies"])
+    func anOptionalSplitMayBeAbsent(split: String) throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url, skip: split)
+        let category = try LocoCategory(root: dir.url)
+        #expect(category[Split(rawValue: split)!].isEmpty && category[.train].count == 2)
+    }
+
+    @Test func aCategoryWithoutAnyAnomalyIsNamed() throws {
+        let dir = try TemporaryDirectory()
+        try writeTinyLocoCategory(at: dir.url, skip: "test/structural_anomalies")
+        try FileManager.default.removeItem(at: dir.url.appendingPathComponent("test/logical_anomalies"))
+        #expect(throws: DatasetError.missing(path: dir.url.appendingPathComponent("test").path,
+                                             what: "anomalous test images (test/logical_anomalies or test/structural_anomalies)")) {
+            try LocoCategory(root: dir.url)
+        }
     }
 
     @Test func anEmptySplitIsNamed() throws {

@@ -29,6 +29,28 @@ import TestSupport
         #expect(try PNG.decode(data, source: "m", mode: .colours).pixels == [0, 0, 0, 0, 0, 255, 255, 0, 0])
     }
 
+    /// Masks of more than 16 classes (LOCO's pushpins has 26) keep every
+    /// class id; masks of up to 16 are the bytes they always were.
+    @Test func masksOfUpTo256ClassesKeepTheirIds() throws {
+        for classes in [2, 16, 17, 26, 256] {
+            let mask = Image(width: classes, height: 2, channels: 1, pixels: (0..<(2 * classes)).map { UInt8($0 % classes) })
+            let data = try PNG.encodeMask(mask)
+            #expect(try PNG.decode(data, source: "m", mode: .indices) == mask, "\(classes) classes")
+            // The PLTE chunk has one entry per class, at least 16.
+            let plte = try #require(data.range(of: Data("PLTE".utf8)))
+            let length = data[(plte.lowerBound - 4)..<plte.lowerBound].reduce(0) { $0 << 8 | Int($1) }
+            #expect(length == 3 * max(16, classes), "\(classes) classes")
+            if classes <= 16 { #expect(data == (try PNG.encode(mask, palette: ClassPalette.base))) }
+            // Viewed as colours, neighbouring ids are told apart.
+            let colours = try PNG.decode(data, source: "m", mode: .colours)
+            for i in 1..<classes {
+                #expect(colours.pixels[(i - 1) * 3..<i * 3] != colours.pixels[i * 3..<(i + 1) * 3], "ids \(i - 1) and \(i)")
+            }
+        }
+        #expect(ClassPalette.rgb(count: 1000).count == 768)
+        #expect(throws: PNGError.self) { try PNG.encodeMask(Image(width: 1, height: 1, channels: 3)) }
+    }
+
     @Test func sixteenBitSamplesKeepTheirHighByte() throws {
         let gray = try PNG.read(try fixture("gray16"))
         #expect(gray.channels == 1 && gray.width == 3 && gray.height == 2)

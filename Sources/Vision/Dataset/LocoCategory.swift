@@ -8,6 +8,9 @@ public enum Split: String, CaseIterable, Codable, Sendable {
     case testLogical = "test/logical_anomalies"
     case testStructural = "test/structural_anomalies"
 
+    /// A category must have these; the others may be absent.
+    public var isRequired: Bool { self == .train || self == .testGood }
+
     /// The `ground_truth/<type>` folder name of an anomalous split.
     public var groundTruthFolder: String? {
         switch self {
@@ -52,15 +55,23 @@ public struct LocoCategory: Sendable {
     public let samples: [Split: [LocoSample]]
     public let defects: [DefectConfig]
 
-    /// Lists every split. A missing split folder, an empty split, a missing
-    /// `defects_config.json` or a malformed one is an error naming the path.
+    /// Lists every split. `train/good` and `test/good` must be there and
+    /// hold images, and at least one of the anomaly splits; `validation/good`
+    /// and either anomaly split may be absent (a category with logical
+    /// anomalies only reports LA, not SA). A missing or empty required split,
+    /// a missing `defects_config.json` or a malformed one is an error naming
+    /// the path.
     public init(root: URL) throws {
         self.root = root
         var samples: [Split: [LocoSample]] = [:]
         for split in Split.allCases {
             let folder = root.appendingPathComponent(split.rawValue)
+            if !split.isRequired, !FileManager.default.fileExists(atPath: folder.path) {
+                samples[split] = []
+                continue
+            }
             let images = try Self.pngs(in: folder, what: "split folder \(split.rawValue)")
-            guard !images.isEmpty else { throw DatasetError.emptySplit(path: folder.path) }
+            guard !images.isEmpty || !split.isRequired else { throw DatasetError.emptySplit(path: folder.path) }
             samples[split] = images.map { url in
                 let id = url.deletingPathExtension().lastPathComponent
                 var truth: [URL] = []
@@ -70,6 +81,10 @@ public struct LocoCategory: Sendable {
                 }
                 return LocoSample(split: split, id: id, url: url, groundTruth: truth)
             }
+        }
+        guard !(samples[.testLogical]!.isEmpty && samples[.testStructural]!.isEmpty) else {
+            throw DatasetError.missing(path: root.appendingPathComponent("test").path,
+                                       what: "anomalous test images (test/logical_anomalies or test/structural_anomalies)")
         }
         self.samples = samples
         let config = root.appendingPathComponent("defects_config.json")

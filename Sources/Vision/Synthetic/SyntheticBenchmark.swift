@@ -112,7 +112,7 @@ public enum SyntheticBenchmark {
                     let id = String(format: "%03d", index)
                     let (scene, image, mask) = render(category, seed: seed, split: split, index: index, size: size)
                     try PNG.write(image, to: folder.appendingPathComponent("\(id).png"))
-                    try PNG.write(mask, to: truth.appendingPathComponent("\(id).png"), palette: palette)
+                    try PNG.writeMask(mask, to: truth.appendingPathComponent("\(id).png"))
                     if let gt = split.groundTruthFolder {
                         let gtDir = dir.appendingPathComponent("ground_truth/\(gt)/\(id)")
                         try fm.createDirectory(at: gtDir, withIntermediateDirectories: true)
@@ -165,7 +165,7 @@ public enum SyntheticBenchmark {
         switch category.annotationFormat {
         case .png, .labelme:
             let path = "annotations/\(id).png"
-            try PNG.write(mask, to: dir.appendingPathComponent(path), palette: palette)
+            try PNG.writeMask(mask, to: dir.appendingPathComponent(path))
             return .init(image: image, annotation: path, format: .png)
         case .via:
             var regions: [[String: Any]] = []
@@ -188,9 +188,4 @@ public enum SyntheticBenchmark {
         }
     }
 
-    /// Distinct colours for class-index masks viewed as pictures.
-    public static let palette: [UInt8] = [
-        0, 0, 0, 230, 25, 75, 60, 180, 75, 255, 225, 25, 0, 130, 200, 245, 130, 48, 145, 30, 180, 70, 240, 240,
-        240, 50, 230, 210, 245, 60, 250, 190, 212, 0, 128, 128, 220, 190, 255, 170, 110, 40, 255, 250, 200, 128, 0, 0,
-    ]
 }
