@@ -98,6 +98,7 @@ struct Submit: ParsableCommand {
         }
         if fresh { parsed.run = parsed.name }
         if !noDataDigest, parsed.diagnostic == nil { parsed.dataDigests = Self.digests(parsed) }
+        if parsed.diagnostic == nil { parsed.dataSizes = Self.sizes(parsed) }
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
@@ -108,6 +109,17 @@ struct Submit: ParsableCommand {
 }
 
 extension Submit {
+    /// Each category's image counts and classes where this machine sees
+    /// them; elsewhere the jobs' memory needs assume the synthetic default.
+    static func sizes(_ sweep: Sweep) -> [String: CategorySize] {
+        var sizes: [String: CategorySize] = [:]
+        for category in sweep.categories {
+            let root = URL(fileURLWithPath: sweep.dataset).appendingPathComponent(category)
+            if let size = try? CategorySize.count(categoryAt: root) { sizes[category] = size }
+        }
+        return sizes
+    }
+
     /// Each category folder's digest, where this machine sees the dataset at
     /// the sweep's path (workers check theirs against it); where it does not,
     /// a warning, and the category's jobs are keyed on the path alone.
@@ -229,7 +241,7 @@ struct Explain: ParsableCommand {
             print(String(decoding: try encoder.encode(e), as: UTF8.self))
             return
         }
-        print("job \(e.key)\n  \(e.kind) of \(e.category): \(e.state), \(e.attempts) attempt(s)")
+        print("job \(e.key)\n  \(e.kind) of \(e.category): \(e.state), \(e.attempts) attempt(s), needs \(e.memoryMiB) MiB")
         if let error = e.error { print("  last error: \(error)") }
         print("  parameters: " + e.parameters.keys.sorted().map { "\($0)=\(e.parameters[$0]!)" }.joined(separator: " "))
         for role in e.inputs.keys.sorted() { print("  input \(role): \(e.inputs[role]!.prefix(12)) (\(e.inputStates[role] ?? "?"))") }

@@ -32,6 +32,8 @@ public struct Explanation: Codable, Equatable, Sendable {
     public var state: String
     public var attempts: Int
     public var error: String?
+    /// What a worker must offer to be given the job, MiB.
+    public var memoryMiB: Int = 0
     public var parameters: [String: ParameterValue]
     /// role -> (input key, its state).
     public var inputs: [String: String]
@@ -46,7 +48,7 @@ extension JobStore {
     /// How many failing jobs `status` lists per sweep.
     public static let problemLimit = 20
 
-    public func status(sweep name: String? = nil) throws -> [SweepStatus] {
+    public func status(sweep name: String? = nil, now: Double = Date().timeIntervalSince1970) throws -> [SweepStatus] {
         try pool.read { db in
             let sweeps = try Row.fetchAll(db, sql: "SELECT id, name, priority FROM sweep \(name == nil ? "" : "WHERE name = ?") ORDER BY id",
                                           arguments: name.map { [$0] } ?? [])
@@ -68,7 +70,22 @@ extension JobStore {
                     SweepStatus.Problem(key: row["key"], kind: row["kind"], category: row["category"], state: row["state"],
                                         attempts: row["attempts"], maxAttempts: row["max_attempts"], error: row["error"])
                 }
-                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems)
+                // Ready jobs no worker seen in the last 10 minutes could hold: they would wait forever in silence.
+                var waiting: [SweepStatus.Problem] = []
+                let largest = try String.fetchAll(db, sql: "SELECT resources FROM worker WHERE last_seen >= ?", arguments: [now - 600])
+                    .compactMap { try? JSONDecoder().decode(WorkerResources.self, from: Data($0.utf8)) }.map { Int($0.memoryBytes >> 20) }.max()
+                if let largest {
+                    waiting = try Row.fetchAll(db, sql: """
+                        SELECT job.key, job.kind, job.category, job.state, job.attempts, job.max_attempts, job.memory_mib
+                        FROM sweep_job JOIN job ON job.key = sweep_job.job
+                        WHERE sweep_job.sweep_id = ? AND job.state = 'ready' AND job.memory_mib > ? ORDER BY job.seq LIMIT ?
+                        """, arguments: [sweep["id"] as Int64, largest, Self.problemLimit]).map { row in
+                        SweepStatus.Problem(key: row["key"], kind: row["kind"], category: row["category"], state: row["state"],
+                                            attempts: row["attempts"], maxAttempts: row["max_attempts"],
+                                            error: "needs \(row["memory_mib"] as Int) MiB; the largest worker seen offers \(largest) MiB")
+                    }
+                }
+                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting)
             }
         }
     }
@@ -148,6 +165,7 @@ extension JobStore {
             var explanation = Explanation(key: key.hex, kind: row["kind"], category: row["category"], state: row["state"],
                                           attempts: row["attempts"], error: row["error"], parameters: mine.parameters,
                                           inputs: mine.inputs, inputStates: inputStates, nearestDone: nil, differences: [:])
+            explanation.memoryMiB = row["memory_mib"]
             guard explanation.state != JobState.done.rawValue else { return explanation }
             var best: (key: String, differences: [String: String])?
             for other in try Row.fetchAll(db, sql: "SELECT key, material FROM job WHERE kind = ? AND category = ? AND state = 'done'",

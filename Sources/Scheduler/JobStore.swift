@@ -91,8 +91,8 @@ public final class JobStore: Sendable {
             var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
             var summary = SubmitSummary(sweep: sweep.name)
             let insertJob = try db.makeStatement(sql: """
-                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts, memory_mib)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
             let linkSweep = try db.makeStatement(sql: "INSERT OR IGNORE INTO sweep_job (sweep_id, job) VALUES (?, ?)")
@@ -119,7 +119,9 @@ public final class JobStore: Sendable {
                 let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
                                            inputs: job.inputs.mapValues(\.hex))
                 let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, CanonicalJSON.object(job.parameters),
-                                                           material.canonicalText, state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts]
+                                                           material.canonicalText, state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts,
+                                                           StageMemory.estimateMiB(kind: job.kind, parameters: job.parameters,
+                                                                                   size: sweep.dataSizes[job.category])]
                 try insertJob.execute(arguments: StatementArguments(row))
                 for (role, parent) in job.inputs { try insertEdge.execute(arguments: [parent.hex, job.key.hex, role]) }
                 try linkSweep.execute(arguments: [sweepID, job.key.hex])

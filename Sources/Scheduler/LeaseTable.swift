@@ -54,13 +54,13 @@ extension JobStore {
 
     static func dispatch(_ db: Database, worker: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
-        let kinds = StageKind.allCases.filter { runnable.contains($0) && $0.memoryMiB <= memoryMiB }.map(\.rawValue)
+        let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
         let marks = kinds.map { _ in "?" }.joined(separator: ",")
         guard let row = try Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = 'ready' AND kind IN (\(marks)) ORDER BY priority DESC, seq LIMIT 1
-            """, arguments: StatementArguments(kinds)) else { return nil }
+            WHERE state = 'ready' AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
+            """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
         let key: String = row["key"]
         try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
                    arguments: [key, worker, now])

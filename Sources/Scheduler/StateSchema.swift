@@ -108,6 +108,15 @@ enum StateSchema {
             // category -> digest; empty for sweeps from before: unknown).
             try db.execute(sql: "ALTER TABLE sweep ADD COLUMN data_digests TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v5-job-memory") { db in
+            // The memory a job needs, MiB (StageMemory, from its parameters and
+            // its category's size); jobs from before get their kind's former constant.
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN memory_mib INTEGER NOT NULL DEFAULT 0")
+            for (kind, mib) in [("preprocess", 512), ("pseudo-label", 512), ("bank-fit", 512), ("evaluate", 512),
+                                ("segment-train", 2048), ("unet-train", 2048), ("patch-features", 1024)] {
+                try db.execute(sql: "UPDATE job SET memory_mib = ? WHERE kind = ?", arguments: [mib, kind])
+            }
+        }
         return migrator
     }
 }

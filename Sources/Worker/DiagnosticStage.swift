@@ -8,6 +8,9 @@ struct StageOutcome: Sendable {
     var metrics: [String: Double] = [:]
     var error: String?
     var permanent = false
+    /// The stage's wall time and peak resident memory in this process, MiB (nil where unknown).
+    var seconds = 0.0
+    var peakMiB: Double?
 }
 
 /// The diagnostic stage kind (not part of the method; for the scheduler's

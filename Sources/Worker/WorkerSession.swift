@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Shared
+import Stages
 import Synchronization
 
 /// A pipe the compute thread writes a byte to when a stage finishes, so
@@ -255,11 +256,16 @@ final class WorkerSession {
         }
         let fetched = inputs, wakeup = wakeup
         Thread.detachNewThread { [r] in
-            let outcome: StageOutcome
+            // One job at a time per process: the process's high-water mark, reset here, is the job's.
+            var recorder = StageRecorder()
+            var outcome: StageOutcome
             switch r.job.kind {
             case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched) { r.cancelled.load(ordering: .relaxed) }
             default: outcome = StageJobs.run(r.job, inputs: fetched)
             }
+            recorder.lap(r.job.kind.rawValue)
+            outcome.seconds = recorder.records.last?.seconds ?? 0
+            outcome.peakMiB = recorder.peakIsPerStage ? recorder.records.last?.peakMebibytes : nil
             r.outcome.withLock { $0 = outcome }
             wakeup.signal()
         }
@@ -286,6 +292,10 @@ final class WorkerSession {
     /// dropped (its lease then expires there).
     func report(_ r: Running, _ outcome: StageOutcome) throws {
         defer { if running === r { running = nil } }
+        logger.info("stage finished", metadata: ["stage": "\(r.job.kind.rawValue)", "key": "\(r.job.key.short)",
+                                                 "seconds": "\(String(format: "%.1f", outcome.seconds))",
+                                                 "peak MiB": "\(outcome.peakMiB.map { String(format: "%.0f", $0) } ?? "unknown")",
+                                                 "outputs": "\(outcome.outputs.count)", "ok": "\(outcome.error == nil)"])
         do {
             if let error = outcome.error {
                 try fail(r, error, permanent: outcome.permanent)

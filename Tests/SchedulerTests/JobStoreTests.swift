@@ -135,11 +135,32 @@ import Shared
         let preprocess = try #require(try store.dispatch(worker: "small", memoryMiB: 600, now: 0, leaseSeconds: 5))
         #expect(preprocess.kind == .preprocess)
         _ = try store.complete(token: preprocess.token, now: 1)
-        // segment-train (2 GiB) and patch-features (1 GiB) are ready; a 600 MiB worker gets neither.
+        // segment-train (about 1.1 GiB at 256 px) and patch-features (0.9) are ready; a 600 MiB worker gets neither.
         #expect(try store.dispatch(worker: "small", memoryMiB: 600, now: 2, leaseSeconds: 5) == nil)
         let big = try #require(try store.dispatch(worker: "big", memoryMiB: 4096, now: 2, leaseSeconds: 5))
         #expect([.segmentTrain, .patchFeatures].contains(big.kind))
         #expect(big.inputs["preprocessed"]?["out"] == nil)   // preprocess recorded no outputs here
+    }
+
+    /// At a real category's size the same stages need far more: the coordinator
+    /// hands them only to a worker that can hold them, and status says why a
+    /// ready job is not dispatched when no worker seen could.
+    @Test func aJobsMemoryNeedFollowsItsCategorysSize() throws {
+        var sweep = Self.methodSweep("loco")
+        sweep.grid.imageSizes = [512]
+        sweep.dataSizes = ["a": CategorySize(train: 350, test: 400, classes: 26)]
+        try store.submit(sweep, file: "loco")
+        let preprocess = try #require(try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 5))
+        _ = try store.complete(token: preprocess.token, now: 1)
+        try store.registerWorker("small", resources: #"{"cores": 2, "memoryBytes": 4294967296, "tags": []}"#, now: 1)
+        #expect(try store.dispatch(worker: "small", memoryMiB: 4096, now: 2, leaseSeconds: 5) == nil)
+        let problems = try store.status(sweep: "loco", now: 2)[0].problems
+        #expect(problems.count == 2 && problems.allSatisfy { $0.error.hasSuffix("the largest worker seen offers 4096 MiB") }, "\(problems)")
+        let big = try #require(try store.dispatch(worker: "big", memoryMiB: 48 << 10, now: 2, leaseSeconds: 5))
+        let e = try store.explain(big.key)
+        let parameters = try JSONDecoder().decode([String: ParameterValue].self, from: Data(big.parameters.utf8))
+        #expect(e.memoryMiB == StageMemory.estimateMiB(kind: big.kind, parameters: parameters, size: sweep.dataSizes["a"]))
+        #expect(e.memoryMiB > 4096)
     }
 
     @Test func aWorkerReRegisteringKeepsItsLeasesAndAHandedBackJobIsReadyAgain() throws {

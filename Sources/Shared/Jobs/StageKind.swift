@@ -23,15 +23,4 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
         case .evaluate: 3   // 2: roc.json; 3: defect_types.json
         }
     }
-
-    /// Memory a worker must announce to be given this kind of job, MiB
-    /// (measured peaks on the default benchmark at 256 px, rounded up).
-    public var memoryMiB: Int {
-        switch self {
-        case .diagnostic: 0
-        case .preprocess, .pseudoLabel, .bankFit, .evaluate: 512
-        case .segmentTrain, .unetTrain: 2048
-        case .patchFeatures: 1024
-        }
-    }
 }

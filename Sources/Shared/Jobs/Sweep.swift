@@ -22,6 +22,9 @@ public struct Sweep: Equatable, Sendable {
     /// coordinator could read it (not part of the file): it enters the keys
     /// of the stages that read the images, so changed data is computed afresh.
     public var dataDigests: [String: String] = [:]
+    /// Each category's image counts and classes, where submit could read
+    /// them: the jobs' memory needs follow from them (``StageMemory``).
+    public var dataSizes: [String: CategorySize] = [:]
 
     public struct Grid: Equatable, Sendable {
         public var nShot = [5]

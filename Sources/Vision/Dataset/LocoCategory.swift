@@ -58,8 +58,9 @@ public struct LocoCategory: Sendable {
     /// Lists every split. `train/good` and `test/good` must be there and
     /// hold images, and at least one of the anomaly splits; `validation/good`
     /// and either anomaly split may be absent (a category with logical
-    /// anomalies only reports LA, not SA). A missing or empty required split,
-    /// a missing `defects_config.json` or a malformed one is an error naming
+    /// anomalies only reports LA, not SA). A missing required split, a split
+    /// folder without images (leave a split out by leaving its folder out), a
+    /// missing `defects_config.json` or a malformed one is an error naming
     /// the path.
     public init(root: URL) throws {
         self.root = root
@@ -71,7 +72,8 @@ public struct LocoCategory: Sendable {
                 continue
             }
             let images = try Self.pngs(in: folder, what: "split folder \(split.rawValue)")
-            guard !images.isEmpty || !split.isRequired else { throw DatasetError.emptySplit(path: folder.path) }
+            // A folder that is there but empty is more likely a copy gone wrong than a choice.
+            guard !images.isEmpty else { throw DatasetError.emptySplit(path: folder.path) }
             samples[split] = images.map { url in
                 let id = url.deletingPathExtension().lastPathComponent
                 var truth: [URL] = []

@@ -1,0 +1,131 @@
+import Foundation
+
+/// What a category holds, as far as memory goes: counted at submit where
+/// the coordinator sees the data.
+public struct CategorySize: Codable, Equatable, Sendable {
+    /// Images in train/good and in the three test splits together.
+    public var train: Int, test: Int
+    /// Part classes, background included (the manifest's `classes`).
+    public var classes: Int
+    public init(train: Int, test: Int, classes: Int) { self.train = train; self.test = test; self.classes = classes }
+
+    /// The synthetic benchmark's default category (120 train, 120 test
+    /// images, at most 10 classes): what an estimate assumes where the
+    /// coordinator cannot see the data.
+    public static let syntheticDefault = CategorySize(train: 120, test: 120, classes: 10)
+
+    /// Counts the PNG images of a category folder in the MVTec LOCO AD layout
+    /// and its manifest's classes (without decoding anything).
+    public static func count(categoryAt root: URL) throws -> CategorySize {
+        func pngs(_ split: String) -> Int {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(split).path)) ?? []
+            return names.filter { $0.lowercased().hasSuffix(".png") }.count
+        }
+        let manifest = root.appendingPathComponent("psad-manifest.json")
+        guard let data = FileManager.default.contents(atPath: manifest.path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let classes = object["classes"] as? [Any] else {
+            throw DatasetDigest.DigestError(description: "\(manifest.path): no readable class list")
+        }
+        return CategorySize(train: pngs("train/good"),
+                            test: ["test/good", "test/logical_anomalies", "test/structural_anomalies"].map(pngs).reduce(0, +),
+                            classes: classes.count)
+    }
+}
+
+/// How much memory a stage job needs, worked out from its parameters (image
+/// size, backbone) and its category's size, so that the coordinator hands a
+/// job only to a worker that announced enough (DESIGN.md, Scale).
+///
+/// Each figure adds up the arrays the stage holds at its peak, as the code
+/// in `Sources/Stages` and `Sources/Worker/StageJobs.swift` allocates them
+/// (Float32 tensors, 8-bit images, Int32 masks), plus a fixed allowance for
+/// the process and the backbone's forward pass. It is meant as an upper
+/// bound: checked against measured peaks in the tests and BENCHMARKS.md.
+public enum StageMemory {
+    /// Channels of the encoder taps at strides 4, 8 and 16.
+    static func channels(_ backbone: String) -> (c4: Int, c8: Int, c16: Int) {
+        switch backbone {
+        case "efficientnet-lite0": (24, 40, 112)
+        case "resnet18": (64, 128, 256)
+        default: (256, 512, 1024)   // ResNet-50/101, Wide-ResNet-50-2/101-2
+        }
+    }
+
+    /// Parameters of the whole network (float32 once loaded).
+    static func parameters(_ backbone: String) -> Int {
+        switch backbone {
+        case "efficientnet-lite0": 4_652_008
+        case "resnet18": 11_689_512
+        case "resnet50": 25_557_032
+        case "resnet101": 44_549_160
+        case "wide_resnet50_2": 68_883_240
+        case "wide_resnet101_2": 126_886_696
+        default: 126_886_696
+        }
+    }
+
+    /// The process itself: runtime, libraries, OpenBLAS's buffers.
+    static let processBytes = 256 << 20
+    /// Images the forward pass holds at once (one per compute thread; a
+    /// worker on a larger node announces more memory too).
+    static let imagesInFlight = 8
+
+    public static func estimateMiB(kind: StageKind, parameters p: [String: ParameterValue], size: CategorySize?) -> Int {
+        if kind == .diagnostic { return 0 }
+        let n = size ?? .syntheticDefault
+        func int(_ key: String, _ fallback: Int) -> Int { if case .int(let v)? = p[key] { v } else { fallback } }
+        func double(_ key: String, _ fallback: Double) -> Double {
+            switch p[key] { case .double(let v)?: v; case .int(let v)?: Double(v); default: fallback }
+        }
+        let backbone: String = if case .string(let b)? = p["backbone"] { b } else { "efficientnet-lite0" }
+        let s = int("image_size", 256), pixels = s * s
+        let (c4, c8, c16) = channels(backbone)
+        let taps4816 = (pixels / 16 * c4 + pixels / 64 * c8 + pixels / 256 * c16) * 4
+        let taps816 = (pixels / 64 * c8 + pixels / 256 * c16) * 4
+        let image = 3 * pixels, mask = 4 * pixels
+        let weights = parameters(backbone) * 4
+        // The largest activation of a forward pass is about 32 floats a pixel
+        // (a ResNet's stem and layer1, Lite0's first expansion); input,
+        // output and a convolution's tile make three.
+        let forward = imagesInFlight * 3 * 32 * pixels * 4
+        let kept = max(2, Int((Double(n.train) * double("less_normal_fraction", 1)).rounded(.up)))
+        var bytes = processBytes
+        switch kind {
+        case .preprocess:
+            // One image at a time, decoded and resampled (a 1,600 px photograph as floats).
+            bytes += 1600 * 1600 * 3 * 5 + mask * 2
+        case .segmentTrain:
+            let inputChannels = c4 + c8 + c16 + 2, hidden = inputChannels / 2
+            let views = int("n_shot", 5) * 8
+            // A step: 5 labelled views and 5 unlabelled partners through the head
+            // (input, hidden and logits at stride 4, logits upsampled, each with its gradient).
+            let step = 10 * ((inputChannels + 3 * hidden) * pixels / 16 + 6 * n.classes * pixels) * 4 * 2
+            bytes += weights + forward + n.train * (image + taps4816) + views * (taps4816 + mask) + step
+        case .pseudoLabel:
+            let all = n.train + n.test
+            bytes += weights + forward + all * (image + mask + pixels) + imagesInFlight * 2 * n.classes * pixels * 4
+        case .unetTrain:
+            let all = n.train + n.test
+            // UNet (width 16, four levels): about 2 x 16 floats a pixel per image and level sum, forward and backward, batch 8.
+            let batch = 8 * 2 * 16 * pixels * 4 * 3
+            bytes += all * (image + mask + pixels) + n.train * 3 * pixels * 4 + batch
+        case .patchFeatures:
+            let patches = pixels / 64 * (c8 + c16) * 4
+            // Taps of the kept train and all test images (PatchStage holds them
+            // all), their patch embeddings, the memory's concatenated copy of the
+            // train patches and its norms, the test maps, one k-NN block.
+            bytes += weights + forward + (kept + n.test) * (image + taps816) + (2 * kept + n.test) * patches
+                + kept * pixels / 64 * 4 + n.test * pixels * 4 * 2 + 512 * 4096 * 4
+        case .bankFit:
+            let dims = c4 + c8 + c16
+            bytes += weights + forward + max(kept, n.test) * taps4816 + (kept + n.test) * (image + mask)
+                + (kept + n.test) * n.classes * (dims + 1) * 8 * 2
+        case .evaluate:
+            bytes += n.test * 1024
+        case .diagnostic:
+            break
+        }
+        return (bytes + (1 << 20) - 1) >> 20
+    }
+}
