@@ -152,12 +152,26 @@ struct Status: ParsableCommand {
     @Argument(help: "Only this sweep.") var sweep: String?
     @Flag(help: "JSON instead of a table.") var json = false
     @Flag(help: "Print again every second until every job of the sweeps has finished.") var watch = false
+    @Flag(help: "One line per sweep: a bar and the running stages' progress (redrawn in place on a terminal).") var line = false
 
     func run() throws {
         let store = try state.open()
+        let terminal = isatty(1) != 0
+        var lastPrinted = "", lastTime = Date.distantPast
         repeat {
             let statuses = try store.status(sweep: sweep)
-            if json {
+            if line {
+                let text = statuses.map(Self.line).joined(separator: " || ")
+                let finished = statuses.allSatisfy(\.finished)
+                if terminal {
+                    FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + text + (finished || !watch ? "\n" : "")).utf8))
+                } else if text.prefix(while: { $0 != "|" }) != lastPrinted.prefix(while: { $0 != "|" })
+                            || Date().timeIntervalSince(lastTime) >= 30 || finished || !watch {
+                    // Into a log: a line when the counts change, else every 30 s.
+                    say(text)
+                    (lastPrinted, lastTime) = (text, Date())
+                }
+            } else if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
                 say(String(decoding: try encoder.encode(statuses), as: UTF8.self))
@@ -167,6 +181,30 @@ struct Status: ParsableCommand {
             if !watch || statuses.allSatisfy(\.finished) { break }
             Thread.sleep(forTimeInterval: 1)
         } while true
+    }
+
+    /// "sweep demo: 12/40 done [#####---------------] 30% | segment-train bottle_label 34/100 epochs, 6m13s left | ..."
+    static func line(_ s: SweepStatus) -> String {
+        let done = s.count(.done), fraction = s.total == 0 ? 1 : Double(done) / Double(s.total), width = 20
+        let filled = Int((fraction * Double(width)).rounded(.down))
+        var text = "sweep \(s.sweep): \(done)/\(s.total) done [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: width - filled))] "
+            + "\(Int(fraction * 100))%"
+        let dead = s.count(.dead) + s.count(.blocked)
+        if dead > 0 { text += ", \(dead) dead or blocked" }
+        for r in s.running { text += " | " + running(r, compact: true) }
+        return text
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+    }
+
+    static func running(_ r: SweepStatus.Running, compact: Bool) -> String {
+        var text = compact ? "\(r.kind) \(r.category)" : "\(r.kind) \(r.category) \(r.key.prefix(12)) on \(r.worker): \(duration(r.elapsedSeconds))"
+        if let done = r.done, let total = r.total, let unit = r.unit { text += "\(compact ? "" : ",") \(done)/\(total) \(unit)" }
+        if let left = r.remainingSeconds { text += ", \(duration(left)) left" } else if compact { text += " \(duration(r.elapsedSeconds))" }
+        return text
     }
 
     static func table(_ statuses: [SweepStatus]) -> String {
@@ -180,6 +218,10 @@ struct Status: ParsableCommand {
                 let row = s.counts[kind.rawValue]!
                 lines.append("  " + kind.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
                              + states.map { "\(row[$0.rawValue] ?? 0)".padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
+            }
+            if !s.running.isEmpty {
+                lines.append("  running:")
+                for r in s.running { lines.append("    " + running(r, compact: false)) }
             }
             if !s.problems.isEmpty {
                 lines.append("  failing (attempts, last error):")

@@ -138,7 +138,12 @@ public final class CoordinatorServer {
         case .heartbeat(let h):
             var alive: [Int64] = [], dropped: [Int64] = []
             for token in h.tokens {
-                if try store.heartbeat(token: token, now: now, leaseSeconds: settings.leaseSeconds) { alive.append(token) } else { dropped.append(token) }
+                let progress = h.progress?.first { $0.token == token }
+                if try store.heartbeat(token: token, now: now, leaseSeconds: settings.leaseSeconds, progress: progress) {
+                    alive.append(token)
+                } else {
+                    dropped.append(token)
+                }
             }
             try send(identity, .heartbeat(.init(tokens: alive)))
             if !dropped.isEmpty { try send(identity, .cancel(.init(tokens: dropped))) }

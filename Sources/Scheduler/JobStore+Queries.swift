@@ -18,6 +18,21 @@ public struct SweepStatus: Codable, Equatable, Sendable {
         public var error: String
     }
 
+    /// Jobs leased now: who runs them, for how long, and how far they say they are.
+    public var running: [Running] = []
+
+    public struct Running: Codable, Equatable, Sendable {
+        public var key: String, kind: String, category: String, worker: String
+        public var elapsedSeconds: Double
+        /// The stage's own count (epochs, images), when it reports one.
+        public var done: Int?, total: Int?, unit: String?
+        /// elapsed x (total - done) / done, once something is done.
+        public var remainingSeconds: Double? {
+            guard let done, let total, done > 0, total >= done else { return nil }
+            return elapsedSeconds * Double(total - done) / Double(done)
+        }
+    }
+
     public var total: Int { counts.values.flatMap(\.values).reduce(0, +) }
     public func count(_ state: JobState) -> Int { counts.values.compactMap { $0[state.rawValue] }.reduce(0, +) }
     public var finished: Bool { count(.pending) + count(.ready) + count(.leased) + count(.failed) == 0 }
@@ -85,7 +100,19 @@ extension JobStore {
                                             error: "needs \(row["memory_mib"] as Int) MiB; the largest worker seen offers \(largest) MiB")
                     }
                 }
-                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting)
+                let running = try Row.fetchAll(db, sql: """
+                    SELECT job.key, job.kind, job.category, lease.worker, attempt.started_at,
+                           lease.progress_done, lease.progress_total, lease.progress_unit
+                    FROM sweep_job JOIN lease ON lease.job = sweep_job.job JOIN job ON job.key = lease.job
+                    JOIN attempt ON attempt.token = lease.token
+                    WHERE sweep_job.sweep_id = ? ORDER BY attempt.started_at
+                    """, arguments: [sweep["id"] as Int64]).map { row in
+                    SweepStatus.Running(key: row["key"], kind: row["kind"], category: row["category"], worker: row["worker"],
+                                        elapsedSeconds: max(0, now - (row["started_at"] as Double)),
+                                        done: row["progress_done"], total: row["progress_total"], unit: row["progress_unit"])
+                }
+                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting,
+                                   running: running)
             }
         }
     }

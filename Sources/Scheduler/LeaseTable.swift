@@ -91,9 +91,14 @@ extension JobStore {
 
     /// Renews the lease of `token`; false when the token is no longer the
     /// job's lease (the worker should drop the job).
-    public func heartbeat(token: Int64, now: Double, leaseSeconds: Double) throws -> Bool {
+    public func heartbeat(token: Int64, now: Double, leaseSeconds: Double, progress: WireMessage.Progress? = nil) throws -> Bool {
         try pool.write { db in
-            try db.run("UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
+            if let progress {
+                try db.run("UPDATE lease SET expires_at = ?, progress_done = ?, progress_total = ?, progress_unit = ? WHERE token = ?",
+                           arguments: [now + leaseSeconds, progress.done, progress.total, String(progress.unit.prefix(40)), token])
+            } else {
+                try db.run("UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
+            }
             return db.changesCount == 1
         }
     }

@@ -117,6 +117,12 @@ enum StateSchema {
                 try db.execute(sql: "UPDATE job SET memory_mib = ? WHERE kind = ?", arguments: [mib, kind])
             }
         }
+        migrator.registerMigration("v6-lease-progress") { db in
+            // How far the worker says the running stage is (heartbeats).
+            try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_done INTEGER")
+            try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_total INTEGER")
+            try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_unit TEXT")
+        }
         return migrator
     }
 }

@@ -29,16 +29,19 @@ enum DiagnosticStage {
         var outputs: Int?
     }
 
-    static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], cancelled: () -> Bool) -> StageOutcome {
+    static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], progress: StageJobs.ProgressSink = { _, _, _ in },
+                    cancelled: () -> Bool) -> StageOutcome {
         let p: Parameters
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         do { p = try decoder.decode(Parameters.self, from: Data(job.parameters.utf8)) } catch {
             return StageOutcome(error: "diagnostic parameters: \(error)", permanent: true)
         }
-        let end = Date().addingTimeInterval(p.seconds)
+        let start = Date(), end = start.addingTimeInterval(p.seconds)
+        let tenths = Int((p.seconds * 10).rounded(.up))
         while Date() < end {
             if cancelled() { return StageOutcome(error: "cancelled") }
+            progress(min(tenths, Int(Date().timeIntervalSince(start) * 10)), tenths, "tenths of a second")
             Thread.sleep(forTimeInterval: min(0.02, max(0, end.timeIntervalSinceNow)))
         }
         if !p.failWhileExists.isEmpty, FileManager.default.fileExists(atPath: p.failWhileExists) {

@@ -36,6 +36,7 @@ enum StageJobs {
         let kind: StageKind
         let parameters: [String: ParameterValue]
         let inputs: [String: [String: Data]]
+        var progress: ProgressSink = { _, _, _ in }
 
         func string(_ name: String) throws -> String {
             guard case .string(let s)? = parameters[name] else { throw JobError(description: "the job has no string parameter '\(name)'") }
@@ -84,10 +85,13 @@ enum StageJobs {
         }
     }
 
-    static func run(_ message: WireMessage.Job, inputs: [String: [String: Data]]) -> StageOutcome {
+    /// Where a stage says how far it is: done, total, unit.
+    typealias ProgressSink = @Sendable (Int, Int, String) -> Void
+
+    static func run(_ message: WireMessage.Job, inputs: [String: [String: Data]], progress: @escaping ProgressSink = { _, _, _ in }) -> StageOutcome {
         do {
             let parameters = try JSONDecoder().decode([String: ParameterValue].self, from: Data(message.parameters.utf8))
-            return try run(Job(kind: message.kind, parameters: parameters, inputs: inputs))
+            return try run(Job(kind: message.kind, parameters: parameters, inputs: inputs, progress: progress))
         } catch let e as JobError {
             return StageOutcome(error: e.description, permanent: e.permanent)
         } catch let e as DatasetError {
@@ -143,8 +147,10 @@ enum StageJobs {
         p.seed = UInt64(try job.int("seed"))
         guard let lossSet = LossSet(rawValue: try job.string("loss_set")) else { throw JobError(description: "unknown loss set") }
         p.lossSet = lossSet
+        job.progress(0, p.epochs, "epochs")
         let result = SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
-                                      classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone, parameters: p)
+                                      classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone, parameters: p,
+                                      progress: { epoch, _ in job.progress(epoch + 1, p.epochs, "epochs") })
         return StageOutcome(outputs: ["head.safetensors": SafetensorsFile.encode(result.head.tensors),
                                       "losses.json": try JSONEncoder().encode(result.epochLosses)],
                             metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
@@ -166,7 +172,9 @@ enum StageJobs {
         var p = UNetTrain.Parameters()
         p.epochs = try job.int("unet_epochs")
         p.seed = UInt64(try job.int("seed"))
-        let unet = UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: p)
+        job.progress(0, p.epochs, "epochs")
+        let unet = UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: p,
+                                 progress: { epoch, _ in job.progress(epoch + 1, p.epochs, "epochs") })
         let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
         var out = StageOutcome(outputs: try maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
         out.outputs["losses.json"] = try JSONEncoder().encode(unet.epochLosses)

@@ -67,6 +67,7 @@ final class WorkerSession {
         let job: WireMessage.Job
         let cancelled = Atomic<Bool>(false)
         let outcome = Mutex<StageOutcome?>(nil)
+        let progress = Mutex<WireMessage.Progress?>(nil)
         let started = Date()
         init(_ job: WireMessage.Job) { self.job = job }
     }
@@ -154,7 +155,8 @@ final class WorkerSession {
     func pump(timeoutMilliseconds: Int) throws -> WireMessage? {
         if Date().timeIntervalSince(lastHeartbeat) >= heartbeatSeconds {
             lastHeartbeat = Date()
-            try send(.heartbeat(.init(tokens: running.map { [$0.job.token] } ?? [])))
+            let progress = running.flatMap { r in r.progress.withLock { $0 } }.map { [$0] }
+            try send(.heartbeat(.init(tokens: running.map { [$0.job.token] } ?? [], progress: progress)))
         }
         guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds, wakeOn: wakeup.readEnd) else {
             wakeup.drain()
@@ -259,9 +261,13 @@ final class WorkerSession {
             // One job at a time per process: the process's high-water mark, reset here, is the job's.
             var recorder = StageRecorder()
             var outcome: StageOutcome
+            let token = r.job.token
+            let progress: StageJobs.ProgressSink = { done, total, unit in
+                r.progress.withLock { $0 = WireMessage.Progress(token: token, done: done, total: total, unit: unit) }
+            }
             switch r.job.kind {
-            case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched) { r.cancelled.load(ordering: .relaxed) }
-            default: outcome = StageJobs.run(r.job, inputs: fetched)
+            case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
+            default: outcome = StageJobs.run(r.job, inputs: fetched, progress: progress)
             }
             recorder.lap(r.job.kind.rawValue)
             outcome.seconds = recorder.records.last?.seconds ?? 0

@@ -44,6 +44,32 @@ import Vision
         }
     }
 
+    /// A long stage says how far it is: the worker's heartbeats carry it,
+    /// status shows it per running job with the time left, and the one-line
+    /// view run-sweep prints has a bar.
+    @Test func aRunningStagesProgressReachesStatus() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        try cluster.startCoordinator()
+        try cluster.submit(SweepEndToEndTests.diagnostic("slow", #""jobs": 1, "seconds": 4"#))
+        try cluster.startWorker("a")
+        let deadline = Date().addingTimeInterval(30)
+        var running: [String: Any] = [:]
+        while Date() < deadline {
+            let json = try cluster.command(["status", "slow", "--json"])
+            let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+            if let r = (statuses?.first?["running"] as? [[String: Any]])?.first, (r["done"] as? Int ?? 0) > 0 { running = r; break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(running["total"] as? Int == 40 && running["unit"] as? String == "tenths of a second" && running["worker"] as? String == "a",
+                "\(running)")
+        let text = try cluster.command(["status", "slow"])
+        #expect(text.contains("running:") && text.contains("/40 tenths of a second") && text.contains(" left"), "\(text)")
+        let line = try cluster.command(["status", "slow", "--line"])
+        #expect(line.hasPrefix("sweep slow: 0/1 done [--------------------] 0% | diagnostic diagnostic "), "\(line)")
+        _ = try cluster.wait("slow", seconds: 30) { $0["done"] == 1 }
+        #expect(try cluster.command(["status", "slow", "--line"]).hasPrefix("sweep slow: 1/1 done [####################] 100%"))
+    }
+
     @Test func aResultTheCoordinatorRefusesFailsItsAttemptWithTheReason() throws {
         let cluster = try Cluster(leaseSeconds: 2)
         try cluster.startCoordinator()

@@ -10,6 +10,7 @@ import Testing
         .ready, .noJob(.init(retryAfterSeconds: 0.5)),
         .job(.init(token: 7, key: key, kind: .bankFit, category: "c", parameters: #"{"a":1}"#, inputs: ["masks": ["m.png": String(repeating: "a", count: 64)]])),
         .heartbeat(.init(tokens: [1, 2])), .helloAgain,
+        .heartbeat(.init(tokens: [2], progress: [.init(token: 2, done: 34, total: 100, unit: "epochs")])),
         .fetch(.init(hash: String(repeating: "b", count: 64), offset: 0, length: 10)),
         .chunk(.init(hash: String(repeating: "b", count: 64), offset: 0, total: 3), Data([1, 2, 3])),
         .put(.init(token: 7, hash: String(repeating: "c", count: 64), offset: 0, total: 2), Data([9, 9])),

@@ -91,7 +91,14 @@ public enum WireMessage: Equatable, Sendable {
     }
     public struct Heartbeat: Codable, Equatable, Sendable {
         public var tokens: [Int64]
-        public init(tokens: [Int64]) { self.tokens = tokens }
+        /// How far the worker's stages are (absent from the coordinator's answer).
+        public var progress: [Progress]?
+        public init(tokens: [Int64], progress: [Progress]? = nil) { self.tokens = tokens; self.progress = progress }
+    }
+    /// A running stage's progress: `done` of `total` `unit`s (epochs, images).
+    public struct Progress: Codable, Equatable, Sendable {
+        public var token: Int64, done: Int, total: Int, unit: String
+        public init(token: Int64, done: Int, total: Int, unit: String) { self.token = token; self.done = done; self.total = total; self.unit = unit }
     }
     public struct Fetch: Codable, Equatable, Sendable {
         public var hash: String, offset: Int, length: Int
