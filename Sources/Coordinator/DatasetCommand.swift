@@ -29,7 +29,7 @@ struct DatasetCommand: ParsableCommand {
 
         func validate() throws {
             guard SyntheticBenchmark.Size(rawValue: size) != nil else {
-                throw ValidationError("--size must be 'default' or 'small', not '\(size)'")
+                throw ValidationError("--size must be one of \(SyntheticBenchmark.Size.allCases.map(\.rawValue).joined(separator: ", ")), not '\(size)'")
             }
             let known = SyntheticBenchmark.categories.map(\.name)
             for name in categories where !known.contains(name) {

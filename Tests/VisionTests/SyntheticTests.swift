@@ -72,6 +72,22 @@ import TestSupport
         }
     }
 
+    /// At LOCO's scale: 1,600 px on the long side, and pin_grid labelled per
+    /// compartment (26 classes, like pushpins) with the same rules.
+    @Test func locoSizeDrawsLargeImagesAndTwentySixPinGridClasses() throws {
+        let fine = try #require(SyntheticBenchmark.categories(.loco).first { $0.name == "pin_grid" })
+        #expect(fine.classes.count == 26 && Set(fine.classes).count == 26)
+        #expect(SyntheticBenchmark.categories(.loco).map { SyntheticBenchmark.pixelSize($0, .loco) }.allSatisfy { max($0.0, $0.1) == 1600 })
+        #expect(SyntheticBenchmark.Size.loco.count(.train) == 350 && SyntheticBenchmark.Size.loco.count(.testLogical) == 100)
+        // Rendered at a quarter of LOCO's zoom to keep the test fast; classes and rules do not depend on the zoom.
+        let normal = SyntheticBenchmark.render(fine, seed: 0, split: .train, index: 0, size: .default).mask
+        let ids = Set(normal.pixels)
+        #expect(ids.isSubset(of: Set(0..<26)) && ids.count == 26, "\(ids.sorted())")
+        #expect(fine.ruleViolations(normal, zoom: 1).isEmpty)
+        let logical = SyntheticBenchmark.render(fine, seed: 0, split: .testLogical, index: 0, size: .default).mask
+        #expect(!fine.ruleViolations(logical, zoom: 1).isEmpty)
+    }
+
     @Test func sameSeedSameImagesOtherSeedOtherImages() throws {
         let category = PinGrid()
         let a = SyntheticBenchmark.render(category, seed: 1, split: .train, index: 3, size: .small)

@@ -6,11 +6,34 @@ import Tensor
 /// Logical: a compartment without a pin, a compartment with two, a missing
 /// separator. Structural: dirt in a compartment, a scratch on the tray, a
 /// damaged pin head, a pin head of another colour.
+///
+/// With `perCompartment` (the benchmark's `loco` size) the parts are labelled
+/// as finely as LOCO's pushpins annotations: each separator line, the
+/// needles of each row and the pin head of each compartment are classes of
+/// their own, 26 in all with the background.
 public struct PinGrid: SyntheticCategory {
-    public init() {}
+    public let perCompartment: Bool
+    public init() { perCompartment = false }
+    public init(perCompartment: Bool) { self.perCompartment = perCompartment }
     public let name = "pin_grid"
     public let size = (width: 400, height: 320)
-    public let classes = ["background", "tray", "separator", "pin_head", "pin_needle"]
+    public var classes: [String] {
+        guard perCompartment else { return ["background", "tray", "separator", "pin_head", "pin_needle"] }
+        return ["background", "tray"] + (1..<Self.columns).map { "separator_column_\($0)" } + (1..<Self.rows).map { "separator_row_\($0)" }
+            + (0..<Self.rows).map { "pin_needles_row_\($0)" }
+            + (0..<(Self.rows * Self.columns)).map { "pin_head_\($0 / Self.columns)_\($0 % Self.columns)" }
+    }
+    /// Class ids: the separator line of a segment, the needles of row r, the head in compartment (r, c).
+    func separatorClass(_ a: Point, _ b: Point) -> UInt8 {
+        guard perCompartment else { return 2 }
+        if abs(a.x - b.x) < 1e-9 { return UInt8(1 + Int(((a.x - Self.inner.x0) / Self.cellWidth).rounded())) }
+        return UInt8(1 + (Self.columns - 1) + Int(((a.y - Self.inner.y0) / Self.cellHeight).rounded()))
+    }
+    func needleClass(row r: Int) -> UInt8 { perCompartment ? UInt8(2 + (Self.columns - 1) + (Self.rows - 1) + r) : 4 }
+    func headClass(_ r: Int, _ c: Int) -> UInt8 {
+        perCompartment ? UInt8(2 + (Self.columns - 1) + (Self.rows - 1) + Self.rows + r * Self.columns + c) : 3
+    }
+    var headClasses: ClosedRange<UInt8> { perCompartment ? headClass(0, 0)...headClass(Self.rows - 1, Self.columns - 1) : 3...3 }
     public let productTypes: [String] = []
     public let annotationFormat = CategoryManifest.AnnotationFormat.via
     public let defectTypes = [
@@ -48,10 +71,10 @@ public struct PinGrid: SyntheticCategory {
         return segments
     }
 
-    func pin(at head: Point, angle: Double, head material: Material, needle: Material) -> [Layer] {
+    func pin(at head: Point, angle: Double, head material: Material, needle: Material, cell: (Int, Int)) -> [Layer] {
         let tip = head + Point(cos(angle), sin(angle)) * Self.needleLength
-        return [Layer(.stroke([head, tip], width: 3.5), needle, classID: 4),
-                Layer(.circle(head, Self.headRadius), material, classID: 3)]
+        return [Layer(.stroke([head, tip], width: 3.5), needle, classID: needleClass(row: cell.0)),
+                Layer(.circle(head, Self.headRadius), material, classID: headClass(cell.0, cell.1))]
     }
 
     public func scene(_ kind: SampleKind, productType: Int?, rng: inout SeededGenerator) -> Scene {
@@ -65,7 +88,7 @@ public struct PinGrid: SyntheticCategory {
             missingSeparator = separators.remove(at: rng.int(0...(separators.count - 1)))
         }
         let wall = Material(trayColour.scaled(0.72), texture: 0.02)
-        for (a, b) in separators { scene.add(.stroke([a, b], width: 6), wall, 2) }
+        for (a, b) in separators { scene.add(.stroke([a, b], width: 6), wall, separatorClass(a, b)) }
         if let (a, b) = missingSeparator {
             scene.defects.append(DefectRegion(pixelValue: 3, shapes: [.stroke([a, b], width: 8)]))
         }
@@ -85,20 +108,21 @@ public struct PinGrid: SyntheticCategory {
                 // A second pin on the other side of the same compartment.
                 let head = cell + Point(rng.uniform(-mx, mx), my * 0.9)
                 let angle = rng.uniform(-Double.pi, 0)
-                let extra = pin(at: head, angle: angle, head: Material(headColour, .dome), needle: needle)
+                let extra = pin(at: head, angle: angle, head: Material(headColour, .dome), needle: needle, cell: (r, c))
                 scene.layers += extra
                 cells.removeAll { $0 == (r, c) }
                 scene.layers += pin(at: cell + Point(rng.uniform(-mx, mx), -my * 0.9), angle: rng.uniform(0, Double.pi),
-                                    head: Material(headColour, .dome), needle: needle)
+                                    head: Material(headColour, .dome), needle: needle, cell: (r, c))
                 scene.defects.append(DefectRegion(pixelValue: 2, shapes: extra.map(\.shape)))
             }
         }
-        var heads: [Point] = []
+        var heads: [Point] = [], headCells: [(Int, Int)] = []
         for (r, c) in cells {
             let head = Self.cellCentre(r, c) + Point(rng.uniform(-mx, mx), rng.uniform(-my, my))
             heads.append(head)
+            headCells.append((r, c))
             scene.layers += pin(at: head, angle: rng.uniform(-Double.pi, Double.pi),
-                                head: Material(rng.jitter(headColour, 0.03), .dome), needle: needle)
+                                head: Material(rng.jitter(headColour, 0.03), .dome), needle: needle, cell: (r, c))
         }
 
         if kind == .structural {
@@ -119,9 +143,10 @@ public struct PinGrid: SyntheticCategory {
                 scene.layers.append(Layer(spot, darken: 0.35))
                 scene.defects.append(DefectRegion(pixelValue: 6, shapes: [spot]))
             default:
-                let head = Shape.circle(heads[rng.int(0...(heads.count - 1))], Self.headRadius)
+                let which = rng.int(0...(heads.count - 1))
+                let head = Shape.circle(heads[which], Self.headRadius)
                 let colour = rng.pick([Colour(0.85, 0.2, 0.15), Colour(0.2, 0.55, 0.3), Colour(0.92, 0.92, 0.9)])
-                scene.add(head, Material(rng.jitter(colour, 0.03), .dome), 3)
+                scene.add(head, Material(rng.jitter(colour, 0.03), .dome), headClass(headCells[which].0, headCells[which].1))
                 scene.defects.append(DefectRegion(pixelValue: 7, shapes: [head]))
             }
         }
@@ -133,7 +158,8 @@ public struct PinGrid: SyntheticCategory {
         var violations: [String] = []
         var counts = [Int](repeating: 0, count: Self.rows * Self.columns)
         let minArea = Int(0.4 * Double.pi * Self.headRadius * Self.headRadius * zoom * zoom)
-        for head in mask.components(minArea: minArea, where: { $0 == 3 }) {
+        let heads = headClasses
+        for head in mask.components(minArea: minArea, where: { heads.contains($0) }) {
             let p = frame.toDesign(head.centroid)
             let c = Int(((p.x - Self.inner.x0) / Self.cellWidth).rounded(.down))
             let r = Int(((p.y - Self.inner.y0) / Self.cellHeight).rounded(.down))
@@ -148,7 +174,8 @@ public struct PinGrid: SyntheticCategory {
         }
         for (a, b) in Self.separators {
             let middle = (a + b) * 0.5
-            if !frame.any(mask, near: middle, radius: 4, { $0 == 2 }) {
+            let separator = separatorClass(a, b)
+            if !frame.any(mask, near: middle, radius: 4, { $0 == separator }) {
                 violations.append("separator at (\(Int(middle.x)), \(Int(middle.y))) is missing")
             }
         }

@@ -13,13 +13,28 @@ import Tensor
 public enum SyntheticBenchmark {
     public static let categories: [any SyntheticCategory] = [SnackBox(), BottleLabel(), PinGrid(), BoltBag(), CablePair()]
 
+    /// The categories as drawn at `size`: at `loco`, pin_grid is labelled per
+    /// compartment (26 classes, as LOCO's pushpins).
+    public static func categories(_ size: Size) -> [any SyntheticCategory] {
+        size == .loco ? categories.map { $0 is PinGrid ? PinGrid(perCompartment: true) : $0 } : categories
+    }
+
     public enum Size: String, CaseIterable, Sendable {
         /// About 120 train, 30 validation and 40 images per test split, full size.
         case `default`
         /// A few images per split at half size, for tests.
         case small
+        /// MVTec LOCO's scale: 350 train, 60 validation, 100 good and 100 of
+        /// each anomaly kind in test, long side 1,600 px (drawn 3.6-4x larger).
+        case loco
 
-        var zoom: Double { self == .small ? 0.5 : 1 }
+        func zoom(_ category: any SyntheticCategory) -> Double {
+            switch self {
+            case .default: 1
+            case .small: 0.5
+            case .loco: 1600 / Double(max(category.size.width, category.size.height))
+            }
+        }
 
         func count(_ split: Split) -> Int {
             switch (self, split) {
@@ -29,6 +44,9 @@ public enum SyntheticBenchmark {
             case (.small, .train): 8
             case (.small, .validation): 2
             case (.small, _): 4
+            case (.loco, .train): 350
+            case (.loco, .validation): 60
+            case (.loco, _): 100
             }
         }
     }
@@ -40,7 +58,7 @@ public enum SyntheticBenchmark {
     /// Writes the named categories (all by default) under `root`.
     public static func write(to root: URL, seed: UInt64, size: Size, only names: [String]? = nil,
                              progress: (String) -> Void = { _ in }) throws {
-        for category in categories where names?.contains(category.name) ?? true {
+        for category in categories(size) where names?.contains(category.name) ?? true {
             try write(category, to: root.appendingPathComponent(category.name), seed: seed, size: size)
             progress(category.name)
         }
@@ -83,14 +101,14 @@ public enum SyntheticBenchmark {
         -> (scene: Scene, image: Image, mask: Image)
     {
         var (scene, rng) = scene(category, seed: seed, split: split, index: index)
-        scene.placement.zoom = size.zoom
+        scene.placement.zoom = size.zoom(category)
         let (w, h) = pixelSize(category, size)
         let (image, mask) = Canvas.render(scene, width: w, height: h, seed: rng.next())
         return (scene, image, mask)
     }
 
     static func pixelSize(_ category: any SyntheticCategory, _ size: Size) -> (Int, Int) {
-        (Int((Double(category.size.width) * size.zoom).rounded()), Int((Double(category.size.height) * size.zoom).rounded()))
+        (Int((Double(category.size.width) * size.zoom(category)).rounded()), Int((Double(category.size.height) * size.zoom(category)).rounded()))
     }
 
     static func write(_ category: any SyntheticCategory, to dir: URL, seed: UInt64, size: Size) throws {
@@ -140,7 +158,7 @@ public enum SyntheticBenchmark {
         }
         let defects = category.defectTypes.map { d in
             var scaled = d
-            if !d.relativeSaturation { scaled.saturationThreshold = (d.saturationThreshold * size.zoom * size.zoom).rounded() }
+            if !d.relativeSaturation { scaled.saturationThreshold = (d.saturationThreshold * size.zoom(category) * size.zoom(category)).rounded() }
             return scaled
         }
         let encoder = JSONEncoder()
@@ -153,7 +171,7 @@ public enum SyntheticBenchmark {
             productTypes: category.productTypes.isEmpty ? nil
                 : zip(category.productTypes, trainTypes).map { .init(name: $0.0, images: $0.1) },
             fewShot: fewShot,
-            preprocess: .init(cropMargin: category.cropMargin > 0 ? Int((Double(category.cropMargin) * size.zoom).rounded()) : nil,
+            preprocess: .init(cropMargin: category.cropMargin > 0 ? Int((Double(category.cropMargin) * size.zoom(category)).rounded()) : nil,
                               targetSize: size == .small ? 128 : 256))
         try manifest.write(to: dir)
     }
