@@ -37,22 +37,29 @@ public enum PatchStage {
 
     /// From encoder taps (strides 8 and 16) already computed on `size`-square images.
     /// `coresetFraction` < 1 keeps that share of the patches (greedy k-center coreset).
-    public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, seed: UInt64 = 0) -> Result {
+    /// `scored` is told after each image is scored (train images first, then test).
+    public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, seed: UInt64 = 0,
+                           scored: (Int) -> Void = { _ in }) -> Result {
         func patches(_ taps: [Int: Tensor]) -> Tensor { PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0] }
         return run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2],
-                   coresetFraction: coresetFraction, seed: seed)
+                   coresetFraction: coresetFraction, seed: seed, scored: scored)
     }
 
-    static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, seed: UInt64 = 0) -> Result {
+    static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, seed: UInt64 = 0,
+                    scored: (Int) -> Void = { _ in }) -> Result {
         let total = trainPatches.reduce(0) { $0 + $1.shape[0] }
         let keep = coresetFraction < 1 ? max(PatchMemory.neighbours + 1, Int((Double(total) * coresetFraction).rounded())) : nil
         let memory = PatchMemory(trainPatches: trainPatches, coreset: keep, seed: seed)
-        let trainScores = trainPatches.indices.map { memory.score(trainPatches[$0], trainImage: $0).score }
+        let trainScores = trainPatches.indices.map { i in
+            defer { scored(i + 1) }
+            return memory.score(trainPatches[i], trainImage: i).score
+        }
         var scores: [Float] = [], distances: [[Float]] = []
         for patches in testPatches {
             let (s, nearest) = memory.score(patches)
             scores.append(s)
             distances.append(nearest)
+            scored(trainPatches.count + scores.count)
         }
         return Result(trainScores: trainScores, testScores: scores, testPatchDistances: distances, gridHeight: grid, gridWidth: grid)
     }

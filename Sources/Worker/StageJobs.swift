@@ -185,9 +185,16 @@ enum StageJobs {
         let input = try job.category(), backbone = try job.backbone()
         let train = try input.images(.train)
         let kept = memorySubset(train.count, fraction: try job.double("less_normal_fraction"))
-        let patch = PatchStage.run(trainTaps: CategoryInput.taps(Array(train.prefix(kept)), backbone: backbone),
-                                   testTaps: CategoryInput.taps(try input.testImages(), backbone: backbone),
-                                   coresetFraction: try job.double("coreset_fraction"))
+        let testImages = try input.testImages()
+        // Progress: every image encoded (train, then test), then every image scored.
+        let count = kept + testImages.count
+        job.progress(0, 2 * count, "image steps")
+        let trainTaps = CategoryInput.taps(Array(train.prefix(kept)), backbone: backbone)
+        job.progress(kept, 2 * count, "image steps")
+        let testTaps = CategoryInput.taps(testImages, backbone: backbone)
+        job.progress(count, 2 * count, "image steps")
+        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: try job.double("coreset_fraction"),
+                                   scored: { job.progress(count + $0, 2 * count, "image steps") })
         let maps = patch.testMaps(size: input.size)
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: 0.05)
         var out = StageOutcome()
