@@ -67,6 +67,49 @@ import Vision
         #expect(html.contains("<th>LA vs nightly-2026-11-29</th>") && html.contains("<td class=\"\">+0.0</td>"))
     }
 
+    /// A second run on the same state directory (the timer firing while the
+    /// last night still runs) does not share its database and socket: it
+    /// says so and exits 75 at once, before building or drawing anything.
+    @Test func aSecondNightlyOnTheSameStateDoesNotStart() throws {
+        let dir = try TemporaryDirectory()
+        let state = dir.url.appendingPathComponent("state")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        // This process holds the lock, as a running nightly would.
+        let fd = open(state.appendingPathComponent("nightly.lock").path, O_CREAT | O_WRONLY, 0o644)
+        #expect(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+        defer { close(fd) }
+        let started = Date()
+        let second = try Self.script("ops/nightly/psad-nightly", ["BIN": Cluster.binaries.path, "STATE": state.path,
+                                                                  "DATA": dir.url.appendingPathComponent("data").path])
+        #expect(second.status == 75 && second.output.contains("another run holds"), "\(second.output)")
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(!FileManager.default.fileExists(atPath: dir.url.appendingPathComponent("data").path))
+    }
+
+    /// The systemd units as systemd reads them (`systemd-analyze verify`:
+    /// keys, values, the executable), with the install paths pointed at
+    /// this checkout.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze"), "needs systemd-analyze (Debian's systemd)"))
+    func theNightlyUnitsVerify() throws {
+        let dir = try TemporaryDirectory()
+        for unit in ["psad-nightly.service", "psad-nightly.timer"] {
+            let text = try String(contentsOf: Self.root.appendingPathComponent("ops/nightly/\(unit)"), encoding: .utf8)
+            try text.replacingOccurrences(of: "/srv/psad-swift", with: Self.root.path)
+                .write(to: dir.url.appendingPathComponent(unit), atomically: true, encoding: .utf8)
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
+        p.arguments = ["verify", "--man=no", "psad-nightly.service", "psad-nightly.timer"]
+        p.currentDirectoryURL = dir.url
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0 && !text.contains("psad-nightly"), "\(text)")
+    }
+
     @Test func theSlurmScriptDrainsItsWorkersOnThePreemptionSignal() throws {
         let cluster = try Cluster(leaseSeconds: 5)
         let keys = cluster.state.url.appendingPathComponent("keys"), allowed = cluster.state.url.appendingPathComponent("allowed")
