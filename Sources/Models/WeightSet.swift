@@ -49,18 +49,25 @@ public final class WeightSet {
         name = "random(\(randomSeed))"
     }
 
-    /// The directory searched for named weight files: `$PSAD_WEIGHTS`, else
-    /// `~/.local/share/psad/weights`.
-    public static var defaultDirectory: URL {
-        if let dir = ProcessInfo.processInfo.environment["PSAD_WEIGHTS"], !dir.isEmpty { return URL(fileURLWithPath: dir) }
-        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/share/psad/weights")
+    /// The directories searched for named weight files, in order:
+    /// `$PSAD_WEIGHTS` (one folder, or several separated by `:`, e.g. a
+    /// shared volume before the image's own), else `~/.local/share/psad/weights`.
+    public static var searchDirectories: [URL] { searchDirectories(ProcessInfo.processInfo.environment["PSAD_WEIGHTS"]) }
+
+    static func searchDirectories(_ value: String?) -> [URL] {
+        let dirs = (value ?? "").split(separator: ":").filter { !$0.isEmpty }.map { URL(fileURLWithPath: String($0)) }
+        return dirs.isEmpty ? [FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/share/psad/weights")] : dirs
     }
 
-    /// A named weight file in the default directory, with the command that installs it.
+    /// The first of the search directories.
+    public static var defaultDirectory: URL { searchDirectories[0] }
+
+    /// A named weight file from the first search directory that has it, with
+    /// the command that installs it when none does.
     public static func installed(_ fileName: String, install: String) throws -> WeightSet {
-        let url = defaultDirectory.appendingPathComponent(fileName)
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw WeightError.missingFile(path: url.path, install: install)
+        let candidates = searchDirectories.map { $0.appendingPathComponent(fileName) }
+        guard let url = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+            throw WeightError.missingFile(path: candidates.map(\.path).joined(separator: " or "), install: install)
         }
         return try WeightSet(file: url)
     }

@@ -239,6 +239,13 @@ public final class CoordinatorServer {
             let report = try store.fail(token: f.token, error: f.error, permanent: f.permanent, now: now, backoff: settings.backoff)
             logger.info("attempt failed", metadata: ["token": "\(f.token)", "permanent": "\(f.permanent)", "error": "\(f.error)"])
             try send(identity, .ack(.init(token: f.token, accepted: report == .accepted)))
+        case .release(let r):
+            let holder = try store.leaseHolder(token: r.token)
+            let report = holder == peer.worker ? try store.handBack(token: r.token, now: now) : .stale
+            logger.info("a job handed back", metadata: ["token": "\(r.token)", "worker": "\(peer.worker)", "reason": "\(r.reason.prefix(200))",
+                                                      "accepted": "\(report == .accepted)"])
+            try send(identity, .ack(.init(token: r.token, accepted: report == .accepted,
+                                          error: report == .accepted ? nil : "the attempt holds no lease of this worker")))
         case .bye:
             peers[identity] = nil
             logger.info("worker left", metadata: ["worker": "\(peer.worker)"])

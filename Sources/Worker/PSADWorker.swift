@@ -47,6 +47,9 @@ struct PSADWorker: ParsableCommand {
     @Option(help: "Seconds to wait for any answer to hello or ready before exiting with an error.")
     var coordinatorTimeout: Double = 3600
 
+    @Option(help: "On SIGTERM, hand the running stage back if it has not finished this many seconds after the signal (default: finish it, however long).")
+    var drainSeconds: Double?
+
     @Flag(help: .hidden)
     var corruptOutputsForFaultTests = false
 
@@ -79,6 +82,7 @@ struct PSADWorker: ParsableCommand {
         var settings = WorkerSession.Settings(endpoint: coordinator, worker: name, resources: resources)
         settings.corruptOutputs = corruptOutputsForFaultTests
         settings.headerOnlyResults = headerOnlyResultsForFaultTests
+        settings.drainSeconds = drainSeconds
         settings.jobRequestTimeoutSeconds = jobRequestTimeout
         settings.coordinatorTimeoutSeconds = coordinatorTimeout
         if let curveServerKey, let curveSecret {

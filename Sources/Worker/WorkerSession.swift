@@ -61,6 +61,10 @@ final class WorkerSession {
         /// header, however many (the protocol before manifests), so that a
         /// large result is refused.
         var headerOnlyResults = false
+        /// Draining (SIGTERM), a stage still running this long after the
+        /// signal is handed back to the coordinator (another worker takes it
+        /// at once) and the worker leaves; nil: the stage is finished first.
+        var drainSeconds: Double?
     }
 
     final class Running: @unchecked Sendable {
@@ -132,7 +136,11 @@ final class WorkerSession {
             }
             if let current = running {
                 try pump(timeoutMilliseconds: 50)
-                if running === current, let outcome = current.outcome.withLock({ $0 }) { try report(current, outcome) }
+                if running === current, let outcome = current.outcome.withLock({ $0 }) {
+                    try report(current, outcome)
+                } else if running === current, let limit = settings.drainSeconds, let waited = draining.secondsSinceRequest, waited >= limit {
+                    try handBack(current, after: waited)
+                }
                 continue
             }
             let reply = try request(.ready, sendFirst: !offerRequested) { m in
@@ -275,6 +283,25 @@ final class WorkerSession {
             r.outcome.withLock { $0 = outcome }
             wakeup.signal()
         }
+    }
+
+    /// Gives the running job back unfinished (draining past `drainSeconds`).
+    func handBack(_ r: Running, after waited: Double) throws {
+        let token = r.job.token
+        let reason = "worker \(settings.worker) drained \(Int(waited)) s after its signal, before the stage finished"
+        do {
+            let reply = try request(.release(.init(token: token, reason: reason)), about: r) {
+                if case .ack(let a) = $0 { a.token == token } else { false }
+            }
+            logger.warning("handed a job back", metadata: ["token": "\(token)", "kind": "\(r.job.kind.rawValue)",
+                                                           "accepted": "\(reply.acceptedAck)"])
+        } catch is Lost {
+        } catch let error as NoAnswer {
+            logger.error("could not hand a job back: \(error)", metadata: ["token": "\(token)"])
+        } catch let error as Refused {
+            logger.error("could not hand a job back: \(error)", metadata: ["token": "\(token)"])
+        }
+        abandon(r, because: "handed back while draining")
     }
 
     /// Copies a blob from the coordinator into the cache, chunk by chunk.

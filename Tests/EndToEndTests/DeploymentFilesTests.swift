@@ -77,11 +77,74 @@ import Yams
         return (docs, kustomization, try secretsCreatedByTheReadme(), try #require(docs["Service/psad-coordinator"]))
     }
 
+    /// kubernetes-validate on the PATH (pip puts it where python3's scripts go).
+    static let validator = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+        .map { "\($0)/kubernetes-validate" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Every manifest against the Kubernetes API's own schemas, offline
+    /// (`kubernetes-validate` from PyPI, which ops/setup installs), strict
+    /// (unknown fields fail); a manifest with a misspelt field is shown to fail.
+    @Test(.enabled(if: validator != nil, "needs kubernetes-validate (pip install kubernetes-validate; ops/setup does)"))
+    func theManifestsPassTheKubernetesSchemas() throws {
+        func validate(_ file: URL) throws -> (status: Int32, output: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.validator!)
+            p.arguments = ["--strict", "--kubernetes-version", "1.30.0", file.path]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let kustomization = try #require(try Yams.load(yaml: String(contentsOf: Self.k8s.appendingPathComponent("kustomization.yaml"), encoding: .utf8)) as? [String: Any])
+        for file in try #require(kustomization["resources"] as? [String]) {
+            let r = try validate(Self.k8s.appendingPathComponent(file))
+            #expect(r.status == 0 && r.output.contains("passed"), "\(file): \(r.output)")
+        }
+        let broken = FileManager.default.temporaryDirectory.appendingPathComponent("psad-broken-\(UUID().uuidString).yaml")
+        defer { try? FileManager.default.removeItem(at: broken) }
+        try String(contentsOf: Self.k8s.appendingPathComponent("workers.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "terminationGracePeriodSeconds", with: "terminationGracePeriodSecond")
+            .write(to: broken, atomically: true, encoding: .utf8)
+        #expect(try validate(broken).status != 0)
+    }
+
+    /// What a pod needs before its first start: the non-root process can read
+    /// its Secret files (group-readable, with fsGroup), the data volume can
+    /// bind without a provisioner, the grace period covers the drain and the
+    /// upload, the cache's disk is requested, the coordinator has a probe.
+    @Test func podsCanStartAsTheirNonRootUser() throws {
+        let (docs, _) = try Self.manifests()
+        for name in ["StatefulSet/psad-coordinator", "Deployment/psad-worker"] {
+            let (pod, _) = try Self.container(docs[name])
+            #expect(Self.at(pod, "securityContext.fsGroup") as? Int == Self.at(pod, "securityContext.runAsUser") as? Int, "\(name)")
+            for volume in pod["volumes"] as? [[String: Any]] ?? [] where volume["secret"] != nil {
+                let mode = Self.at(volume, "secret.defaultMode") as? Int ?? 0o644
+                #expect(mode & 0o040 != 0, "\(name): Secret volume \(volume["name"] ?? "?") mode \(String(mode, radix: 8)) is not group-readable")
+            }
+        }
+        let claim = try #require(docs["PersistentVolumeClaim/psad-data"])
+        let volume = try #require(docs["PersistentVolume/\(Self.at(claim, "spec.volumeName") as? String ?? "?")"])
+        #expect(Self.at(claim, "spec.storageClassName") as? String == "" && Self.at(volume, "spec.storageClassName") as? String == "")
+        let (workerPod, worker) = try Self.container(docs["Deployment/psad-worker"])
+        let command = try #require(worker["command"] as? [String])
+        let drain = try #require(command.firstIndex(of: "--drain-seconds").flatMap { Double(command[$0 + 1]) })
+        #expect(Double(Self.at(workerPod, "terminationGracePeriodSeconds") as? Int ?? 0) >= drain + 120)
+        #expect(Self.at(worker, "resources.requests.ephemeral-storage") != nil)
+        #expect((worker["env"] as? [[String: Any]])?.contains { $0["name"] as? String == "PSAD_WEIGHTS" && ($0["value"] as? String)?.hasPrefix("/data/") == true } == true)
+        let (_, coordinator) = try Self.container(docs["StatefulSet/psad-coordinator"])
+        #expect(coordinator["readinessProbe"] != nil)
+    }
+
     @Test func theCoordinatorsManifestMatchesItsCommandLine() throws {
         let (docs, kustomization, secrets, service) = try Self.deployment()
         let set = try #require(docs["StatefulSet/psad-coordinator"])
         let (pod, container) = try Self.container(set)
-        #expect(Self.at(set, "spec.serviceName") as? String == "psad-coordinator")
+        // The governing Service is a headless one selecting the same pods.
+        let governing = try #require(docs["Service/\(Self.at(set, "spec.serviceName") as? String ?? "?")"])
+        #expect(Self.at(governing, "spec.clusterIP") as? String == "None")
         let labels = try #require(Self.at(set, "spec.template.metadata.labels") as? [String: String])
         #expect(Self.at(service, "spec.selector") as? [String: String] == labels && Self.at(set, "spec.selector.matchLabels") as? [String: String] == labels)
         #expect((container["image"] as? String)?.split(separator: ":").first.map(String.init) == Self.at(kustomization, "images.0.name") as? String)

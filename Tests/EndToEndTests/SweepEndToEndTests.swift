@@ -103,6 +103,28 @@ import Testing
         #expect(try cluster.counts("d") == ["done": 1])
     }
 
+    /// With --drain-seconds, a stage longer than the warning is handed back:
+    /// the worker leaves within the bound, another takes the job at once,
+    /// and the handed-back attempt does not count against the job.
+    @Test func aDrainingWorkerHandsBackAStageTooLongForItsWarning() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("h", #""jobs": 1, "seconds": 3"#, attempts: 1))
+        try cluster.startWorker("a", ["--drain-seconds", "0.5"])
+        _ = try cluster.wait("h", seconds: 20) { $0["leased"] == 1 }
+        let signalled = Date()
+        cluster.signalWorker("a", SIGTERM)
+        cluster.workers["a"]!.waitUntilExit()
+        #expect(cluster.workers["a"]!.terminationStatus == 0 && Date().timeIntervalSince(signalled) < 2.5)
+        // Ready again at once (not after a lease expiry), and with max_attempts 1 not dead: the attempt was not counted.
+        #expect(try cluster.counts("h") == ["ready": 1])
+        try cluster.startWorker("b")
+        _ = try cluster.wait("h", seconds: 20) { $0["done"] == 1 }
+        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(log.contains("handed a job back") && log.contains("accepted=true"), "\(log)")
+        #expect(try cluster.command(["explain", try firstDeadKey(cluster)]).contains("done, 1 attempt(s)"))
+    }
+
     func firstDeadKey(_ cluster: Cluster) throws -> String {
         // The dead job is the chain's first: the only one that ever ran.
         let text = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)

@@ -95,6 +95,14 @@ import Tensor
         }
     }
 
+    /// PSAD_WEIGHTS may list several folders (a shared volume before the image's own).
+    @Test func theWeightsPathIsASearchPath() {
+        #expect(WeightSet.searchDirectories("/data/weights:/opt/psad/weights").map(\.path) == ["/data/weights", "/opt/psad/weights"])
+        #expect(WeightSet.searchDirectories("/w").map(\.path) == ["/w"])
+        #expect(WeightSet.searchDirectories("")[0].path.hasSuffix(".local/share/psad/weights"))
+        #expect(WeightSet.searchDirectories(nil)[0].path.hasSuffix(".local/share/psad/weights"))
+    }
+
     @Test func everyStandardConfigurationBuildsWithTheRightTapChannels() throws {
         // Random weights: shapes and channel bookkeeping of the full-size networks.
         let r18 = try ResNet(.resnet18, weights: WeightSet(randomSeed: 1))

@@ -24,6 +24,7 @@ import Testing
         .done(.init(token: 8, outputs: [:], manifest: .init(hash: String(repeating: "e", count: 64), size: 99), metrics: [:], seconds: 2), Data()),
         .refused(.init(type: "done", token: 8, problem: "bad message: done header of 70000 bytes")),
         .refused(.init(type: "?", token: nil, problem: "bad message: 2 frames (expected 3 or 4)")),
+        .release(.init(token: 9, reason: "worker w drained 600 s after its signal")),
     ]
 
     @Test func everyMessageSurvivesTheWire() throws {

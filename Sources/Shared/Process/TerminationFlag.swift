@@ -8,6 +8,8 @@ import Synchronization
 /// the flag and stops or drains in its own time.
 public final class TerminationFlag: @unchecked Sendable {
     private let value = Atomic<Bool>(false)
+    /// When the first signal came (seconds since 1970, as bits; 0: not yet).
+    private let since = Atomic<UInt64>(0)
     /// Kept alive with the flag; never changed after init (hence unchecked Sendable).
     private var sources: [DispatchSourceSignal] = []
 
@@ -16,7 +18,7 @@ public final class TerminationFlag: @unchecked Sendable {
         for sig in signals {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in self?.value.store(true, ordering: .relaxed) }
+            source.setEventHandler { [weak self] in self?.set() }
             source.resume()
             installed.append(source)
         }
@@ -25,8 +27,17 @@ public final class TerminationFlag: @unchecked Sendable {
 
     public var requested: Bool { value.load(ordering: .relaxed) }
 
+    /// Seconds since the first signal (nil before one).
+    public var secondsSinceRequest: Double? {
+        let bits = since.load(ordering: .relaxed)
+        return bits == 0 ? nil : Date().timeIntervalSince1970 - Double(bitPattern: bits)
+    }
+
     /// Sets the flag from code (as a signal would).
-    public func set() { value.store(true, ordering: .relaxed) }
+    public func set() {
+        _ = since.compareExchange(expected: 0, desired: Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
+        value.store(true, ordering: .relaxed)
+    }
 }
 
 /// swift-log to standard error at the level `$PSAD_LOG` names (info by default).

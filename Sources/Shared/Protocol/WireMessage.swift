@@ -44,6 +44,9 @@ public enum WireMessage: Equatable, Sendable {
     case cancel(Cancel)
     /// Worker -> coordinator: leaving (after draining).
     case bye
+    /// Worker -> coordinator: a draining worker gives its job back
+    /// unfinished: ready again at once, the attempt not counted.
+    case release(Release)
     /// Coordinator -> worker: a message it could not take (malformed, too
     /// large, another protocol version), with why. The attempt it named, if
     /// any, has been failed; the worker stops waiting for an answer to it.
@@ -172,6 +175,11 @@ public enum WireMessage: Equatable, Sendable {
         public var error: String?
         public init(token: Int64, accepted: Bool, error: String? = nil) { self.token = token; self.accepted = accepted; self.error = error }
     }
+    public struct Release: Codable, Equatable, Sendable {
+        public var token: Int64
+        public var reason: String
+        public init(token: Int64, reason: String) { self.token = token; self.reason = reason }
+    }
     public struct Refused: Codable, Equatable, Sendable {
         /// The refused message's type, as far as it could be read.
         public var type: String
@@ -223,6 +231,7 @@ extension WireMessage {
         case .cancel: "cancel"
         case .bye: "bye"
         case .refused: "refused"
+        case .release: "release"
         }
     }
 
@@ -250,6 +259,7 @@ extension WireMessage {
         case .ack(let h): return frames(h)
         case .cancel(let h): return frames(h)
         case .refused(let h): return frames(h)
+        case .release(let h): return frames(h)
         }
     }
 
@@ -292,6 +302,7 @@ extension WireMessage {
         case "cancel": return .cancel(try header(Cancel.self))
         case "bye": _ = try header(Empty.self); return .bye
         case "refused": return .refused(try header(Refused.self))
+        case "release": return .release(try header(Release.self))
         default: throw WireError(problem: "unknown message type '\(type.prefix(32))'")
         }
     }
