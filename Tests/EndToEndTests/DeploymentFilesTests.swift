@@ -87,16 +87,7 @@ import Yams
     @Test(.enabled(if: validator != nil, "needs kubernetes-validate (pip install kubernetes-validate; ops/setup does)"))
     func theManifestsPassTheKubernetesSchemas() throws {
         func validate(_ file: URL) throws -> (status: Int32, output: String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.validator!)
-            p.arguments = ["--strict", "--kubernetes-version", "1.30.0", file.path]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = out
-            try p.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+            try runProgram(Self.validator!, ["--strict", "--kubernetes-version", "1.30.0", file.path])
         }
         let kustomization = try #require(try Yams.load(yaml: String(contentsOf: Self.k8s.appendingPathComponent("kustomization.yaml"), encoding: .utf8)) as? [String: Any])
         for file in try #require(kustomization["resources"] as? [String]) {

@@ -97,17 +97,8 @@ import Vision
             try text.replacingOccurrences(of: "/srv/psad-swift", with: Self.root.path)
                 .write(to: dir.url.appendingPathComponent(unit), atomically: true, encoding: .utf8)
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-        p.arguments = ["verify", "--man=no", "psad-nightly.service", "psad-nightly.timer"]
-        p.currentDirectoryURL = dir.url
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0 && !text.contains("psad-nightly"), "\(text)")
+        let (status, text) = try runProgram("/usr/bin/systemd-analyze", ["verify", "--man=no", "psad-nightly.service", "psad-nightly.timer"], in: dir.url)
+        #expect(status == 0 && !text.contains("psad-nightly"), "\(text)")
     }
 
     /// The worker script under a real one-node Slurm (slurmctld, slurmd and
@@ -185,11 +176,14 @@ final class SlurmNode {
         let m = dir.appendingPathComponent("munge").path
         try Self.launch("/usr/sbin/munged", ["--key-file=\(m)/munge.key", "--socket=\(m)/munge.socket", "--pid-file=\(m)/munged.pid",
                                               "--log-file=\(m)/munged.log", "--seed-file=\(m)/munged.seed", "--force"])
-        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
+        // The short host name, as slurmd finds its node by; addresses given, so nothing needs DNS.
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let host = String(cString: name).split(separator: ".").first.map(String.init) ?? "localhost"
         let d = dir.path
         try """
             ClusterName=psadtest
-            SlurmctldHost=\(host)
+            SlurmctldHost=\(host)(127.0.0.1)
             SlurmUser=root
             SlurmctldPort=\(Self.freePort())
             SlurmdPort=\(Self.freePort())
@@ -210,7 +204,7 @@ final class SlurmNode {
             MpiDefault=none
             JobCompType=jobcomp/none
             AccountingStorageType=accounting_storage/none
-            NodeName=\(host) CPUs=\(ProcessInfo.processInfo.activeProcessorCount) RealMemory=2048 State=UNKNOWN
+            NodeName=\(host) NodeAddr=127.0.0.1 CPUs=\(ProcessInfo.processInfo.activeProcessorCount) RealMemory=2048 State=UNKNOWN
             PartitionName=debug Nodes=\(host) Default=YES MaxTime=INFINITE State=UP
             """.write(to: conf, atomically: true, encoding: .utf8)
         try Self.launch("/usr/sbin/slurmctld", ["-f", conf.path])
