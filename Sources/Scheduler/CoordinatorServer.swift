@@ -187,8 +187,10 @@ public final class CoordinatorServer {
             // A refused result fails its attempt with the reason, which the
             // worker is told; the answer still covers its request for a next job.
             func refuse(_ problem: String) throws {
-                let report = try store.fail(token: d.token, error: "result refused: \(problem)", permanent: false, now: now,
-                                            backoff: settings.backoff)
+                // Only the attempt's own worker can fail it this way (not a peer quoting another's token).
+                let report = try store.leaseHolder(token: d.token) == peer.worker
+                    ? try store.fail(token: d.token, error: "result refused: \(problem)", permanent: false, now: now, backoff: settings.backoff)
+                    : .stale
                 logger.warning("refused a result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)", "problem": "\(problem)",
                                                              "report": "\(report)"])
                 try send(identity, .ack(.init(token: d.token, accepted: false, error: problem)))
