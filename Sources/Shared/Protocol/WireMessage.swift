@@ -235,10 +235,22 @@ extension WireMessage {
         }
     }
 
-    public func encode() -> [Data] {
+    /// Headers and manifests alike: canonical JSON, snake_case keys.
+    static func jsonEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
+        return encoder
+    }
+
+    static func jsonDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+
+    public func encode() -> [Data] {
+        let encoder = Self.jsonEncoder()
         func frames(_ header: some Encodable, _ payload: Data? = nil) -> [Data] {
             // Headers are plain structs of strings and numbers: encoding cannot fail.
             [Data([ProtocolVersion.current]), Data(typeName.utf8), try! encoder.encode(header)] + (payload.map { [$0] } ?? [])
@@ -277,8 +289,7 @@ extension WireMessage {
             throw WireError(problem: withPayload ? "\(type) without its payload frame" : "\(type) with an unexpected payload frame")
         }
         if withPayload, parts[3].count > maximumPayloadBytes { throw WireError(problem: "\(type) payload of \(parts[3].count) bytes") }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let decoder = jsonDecoder()
         func header<T: Decodable>(_: T.Type) throws -> T {
             do { return try decoder.decode(T.self, from: parts[2]) } catch {
                 throw WireError(problem: "\(type) header: \(error)")
@@ -315,17 +326,10 @@ public enum Manifest {
     struct Inputs: Codable { var inputs: [String: [String: String]] }
     struct Outputs: Codable { var outputs: [String: WireMessage.Output] }
 
-    static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        return encoder
-    }
+    static func encoder() -> JSONEncoder { WireMessage.jsonEncoder() }
 
     static func decode<T: Decodable>(_: T.Type, _ data: Data, what: String) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        do { return try decoder.decode(T.self, from: data) } catch {
+        do { return try WireMessage.jsonDecoder().decode(T.self, from: data) } catch {
             throw WireError(problem: "\(what) manifest of \(data.count) bytes: \(error)")
         }
     }
