@@ -230,6 +230,12 @@ struct Status: ParsableCommand {
                     lines.append("    \(p.kind) \(p.category) \(p.key.prefix(12)) \(p.state) \(p.attempts)/\(p.maxAttempts): \(error)")
                 }
             }
+            if !s.overEstimates.isEmpty {
+                lines.append("  peaked above their memory estimate (peak / estimate MiB):")
+                for o in s.overEstimates {
+                    lines.append("    \(o.kind) \(o.category) \(o.key.prefix(12)) on \(o.worker): \(Int(o.peakMiB.rounded())) / \(o.estimateMiB)")
+                }
+            }
         }
         return lines.joined(separator: "\n")
     }
@@ -285,6 +291,11 @@ struct Explain: ParsableCommand {
         }
         print("job \(e.key)\n  \(e.kind) of \(e.category): \(e.state), \(e.attempts) attempt(s), needs \(e.memoryMiB) MiB")
         if let error = e.error { print("  last error: \(error)") }
+        if let run = e.run {
+            let seconds = run.seconds.map { String(format: "%.1f s", $0) } ?? "time unknown"
+            let peak = run.peakMiB.map { "peak \(Int($0.rounded())) MiB" } ?? "peak unknown"
+            print("  ran on \(run.worker): \(seconds), \(peak) (estimate \(e.memoryMiB) MiB)")
+        }
         print("  parameters: " + e.parameters.keys.sorted().map { "\($0)=\(e.parameters[$0]!)" }.joined(separator: " "))
         for role in e.inputs.keys.sorted() { print("  input \(role): \(e.inputs[role]!.prefix(12)) (\(e.inputStates[role] ?? "?"))") }
         if e.state == JobState.done.rawValue {

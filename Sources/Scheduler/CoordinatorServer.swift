@@ -232,7 +232,7 @@ public final class CoordinatorServer {
             }
             let next = d.next ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds) : nil
             let (report, job) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
-                                                   metrics: d.metrics, smallBlobs: small, now: now, next: next)
+                                                   metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB), now: now, next: next)
             if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
             try send(identity, .ack(.init(token: d.token, accepted: report == .accepted,
                                           error: report == .stale ? "the attempt no longer holds its lease" : nil)))

@@ -33,6 +33,16 @@ public struct SweepStatus: Codable, Equatable, Sendable {
         }
     }
 
+    /// Done jobs whose peak resident memory, as their worker measured it,
+    /// went above the estimate they were dispatched by (the estimate is
+    /// then too low for this data: a worker could be sent more than it holds).
+    public var overEstimates: [OverEstimate] = []
+
+    public struct OverEstimate: Codable, Equatable, Sendable {
+        public var key: String, kind: String, category: String, worker: String
+        public var peakMiB: Double, estimateMiB: Int
+    }
+
     public var total: Int { counts.values.flatMap(\.values).reduce(0, +) }
     public func count(_ state: JobState) -> Int { counts.values.compactMap { $0[state.rawValue] }.reduce(0, +) }
     public var finished: Bool { count(.pending) + count(.ready) + count(.leased) + count(.failed) == 0 }
@@ -57,6 +67,14 @@ public struct Explanation: Codable, Equatable, Sendable {
     public var nearestDone: String?
     /// Parameter name -> "this value / nearest value"; input role -> "this key / nearest key".
     public var differences: [String: String]
+    /// The accepted attempt, when the job is done.
+    public var run: Run?
+
+    public struct Run: Codable, Equatable, Sendable {
+        public var worker: String
+        /// Wall seconds and peak resident memory (MiB) as the worker measured them; nil where it did not say.
+        public var seconds: Double?, peakMiB: Double?
+    }
 }
 
 extension JobStore {
@@ -111,8 +129,19 @@ extension JobStore {
                                         elapsedSeconds: max(0, now - (row["started_at"] as Double)),
                                         done: row["progress_done"], total: row["progress_total"], unit: row["progress_unit"])
                 }
-                return SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting,
-                                   running: running)
+                let overEstimates = try Row.fetchAll(db, sql: """
+                    SELECT job.key, job.kind, job.category, job.memory_mib, attempt.worker, attempt.peak_mib
+                    FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt ON attempt.job = job.key
+                    WHERE sweep_job.sweep_id = ? AND attempt.outcome = 'done' AND attempt.peak_mib > job.memory_mib
+                    ORDER BY job.seq LIMIT ?
+                    """, arguments: [sweep["id"] as Int64, Self.problemLimit]).map { row in
+                    SweepStatus.OverEstimate(key: row["key"], kind: row["kind"], category: row["category"], worker: row["worker"],
+                                             peakMiB: row["peak_mib"], estimateMiB: row["memory_mib"])
+                }
+                var status = SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting,
+                                         running: running)
+                status.overEstimates = overEstimates
+                return status
             }
         }
     }
@@ -193,6 +222,10 @@ extension JobStore {
                                           attempts: row["attempts"], error: row["error"], parameters: mine.parameters,
                                           inputs: mine.inputs, inputStates: inputStates, nearestDone: nil, differences: [:])
             explanation.memoryMiB = row["memory_mib"]
+            if let run = try Row.fetchOne(db, sql: "SELECT worker, seconds, peak_mib FROM attempt WHERE job = ? AND outcome = 'done' ORDER BY token DESC",
+                                          arguments: [key.hex]) {
+                explanation.run = .init(worker: run["worker"], seconds: run["seconds"], peakMiB: run["peak_mib"])
+            }
             guard explanation.state != JobState.done.rawValue else { return explanation }
             var best: (key: String, differences: [String: String])?
             for other in try Row.fetchAll(db, sql: "SELECT key, material FROM job WHERE kind = ? AND category = ? AND state = 'done'",

@@ -106,12 +106,16 @@ extension JobStore {
     /// Records a finished attempt: its outputs (artifacts already stored,
     /// or small ones given here), its metrics (evaluate jobs), and readies
     /// the jobs that waited on it. With `next`, the worker's next job is
-    /// leased in the same transaction.
+    /// leased in the same transaction. `cost` is what the worker measured
+    /// (wall seconds, peak MiB), kept on the attempt.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
-                         smallBlobs: [(hash: String, data: Data)] = [], now: Double,
+                         smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, now: Double,
                          next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Report, Assignment?) {
         try pool.write { db in
             let report = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs, now: now)
+            if report == .accepted, let cost {
+                try db.run("UPDATE attempt SET seconds = ?, peak_mib = ? WHERE token = ?", arguments: [cost.seconds, cost.peakMiB, token])
+            }
             guard let next else { return (report, nil) }
             return (report, try Self.dispatch(db, worker: next.worker, memoryMiB: next.memoryMiB, kinds: next.kinds,
                                               now: now, leaseSeconds: next.leaseSeconds))

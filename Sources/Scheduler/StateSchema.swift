@@ -123,6 +123,12 @@ enum StateSchema {
             try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_total INTEGER")
             try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_unit TEXT")
         }
+        migrator.registerMigration("v7-attempt-costs") { db in
+            // What a finished attempt cost, as its worker measured it: wall
+            // seconds and peak resident memory (MiB; NULL where unknown).
+            try db.execute(sql: "ALTER TABLE attempt ADD COLUMN seconds REAL")
+            try db.execute(sql: "ALTER TABLE attempt ADD COLUMN peak_mib REAL")
+        }
         return migrator
     }
 }

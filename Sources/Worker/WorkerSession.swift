@@ -390,7 +390,7 @@ final class WorkerSession {
         // Asking for the next job in the same message saves a round trip.
         let next = !draining.requested
         var done = WireMessage.Done(token: token, outputs: outputs, metrics: outcome.metrics,
-                                    seconds: Date().timeIntervalSince(r.started), next: next)
+                                    seconds: Date().timeIntervalSince(r.started), peakMiB: outcome.peakMiB, next: next)
         if !settings.headerOnlyResults, Manifest.headerBytes(done) > WireMessage.manifestThresholdBytes {
             let manifest = Manifest.encode(outputs: outputs), hash = ArtifactStore.hash(manifest)
             try upload(r, name: "the outputs manifest", data: manifest, hash: hash)

@@ -41,7 +41,15 @@ import Vision
             let echo = try JSONSerialization.jsonObject(with: store.artifact(outputs["echo.json"]!, in: artifacts)) as? [String: String]
             // The second job was handed all 3,001 of the first one's artifacts (through an inputs manifest).
             #expect(echo?["inputs"] == (i == 0 ? "" : "previous:3001"), "\(echo ?? [:])")
+            // The worker's measurement of the attempt is kept with it.
+            let run = try #require(try store.explain(try store.resolve(short)).run)
+            #expect(run.worker == "a" && (run.seconds ?? 0) > 0)
+            #if os(Linux)
+            #expect((run.peakMiB ?? 0) > 1, "\(run)")
+            #endif
         }
+        let explain = try cluster.command(["explain", keys[0]])
+        #expect(explain.contains("ran on a: ") && explain.contains(" MiB (estimate "), "\(explain)")
     }
 
     /// A long stage says how far it is: the worker's heartbeats carry it,

@@ -142,6 +142,28 @@ import Shared
         #expect(big.inputs["preprocessed"]?["out"] == nil)   // preprocess recorded no outputs here
     }
 
+    /// What a done attempt cost is kept with it; a peak above the job's
+    /// estimate is listed by status (the estimate is too low for that data).
+    @Test func anAttemptsMeasuredCostIsKeptAndAPeakAboveTheEstimateIsListed() throws {
+        try store.submit(Self.methodSweep(), file: "{}")
+        let preprocess = try #require(try store.dispatch(worker: "w1", memoryMiB: 1 << 20, now: 0, leaseSeconds: 5))
+        let estimate = try store.explain(preprocess.key).memoryMiB
+        _ = try store.complete(token: preprocess.token, cost: (seconds: 31.5, peakMiB: Double(estimate) - 1), now: 1)
+        #expect(try store.explain(preprocess.key).run == .init(worker: "w1", seconds: 31.5, peakMiB: Double(estimate) - 1))
+        #expect(try store.status(sweep: "s", now: 1)[0].overEstimates.isEmpty)
+        let next = try #require(try store.dispatch(worker: "w2", memoryMiB: 1 << 20, now: 1, leaseSeconds: 5))
+        let nextEstimate = try store.explain(next.key).memoryMiB
+        _ = try store.complete(token: next.token, cost: (seconds: 2, peakMiB: Double(nextEstimate) + 100), now: 2)
+        let over = try store.status(sweep: "s", now: 2)[0].overEstimates
+        #expect(over == [.init(key: next.key.hex, kind: next.kind.rawValue, category: "a", worker: "w2",
+                               peakMiB: Double(nextEstimate) + 100, estimateMiB: nextEstimate)])
+        // A worker that cannot measure its peak says nothing about it.
+        let third = try #require(try store.dispatch(worker: "w3", memoryMiB: 1 << 20, now: 2, leaseSeconds: 5))
+        _ = try store.complete(token: third.token, cost: (seconds: 3, peakMiB: nil), now: 3)
+        #expect(try store.explain(third.key).run == .init(worker: "w3", seconds: 3, peakMiB: nil))
+        #expect(try store.status(sweep: "s", now: 3)[0].overEstimates.count == 1)
+    }
+
     /// At a real category's size the same stages need far more: the coordinator
     /// hands them only to a worker that can hold them, and status says why a
     /// ready job is not dispatched when no worker seen could.

@@ -140,13 +140,16 @@ public enum WireMessage: Equatable, Sendable {
         /// are still in this message's payload.
         public var manifest: Output?
         public var metrics: [String: Double]
+        /// The job's wall time on the worker, fetching inputs to uploading outputs.
         public var seconds: Double
+        /// The stage's peak resident memory in the worker's process, MiB (nil where the worker cannot tell).
+        public var peakMiB: Double?
         /// The worker wants its next job in the answer (saves a ready round trip).
         public var next: Bool
         public init(token: Int64, outputs: [String: Output], manifest: Output? = nil, metrics: [String: Double], seconds: Double,
-                    next: Bool = false) {
+                    peakMiB: Double? = nil, next: Bool = false) {
             self.token = token; self.outputs = outputs; self.manifest = manifest; self.metrics = metrics; self.seconds = seconds
-            self.next = next
+            self.peakMiB = peakMiB; self.next = next
         }
 
         /// The inline outputs' bytes, split from a done payload (name order); nil when the sizes do not add up.
