@@ -20,7 +20,7 @@ struct PSADWorker: ParsableCommand {
     @Option(help: "This worker's name (default: host name and process id).")
     var id: String?
 
-    @Option(help: "Memory offered to stages, MiB (default: the machine's physical memory).")
+    @Option(help: "Memory offered to stages, MiB (default: the physical memory or the cgroup's limit, whichever is lower, less 10%).")
     var memoryMib: Int?
 
     @Option(help: "Local artifact cache (default: a folder under the system's temporary directory).")

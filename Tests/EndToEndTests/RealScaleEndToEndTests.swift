@@ -163,3 +163,34 @@ import Vision
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("report.html").path))
     }
 }
+
+/// LOCO's image size and class count through real processes at a test's
+/// budget: pin_grid drawn at 1,600 px with 26 part classes (`--size large`:
+/// the small counts), a few epochs at 64 px. Every stage reads the full-size
+/// PNGs; the pixel metrics are measured at the ground truth's resolution.
+@Suite struct LargeImagesEndToEndTests {
+    @Test func aCategoryOf1600PixelImagesAnd26ClassesRunsThroughTheSystem() throws {
+        let cluster = try Cluster(leaseSeconds: 10)
+        let data = cluster.state.url.appendingPathComponent("data")
+        try SyntheticBenchmark.write(to: data, seed: 3, size: .large, only: ["pin_grid"])
+        let good = try PNG.read(data.appendingPathComponent("pin_grid/train/good/000.png"), mode: .colours)
+        #expect(max(good.width, good.height) == 1600)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: data.appendingPathComponent("pin_grid/psad-manifest.json"))) as? [String: Any]
+        #expect((manifest?["classes"] as? [Any])?.count == 26)
+        try cluster.startCoordinator()
+        try cluster.submit("""
+            {"name": "large", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
+             "grid": {"n_shot": 3, "image_size": 64, "epochs": 2, "memory_types": ["hcp"]}}
+            """)
+        try cluster.startWorker("a")
+        let counts = try cluster.wait("large", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 6 }
+        #expect(counts == ["done": 6], "\(cluster.tail())")
+        let results = try cluster.command(["results", "large"]).split(separator: "\n")
+        for metric in ["logical_auroc", "structural_auroc", "pixel_auroc"] {
+            #expect(results.contains { $0.hasPrefix("pin_grid,\(metric),") }, "\(metric) missing: \(results)")
+        }
+        // Nothing peaked above what the coordinator reserved for it.
+        let status = try cluster.command(["status", "large"])
+        #expect(!status.contains("peaked above"), "\(status)")
+    }
+}

@@ -77,7 +77,7 @@ extension ChainTests {
         let labelled = train.prefix(3).map { SegmentationSample(image: $0.image, mask: $0.mask, productType: $0.type) }
         let unlabelled = train.map { SegmentationSample(image: $0.image, productType: $0.type) }
         let head = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: classes, backbone: backbone, parameters: p).head
-        let good = render(.testGood, 6), logical = render(.testLogical, 6)
+        let n = 6, good = render(.testGood, n), logical = render(.testLogical, n)
         // One backbone pass per image serves the segmenter and the banks.
         func vectors(_ images: [Image]) -> [(histogram: [Double], composition: [Double])] {
             images.map { image in
@@ -91,7 +91,7 @@ extension ChainTests {
         let banks = BankFit.run(trainVectors: vectors(train.map(\.image)), parameters: bp)
         let test = vectors((good + logical).map(\.image)).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
         let hist = test.map(\.histogram)
-        let auroc = ROC.auroc(normal: hist[0..<6].map(Float.init), anomalous: hist[6..<12].map(Float.init))
+        let auroc = ROC.auroc(normal: hist[0..<n].map(Float.init), anomalous: hist[n...].map(Float.init))
         // Measured 0.81: juice colour, fill level and the lower label change part areas;
         // a moved label does not (composition and position are other banks' work).
         #expect(auroc >= 0.75, "histogram-bank LA AUROC \(auroc)")

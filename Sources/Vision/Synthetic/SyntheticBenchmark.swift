@@ -13,10 +13,10 @@ import Tensor
 public enum SyntheticBenchmark {
     public static let categories: [any SyntheticCategory] = [SnackBox(), BottleLabel(), PinGrid(), BoltBag(), CablePair()]
 
-    /// The categories as drawn at `size`: at `loco`, pin_grid is labelled per
+    /// The categories as drawn at `size`: at `loco` and `large`, pin_grid is labelled per
     /// compartment (26 classes, as LOCO's pushpins).
     public static func categories(_ size: Size) -> [any SyntheticCategory] {
-        size == .loco ? categories.map { $0 is PinGrid ? PinGrid(perCompartment: true) : $0 } : categories
+        size == .loco || size == .large ? categories.map { $0 is PinGrid ? PinGrid(perCompartment: true) : $0 } : categories
     }
 
     public enum Size: String, CaseIterable, Sendable {
@@ -24,6 +24,8 @@ public enum SyntheticBenchmark {
         case `default`
         /// A few images per split at half size, for tests.
         case small
+        /// As `small`'s counts at `loco`'s resolution, for tests of real image sizes.
+        case large
         /// MVTec LOCO's scale: 350 train, 60 validation, 100 good and 100 of
         /// each anomaly kind in test, long side 1,600 px (drawn 3.6-4x larger).
         case loco
@@ -32,7 +34,7 @@ public enum SyntheticBenchmark {
             switch self {
             case .default: 1
             case .small: 0.5
-            case .loco: 1600 / Double(max(category.size.width, category.size.height))
+            case .loco, .large: 1600 / Double(max(category.size.width, category.size.height))
             }
         }
 
@@ -41,9 +43,9 @@ public enum SyntheticBenchmark {
             case (.default, .train): 120
             case (.default, .validation): 30
             case (.default, _): 40
-            case (.small, .train): 8
-            case (.small, .validation): 2
-            case (.small, _): 4
+            case (.small, .train), (.large, .train): 8
+            case (.small, .validation), (.large, .validation): 2
+            case (.small, _), (.large, _): 4
             case (.loco, .train): 350
             case (.loco, .validation): 60
             case (.loco, _): 100
