@@ -68,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "AtomicWrite", "Shared", "Tensor", "Models", "Stages", "Vision",
+                "AtomicWrite", "Shared", "Tensor", "Models", "Anomaly", "Stages", "Vision",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Starts the built psad-coordinator and psad-worker binaries.
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", "Scheduler", .target(name: "Coordinator"), .target(name: "Worker"),
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", "Stages", "Scheduler", .target(name: "Coordinator"), .target(name: "Worker"),
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser"), "Yams"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Shared", "TestSupport"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Scheduler", "Shared", "Vision", "TestSupport"]),

@@ -99,6 +99,12 @@ struct Submit: ParsableCommand {
         if fresh { parsed.run = parsed.name }
         if !noDataDigest, parsed.diagnostic == nil { parsed.dataDigests = Self.digests(parsed) }
         if parsed.diagnostic == nil { parsed.dataSizes = Self.sizes(parsed) }
+        // A setting the data cannot give fails here, not in a job.
+        for category in parsed.categories {
+            if let labelled = parsed.dataSizes[category]?.labelled, let over = parsed.grid.nShot.first(where: { $0 > labelled }) {
+                throw ValidationError("grid.n_shot: \(over) is more than the \(labelled) labelled images \(category)'s psad-manifest.json lists")
+            }
+        }
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")

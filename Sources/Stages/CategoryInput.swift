@@ -40,6 +40,10 @@ public struct CategoryInput: Sendable {
     /// The first `nShot` labelled images of the manifest with their
     /// preprocessed masks and product types.
     public func labelled(nShot: Int) throws -> [SegmentationSample] {
+        guard nShot <= manifest.fewShot.count else {
+            throw DatasetError.malformed(file: "psad-manifest.json", field: "few_shot",
+                                         problem: "n_shot \(nShot) asks for more labelled images than the \(manifest.fewShot.count) listed")
+        }
         let types = productTypes
         return try manifest.fewShot.prefix(nShot).map { label in
             let native = try Self.readImage(root.appendingPathComponent(label.image))

@@ -1,3 +1,4 @@
+import Anomaly
 import AtomicWrite
 import ArgumentParser
 import Foundation
@@ -30,8 +31,17 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Image size (default: the manifest's target size).")
     var imageSize: Int?
 
-    @Option(help: "Standardisation epsilon (the reference uses 1e-10).")
-    var epsilon = 1e-10
+    @Option(help: "Standardisation epsilon (as sweeps; the reference uses 1e-10).")
+    var epsilon = Standardizer.safeEpsilon
+
+    @Option(help: "Memory types, comma-separated combinations of h, c, p.")
+    var memoryTypes = "h,c,p,hc,hcp"
+
+    @Option(help: "Scale types, comma-separated: max, std, none.")
+    var scaleTypes = "max,none"
+
+    @Option(help: "The encoder: efficientnet-lite0, resnet18, wide_resnet50_2, ... (weights where PSAD_WEIGHTS points).")
+    var backbone = BackboneName.efficientNetLite0.rawValue
 
     @Option(help: "Threads for the kernels and OpenBLAS.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
@@ -67,25 +77,32 @@ struct MethodCommand: ParsableCommand {
             return set
         }
         guard !lossSets.isEmpty else { throw ValidationError("--losses names no loss set") }
-        var settings = CategoryPipeline.Settings()
+        var settings = MethodChain.Settings()
         settings.nShot = nShot
-        settings.segment.epochs = epochs
+        settings.epochs = epochs
         settings.lossSets = lossSets
-        settings.segment.seed = seed
-        settings.unet.epochs = unetEpochs
-        settings.unet.seed = seed
+        settings.seed = seed
+        settings.unetEpochs = unetEpochs
         settings.imageSize = imageSize
-        settings.bank.epsilon = epsilon
+        settings.epsilon = epsilon
         settings.coresetFraction = coreset
-        let backbone = try EfficientNetLite.pretrainedLite0()
-        let result = try CategoryPipeline.run(categoryRoot: URL(fileURLWithPath: category), backbone: backbone, settings: settings,
-                                              artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
+        settings.memoryTypes = try memoryTypes.split(separator: ",").map { letters in
+            guard let memory = MemoryType(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c and p") }
+            return memory
+        }
+        settings.scaleTypes = try scaleTypes.split(separator: ",").map { name in
+            guard let scale = ScaleType(rawValue: String(name)) else { throw ValidationError("--scale-types: '\(name)' is not max, std or none") }
+            return scale
+        }
+        guard let backbone = BackboneName(rawValue: backbone) else {
+            throw ValidationError("--backbone takes \(BackboneName.allCases.map(\.rawValue).joined(separator: ", ")), not '\(self.backbone)'")
+        }
+        settings.backbone = backbone
+        let result = try MethodChain.run(categoryRoot: URL(fileURLWithPath: category), settings: settings,
+                                         artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        let data = try encoder.encode(result)
+        let data = try StageArtifacts.encode(result)
         if let out { try AtomicFile.write(data, to: URL(fileURLWithPath: out)) }
         print(String(decoding: data, as: UTF8.self))
     }

@@ -19,16 +19,15 @@ import Vision
         var generator = SeededGenerator(seed: 17)
         try PNG.write(Image(width: original.width, height: original.height, channels: original.channels,
                             pixels: (0..<original.pixels.count).map { _ in UInt8.random(in: 0...255, using: &generator) }), to: noisy)
-        var s = CategoryPipeline.Settings()
+        var s = MethodChain.Settings()
         s.nShot = 3
         s.imageSize = 96
         s.lossSets = [.sup, .supEntropyHistogram]
-        s.segment.epochs = 4; s.segment.viewsPerLabelledImage = 2; s.segment.batchPairs = 4; s.segment.learningRate = 1e-2
-        s.unet.epochs = 1; s.unet.width = 4; s.unet.depth = 2; s.unet.batch = 4
-        s.bank.epsilon = 1e-6
-        let backbone = try EfficientNetLite.pretrainedLite0()
+        s.epochs = 4; s.viewsPerLabelledImage = 2; s.batchPairs = 4; s.learningRate = 1e-2
+        s.unetEpochs = 1; s.unetWidth = 4; s.unetDepth = 2; s.unetBatch = 4
+        s.epsilon = 1e-6
         let categoryRoot = data.url.appendingPathComponent("bottle_label")
-        let result = try CategoryPipeline.run(categoryRoot: categoryRoot, backbone: backbone, settings: s, artifacts: artifacts.url)
+        let result = try MethodChain.run(categoryRoot: categoryRoot, settings: s, artifacts: artifacts.url)
         let classes = try CategoryManifest.load(categoryRoot: categoryRoot).classCount
 
         #expect(result.runs.map(\.lossSet) == [.sup, .supEntropyHistogram])
@@ -37,16 +36,15 @@ import Vision
             #expect(Set(run.metrics.keys) == Set(keys))
             #expect(run.segmentLosses.count == 4 && run.unetLosses.count == 1)
         }
-        var expected: [String] = ["preprocess", "encode", "patch-features"]
+        var expected: [String] = ["preprocess", "patch-features"]
         for tag in ["sup", "sup+H+hist"] {
             for stage in ["segment-train", "pseudo-label", "unet-train", "bank-fit", "evaluate"] { expected.append("\(stage)[\(tag)]") }
         }
-        expected.append("pixel-metrics")
         #expect(result.stages.map(\.stage) == expected)
         #expect(result.stages.allSatisfy { $0.seconds >= 0 && ($0.peakMebibytes ?? 1) > 0 })
         #expect(result.pixel != nil)
 
-        // The artifacts, read back as a user would.
+        // The artifacts, read back as a user would: each stage's files as a sweep's job writes them.
         let root = artifacts.url
         func file(_ path: String) -> URL { root.appendingPathComponent(path) }
         var tests: [String] = []
@@ -54,20 +52,20 @@ import Vision
             for i in 0..<4 { tests.append("\(split)/00\(i).png") }
         }
         for name in tests {
-            let mask = try PNG.read(file("sup+H+hist/masks/\(name)"), mode: .indices)
+            let mask = try PNG.read(file("sup+H+hist/unet-train/masks/\(name)"), mode: .indices)
             #expect(mask.width == 96 && mask.height == 96 && mask.pixels.allSatisfy { Int($0) < classes })
             #expect(try PNG.read(file("patch-features/maps/\(name)")).width == 96)
         }
-        for i in 0..<8 { _ = try PNG.read(file("sup/pseudo-label/train/good/00\(i).png"), mode: .indices) }
+        for i in 0..<8 { _ = try PNG.read(file("sup/pseudo-label/masks/train/good/00\(i).png"), mode: .indices) }
+        _ = try PNG.read(file("preprocess/few_shot/000.png"), mode: .indices)
         let head = try SafetensorsFile(contentsOf: file("sup/segment-train/head.safetensors"))
         #expect(try head.tensor("head.2.weight").shape[0] == classes)
         let banks = try SafetensorsFile(contentsOf: file("sup/bank-fit/banks.safetensors"))
         #expect(try banks.tensor("train_histogram").shape == [8, classes])
         #expect(try banks.tensor("composition_train_statistics").shape == [8])
-        let distances = try String(contentsOf: file("sup/evaluate/distances.csv"), encoding: .utf8).split(separator: "\n")
-        #expect(distances.count == 13 && distances[0] == "split,image,histogram,composition,patch")
-        let scores = try String(contentsOf: file("patch-features/scores.csv"), encoding: .utf8).split(separator: "\n")
-        #expect(scores.count == 1 + 8 + 12)
+        let scores = try String(contentsOf: file("sup/evaluate/hcp-max/scores.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(scores.count == 13 && scores[0] == "split,score")
+        #expect(FileManager.default.fileExists(atPath: file("sup/evaluate/p-none/metrics.json").path))
         let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: file("result.json"))) as? [String: Any]
         #expect(saved?["category"] as? String == "bottle_label")
         #expect((saved?["runs"] as? [Any])?.count == 2)
@@ -84,16 +82,20 @@ import Vision
                 #expect([m.logicalAUROC, m.structuralAUROC].allSatisfy { $0.map { $0.isFinite && (0...1).contains($0) } == true }, "\(key)")
             }
         }
-        for line in distances.dropFirst() {
-            let fields = line.split(separator: ",")
-            #expect(fields.count == 5 && fields[2...].allSatisfy { Double($0)?.isFinite == true }, "\(line)")
+        for line in scores.dropFirst() {
+            #expect(Double(line.split(separator: ",")[1])?.isFinite == true, "\(line)")
         }
-        // The noise image has the highest patch distance of all twelve.
-        let patchDistance = Dictionary(uniqueKeysWithValues: distances.dropFirst().map { line in
-            let f = line.split(separator: ",")
-            return ("\(f[0])/\(f[1])", Double(f[4])!)
-        })
-        let noise = try #require(patchDistance.first { $0.key == "test/structural_anomalies/000" })
-        #expect(patchDistance.filter { $0.key != noise.key }.values.allSatisfy { $0 < noise.value }, "\(patchDistance)")
+        // The noise image (the first structural one, test image 8) has the highest patch score of all twelve.
+        let patch = try JSONDecoder().decode([String: AnyCodable].self, from: Data(contentsOf: file("patch-features/scores.json")))
+        let test = try #require(patch["test"]?.numbers)
+        #expect(test.count == 12 && test.indices.filter { $0 != 8 }.allSatisfy { test[$0] < test[8] }, "\(test)")
+    }
+}
+
+/// Just enough JSON to read a list of numbers out of an artifact.
+private struct AnyCodable: Decodable {
+    let numbers: [Double]?
+    init(from decoder: any Decoder) throws {
+        numbers = try? decoder.singleValueContainer().decode([Double].self)
     }
 }

@@ -7,7 +7,11 @@ public struct CategorySize: Codable, Equatable, Sendable {
     public var train: Int, test: Int
     /// Part classes, background included (the manifest's `classes`).
     public var classes: Int
-    public init(train: Int, test: Int, classes: Int) { self.train = train; self.test = test; self.classes = classes }
+    /// Labelled images the manifest lists (`few_shot`); nil where not counted.
+    public var labelled: Int?
+    public init(train: Int, test: Int, classes: Int, labelled: Int? = nil) {
+        self.train = train; self.test = test; self.classes = classes; self.labelled = labelled
+    }
 
     /// The synthetic benchmark's default category (120 train, 120 test
     /// images, at most 10 classes): what an estimate assumes where the
@@ -29,7 +33,7 @@ public struct CategorySize: Codable, Equatable, Sendable {
         }
         return CategorySize(train: pngs("train/good"),
                             test: ["test/good", "test/logical_anomalies", "test/structural_anomalies"].map(pngs).reduce(0, +),
-                            classes: classes.count)
+                            classes: classes.count, labelled: (object["few_shot"] as? [Any])?.count)
     }
 }
 
@@ -38,7 +42,7 @@ public struct CategorySize: Codable, Equatable, Sendable {
 /// job only to a worker that announced enough (DESIGN.md, Scale).
 ///
 /// Each figure adds up the arrays the stage holds at its peak, as the code
-/// in `Sources/Stages` and `Sources/Worker/StageJobs.swift` allocates them
+/// in `Sources/Stages` (the stages in `Stages/Method/`) allocates them
 /// (Float32 tensors, 8-bit images, Int32 masks), plus a fixed allowance for
 /// the process and the backbone's forward pass. It is meant as an upper
 /// bound: checked against measured peaks in the tests and BENCHMARKS.md.

@@ -26,6 +26,9 @@ public struct Sweep: Equatable, Sendable {
     /// them: the jobs' memory needs follow from them (``StageMemory``).
     public var dataSizes: [String: CategorySize] = [:]
 
+    /// The backbones a grid may name (the workers' `BackboneName`, which a test holds to this list).
+    public static let knownBackbones = ["efficientnet-lite0", "resnet18", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"]
+
     public struct Grid: Equatable, Sendable {
         public var nShot = [5]
         public var memoryTypes = ["h", "c", "p", "hcp"]
@@ -127,7 +130,7 @@ extension Sweep {
             }
             d.seeds = try reader.ints(grid, "seeds", path: "grid.seeds", default: d.seeds, atLeast: 0)
             let knownBackbone = { (name: String) -> String? in
-                ["efficientnet-lite0", "resnet18", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"].contains(name)
+                Sweep.knownBackbones.contains(name)
                     ? nil : "'\(name)' is not a known backbone"
             }
             d.backbones = try reader.strings(grid, "backbone", path: "grid.backbone", default: d.backbones, check: knownBackbone)

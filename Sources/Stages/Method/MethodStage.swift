@@ -1,0 +1,181 @@
+import Anomaly
+import Foundation
+import Models
+import Tensor
+import Vision
+
+/// One stage of the method (DESIGN.md, Stages and the DAG): typed
+/// parameters, the files of the upstream stages it reads, the files and
+/// metrics it writes. A sweep's worker runs one per job
+/// (`Worker/StageJobs.swift` is a table of these); `psad-worker method`
+/// chains the same values in one process (``MethodChain``). Nothing else
+/// computes a stage.
+public protocol MethodStage {
+    associatedtype Parameters: Codable & Sendable
+    /// The stage kind's name in the DAG and on the wire (`preprocess`, ...).
+    static var name: String { get }
+    static func run(_ parameters: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput
+}
+
+extension MethodStage {
+    /// Decodes the parameters from their JSON (the job's parameters as the
+    /// coordinator stored them) and runs the stage.
+    public static func run(json: Data, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        try run(try StageParameters.decode(Parameters.self, from: json, stage: name), inputs: inputs, context: context)
+    }
+}
+
+/// A stage that cannot succeed with these inputs (`permanent`: bad data or
+/// parameters, retrying cannot help) or could not this time.
+public struct StageError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public let permanent: Bool
+    public init(_ description: String, permanent: Bool = true) { self.description = description; self.permanent = permanent }
+}
+
+/// Upstream stages' files, by the role the DAG gives them (`segmenter`,
+/// `masks`, ...) and then by file name.
+public struct StageInputs: Sendable {
+    public var files: [String: [String: Data]]
+    public init(_ files: [String: [String: Data]] = [:]) { self.files = files }
+
+    public func role(_ role: String) throws -> [String: Data] {
+        guard let files = files[role] else { throw StageError("the job has no input '\(role)'", permanent: false) }
+        return files
+    }
+
+    public func file(_ role: String, _ name: String) throws -> Data {
+        guard let data = try self.role(role)[name] else { throw StageError("input '\(role)' has no file '\(name)'", permanent: false) }
+        return data
+    }
+}
+
+/// What a stage writes: files by name (artifacts; `StageArtifacts` names
+/// them) and metrics the coordinator stores.
+public struct StageOutput: Sendable {
+    public var files: [String: Data] = [:]
+    public var metrics: [String: Double] = [:]
+    public init(files: [String: Data] = [:], metrics: [String: Double] = [:]) { self.files = files; self.metrics = metrics }
+}
+
+/// What a stage gets from the process it runs in: where to report
+/// progress, the backbones (loaded once per process), and an optional
+/// cache of encoder taps for a chain that runs several stages on the same
+/// images in one process.
+public final class StageContext: @unchecked Sendable {
+    /// done, total, unit (e.g. 3, 100, "epochs").
+    public typealias Progress = @Sendable (Int, Int, String) -> Void
+    public let progress: Progress
+    private let lock = NSLock()
+    private var backbones: [BackboneName: any Backbone] = [:]
+    private var taps: [String: [[Int: Tensor]]]?
+
+    /// - Parameter cacheTaps: keep every image's encoder taps for later
+    ///   stages of this process (an in-process chain; memory grows with the
+    ///   category).
+    public init(progress: @escaping Progress = { _, _, _ in }, cacheTaps: Bool = false) {
+        self.progress = progress
+        self.taps = cacheTaps ? [:] : nil
+    }
+
+    /// Whether taps are kept for later stages of this process.
+    public var cachesTaps: Bool { lock.lock(); defer { lock.unlock() }; return taps != nil }
+
+    public func backbone(_ name: BackboneName) throws -> any Backbone {
+        lock.lock(); defer { lock.unlock() }
+        if let loaded = backbones[name] { return loaded }
+        let loaded = try name.load()
+        backbones[name] = loaded
+        return loaded
+    }
+
+    /// The encoder's taps of `images`, computed or (in a caching context) reused under `key`.
+    func taps(_ key: String, _ images: () throws -> [Image], backbone: any Backbone) rethrows -> [[Int: Tensor]] {
+        lock.lock()
+        if let cached = taps?[key] { lock.unlock(); return cached }
+        lock.unlock()
+        let computed = CategoryInput.taps(try images(), backbone: backbone)
+        lock.lock(); defer { lock.unlock() }
+        if taps != nil { taps![key] = computed }
+        return computed
+    }
+}
+
+/// The pretrained encoders a sweep may name.
+public enum BackboneName: String, Codable, CaseIterable, Sendable {
+    case efficientNetLite0 = "efficientnet-lite0"
+    case resnet18, resnet50, resnet101
+    case wideResnet50 = "wide_resnet50_2"
+    case wideResnet101 = "wide_resnet101_2"
+
+    public func load() throws -> any Backbone {
+        if self == .efficientNetLite0 { return try EfficientNetLite.pretrainedLite0() }
+        guard let config = ResNet.Config.all.first(where: { $0.name == rawValue }) else {
+            throw StageError("no ResNet configuration for backbone '\(rawValue)'")
+        }
+        return try ResNet.pretrained(config, depth: 3)
+    }
+}
+
+/// The dataset fields every stage that reads images has.
+public struct DataParameters: Codable, Equatable, Sendable {
+    /// The folder holding the categories, as workers see it.
+    public var dataset: String
+    public var category: String
+    public var imageSize: Int
+    public init(dataset: String, category: String, imageSize: Int) {
+        self.dataset = dataset; self.category = category; self.imageSize = imageSize
+    }
+
+    public var root: URL { URL(fileURLWithPath: dataset).appendingPathComponent(category) }
+    public func input() throws -> CategoryInput { try CategoryInput(root: root, imageSize: imageSize) }
+}
+
+/// Parameters travel as the job's JSON object (snake_case keys); this is
+/// where they become types, once.
+public enum StageParameters {
+    public static func decode<P: Decodable>(_ type: P.Type, from json: Data, stage: String) throws -> P {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        do {
+            return try decoder.decode(type, from: json)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw StageError("\(stage): the job has no parameter '\(snake(key.stringValue))'")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            throw StageError("\(stage): parameter '\(path(context))' has the wrong type")
+        } catch DecodingError.dataCorrupted(let context) {
+            throw StageError("\(stage): parameter '\(path(context))': \(context.debugDescription)")
+        }
+    }
+
+    static func path(_ context: DecodingError.Context) -> String {
+        context.codingPath.map { snake($0.stringValue) }.joined(separator: ".")
+    }
+
+    /// "nShot" -> "n_shot" (the names as sweeps and jobs spell them).
+    static func snake(_ name: String) -> String {
+        var out = ""
+        for c in name {
+            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+        }
+        return out
+    }
+}
+
+extension MemoryType: Codable {
+    public init(from decoder: any Decoder) throws {
+        let letters = try decoder.singleValueContainer().decode(String.self)
+        guard let value = MemoryType(letters) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "'\(letters)' is not a combination of h, c and p"))
+        }
+        self = value
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+extension ScaleType: Codable {}

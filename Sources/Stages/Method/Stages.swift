@@ -1,0 +1,294 @@
+import Anomaly
+import Foundation
+import Models
+import Tensor
+import Vision
+
+// The seven stages of the method. Images are read from the dataset and
+// preprocessed again where a stage needs them (cheaper than shipping them);
+// everything computed travels as files (``StageArtifacts``):
+//
+// | stage | files |
+// |---|---|
+// | preprocess | `preprocess.json` (listing, checked readable), `few_shot/<image>.png` masks |
+// | segment-train | `head.safetensors`, `losses.json` |
+// | pseudo-label | `masks/<split>/<id>.png` for train and test images |
+// | unet-train | `masks/<split>/<id>.png` from the UNet, `losses.json` |
+// | patch-features | `scores.json` (train leave-one-out, test; pixel metrics; each test image's defect types; the maps' scale), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
+// | bank-fit | `banks.safetensors` (train vectors, standardisation, train statistics), `distances.json` |
+// | evaluate | `metrics.json`, `roc.json`, `scores.csv`, `defect_types.json` (where the data has ground truth) |
+
+/// Reads every image and annotation once (bad input stops the category
+/// here, before any training) and writes the few-shot masks.
+public enum PreprocessStage: MethodStage {
+    public static let name = "preprocess"
+    public typealias Parameters = DataParameters
+
+    public static func run(_ p: DataParameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try p.input()
+        let counts = Dictionary(uniqueKeysWithValues: try input.validate().map { ($0.key.rawValue, $0.value) })
+        let labelled = try input.labelled(nShot: input.manifest.fewShot.count)
+        var out = StageOutput(), names: [String] = []
+        for (label, sample) in zip(input.manifest.fewShot, labelled) {
+            let name = (label.image as NSString).lastPathComponent
+            names.append(name)
+            out.files[StageArtifacts.fewShotMask(name)] = try PNG.encodeMask(sample.mask!)
+        }
+        out.files[StageArtifacts.preprocessListing] = try StageArtifacts.encode(StageArtifacts.PreprocessListing(
+            category: input.category.name, imageSize: input.size, classes: input.classes, fewShot: names, counts: counts))
+        return out
+    }
+}
+
+/// The few-shot segmenter: a head on the frozen encoder's taps, trained on
+/// the labelled images and every normal one.
+public enum SegmentTrainStage: MethodStage {
+    public static let name = "segment-train"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var dataset: String, category: String, imageSize: Int
+        public var backbone: BackboneName
+        public var nShot: Int
+        public var epochs: Int
+        public var lossSet: LossSet
+        public var seed: UInt64
+        /// Training knobs sweeps leave at SegmentTrainParameters' defaults (tests shrink them).
+        public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+        let backbone = try context.backbone(p.backbone)
+        // Preprocess validated the annotations (its few_shot/ masks are for users);
+        // importing them here again is cheaper than decoding its PNGs.
+        let labelled = try input.labelled(nShot: p.nShot)
+        let train = try input.images(.train), types = input.productTypes
+        var sp = SegmentTrainParameters()
+        sp.epochs = p.epochs
+        sp.seed = p.seed
+        sp.lossSet = p.lossSet
+        if let v = p.viewsPerLabelledImage { sp.viewsPerLabelledImage = v }
+        if let v = p.batchPairs { sp.batchPairs = v }
+        if let v = p.learningRate { sp.learningRate = v }
+        context.progress(0, sp.epochs, "epochs")
+        let trainTaps = try context.taps("\(p.backbone.rawValue)/train", { train }, backbone: backbone)
+        let result = SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
+                                      classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
+                                      parameters: sp, unlabelledTaps: trainTaps,
+                                      progress: { epoch, _ in context.progress(epoch + 1, sp.epochs, "epochs") })
+        return StageOutput(files: [StageArtifacts.head: SafetensorsFile.encode(result.head.tensors),
+                                   StageArtifacts.losses: try JSONEncoder().encode(result.epochLosses)],
+                           metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
+    }
+}
+
+/// The segmenter's masks of every train and test image.
+public enum PseudoLabelStage: MethodStage {
+    public static let name = "pseudo-label"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var dataset: String, category: String, imageSize: Int
+        public var backbone: BackboneName
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+        let backbone = try context.backbone(p.backbone)
+        let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", StageArtifacts.head), source: StageArtifacts.head))
+        let masks: [[Int32]]
+        if context.cachesTaps {
+            let taps = try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone)
+                + context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+            masks = taps.map { SegmentTrain.pseudoLabels(head, taps: $0, height: input.size, width: input.size) }
+        } else {
+            // One image's taps at a time (a category's are hundreds of MB).
+            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: backbone)
+        }
+        return StageOutput(files: try StageArtifacts.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
+    }
+}
+
+/// A UNet retrained on the pseudo-labels; its masks replace them.
+public enum UNetTrainStage: MethodStage {
+    public static let name = "unet-train"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var dataset: String, category: String, imageSize: Int
+        public var unetEpochs: Int
+        public var seed: UInt64
+        /// The UNet's size and batch where not UNetTrain.Parameters' defaults (tests shrink them).
+        public var unetWidth: Int?, unetDepth: Int?, unetBatch: Int?
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+        let train = try input.images(.train)
+        let labels = try StageArtifacts.readMasks(try inputs.role("pseudo_labels"), samples: input.category[.train])
+        var up = UNetTrain.Parameters()
+        up.epochs = p.unetEpochs
+        up.seed = p.seed
+        if let v = p.unetWidth { up.width = v }
+        if let v = p.unetDepth { up.depth = v }
+        if let v = p.unetBatch { up.batch = v }
+        context.progress(0, up.epochs, "epochs")
+        let unet = UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up,
+                                 progress: { epoch, _ in context.progress(epoch + 1, up.epochs, "epochs") })
+        let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
+        var out = StageOutput(files: try StageArtifacts.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
+        out.files[StageArtifacts.losses] = try JSONEncoder().encode(unet.epochLosses)
+        return out
+    }
+}
+
+/// PatchCore: nearest-neighbour patch distances against the train images'
+/// patches, image scores, anomaly maps and the pixel metrics.
+public enum PatchFeaturesStage: MethodStage {
+    public static let name = "patch-features"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var dataset: String, category: String, imageSize: Int
+        public var backbone: BackboneName
+        public var lessNormalFraction: Double
+        public var coresetFraction: Double
+        /// The coreset's seed (absent in jobs of code version 3 and before: 0).
+        public var seed: UInt64?
+        /// sPRO's false-positive-rate limit (absent before: 0.05, the reference's).
+        public var fprLimit: Double?
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+        let backbone = try context.backbone(p.backbone)
+        let trainSamples = input.category[.train]
+        let kept = memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
+        let tests = input.testSamples.count
+        // Progress: every image encoded (train, then test), then every image scored.
+        let count = kept + tests
+        context.progress(0, 2 * count, "image steps")
+        let trainTaps = Array(try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone).prefix(kept))
+        context.progress(kept, 2 * count, "image steps")
+        let testTaps = try context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+        context.progress(count, 2 * count, "image steps")
+        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, seed: p.seed ?? 0,
+                                   scored: { context.progress(count + $0, 2 * count, "image steps") })
+        let maps = patch.testMaps(size: input.size)
+        let fprLimit = p.fprLimit ?? 0.05
+        let pixel = try input.pixelMetrics(maps: maps, fprLimit: fprLimit)
+        let (images, scale) = try MapImages.encode(maps, size: input.size)
+        var out = StageOutput()
+        out.files[StageArtifacts.patchScores] = try StageArtifacts.encode(StageArtifacts.PatchScores(
+            train: patch.trainScores, test: patch.testScores, pixelAUROC: pixel?.pixelAUROC, spro: pixel?.spro,
+            fprLimit: fprLimit, testDefectTypes: try input.testDefectTypes(), mapScale: scale))
+        out.files[StageArtifacts.patchDistances] = SafetensorsFile.encode([
+            "test_patch_distances": Tensor(shape: [patch.testPatchDistances.count, patch.gridHeight, patch.gridWidth],
+                                           storage: patch.testPatchDistances.flatMap { $0 })])
+        for (sample, png) in zip(input.testSamples, images) { out.files[StageArtifacts.map(sample)] = png }
+        out.metrics["map_scale"] = Double(scale)
+        return out
+    }
+
+    /// Train images kept in memory with the less-normal-data option: the first ceil(N * fraction), at least 2.
+    public static func memorySubset(_ count: Int, fraction: Double) -> Int {
+        min(count, max(2, Int((Double(count) * fraction).rounded(.up))))
+    }
+}
+
+/// The histogram and composition banks from the train images' masks, and
+/// every test image's distance to them.
+public enum BankFitStage: MethodStage {
+    public static let name = "bank-fit"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var dataset: String, category: String, imageSize: Int
+        public var backbone: BackboneName
+        public var epsilon: Double
+        public var trainStatistic: TrainStatistic
+        public var lessNormalFraction: Double
+    }
+
+    /// The train statistic scaling divides by: each train image against the
+    /// others (`leave-one-out`, the paper's) or against all including itself
+    /// (`reference`, the reference code's).
+    public enum TrainStatistic: String, Codable, Sendable {
+        case leaveOneOut = "leave-one-out"
+        case reference
+        var bank: MemoryBank.TrainStatistic { self == .reference ? .reference : .leaveOneOut }
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+        let backbone = try context.backbone(p.backbone)
+        let size = input.size
+        var bp = BankFit.Parameters()
+        bp.epsilon = p.epsilon
+        bp.trainStatistic = p.trainStatistic.bank.rawValue
+        let trainSamples = input.category[.train]
+        let kept = PatchFeaturesStage.memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
+        let masks = try inputs.role("masks")
+        let trainMasks = try StageArtifacts.readMasks(masks, samples: Array(trainSamples.prefix(kept)))
+        let testMasks = try StageArtifacts.readMasks(masks, samples: input.testSamples)
+        func vectors(_ taps: [[Int: Tensor]], _ masks: [[Int32]]) -> [(histogram: [Double], composition: [Double])] {
+            zip(taps, masks).map { BankFit.vectors(taps: $0.0, labels: $0.1, height: size, width: size, classes: input.classes, strides: bp.strides) }
+        }
+        let trainTaps = Array(try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone).prefix(kept))
+        let trainVectors = vectors(trainTaps, trainMasks)
+        let banks = BankFit.run(trainVectors: trainVectors, parameters: bp)
+        let testTaps = try context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+        let test = vectors(testTaps, testMasks).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
+        let record = StageArtifacts.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
+                                                  histogramTrainStatistics: banks.histogramTrainStatistics,
+                                                  compositionTrainStatistics: banks.compositionTrainStatistics,
+                                                  good: input.category[.testGood].count, logical: input.category[.testLogical].count)
+        func matrix(_ rows: [[Double]]) -> Tensor { Tensor(shape: [rows.count, rows.first?.count ?? 0], storage: rows.flatMap { $0.map(Float.init) }) }
+        func vector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }
+        return StageOutput(files: [
+            StageArtifacts.bankDistances: try StageArtifacts.encode(record),
+            StageArtifacts.banks: SafetensorsFile.encode([
+                "train_histogram": matrix(trainVectors.map(\.histogram)),
+                "train_composition": matrix(trainVectors.map(\.composition)),
+                "histogram_mean": vector(banks.histogramStandardizer.mean),
+                "histogram_std": vector(banks.histogramStandardizer.std),
+                "composition_mean": vector(banks.compositionStandardizer.mean),
+                "composition_std": vector(banks.compositionStandardizer.std),
+                "histogram_train_statistics": vector(banks.histogramTrainStatistics),
+                "composition_train_statistics": vector(banks.compositionTrainStatistics)]),
+        ])
+    }
+}
+
+/// One memory and scale type: the final scores, image AUROC for logical and
+/// structural anomalies (and per defect type), ROC curves, the pixel metrics
+/// carried from patch-features.
+public enum EvaluateStage: MethodStage {
+    public static let name = "evaluate"
+    public struct Parameters: Codable, Equatable, Sendable {
+        public var memoryType: MemoryType
+        public var scaleType: ScaleType
+    }
+
+    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let d = try StageArtifacts.decode(StageArtifacts.BankDistances.self, try inputs.file("banks", StageArtifacts.bankDistances),
+                                          name: StageArtifacts.bankDistances)
+        let patch = try StageArtifacts.decode(StageArtifacts.PatchScores.self, try inputs.file("patch", StageArtifacts.patchScores),
+                                              name: StageArtifacts.patchScores)
+        guard patch.test.count == d.histogram.count else {
+            throw StageError("patch scores for \(patch.test.count) test images, bank distances for \(d.histogram.count)", permanent: false)
+        }
+        let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init))
+        let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
+                                           patch: patch.train.map(Double.init))
+        let scores = Evaluate.scores(test, train: train, memory: p.memoryType, scale: p.scaleType)
+        let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
+                                     structural: Array(scores[(d.good + d.logical)...]))
+        var metrics = Evaluate.Metrics(logicalAUROC: curves.logical?.area, structuralAUROC: curves.structural?.area).named
+        if let v = patch.pixelAUROC { metrics["pixel_auroc"] = v }
+        if let v = patch.spro { metrics["spro"] = v }
+        let rows = scores.enumerated().map { i, s in
+            [i < d.good ? "good" : i < d.good + d.logical ? "logical_anomalies" : "structural_anomalies", "\(s)"]
+        }
+        func points(_ roc: ROC) -> [String: [Double]] { ["fpr": roc.falsePositiveRates, "tpr": roc.truePositiveRates] }
+        var files = [StageArtifacts.metrics: try StageArtifacts.encode(metrics),
+                     StageArtifacts.roc: try StageArtifacts.encode(["logical": curves.logical.map(points),
+                                                                    "structural": curves.structural.map(points)].compactMapValues { $0 }),
+                     StageArtifacts.scoresCSV: StageArtifacts.csv(header: ["split", "score"], rows: rows)]
+        if let types = patch.testDefectTypes, types.count == scores.count, types[d.good...].contains(where: { !$0.isEmpty }) {
+            files[StageArtifacts.defectTypes] = try StageArtifacts.encode(Evaluate.byDefectType(scores: scores, types: types, good: d.good, logical: d.logical))
+        }
+        return StageOutput(files: files, metrics: metrics)
+    }
+}
