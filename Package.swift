@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Vision", dependencies: ["AtomicWrite", "Tensor", "CPNG"]),
         .target(name: "Models", dependencies: ["Tensor"]),
         .target(name: "Anomaly", dependencies: ["Tensor"]),
-        .target(name: "Stages", dependencies: ["AtomicWrite", "Tensor", "Vision", "Models", "Anomaly"]),
+        .target(name: "Stages", dependencies: ["AtomicWrite", "Tensor", "Vision", "Models", "Anomaly", "Shared"]),
         .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto"),
                                               .product(name: "Logging", package: "swift-log"), "Yams"]),
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
@@ -88,7 +88,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "AnomalyTests", dependencies: ["Anomaly", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "StagesTests", dependencies: ["Stages", "TestSupport"]),
+        .testTarget(name: "StagesTests", dependencies: ["Stages", "Shared", "Anomaly", "Models", "TestSupport"]),
         .testTarget(name: "SharedTests", dependencies: ["Shared", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // Starts the built psad-coordinator and psad-worker binaries.
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "Vision", "Shared", "Stages", "Scheduler", .target(name: "Coordinator"), .target(name: "Worker"),

@@ -1,14 +1,8 @@
 import Anomaly
 import Models
+import Shared
 import Tensor
 import Vision
-
-/// Which losses train the segmenter (the paper's ablation: sup, +L_H, +L_H+L_hist).
-public enum LossSet: String, Codable, CaseIterable, Sendable {
-    case sup
-    case supEntropy = "sup+H"
-    case supEntropyHistogram = "sup+H+hist"
-}
 
 public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     public var epochs = 100

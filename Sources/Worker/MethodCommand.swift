@@ -3,6 +3,7 @@ import AtomicWrite
 import ArgumentParser
 import Foundation
 import Models
+import Shared
 import Stages
 import Tensor
 

@@ -1,5 +1,4 @@
 import Foundation
-import Shared
 import Stages
 import Testing
 import TestSupport
@@ -54,11 +53,6 @@ import Vision
         // The pixel metrics come from the same patch-features stage.
         let pixel = try #require(result["pixel"] as? [String: Double])
         #expect(pixel["pixel_auroc"] == swept["hcp/max pixel_auroc"] && pixel["spro"] == swept["hcp/max spro"], "\(pixel)")
-    }
-
-    /// What a sweep may name is what a worker can run.
-    @Test func theSweepsBackbonesAreTheStagesBackbones() {
-        #expect(Set(Sweep.knownBackbones) == Set(BackboneName.allCases.map(\.rawValue)))
     }
 
     /// A setting the data cannot give fails at submit, naming the field and

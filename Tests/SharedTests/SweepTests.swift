@@ -50,6 +50,9 @@ import Testing
     @Test func keyIsTheHashOfTheCanonicalJSON() {
         let key = JobKey.of(kind: .preprocess, parameters: ["dataset": .string("d"), "category": .string("a"), "image_size": .int(256)], inputs: [:])
         #expect(key.hex == "1143e1887cf73ec6f232cb26549ef7ff6475ff32949ba7930e7355ac3816d444")
+        // The expander's preprocess job of that category is that job: its typed
+        // parameters map to the same names and values (nothing added, numbers kept).
+        #expect(SweepExpander.expand(Self.sweep(["a"])).jobs.first { $0.kind == .preprocess }?.key == key)
         #expect(JobKey(hex: key.hex) == key)
         #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
     }

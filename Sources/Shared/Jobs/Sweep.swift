@@ -26,8 +26,8 @@ public struct Sweep: Equatable, Sendable {
     /// them: the jobs' memory needs follow from them (``StageMemory``).
     public var dataSizes: [String: CategorySize] = [:]
 
-    /// The backbones a grid may name (the workers' `BackboneName`, which a test holds to this list).
-    public static let knownBackbones = ["efficientnet-lite0", "resnet18", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"]
+    /// The backbones a grid may name.
+    public static let knownBackbones = BackboneName.allCases.map(\.rawValue)
 
     public struct Grid: Equatable, Sendable {
         public var nShot = [5]
@@ -123,10 +123,10 @@ extension Sweep {
             var d = Grid()
             d.nShot = try reader.ints(grid, "n_shot", path: "grid.n_shot", default: d.nShot, atLeast: 1)
             d.memoryTypes = try reader.strings(grid, "memory_types", path: "grid.memory_types", default: d.memoryTypes) { m in
-                !m.isEmpty && m.allSatisfy { "hcp".contains($0) } && Set(m).count == m.count ? nil : "'\(m)' is not a combination of h, c and p"
+                MemoryCombination(m) != nil ? nil : "'\(m)' is not a combination of h, c and p"
             }
             d.scaleTypes = try reader.strings(grid, "scale_types", path: "grid.scale_types", default: d.scaleTypes) {
-                ["max", "std", "none"].contains($0) ? nil : "'\($0)' is not max, std or none"
+                ScaleName(rawValue: $0) != nil ? nil : "'\($0)' is not max, std or none"
             }
             d.seeds = try reader.ints(grid, "seeds", path: "grid.seeds", default: d.seeds, atLeast: 0)
             let knownBackbone = { (name: String) -> String? in
@@ -143,7 +143,7 @@ extension Sweep {
             d.imageSizes = try reader.ints(grid, "image_size", path: "grid.image_size", default: d.imageSizes, atLeast: 32)
             d.epochs = try reader.ints(grid, "epochs", path: "grid.epochs", default: d.epochs, atLeast: 1)
             d.lossSets = try reader.strings(grid, "loss_set", path: "grid.loss_set", default: d.lossSets) {
-                ["sup", "sup+H", "sup+H+hist"].contains($0) ? nil : "'\($0)' is not sup, sup+H or sup+H+hist"
+                LossSet(rawValue: $0) != nil ? nil : "'\($0)' is not sup, sup+H or sup+H+hist"
             }
             d.lessNormalFractions = try reader.doubles(grid, "less_normal_fraction", path: "grid.less_normal_fraction", default: d.lessNormalFractions) {
                 $0 > 0 && $0 <= 1 ? nil : "\($0) is not in (0, 1]"
@@ -151,7 +151,7 @@ extension Sweep {
             d.unetEpochs = try reader.ints(grid, "unet_epochs", path: "grid.unet_epochs", default: d.unetEpochs, atLeast: 0)
             d.epsilons = try reader.doubles(grid, "epsilon", path: "grid.epsilon", default: d.epsilons) { $0 > 0 ? nil : "\($0) is not positive" }
             d.trainStatistics = try reader.strings(grid, "train_statistic", path: "grid.train_statistic", default: d.trainStatistics) {
-                ["leave-one-out", "reference"].contains($0) ? nil : "'\($0)' is not leave-one-out or reference"
+                TrainStatisticName(rawValue: $0) != nil ? nil : "'\($0)' is not leave-one-out or reference"
             }
             d.coresetFractions = try reader.doubles(grid, "coreset_fraction", path: "grid.coreset_fraction", default: d.coresetFractions) {
                 $0 > 0 && $0 <= 1 ? nil : "\($0) is not in (0, 1]"

@@ -33,6 +33,11 @@ public struct SweepPlan {
     var onJob: ((PlannedJob) -> Void)?
     var onEvaluation: ((PlannedEvaluation) -> Void)?
 
+    /// Adds a method stage's job: its parameters as the key hashes them (``ParameterEncoder``).
+    mutating func add(_ kind: StageKind, category: String, _ parameters: some Encodable, inputs: [String: JobKey] = [:]) -> JobKey {
+        add(kind, category: category, ParameterEncoder.parameters(parameters), inputs: inputs)
+    }
+
     /// Adds the job unless an equal key is already planned; returns its key.
     mutating func add(_ kind: StageKind, category: String, _ parameters: [String: ParameterValue], inputs: [String: JobKey] = [:]) -> JobKey {
         let key = JobKey.of(kind: kind, parameters: parameters, inputs: inputs)
@@ -83,46 +88,52 @@ public enum SweepExpander {
             return
         }
         let g = sweep.grid
+        // The grid's strings were checked when the sweep was read.
+        func typed<T>(_ value: T?, _ field: String, _ text: String) -> T {
+            guard let value else { preconditionFailure("grid.\(field) '\(text)' passed the sweep's checks but is not a value") }
+            return value
+        }
+        func backbone(_ name: String) -> BackboneName { typed(BackboneName(rawValue: name), "backbone", name) }
         for category in sweep.categories {
             for size in g.imageSizes {
                 // Where the images are: every stage that reads them carries it
                 // (already implied by its inputs' keys, so sharing is unchanged).
-                var data: [String: ParameterValue] = ["dataset": .string(sweep.dataset), "category": .string(category), "image_size": .int(size)]
-                if let run = sweep.run { data["run"] = .string(run) }
                 // The data's content where the coordinator could read it: a changed
                 // folder is new work, and each stage checks it reads the same files.
-                if let digest = sweep.dataDigests[category] { data["data_digest"] = .string(digest) }
-                let prep = plan.add(.preprocess, category: category, data)
-                for backbone in g.backbones {
-                    for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [backbone] {
+                let data = DataFields(dataset: sweep.dataset, category: category, imageSize: size, run: sweep.run,
+                                      dataDigest: sweep.dataDigests[category])
+                let prep = plan.add(.preprocess, category: category, OnData(data, StageSettings.None()))
+                for encoder in g.backbones {
+                    for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [encoder] {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             data.merging(["backbone": .string(patchBackbone), "less_normal_fraction": .double(fraction),
-                                                           "coreset_fraction": .double(coreset)]) { a, _ in a },
+                                             OnData(data, StageSettings.PatchFeatures(backbone: backbone(patchBackbone), lessNormalFraction: fraction,
+                                                                                      coresetFraction: coreset)),
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                             let segment = plan.add(.segmentTrain, category: category,
-                                                   data.merging(["backbone": .string(backbone), "n_shot": .int(nShot), "epochs": .int(epochs),
-                                                                 "loss_set": .string(lossSet), "seed": .int(seed)]) { a, _ in a },
+                                                   OnData(data, StageSettings.SegmentTrain(backbone: backbone(encoder), nShot: nShot, epochs: epochs,
+                                                                                           lossSet: typed(LossSet(rawValue: lossSet), "loss_set", lossSet),
+                                                                                           seed: UInt64(seed))),
                                                    inputs: ["preprocessed": prep])
-                            let pseudo = plan.add(.pseudoLabel, category: category, data.merging(["backbone": .string(backbone)]) { a, _ in a },
+                            let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: backbone(encoder))),
                                                   inputs: ["segmenter": segment])
                             for unetEpochs in g.unetEpochs {
                                 let masks = unetEpochs == 0 ? pseudo
-                                    : plan.add(.unetTrain, category: category,
-                                               data.merging(["unet_epochs": .int(unetEpochs), "seed": .int(seed)]) { a, _ in a },
+                                    : plan.add(.unetTrain, category: category, OnData(data, StageSettings.UNetTrain(unetEpochs: unetEpochs, seed: UInt64(seed))),
                                                inputs: ["pseudo_labels": pseudo])
-                                for epsilon in g.epsilons { for statistic in g.trainStatistics { for bankBackbone in g.bankBackbones ?? [backbone] {
+                                for epsilon in g.epsilons { for statistic in g.trainStatistics { for bankBackbone in g.bankBackbones ?? [encoder] {
                                     let bank = plan.add(.bankFit, category: category,
-                                                        data.merging(["backbone": .string(bankBackbone), "epsilon": .double(epsilon),
-                                                                      "train_statistic": .string(statistic),
-                                                                      "less_normal_fraction": .double(fraction)]) { a, _ in a },
+                                                        OnData(data, StageSettings.BankFit(backbone: backbone(bankBackbone), epsilon: epsilon,
+                                                                                           trainStatistic: typed(TrainStatisticName(rawValue: statistic), "train_statistic", statistic),
+                                                                                           lessNormalFraction: fraction)),
                                                         inputs: ["masks": masks, "preprocessed": prep])
                                     for memory in g.memoryTypes { for scale in g.scaleTypes {
                                         let evaluate = plan.add(.evaluate, category: category,
-                                                                ["memory_type": .string(memory), "scale_type": .string(scale)],
+                                                                StageSettings.Evaluate(memoryType: typed(MemoryCombination(memory), "memory_types", memory),
+                                                                                       scaleType: typed(ScaleName(rawValue: scale), "scale_types", scale)),
                                                                 inputs: ["banks": bank, "patch": patch])
                                         plan.add(PlannedEvaluation(key: evaluate, category: category, setting: Sweep.Grid.setting(
-                                            size: size, backbone: backbone, fraction: fraction, nShot: nShot, epochs: epochs, lossSet: lossSet,
+                                            size: size, backbone: encoder, fraction: fraction, nShot: nShot, epochs: epochs, lossSet: lossSet,
                                             seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, statistic: statistic, memory: memory,
                                             scale: scale, coreset: coreset, patchBackbone: patchBackbone, bankBackbone: bankBackbone)))
                                     } }

@@ -1,6 +1,7 @@
 import Anomaly
 import AtomicWrite
 import Foundation
+import Shared
 import Vision
 
 /// Every stage for one category in one process (`psad-worker method`): the
@@ -19,7 +20,7 @@ public enum MethodChain {
         /// UNet retraining; 0 skips it and the banks use the segmenter's own masks.
         public var unetEpochs = 0
         public var epsilon = Standardizer.referenceEpsilon
-        public var trainStatistic = BankFitStage.TrainStatistic.leaveOneOut
+        public var trainStatistic = TrainStatisticName.leaveOneOut
         public var memoryTypes: [MemoryType] = ["h", "c", "p", "hc", "hcp"].compactMap(MemoryType.init)
         public var scaleTypes: [ScaleType] = [.max, .none]
         /// Overrides the manifest's target size when set.
@@ -64,7 +65,7 @@ public enum MethodChain {
         var clock = StageRecorder(log: log)
         let context = StageContext(cacheTaps: true)
         let size = try CategoryInput(root: categoryRoot, imageSize: s.imageSize).size
-        let data = DataParameters(dataset: categoryRoot.deletingLastPathComponent().path, category: categoryRoot.lastPathComponent, imageSize: size)
+        let data = DataFields(dataset: categoryRoot.deletingLastPathComponent().path, category: categoryRoot.lastPathComponent, imageSize: size)
         func write(_ output: StageOutput, _ folder: String) throws {
             guard let artifacts else { return }
             for (name, bytes) in output.files {
@@ -74,12 +75,11 @@ public enum MethodChain {
             }
         }
 
-        let preprocessed = try PreprocessStage.run(data, inputs: StageInputs(), context: context)
+        let preprocessed = try PreprocessStage.run(OnData(data, StageSettings.None()), inputs: StageInputs(), context: context)
         try write(preprocessed, "preprocess")
         clock.lap("preprocess")
-        let patch = try PatchFeaturesStage.run(.init(dataset: data.dataset, category: data.category, imageSize: size, backbone: s.backbone,
-                                                     lessNormalFraction: s.lessNormalFraction, coresetFraction: s.coresetFraction,
-                                                     seed: s.seed, fprLimit: s.fprLimit),
+        let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.backbone, lessNormalFraction: s.lessNormalFraction,
+                                                                  coresetFraction: s.coresetFraction, seed: s.seed, fprLimit: s.fprLimit)),
                                                inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
         try write(patch, "patch-features")
         clock.lap("patch-features")
@@ -87,35 +87,34 @@ public enum MethodChain {
         var runs: [Run] = []
         for lossSet in s.lossSets {
             let tag = lossSet.rawValue
-            let segmenter = try SegmentTrainStage.run(.init(dataset: data.dataset, category: data.category, imageSize: size, backbone: s.backbone,
-                                                            nShot: s.nShot, epochs: s.epochs, lossSet: lossSet, seed: s.seed,
-                                                            viewsPerLabelledImage: s.viewsPerLabelledImage, batchPairs: s.batchPairs,
-                                                            learningRate: s.learningRate),
+            let segmenter = try SegmentTrainStage.run(OnData(data, .init(backbone: s.backbone, nShot: s.nShot, epochs: s.epochs, lossSet: lossSet,
+                                                                         seed: s.seed, viewsPerLabelledImage: s.viewsPerLabelledImage,
+                                                                         batchPairs: s.batchPairs, learningRate: s.learningRate)),
                                                       inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
             try write(segmenter, "\(tag)/segment-train")
             clock.lap("segment-train[\(tag)]")
-            let pseudo = try PseudoLabelStage.run(.init(dataset: data.dataset, category: data.category, imageSize: size, backbone: s.backbone),
+            let pseudo = try PseudoLabelStage.run(OnData(data, .init(backbone: s.backbone)),
                                                   inputs: StageInputs(["segmenter": segmenter.files]), context: context)
             try write(pseudo, "\(tag)/pseudo-label")
             clock.lap("pseudo-label[\(tag)]")
             var masks = pseudo, unetLosses: [Float] = []
             if s.unetEpochs > 0 {
-                masks = try UNetTrainStage.run(.init(dataset: data.dataset, category: data.category, imageSize: size, unetEpochs: s.unetEpochs,
-                                                     seed: s.seed, unetWidth: s.unetWidth, unetDepth: s.unetDepth, unetBatch: s.unetBatch),
+                masks = try UNetTrainStage.run(OnData(data, .init(unetEpochs: s.unetEpochs, seed: s.seed, unetWidth: s.unetWidth,
+                                                                  unetDepth: s.unetDepth, unetBatch: s.unetBatch)),
                                                inputs: StageInputs(["pseudo_labels": pseudo.files]), context: context)
                 unetLosses = try losses(masks)
                 try write(masks, "\(tag)/unet-train")
                 clock.lap("unet-train[\(tag)]")
             }
-            let banks = try BankFitStage.run(.init(dataset: data.dataset, category: data.category, imageSize: size, backbone: s.backbone,
-                                                   epsilon: s.epsilon, trainStatistic: s.trainStatistic, lessNormalFraction: s.lessNormalFraction),
+            let banks = try BankFitStage.run(OnData(data, .init(backbone: s.backbone, epsilon: s.epsilon, trainStatistic: s.trainStatistic,
+                                                                lessNormalFraction: s.lessNormalFraction)),
                                              inputs: StageInputs(["masks": masks.files, "preprocessed": preprocessed.files]), context: context)
             try write(banks, "\(tag)/bank-fit")
             clock.lap("bank-fit[\(tag)]")
             var metrics: [String: Evaluate.Metrics] = [:]
             for memory in s.memoryTypes {
                 for scale in s.scaleTypes {
-                    let evaluated = try EvaluateStage.run(.init(memoryType: memory, scaleType: scale),
+                    let evaluated = try EvaluateStage.run(.init(memoryType: MemoryCombination(memory.description)!, scaleType: ScaleName(rawValue: scale.rawValue)!),
                                                           inputs: StageInputs(["banks": banks.files, "patch": patch.files]), context: context)
                     try write(evaluated, "\(tag)/evaluate/\(memory)-\(scale.rawValue)")
                     metrics["\(memory)/\(scale.rawValue)"] = Evaluate.Metrics(logicalAUROC: evaluated.metrics["logical_auroc"],

@@ -1,6 +1,7 @@
 import Anomaly
 import Foundation
 import Models
+import Shared
 import Tensor
 import Vision
 
@@ -21,7 +22,9 @@ extension MethodStage {
     /// Decodes the parameters from their JSON (the job's parameters as the
     /// coordinator stored them) and runs the stage.
     public static func run(json: Data, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        try run(try StageParameters.decode(Parameters.self, from: json, stage: name), inputs: inputs, context: context)
+        let parameters: Parameters
+        do { parameters = try JobParameters.decode(Parameters.self, from: json, stage: name) } catch let e as ParameterError { throw StageError(e.description) }
+        return try run(parameters, inputs: inputs, context: context)
     }
 }
 
@@ -101,13 +104,7 @@ public final class StageContext: @unchecked Sendable {
     }
 }
 
-/// The pretrained encoders a sweep may name.
-public enum BackboneName: String, Codable, CaseIterable, Sendable {
-    case efficientNetLite0 = "efficientnet-lite0"
-    case resnet18, resnet50, resnet101
-    case wideResnet50 = "wide_resnet50_2"
-    case wideResnet101 = "wide_resnet101_2"
-
+extension BackboneName {
     public func load() throws -> any Backbone {
         if self == .efficientNetLite0 { return try EfficientNetLite.pretrainedLite0() }
         guard let config = ResNet.Config.all.first(where: { $0.name == rawValue }) else {
@@ -117,49 +114,9 @@ public enum BackboneName: String, Codable, CaseIterable, Sendable {
     }
 }
 
-/// The dataset fields every stage that reads images has.
-public struct DataParameters: Codable, Equatable, Sendable {
-    /// The folder holding the categories, as workers see it.
-    public var dataset: String
-    public var category: String
-    public var imageSize: Int
-    public init(dataset: String, category: String, imageSize: Int) {
-        self.dataset = dataset; self.category = category; self.imageSize = imageSize
-    }
-
+extension DataFields {
     public var root: URL { URL(fileURLWithPath: dataset).appendingPathComponent(category) }
     public func input() throws -> CategoryInput { try CategoryInput(root: root, imageSize: imageSize) }
-}
-
-/// Parameters travel as the job's JSON object (snake_case keys); this is
-/// where they become types, once.
-public enum StageParameters {
-    public static func decode<P: Decodable>(_ type: P.Type, from json: Data, stage: String) throws -> P {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        do {
-            return try decoder.decode(type, from: json)
-        } catch DecodingError.keyNotFound(let key, _) {
-            throw StageError("\(stage): the job has no parameter '\(snake(key.stringValue))'")
-        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
-            throw StageError("\(stage): parameter '\(path(context))' has the wrong type")
-        } catch DecodingError.dataCorrupted(let context) {
-            throw StageError("\(stage): parameter '\(path(context))': \(context.debugDescription)")
-        }
-    }
-
-    static func path(_ context: DecodingError.Context) -> String {
-        context.codingPath.map { snake($0.stringValue) }.joined(separator: ".")
-    }
-
-    /// "nShot" -> "n_shot" (the names as sweeps and jobs spell them).
-    static func snake(_ name: String) -> String {
-        var out = ""
-        for c in name {
-            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
-        }
-        return out
-    }
 }
 
 extension MemoryType: Codable {
@@ -178,4 +135,12 @@ extension MemoryType: Codable {
     }
 }
 
-extension ScaleType: Codable {}
+extension ScaleType: Codable {
+    /// The job model's name for it.
+    public init(_ name: ScaleName) { self = ScaleType(rawValue: name.rawValue)! }
+}
+
+extension MemoryType {
+    /// The job model's combination.
+    public init(_ combination: MemoryCombination) { self = MemoryType(combination.letters)! }
+}

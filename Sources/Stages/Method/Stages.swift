@@ -1,6 +1,7 @@
 import Anomaly
 import Foundation
 import Models
+import Shared
 import Tensor
 import Vision
 
@@ -22,10 +23,10 @@ import Vision
 /// here, before any training) and writes the few-shot masks.
 public enum PreprocessStage: MethodStage {
     public static let name = "preprocess"
-    public typealias Parameters = DataParameters
+    public typealias Parameters = OnData<StageSettings.None>
 
-    public static func run(_ p: DataParameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try p.input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input()
         let counts = Dictionary(uniqueKeysWithValues: try input.validate().map { ($0.key.rawValue, $0.value) })
         let labelled = try input.labelled(nShot: input.manifest.fewShot.count)
         var out = StageOutput(), names: [String] = []
@@ -44,19 +45,10 @@ public enum PreprocessStage: MethodStage {
 /// the labelled images and every normal one.
 public enum SegmentTrainStage: MethodStage {
     public static let name = "segment-train"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var dataset: String, category: String, imageSize: Int
-        public var backbone: BackboneName
-        public var nShot: Int
-        public var epochs: Int
-        public var lossSet: LossSet
-        public var seed: UInt64
-        /// Training knobs sweeps leave at SegmentTrainParameters' defaults (tests shrink them).
-        public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
-    }
+    public typealias Parameters = OnData<StageSettings.SegmentTrain>
 
-    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
         // Preprocess validated the annotations (its few_shot/ masks are for users);
         // importing them here again is cheaper than decoding its PNGs.
@@ -84,13 +76,10 @@ public enum SegmentTrainStage: MethodStage {
 /// The segmenter's masks of every train and test image.
 public enum PseudoLabelStage: MethodStage {
     public static let name = "pseudo-label"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var dataset: String, category: String, imageSize: Int
-        public var backbone: BackboneName
-    }
+    public typealias Parameters = OnData<StageSettings.PseudoLabel>
 
-    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
         let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", StageArtifacts.head), source: StageArtifacts.head))
         let masks: [[Int32]]
@@ -109,16 +98,10 @@ public enum PseudoLabelStage: MethodStage {
 /// A UNet retrained on the pseudo-labels; its masks replace them.
 public enum UNetTrainStage: MethodStage {
     public static let name = "unet-train"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var dataset: String, category: String, imageSize: Int
-        public var unetEpochs: Int
-        public var seed: UInt64
-        /// The UNet's size and batch where not UNetTrain.Parameters' defaults (tests shrink them).
-        public var unetWidth: Int?, unetDepth: Int?, unetBatch: Int?
-    }
+    public typealias Parameters = OnData<StageSettings.UNetTrain>
 
-    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input(), p = job.settings
         let train = try input.images(.train)
         let labels = try StageArtifacts.readMasks(try inputs.role("pseudo_labels"), samples: input.category[.train])
         var up = UNetTrain.Parameters()
@@ -141,19 +124,10 @@ public enum UNetTrainStage: MethodStage {
 /// patches, image scores, anomaly maps and the pixel metrics.
 public enum PatchFeaturesStage: MethodStage {
     public static let name = "patch-features"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var dataset: String, category: String, imageSize: Int
-        public var backbone: BackboneName
-        public var lessNormalFraction: Double
-        public var coresetFraction: Double
-        /// The coreset's seed (absent in jobs of code version 3 and before: 0).
-        public var seed: UInt64?
-        /// sPRO's false-positive-rate limit (absent before: 0.05, the reference's).
-        public var fprLimit: Double?
-    }
+    public typealias Parameters = OnData<StageSettings.PatchFeatures>
 
-    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
         let trainSamples = input.category[.train]
         let kept = memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
@@ -193,30 +167,15 @@ public enum PatchFeaturesStage: MethodStage {
 /// every test image's distance to them.
 public enum BankFitStage: MethodStage {
     public static let name = "bank-fit"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var dataset: String, category: String, imageSize: Int
-        public var backbone: BackboneName
-        public var epsilon: Double
-        public var trainStatistic: TrainStatistic
-        public var lessNormalFraction: Double
-    }
+    public typealias Parameters = OnData<StageSettings.BankFit>
 
-    /// The train statistic scaling divides by: each train image against the
-    /// others (`leave-one-out`, the paper's) or against all including itself
-    /// (`reference`, the reference code's).
-    public enum TrainStatistic: String, Codable, Sendable {
-        case leaveOneOut = "leave-one-out"
-        case reference
-        var bank: MemoryBank.TrainStatistic { self == .reference ? .reference : .leaveOneOut }
-    }
-
-    public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let input = try DataParameters(dataset: p.dataset, category: p.category, imageSize: p.imageSize).input()
+    public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
+        let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
         let size = input.size
         var bp = BankFit.Parameters()
         bp.epsilon = p.epsilon
-        bp.trainStatistic = p.trainStatistic.bank.rawValue
+        bp.trainStatistic = (p.trainStatistic == .reference ? MemoryBank.TrainStatistic.reference : .leaveOneOut).rawValue
         let trainSamples = input.category[.train]
         let kept = PatchFeaturesStage.memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
         let masks = try inputs.role("masks")
@@ -256,10 +215,7 @@ public enum BankFitStage: MethodStage {
 /// carried from patch-features.
 public enum EvaluateStage: MethodStage {
     public static let name = "evaluate"
-    public struct Parameters: Codable, Equatable, Sendable {
-        public var memoryType: MemoryType
-        public var scaleType: ScaleType
-    }
+    public typealias Parameters = StageSettings.Evaluate
 
     public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let d = try StageArtifacts.decode(StageArtifacts.BankDistances.self, try inputs.file("banks", StageArtifacts.bankDistances),
@@ -272,7 +228,7 @@ public enum EvaluateStage: MethodStage {
         let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init))
         let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
                                            patch: patch.train.map(Double.init))
-        let scores = Evaluate.scores(test, train: train, memory: p.memoryType, scale: p.scaleType)
+        let scores = Evaluate.scores(test, train: train, memory: MemoryType(p.memoryType), scale: ScaleType(p.scaleType))
         let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
                                      structural: Array(scores[(d.good + d.logical)...]))
         var metrics = Evaluate.Metrics(logicalAUROC: curves.logical?.area, structuralAUROC: curves.structural?.area).named

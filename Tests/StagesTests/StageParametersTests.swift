@@ -1,0 +1,47 @@
+import Anomaly
+import Foundation
+import Models
+import Shared
+import Stages
+import Testing
+
+/// The job model's names for the method's choices map onto the algorithms'
+/// types, and a stage's parameters decode from the job as the expander made them.
+@Suite struct StageParametersTests {
+    @Test func everyJobModelNameHasItsAlgorithm() throws {
+        #expect(Set(ScaleName.allCases.map { ScaleType($0) }) == Set(ScaleType.allCases))
+        for letters in ["h", "c", "p", "hc", "hp", "cp", "hcp"] {
+            let combination = try #require(MemoryCombination(letters))
+            #expect(MemoryType(combination).description == letters)
+        }
+        #expect(MemoryCombination("pch")?.letters == "hcp" && MemoryCombination("hh") == nil && MemoryCombination("x") == nil)
+        for name in BackboneName.allCases where name != .efficientNetLite0 {
+            #expect(ResNet.Config.all.contains { $0.name == name.rawValue }, "\(name.rawValue) has no ResNet configuration")
+        }
+    }
+
+    /// The key's map and the wire's JSON hold the same values under the same
+    /// names; the stage decodes exactly what the expander built.
+    @Test func parametersRoundTripFromKeyMapToStageType() throws {
+        let value = OnData(DataFields(dataset: "/data", category: "bottle_label", imageSize: 256, dataDigest: "ab12"),
+                           StageSettings.BankFit(backbone: .wideResnet50, epsilon: 1e-6, trainStatistic: .reference, lessNormalFraction: 1))
+        let map = ParameterEncoder.parameters(value)
+        #expect(map == ["dataset": .string("/data"), "category": .string("bottle_label"), "image_size": .int(256), "data_digest": .string("ab12"),
+                        "backbone": .string("wide_resnet50_2"), "epsilon": .double(1e-6), "train_statistic": .string("reference"),
+                        "less_normal_fraction": .double(1)])
+        let json = try JSONEncoder().encode(map)
+        #expect(try JobParameters.decode(BankFitStage.Parameters.self, from: json, stage: "bank-fit") == value)
+    }
+
+    @Test func aMissingOrMistypedParameterIsNamed() throws {
+        let missing = Data(#"{"dataset": "/d", "category": "c", "image_size": 64, "backbone": "resnet18", "epochs": 2, "loss_set": "sup", "seed": 0}"#.utf8)
+        #expect(throws: ParameterError.self) { try JobParameters.decode(SegmentTrainStage.Parameters.self, from: missing, stage: "segment-train") }
+        do { _ = try JobParameters.decode(SegmentTrainStage.Parameters.self, from: missing, stage: "segment-train") } catch {
+            #expect("\(error)" == "segment-train: the job has no parameter 'n_shot'")
+        }
+        let unknown = Data(#"{"memory_type": "hcp", "scale_type": "median"}"#.utf8)
+        do { _ = try JobParameters.decode(EvaluateStage.Parameters.self, from: unknown, stage: "evaluate"); Issue.record("decoded") } catch {
+            #expect("\(error)".hasPrefix("evaluate: parameter 'scale_type'"), "\(error)")
+        }
+    }
+}
