@@ -153,22 +153,19 @@ extension SweepReport {
         var curves: [Curve] = [], examples: [Example] = [], defectTypes: [DefectTypeRow] = []
         for evaluation in main where !evaluation.metrics.isEmpty {
             let outputs = try store.outputs(of: evaluation.job)
-            if let hash = outputs["defect_types.json"] {
+            if let hash = outputs[ArtifactFormat.defectTypes] {
                 do {
-                    let decoder = JSONDecoder()
-                    decoder.keyDecodingStrategy = .convertFromSnakeCase
-                    defectTypes += try decoder.decode([DefectTypeRow].self, from: try store.artifact(hash, in: artifacts)).map {
-                        var row = $0
-                        row.category = evaluation.category
-                        return row
+                    defectTypes += try ArtifactFormat.decode([DefectTypeAUROC].self, try store.artifact(hash, in: artifacts),
+                                                             name: ArtifactFormat.defectTypes).map {
+                        DefectTypeRow(category: evaluation.category, split: $0.split, defectType: $0.defectType, images: $0.images, auroc: $0.auroc)
                     }
                 } catch {
                     notes.append("\(evaluation.category): defect_types.json unreadable (\(error)); no AUROC per defect type.")
                 }
             }
-            if let hash = outputs["roc.json"] {
+            if let hash = outputs[ArtifactFormat.roc] {
                 do {
-                    let roc = try JSONDecoder().decode([String: RocPoints].self, from: try store.artifact(hash, in: artifacts))
+                    let roc = try ArtifactFormat.decode([String: RocPoints].self, try store.artifact(hash, in: artifacts), name: ArtifactFormat.roc)
                     guard let l = roc["logical"], let s = roc["structural"], l.fpr.count == l.tpr.count, s.fpr.count == s.tpr.count else {
                         throw Missing(description: "no logical and structural curves of matching lengths")
                     }
@@ -220,26 +217,22 @@ extension SweepReport {
 
     static func examples(_ evaluation: SweepRecord.Evaluation, outputs: [String: String], sweep: Sweep, headline: [String: String],
                          store: JobStore, artifacts: ArtifactStore) throws -> [Example] {
-        guard let scoresHash = outputs["scores.csv"] else { throw Missing(description: "evaluate wrote no scores.csv") }
+        guard let scoresHash = outputs[ArtifactFormat.scoresCSV] else { throw Missing(description: "evaluate wrote no \(ArtifactFormat.scoresCSV)") }
         guard let patch = try store.input(of: evaluation.job, role: "patch"),
               let banks = try store.input(of: evaluation.job, role: "banks"),
               let masks = try store.input(of: banks, role: "masks") else { throw Missing(description: "the evaluation's inputs are not recorded") }
         let patchOutputs = try store.outputs(of: patch), maskOutputs = try store.outputs(of: masks)
         // scores.csv rows follow the test listing: good, logical, structural, each sorted by id
         // (LocoCategory's order), which is also the order of the map names per split.
-        let lines = String(decoding: try store.artifact(scoresHash, in: artifacts), as: UTF8.self).split(separator: "\n").dropFirst()
+        let rows = try ArtifactFormat.readScores(try store.artifact(scoresHash, in: artifacts))
         var ids: [String: [String]] = [:]   // split -> image ids, sorted
-        for name in patchOutputs.keys where name.hasPrefix("maps/test/") && name.hasSuffix(".png") {
-            let parts = name.dropFirst("maps/test/".count).dropLast(4).split(separator: "/", maxSplits: 1)
-            if parts.count == 2 { ids[String(parts[0]), default: []].append(String(parts[1])) }
+        for name in patchOutputs.keys {
+            if let map = ArtifactFormat.testMap(name) { ids[map.split, default: []].append(map.id) }
         }
         for split in ids.keys { ids[split]!.sort() }
         var scored: [(split: String, id: String, score: Double)] = []
         var seen: [String: Int] = [:]
-        for line in lines {
-            let fields = line.split(separator: ",")
-            guard fields.count == 2, let score = Double(fields[1]) else { throw Missing(description: "scores.csv line '\(line)' is not split,score") }
-            let split = String(fields[0])
+        for (split, score) in rows {
             let k = seen[split, default: 0]
             let ids = ids[split] ?? []
             guard k < ids.count else { throw Missing(description: "more scores than anomaly maps in \(split)") }
@@ -256,7 +249,8 @@ extension SweepReport {
         let root = URL(fileURLWithPath: sweep.dataset).appendingPathComponent(evaluation.category)
         let images = try? ReportImages(categoryRoot: root, size: size)
         return try picks.map { caption, pick in
-            guard let maskHash = maskOutputs["masks/test/\(pick.split)/\(pick.id).png"], let mapHash = patchOutputs["maps/test/\(pick.split)/\(pick.id).png"] else {
+            guard let maskHash = maskOutputs[ArtifactFormat.mask(split: "test/\(pick.split)", id: pick.id)],
+                  let mapHash = patchOutputs[ArtifactFormat.map(split: "test/\(pick.split)", id: pick.id)] else {
                 throw Missing(description: "no mask or map for \(pick.split)/\(pick.id)")
             }
             let mask = try store.artifact(maskHash, in: artifacts), map = try store.artifact(mapHash, in: artifacts)

@@ -1,4 +1,5 @@
 import Anomaly
+import Shared
 
 /// SPEC-PSAD stages 6-7 (evaluate): each bank's test distance scaled by its
 /// train statistics, the enabled banks summed, and image AUROC of
@@ -50,15 +51,6 @@ public enum Evaluate {
     public static func metrics(good: [Double], logical: [Double], structural: [Double]) -> Metrics {
         let c = curves(good: good, logical: logical, structural: structural)
         return Metrics(logicalAUROC: c.logical?.area, structuralAUROC: c.structural?.area)
-    }
-
-    /// Image AUROC of one defect type: the good test images against the
-    /// anomalous images of one split whose ground truth holds that type.
-    public struct DefectTypeAUROC: Codable, Equatable, Sendable {
-        public var split: String
-        public var defectType: String
-        public var images: Int
-        public var auroc: Double
     }
 
     /// AUROC per defect type and split (`logical_anomalies`,

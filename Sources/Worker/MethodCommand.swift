@@ -103,7 +103,7 @@ struct MethodCommand: ParsableCommand {
                                          artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))
         }
-        let data = try StageArtifacts.encode(result)
+        let data = try ArtifactFormat.encode(result)
         if let out { try AtomicFile.write(data, to: URL(fileURLWithPath: out)) }
         print(String(decoding: data, as: UTF8.self))
     }

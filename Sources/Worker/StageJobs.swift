@@ -31,6 +31,8 @@ enum StageJobs {
             return StageOutcome(outputs: output.files, metrics: output.metrics)
         } catch let e as StageError {
             return StageOutcome(error: e.description, permanent: e.permanent)
+        } catch let e as ParameterError {
+            return StageOutcome(error: e.description, permanent: true)
         } catch let e as DatasetError {
             return StageOutcome(error: "\(e)", permanent: true)
         } catch let e as PNGError {
@@ -45,9 +47,7 @@ enum StageJobs {
     /// from other data under the key).
     static func checkData(_ json: Data) throws {
         struct Recorded: Decodable { let dataset: String?, category: String?, dataDigest: String? }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let recorded = try decoder.decode(Recorded.self, from: json)
+        let recorded = try JobParameters.decode(Recorded.self, from: json, stage: "data check")
         guard let dataset = recorded.dataset, let category = recorded.category, let expected = recorded.dataDigest else { return }
         let root = URL(fileURLWithPath: dataset).appendingPathComponent(category)
         let here: DatasetDigest.Summary

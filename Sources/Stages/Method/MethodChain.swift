@@ -124,17 +124,17 @@ public enum MethodChain {
             clock.lap("evaluate[\(tag)]")
             runs.append(Run(lossSet: lossSet, metrics: metrics, segmentLosses: try losses(segmenter), unetLosses: unetLosses))
         }
-        let scores = try StageArtifacts.decode(StageArtifacts.PatchScores.self, patch.files[StageArtifacts.patchScores] ?? Data(),
-                                               name: StageArtifacts.patchScores)
+        let scores = try ArtifactFormat.decode(ArtifactFormat.PatchScores.self, patch.files[ArtifactFormat.patchScores] ?? Data(),
+                                               name: ArtifactFormat.patchScores)
         let pixel = zip2(scores.pixelAUROC, scores.spro).map { PixelMetrics.Result(pixelAUROC: $0.0, spro: $0.1, fprLimit: scores.fprLimit ?? s.fprLimit) }
         let result = Result(category: categoryRoot.lastPathComponent, runs: runs, pixel: pixel, stages: clock.records, peakIsPerStage: clock.peakIsPerStage)
-        if let artifacts { try AtomicFile.write(try StageArtifacts.encode(result), to: artifacts.appendingPathComponent("result.json")) }
+        if let artifacts { try AtomicFile.write(try ArtifactFormat.encode(result), to: artifacts.appendingPathComponent("result.json")) }
         return result
     }
 
     /// A training stage's loss per epoch.
     static func losses(_ output: StageOutput) throws -> [Float] {
-        try StageArtifacts.decode([Float].self, output.files[StageArtifacts.losses] ?? Data(), name: StageArtifacts.losses)
+        try ArtifactFormat.decode([Float].self, output.files[ArtifactFormat.losses] ?? Data(), name: ArtifactFormat.losses)
     }
 
     private static func zip2<A, B>(_ a: A?, _ b: B?) -> (A, B)? {

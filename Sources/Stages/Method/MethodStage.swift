@@ -53,7 +53,7 @@ public struct StageInputs: Sendable {
     }
 }
 
-/// What a stage writes: files by name (artifacts; `StageArtifacts` names
+/// What a stage writes: files by name (artifacts; `ArtifactFormat` names
 /// them) and metrics the coordinator stores.
 public struct StageOutput: Sendable {
     public var files: [String: Data] = [:]

@@ -7,17 +7,7 @@ import Vision
 
 // The seven stages of the method. Images are read from the dataset and
 // preprocessed again where a stage needs them (cheaper than shipping them);
-// everything computed travels as files (``StageArtifacts``):
-//
-// | stage | files |
-// |---|---|
-// | preprocess | `preprocess.json` (listing, checked readable), `few_shot/<image>.png` masks |
-// | segment-train | `head.safetensors`, `losses.json` |
-// | pseudo-label | `masks/<split>/<id>.png` for train and test images |
-// | unet-train | `masks/<split>/<id>.png` from the UNet, `losses.json` |
-// | patch-features | `scores.json` (train leave-one-out, test; pixel metrics; each test image's defect types; the maps' scale), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
-// | bank-fit | `banks.safetensors` (train vectors, standardisation, train statistics), `distances.json` |
-// | evaluate | `metrics.json`, `roc.json`, `scores.csv`, `defect_types.json` (where the data has ground truth) |
+// everything computed travels as files (``ArtifactFormat`` names them all).
 
 /// Reads every image and annotation once (bad input stops the category
 /// here, before any training) and writes the few-shot masks.
@@ -33,9 +23,9 @@ public enum PreprocessStage: MethodStage {
         for (label, sample) in zip(input.manifest.fewShot, labelled) {
             let name = (label.image as NSString).lastPathComponent
             names.append(name)
-            out.files[StageArtifacts.fewShotMask(name)] = try PNG.encodeMask(sample.mask!)
+            out.files[ArtifactFormat.fewShotMask(name)] = try PNG.encodeMask(sample.mask!)
         }
-        out.files[StageArtifacts.preprocessListing] = try StageArtifacts.encode(StageArtifacts.PreprocessListing(
+        out.files[ArtifactFormat.preprocessListing] = try ArtifactFormat.encode(ArtifactFormat.PreprocessListing(
             category: input.category.name, imageSize: input.size, classes: input.classes, fewShot: names, counts: counts))
         return out
     }
@@ -67,8 +57,8 @@ public enum SegmentTrainStage: MethodStage {
                                       classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
                                       parameters: sp, unlabelledTaps: trainTaps,
                                       progress: { epoch, _ in context.progress(epoch + 1, sp.epochs, "epochs") })
-        return StageOutput(files: [StageArtifacts.head: SafetensorsFile.encode(result.head.tensors),
-                                   StageArtifacts.losses: try JSONEncoder().encode(result.epochLosses)],
+        return StageOutput(files: [ArtifactFormat.head: SafetensorsFile.encode(result.head.tensors),
+                                   ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
                            metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
     }
 }
@@ -81,7 +71,7 @@ public enum PseudoLabelStage: MethodStage {
     public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
-        let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", StageArtifacts.head), source: StageArtifacts.head))
+        let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", ArtifactFormat.head), source: ArtifactFormat.head))
         let masks: [[Int32]]
         if context.cachesTaps {
             let taps = try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone)
@@ -91,7 +81,7 @@ public enum PseudoLabelStage: MethodStage {
             // One image's taps at a time (a category's are hundreds of MB).
             masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: backbone)
         }
-        return StageOutput(files: try StageArtifacts.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
+        return StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
     }
 }
 
@@ -103,7 +93,7 @@ public enum UNetTrainStage: MethodStage {
     public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let input = try job.data.input(), p = job.settings
         let train = try input.images(.train)
-        let labels = try StageArtifacts.readMasks(try inputs.role("pseudo_labels"), samples: input.category[.train])
+        let labels = try ArtifactFormat.readMasks(try inputs.role("pseudo_labels"), samples: input.category[.train])
         var up = UNetTrain.Parameters()
         up.epochs = p.unetEpochs
         up.seed = p.seed
@@ -114,8 +104,8 @@ public enum UNetTrainStage: MethodStage {
         let unet = UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up,
                                  progress: { epoch, _ in context.progress(epoch + 1, up.epochs, "epochs") })
         let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
-        var out = StageOutput(files: try StageArtifacts.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
-        out.files[StageArtifacts.losses] = try JSONEncoder().encode(unet.epochLosses)
+        var out = StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
+        out.files[ArtifactFormat.losses] = try JSONEncoder().encode(unet.epochLosses)
         return out
     }
 }
@@ -146,13 +136,13 @@ public enum PatchFeaturesStage: MethodStage {
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: fprLimit)
         let (images, scale) = try MapImages.encode(maps, size: input.size)
         var out = StageOutput()
-        out.files[StageArtifacts.patchScores] = try StageArtifacts.encode(StageArtifacts.PatchScores(
+        out.files[ArtifactFormat.patchScores] = try ArtifactFormat.encode(ArtifactFormat.PatchScores(
             train: patch.trainScores, test: patch.testScores, pixelAUROC: pixel?.pixelAUROC, spro: pixel?.spro,
             fprLimit: fprLimit, testDefectTypes: try input.testDefectTypes(), mapScale: scale))
-        out.files[StageArtifacts.patchDistances] = SafetensorsFile.encode([
+        out.files[ArtifactFormat.patchDistances] = SafetensorsFile.encode([
             "test_patch_distances": Tensor(shape: [patch.testPatchDistances.count, patch.gridHeight, patch.gridWidth],
                                            storage: patch.testPatchDistances.flatMap { $0 })])
-        for (sample, png) in zip(input.testSamples, images) { out.files[StageArtifacts.map(sample)] = png }
+        for (sample, png) in zip(input.testSamples, images) { out.files[ArtifactFormat.map(sample)] = png }
         out.metrics["map_scale"] = Double(scale)
         return out
     }
@@ -179,8 +169,8 @@ public enum BankFitStage: MethodStage {
         let trainSamples = input.category[.train]
         let kept = PatchFeaturesStage.memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
         let masks = try inputs.role("masks")
-        let trainMasks = try StageArtifacts.readMasks(masks, samples: Array(trainSamples.prefix(kept)))
-        let testMasks = try StageArtifacts.readMasks(masks, samples: input.testSamples)
+        let trainMasks = try ArtifactFormat.readMasks(masks, samples: Array(trainSamples.prefix(kept)))
+        let testMasks = try ArtifactFormat.readMasks(masks, samples: input.testSamples)
         func vectors(_ taps: [[Int: Tensor]], _ masks: [[Int32]]) -> [(histogram: [Double], composition: [Double])] {
             zip(taps, masks).map { BankFit.vectors(taps: $0.0, labels: $0.1, height: size, width: size, classes: input.classes, strides: bp.strides) }
         }
@@ -189,15 +179,15 @@ public enum BankFitStage: MethodStage {
         let banks = BankFit.run(trainVectors: trainVectors, parameters: bp)
         let testTaps = try context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
         let test = vectors(testTaps, testMasks).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
-        let record = StageArtifacts.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
+        let record = ArtifactFormat.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
                                                   histogramTrainStatistics: banks.histogramTrainStatistics,
                                                   compositionTrainStatistics: banks.compositionTrainStatistics,
                                                   good: input.category[.testGood].count, logical: input.category[.testLogical].count)
         func matrix(_ rows: [[Double]]) -> Tensor { Tensor(shape: [rows.count, rows.first?.count ?? 0], storage: rows.flatMap { $0.map(Float.init) }) }
         func vector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }
         return StageOutput(files: [
-            StageArtifacts.bankDistances: try StageArtifacts.encode(record),
-            StageArtifacts.banks: SafetensorsFile.encode([
+            ArtifactFormat.bankDistances: try ArtifactFormat.encode(record),
+            ArtifactFormat.banks: SafetensorsFile.encode([
                 "train_histogram": matrix(trainVectors.map(\.histogram)),
                 "train_composition": matrix(trainVectors.map(\.composition)),
                 "histogram_mean": vector(banks.histogramStandardizer.mean),
@@ -218,10 +208,10 @@ public enum EvaluateStage: MethodStage {
     public typealias Parameters = StageSettings.Evaluate
 
     public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
-        let d = try StageArtifacts.decode(StageArtifacts.BankDistances.self, try inputs.file("banks", StageArtifacts.bankDistances),
-                                          name: StageArtifacts.bankDistances)
-        let patch = try StageArtifacts.decode(StageArtifacts.PatchScores.self, try inputs.file("patch", StageArtifacts.patchScores),
-                                              name: StageArtifacts.patchScores)
+        let d = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try inputs.file("banks", ArtifactFormat.bankDistances),
+                                          name: ArtifactFormat.bankDistances)
+        let patch = try ArtifactFormat.decode(ArtifactFormat.PatchScores.self, try inputs.file("patch", ArtifactFormat.patchScores),
+                                              name: ArtifactFormat.patchScores)
         guard patch.test.count == d.histogram.count else {
             throw StageError("patch scores for \(patch.test.count) test images, bank distances for \(d.histogram.count)", permanent: false)
         }
@@ -235,15 +225,15 @@ public enum EvaluateStage: MethodStage {
         if let v = patch.pixelAUROC { metrics["pixel_auroc"] = v }
         if let v = patch.spro { metrics["spro"] = v }
         let rows = scores.enumerated().map { i, s in
-            [i < d.good ? "good" : i < d.good + d.logical ? "logical_anomalies" : "structural_anomalies", "\(s)"]
+            (split: i < d.good ? "good" : i < d.good + d.logical ? "logical_anomalies" : "structural_anomalies", score: s)
         }
-        func points(_ roc: ROC) -> [String: [Double]] { ["fpr": roc.falsePositiveRates, "tpr": roc.truePositiveRates] }
-        var files = [StageArtifacts.metrics: try StageArtifacts.encode(metrics),
-                     StageArtifacts.roc: try StageArtifacts.encode(["logical": curves.logical.map(points),
+        func points(_ roc: ROC) -> RocPoints { RocPoints(fpr: roc.falsePositiveRates, tpr: roc.truePositiveRates) }
+        var files = [ArtifactFormat.metrics: try ArtifactFormat.encode(metrics),
+                     ArtifactFormat.roc: try ArtifactFormat.encode(["logical": curves.logical.map(points),
                                                                     "structural": curves.structural.map(points)].compactMapValues { $0 }),
-                     StageArtifacts.scoresCSV: StageArtifacts.csv(header: ["split", "score"], rows: rows)]
+                     ArtifactFormat.scoresCSV: ArtifactFormat.scores(rows)]
         if let types = patch.testDefectTypes, types.count == scores.count, types[d.good...].contains(where: { !$0.isEmpty }) {
-            files[StageArtifacts.defectTypes] = try StageArtifacts.encode(Evaluate.byDefectType(scores: scores, types: types, good: d.good, logical: d.logical))
+            files[ArtifactFormat.defectTypes] = try ArtifactFormat.encode(Evaluate.byDefectType(scores: scores, types: types, good: d.good, logical: d.logical))
         }
         return StageOutput(files: files, metrics: metrics)
     }
