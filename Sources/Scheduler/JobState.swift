@@ -20,3 +20,13 @@ public enum JobState: String, Codable, CaseIterable, Sendable {
 public enum AttemptOutcome: String, Codable, Sendable {
     case running, done, failed, expired, refused, handedBack = "handed-back", cancelled
 }
+
+extension JobState {
+    /// The state as an SQL string literal: statements name states through the type, never by spelling them.
+    var sql: String { "'\(rawValue)'" }
+}
+
+extension AttemptOutcome {
+    /// The outcome as an SQL string literal (see ``JobState/sql``).
+    var sql: String { "'\(rawValue)'" }
+}

@@ -97,7 +97,7 @@ extension JobStore {
                 let problems = try Row.fetchAll(db, sql: """
                     SELECT job.key, job.kind, job.category, job.state, job.attempts, job.max_attempts, job.error
                     FROM sweep_job JOIN job ON job.key = sweep_job.job
-                    WHERE sweep_job.sweep_id = ? AND job.error IS NOT NULL AND job.state NOT IN ('done', 'cancelled')
+                    WHERE sweep_job.sweep_id = ? AND job.error IS NOT NULL AND job.state NOT IN (\(JobState.done.sql), \(JobState.cancelled.sql))
                     ORDER BY job.seq LIMIT ?
                     """, arguments: [sweep["id"] as Int64, Self.problemLimit]).map { row in
                     SweepStatus.Problem(key: row["key"], kind: row["kind"], category: row["category"], state: row["state"],
@@ -111,7 +111,7 @@ extension JobStore {
                     waiting = try Row.fetchAll(db, sql: """
                         SELECT job.key, job.kind, job.category, job.state, job.attempts, job.max_attempts, job.memory_mib
                         FROM sweep_job JOIN job ON job.key = sweep_job.job
-                        WHERE sweep_job.sweep_id = ? AND job.state = 'ready' AND job.memory_mib > ? ORDER BY job.seq LIMIT ?
+                        WHERE sweep_job.sweep_id = ? AND job.state = \(JobState.ready.sql) AND job.memory_mib > ? ORDER BY job.seq LIMIT ?
                         """, arguments: [sweep["id"] as Int64, largest, Self.problemLimit]).map { row in
                         SweepStatus.Problem(key: row["key"], kind: row["kind"], category: row["category"], state: row["state"],
                                             attempts: row["attempts"], maxAttempts: row["max_attempts"],
@@ -132,7 +132,7 @@ extension JobStore {
                 let overEstimates = try Row.fetchAll(db, sql: """
                     SELECT job.key, job.kind, job.category, job.memory_mib, attempt.worker, attempt.peak_mib
                     FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt ON attempt.job = job.key
-                    WHERE sweep_job.sweep_id = ? AND attempt.outcome = 'done' AND attempt.peak_mib > job.memory_mib
+                    WHERE sweep_job.sweep_id = ? AND attempt.outcome = \(AttemptOutcome.done.sql) AND attempt.peak_mib > job.memory_mib
                     ORDER BY job.seq LIMIT ?
                     """, arguments: [sweep["id"] as Int64, Self.problemLimit]).map { row in
                     SweepStatus.OverEstimate(key: row["key"], kind: row["kind"], category: row["category"], worker: row["worker"],
@@ -159,7 +159,7 @@ extension JobStore {
             let id = try sweepID(db, name)
             let keys = try String.fetchAll(db, sql: """
                 SELECT job.key FROM sweep_job JOIN job ON job.key = sweep_job.job
-                WHERE sweep_job.sweep_id = ? AND job.state IN ('failed', 'dead', 'blocked', 'cancelled') ORDER BY job.seq
+                WHERE sweep_job.sweep_id = ? AND job.state IN (\(JobState.failed.sql), \(JobState.dead.sql), \(JobState.blocked.sql), \(JobState.cancelled.sql)) ORDER BY job.seq
                 """, arguments: [id])
             let allowed = kinds.map { Set($0.map(\.rawValue)) }
             var requeued = 0
@@ -194,14 +194,14 @@ extension JobStore {
             let condition = """
                 key IN (SELECT job FROM sweep_job WHERE sweep_id = ?)
                 AND key NOT IN (SELECT job FROM sweep_job WHERE sweep_id != ?)
-                AND state NOT IN ('done', 'dead', 'cancelled')
+                AND state NOT IN (\(JobState.done.sql), \(JobState.dead.sql), \(JobState.cancelled.sql))
                 """
             try db.execute(sql: """
-                UPDATE attempt SET outcome = 'cancelled', ended_at = ? WHERE outcome = 'running'
+                UPDATE attempt SET outcome = \(AttemptOutcome.cancelled.sql), ended_at = ? WHERE outcome = \(AttemptOutcome.running.sql)
                 AND job IN (SELECT key FROM job WHERE \(condition))
                 """, arguments: [now, id, id])
             try db.execute(sql: "DELETE FROM lease WHERE job IN (SELECT key FROM job WHERE \(condition))", arguments: [id, id])
-            try db.execute(sql: "UPDATE job SET state = 'cancelled' WHERE \(condition)", arguments: [id, id])
+            try db.execute(sql: "UPDATE job SET state = \(JobState.cancelled.sql) WHERE \(condition)", arguments: [id, id])
             return db.changesCount
         }
     }
@@ -222,13 +222,13 @@ extension JobStore {
                                           attempts: row["attempts"], error: row["error"], parameters: mine.parameters,
                                           inputs: mine.inputs, inputStates: inputStates, nearestDone: nil, differences: [:])
             explanation.memoryMiB = row["memory_mib"]
-            if let run = try Row.fetchOne(db, sql: "SELECT worker, seconds, peak_mib FROM attempt WHERE job = ? AND outcome = 'done' ORDER BY token DESC",
+            if let run = try Row.fetchOne(db, sql: "SELECT worker, seconds, peak_mib FROM attempt WHERE job = ? AND outcome = \(AttemptOutcome.done.sql) ORDER BY token DESC",
                                           arguments: [key.hex]) {
                 explanation.run = .init(worker: run["worker"], seconds: run["seconds"], peakMiB: run["peak_mib"])
             }
             guard explanation.state != JobState.done.rawValue else { return explanation }
             var best: (key: String, differences: [String: String])?
-            for other in try Row.fetchAll(db, sql: "SELECT key, material FROM job WHERE kind = ? AND category = ? AND state = 'done'",
+            for other in try Row.fetchAll(db, sql: "SELECT key, material FROM job WHERE kind = ? AND category = ? AND state = \(JobState.done.sql)",
                                           arguments: [explanation.kind, explanation.category]) {
                 let theirs = try material(other["material"])
                 var differences: [String: String] = [:]

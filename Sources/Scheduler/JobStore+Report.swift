@@ -52,17 +52,17 @@ extension JobStore {
             }
             var stages: [String: SweepRecord.Stage] = [:]
             for row in try Row.fetchAll(db, sql: """
-                SELECT job.kind AS kind, COUNT(*) AS jobs, SUM(job.state = 'done') AS done,
-                       SUM(job.state = 'done' AND job.finished_at < ?) AS reused
+                SELECT job.kind AS kind, COUNT(*) AS jobs, SUM(job.state = \(JobState.done.sql)) AS done,
+                       SUM(job.state = \(JobState.done.sql) AND job.finished_at < ?) AS reused
                 FROM sweep_job JOIN job ON job.key = sweep_job.job WHERE sweep_job.sweep_id = ? GROUP BY job.kind
                 """, arguments: [createdAt, id]) {
                 stages[row["kind"]] = .init(kind: row["kind"], jobs: row["jobs"], done: row["done"], reused: row["reused"],
                                             ran: 0, seconds: 0, failedAttempts: 0)
             }
             for row in try Row.fetchAll(db, sql: """
-                SELECT job.kind AS kind, SUM(a.outcome = 'done') AS ran,
-                       TOTAL(CASE WHEN a.outcome = 'done' THEN a.ended_at - a.started_at END) AS seconds,
-                       SUM(a.outcome NOT IN ('done', 'running')) AS failed
+                SELECT job.kind AS kind, SUM(a.outcome = \(AttemptOutcome.done.sql)) AS ran,
+                       TOTAL(CASE WHEN a.outcome = \(AttemptOutcome.done.sql) THEN a.ended_at - a.started_at END) AS seconds,
+                       SUM(a.outcome NOT IN (\(AttemptOutcome.done.sql), \(AttemptOutcome.running.sql))) AS failed
                 FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt a ON a.job = job.key
                 WHERE sweep_job.sweep_id = ? AND a.started_at >= ? GROUP BY job.kind
                 """, arguments: [id, createdAt]) {

@@ -59,13 +59,13 @@ extension JobStore {
         let marks = kinds.map { _ in "?" }.joined(separator: ",")
         guard let row = try Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = 'ready' AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
+            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
         let key: String = row["key"]
-        try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, 'running')",
+        try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, \(AttemptOutcome.running.sql))",
                    arguments: [key, worker, now])
         let token = db.lastInsertedRowID
-        try db.run("UPDATE job SET state = 'leased', attempts = attempts + 1 WHERE key = ?", arguments: [key])
+        try db.run("UPDATE job SET state = \(JobState.leased.sql), attempts = attempts + 1 WHERE key = ?", arguments: [key])
         try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
                    arguments: [key, token, worker, now + leaseSeconds])
         var inputs: [String: [String: String]] = [:]
@@ -131,15 +131,15 @@ extension JobStore {
     static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
                          smallBlobs: [(hash: String, data: Data)], now: Double) throws -> Report {
         guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
-            try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ? WHERE token = ? AND outcome = 'running'", arguments: [now, token])
+            try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)", arguments: [now, token])
             return .stale
         }
         for blob in smallBlobs {
             try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
         }
         try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
-        try db.run("UPDATE attempt SET outcome = 'done', ended_at = ? WHERE token = ?", arguments: [now, token])
-        try db.run("UPDATE job SET state = 'done', error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+        try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
+        try db.run("UPDATE job SET state = \(JobState.done.sql), error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
         for (name, artifact) in outputs {
             try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)", arguments: [artifact.hash, artifact.size, now])
             try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, artifact.hash])
@@ -152,7 +152,7 @@ extension JobStore {
         }
         try db.run("UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)", arguments: [key])
         try db.run("""
-            UPDATE job SET state = 'ready' WHERE state = 'pending' AND waiting <= 0
+            UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.pending.sql) AND waiting <= 0
             AND key IN (SELECT child FROM edge WHERE parent = ?)
             """, arguments: [key])
         return .accepted
@@ -163,11 +163,11 @@ extension JobStore {
     public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Report {
         try pool.write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
-                try db.run("UPDATE attempt SET outcome = 'refused', ended_at = ?, error = ? WHERE token = ? AND outcome = 'running'",
+                try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ?, error = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)",
                                arguments: [now, error, token])
                 return .stale
             }
-            try db.run("UPDATE attempt SET outcome = 'failed', ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
+            try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.failed.sql), ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
             try Self.failLeased(db, key: key, error: error, permanent: permanent, now: now, backoff: backoff)
             return .accepted
         }
@@ -181,7 +181,7 @@ extension JobStore {
             let expired = try Row.fetchAll(db, cached: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
             for lease in expired {
                 let key: String = lease["job"], worker: String = lease["worker"]
-                try db.run("UPDATE attempt SET outcome = 'expired', ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
+                try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.expired.sql), ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
                 try Self.failLeased(db, key: key, error: "lease expired: worker \(worker) missed its heartbeats",
                                     permanent: false, now: now, backoff: backoff)
             }
@@ -193,7 +193,7 @@ extension JobStore {
     @discardableResult
     public func promoteRetries(now: Double) throws -> Int {
         try pool.write { db in
-            try db.run("UPDATE job SET state = 'ready' WHERE state = 'failed' AND not_before <= ?", arguments: [now])
+            try db.run("UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.failed.sql) AND not_before <= ?", arguments: [now])
             return db.changesCount
         }
     }
@@ -204,8 +204,8 @@ extension JobStore {
         try pool.write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
             try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
-            try db.run("UPDATE attempt SET outcome = 'handed-back', ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.run("UPDATE job SET state = 'ready', attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
+            try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.handedBack.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
+            try db.run("UPDATE job SET state = \(JobState.ready.sql), attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
             return .accepted
         }
     }
@@ -237,10 +237,10 @@ extension JobStore {
         guard let job = try Row.fetchOne(db, cached: "SELECT attempts, max_attempts FROM job WHERE key = ?", arguments: [key]) else { return }
         let attempts: Int = job["attempts"], limit: Int = job["max_attempts"]
         if permanent || attempts >= limit {
-            try db.run("UPDATE job SET state = 'dead', error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
+            try db.run("UPDATE job SET state = \(JobState.dead.sql), error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
             try blockDescendants(db, of: key)
         } else {
-            try db.run("UPDATE job SET state = 'failed', error = ?, not_before = ? WHERE key = ?",
+            try db.run("UPDATE job SET state = \(JobState.failed.sql), error = ?, not_before = ? WHERE key = ?",
                            arguments: [error, now + backoff.delay(afterAttempt: attempts), key])
         }
     }
@@ -251,8 +251,8 @@ extension JobStore {
             WITH RECURSIVE below(key) AS (
                 SELECT child FROM edge WHERE parent = ?
                 UNION SELECT edge.child FROM edge JOIN below ON edge.parent = below.key)
-            UPDATE job SET state = 'blocked'
-            WHERE key IN (SELECT key FROM below) AND state IN ('pending', 'ready', 'failed')
+            UPDATE job SET state = \(JobState.blocked.sql)
+            WHERE key IN (SELECT key FROM below) AND state IN (\(JobState.pending.sql), \(JobState.ready.sql), \(JobState.failed.sql))
             """, arguments: [key])
     }
 }
