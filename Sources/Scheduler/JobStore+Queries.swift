@@ -164,7 +164,9 @@ extension JobStore {
             let allowed = kinds.map { Set($0.map(\.rawValue)) }
             var requeued = 0
             for key in keys {
-                let row = try Row.fetchOne(db, sql: "SELECT kind, state FROM job WHERE key = ?", arguments: [key])!
+                guard let row = try Row.fetchOne(db, sql: "SELECT kind, state FROM job WHERE key = ?", arguments: [key]) else {
+                    throw StoreError.corrupt("sweep \(name) lists job \(key), which is not in the job table")
+                }
                 let kind: String = row["kind"], current: String = row["state"]
                 let parentStates = try String.fetchAll(db, sql: """
                     SELECT job.state FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ?

@@ -40,7 +40,9 @@ extension JobStore {
     public func sweepRecord(_ name: String) throws -> SweepRecord {
         try pool.read { db in
             let id = try sweepID(db, name)
-            let sweep = try Row.fetchOne(db, sql: "SELECT file, created_at FROM sweep WHERE id = ?", arguments: [id])!
+            guard let sweep = try Row.fetchOne(db, sql: "SELECT file, created_at FROM sweep WHERE id = ?", arguments: [id]) else {
+                throw StoreError.corrupt("sweep \(name) (id \(id)) vanished while it was read")
+            }
             let createdAt: Double = sweep["created_at"]
             var metrics: [String: [String: Double]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT job, metric, value FROM result WHERE sweep_id = ?", arguments: [id]) {

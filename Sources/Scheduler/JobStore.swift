@@ -43,12 +43,15 @@ public final class JobStore: Sendable {
         case ambiguousJob(String, matches: Int)
         case sweepExists(String)
         case dataChanged(String, categories: [String])
+        /// A row the schema promises is missing or holds a value no type here has (a damaged or foreign database).
+        case corrupt(String)
 
         public var description: String {
             switch self {
             case .dataChanged(let s, let categories):
                 "sweep '\(s)' was submitted before with other data in \(categories.joined(separator: ", ")): its results are "
                     + "from the files as they were; submit it under a new name (--name) to compute from the files as they are"
+            case .corrupt(let what): "the state database is damaged: \(what)"
             case .unknownSweep(let s): "no sweep named '\(s)'"
             case .unknownJob(let k): "no job whose key starts with '\(k)'"
             case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"

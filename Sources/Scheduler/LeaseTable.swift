@@ -73,7 +73,10 @@ extension JobStore {
             let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
             inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
         }
-        return Assignment(token: token, key: JobKey(hex: key)!, kind: StageKind(rawValue: row["kind"])!,
+        guard let jobKey = JobKey(hex: key), let kind = StageKind(rawValue: row["kind"]) else {
+            throw JobStore.StoreError.corrupt("job \(key) has kind '\(row["kind"] as String)' or a malformed key")
+        }
+        return Assignment(token: token, key: jobKey, kind: kind,
                           category: row["category"], parameters: row["parameters"], inputs: inputs)
     }
 
