@@ -99,12 +99,7 @@ struct Submit: ParsableCommand {
         if fresh { parsed.run = parsed.name }
         if !noDataDigest, parsed.diagnostic == nil { parsed.dataDigests = Self.digests(parsed) }
         if parsed.diagnostic == nil { parsed.dataSizes = Self.sizes(parsed) }
-        // A setting the data cannot give fails here, not in a job.
-        for category in parsed.categories {
-            if let labelled = parsed.dataSizes[category]?.labelled, let over = parsed.grid.nShot.first(where: { $0 > labelled }) {
-                throw ValidationError("grid.n_shot: \(over) is more than the \(labelled) labelled images \(category)'s psad-manifest.json lists")
-            }
-        }
+        try Self.checkShots(parsed)
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
@@ -115,6 +110,26 @@ struct Submit: ParsableCommand {
 }
 
 extension Submit {
+    /// n_shot is "up to N labelled images" (SPEC-PSAD: 5, or one per
+    /// product type where a category has several, 3 in all): a value no
+    /// category can give is a mistake and fails here; one that some
+    /// categories cannot give is said, and their jobs are keyed on what they
+    /// get (one job, not a copy per requested value).
+    static func checkShots(_ sweep: Sweep) throws {
+        let labelled = sweep.categories.compactMap { category in sweep.dataSizes[category]?.labelled.map { (category, $0) } }
+        guard let most = labelled.map(\.1).max() else { return }
+        if let over = sweep.grid.nShot.first(where: { $0 > most }) {
+            throw ValidationError("grid.n_shot: \(over) is more than any category's labelled images (at most \(most), in the psad-manifest.json files)")
+        }
+        for n in sweep.grid.nShot {
+            let fewer = labelled.filter { $0.1 < n }
+            if !fewer.isEmpty {
+                print("note: n_shot \(n) runs with " + fewer.map { "\($0.1) labelled images in \($0.0)" }.joined(separator: ", ")
+                      + " (all its manifest lists)")
+            }
+        }
+    }
+
     /// Each category's image counts and classes where this machine sees
     /// them; elsewhere the jobs' memory needs assume the synthetic default.
     static func sizes(_ sweep: Sweep) -> [String: CategorySize] {

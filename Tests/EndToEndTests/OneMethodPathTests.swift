@@ -55,21 +55,34 @@ import Vision
         #expect(pixel["pixel_auroc"] == swept["hcp/max pixel_auroc"] && pixel["spro"] == swept["hcp/max spro"], "\(pixel)")
     }
 
-    /// A setting the data cannot give fails at submit, naming the field and
-    /// the category, before any job exists.
-    @Test func anNShotAboveTheLabelledImagesFailsAtSubmit() throws {
+    /// n_shot is "up to N" (SPEC-PSAD: 5 labelled images, or one per
+    /// product type): a value no category can give fails at submit, naming
+    /// the field; one that a category cannot give is said, and its
+    /// segment-train job is keyed on the count it gets, so n_shot 3 and 5 on
+    /// a category with 3 labelled images are one job.
+    @Test func nShotIsCappedByTheLabelledImagesAndAValueNoCategoryHasFailsAtSubmit() throws {
         let cluster = try Cluster(leaseSeconds: 10)
         let data = cluster.state.url.appendingPathComponent("data")
-        try SyntheticBenchmark.write(to: data, seed: 8, size: .small, only: ["bottle_label"])
-        let manifest = try CategoryManifest.load(categoryRoot: data.appendingPathComponent("bottle_label"))
-        let file = cluster.state.url.appendingPathComponent("too-many.json")
-        try Data("""
-            {"name": "too-many", "dataset": "\(data.path)", "categories": ["bottle_label"],
-             "grid": {"n_shot": [\(manifest.fewShot.count), \(manifest.fewShot.count + 1)]}}
-            """.utf8).write(to: file)
-        let r = try cluster.run(["submit", file.path])
-        #expect(r.status != 0 && r.errors.contains("grid.n_shot: \(manifest.fewShot.count + 1) is more than the \(manifest.fewShot.count) labelled images bottle_label's psad-manifest.json lists"), "\(r.errors)")
-        let status = try cluster.run(["status"])
-        #expect(!status.output.contains("too-many"), "\(status.output)")
+        try SyntheticBenchmark.write(to: data, seed: 8, size: .small, only: ["bottle_label", "pin_grid"])
+        let labelled = try ["bottle_label", "pin_grid"].map { try CategoryManifest.load(categoryRoot: data.appendingPathComponent($0)).fewShot.count }
+        #expect(labelled == [3, 5])
+        func sweep(_ name: String, _ shots: [Int]) throws -> URL {
+            let file = cluster.state.url.appendingPathComponent("\(name).json")
+            try Data("""
+                {"name": "\(name)", "dataset": "\(data.path)", "categories": ["bottle_label", "pin_grid"],
+                 "grid": {"n_shot": \(shots), "memory_types": ["hcp"], "scale_types": ["max"]}}
+                """.utf8).write(to: file)
+            return file
+        }
+        let tooMany = try cluster.run(["submit", try sweep("too-many", [5, 6]).path])
+        #expect(tooMany.status != 0 && tooMany.errors.contains("grid.n_shot: 6 is more than any category's labelled images (at most 5"), "\(tooMany.errors)")
+        #expect(!(try cluster.run(["status"])).output.contains("too-many"))
+        let capped = try cluster.run(["submit", try sweep("capped", [3, 5]).path])
+        #expect(capped.status == 0 && capped.output.contains("note: n_shot 5 runs with 3 labelled images in bottle_label"), "\(capped.output) \(capped.errors)")
+        // bottle_label: one segment-train for 3 and 5; pin_grid: two.
+        let json = try cluster.command(["status", "capped", "--json"])
+        let status = try #require((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])?.first)
+        let counts = try #require(status["counts"] as? [String: [String: Int]])
+        #expect(counts["segment-train"]?.values.reduce(0, +) == 3, "\(counts)")
     }
 }

@@ -103,6 +103,9 @@ public enum SweepExpander {
                 let data = DataFields(dataset: sweep.dataset, category: category, imageSize: size, run: sweep.run,
                                       dataDigest: sweep.dataDigests[category])
                 let prep = plan.add(.preprocess, category: category, OnData(data, StageSettings.None()))
+                // n_shot is "up to N": where the coordinator counted the labelled
+                // images, the key holds what the stage will use.
+                func shots(_ n: Int) -> Int { min(n, sweep.dataSizes[category]?.labelled ?? n) }
                 for encoder in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [encoder] {
                         let patch = plan.add(.patchFeatures, category: category,
@@ -111,7 +114,7 @@ public enum SweepExpander {
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                             let segment = plan.add(.segmentTrain, category: category,
-                                                   OnData(data, StageSettings.SegmentTrain(backbone: backbone(encoder), nShot: nShot, epochs: epochs,
+                                                   OnData(data, StageSettings.SegmentTrain(backbone: backbone(encoder), nShot: shots(nShot), epochs: epochs,
                                                                                            lossSet: typed(LossSet(rawValue: lossSet), "loss_set", lossSet),
                                                                                            seed: UInt64(seed))),
                                                    inputs: ["preprocessed": prep])
