@@ -2,37 +2,8 @@ import Foundation
 import GRDB
 import Shared
 
-/// Retry delay after a failed attempt: base * 2^(attempt - 1), capped, times
-/// a jitter factor drawn uniformly from [1 - jitter, 1 + jitter].
-public struct Backoff: Sendable {
-    public var base: Double = 1
-    public var cap: Double = 60
-    public var jitter: Double = 0.5
-    public init(base: Double = 1, cap: Double = 60, jitter: Double = 0.5) {
-        self.base = base; self.cap = cap; self.jitter = jitter
-    }
-
-    public func delay(afterAttempt attempt: Int, unit: Double = Double.random(in: 0..<1)) -> Double {
-        let raw = min(cap, base * pow(2, Double(max(0, attempt - 1))))
-        return raw * (1 - jitter + 2 * jitter * unit)
-    }
-}
-
-/// A job handed to a worker: the attempt's fencing token, what to run, and
-/// the artifacts of its inputs.
-public struct Assignment: Equatable, Sendable {
-    public let token: Int64
-    public let key: JobKey
-    public let kind: StageKind
-    public let category: String
-    /// The stage's parameters as canonical JSON.
-    public let parameters: String
-    /// Input role -> (output name -> artifact hash).
-    public let inputs: [String: [String: String]]
-}
-
 /// What became of a result or a failure a worker reported.
-public enum Report: Equatable, Sendable {
+public enum Verdict: Equatable, Sendable {
     case accepted
     /// The token is not the job's current lease (expired and retried, or
     /// cancelled): the report is refused, the job's state is untouched.
@@ -45,41 +16,6 @@ public enum Report: Equatable, Sendable {
 /// is retried with backoff, up to its attempt limit, then it is dead and
 /// everything downstream is blocked.
 extension JobStore {
-    /// The highest-priority, oldest ready job whose stage fits the worker,
-    /// leased to it; nil when none.
-    public func dispatch(worker: String, memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
-                         now: Double, leaseSeconds: Double) throws -> Assignment? {
-        try pool.write { db in try Self.dispatch(db, worker: worker, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds) }
-    }
-
-    static func dispatch(_ db: Database, worker: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
-                         now: Double, leaseSeconds: Double) throws -> Assignment? {
-        let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
-        guard !kinds.isEmpty else { return nil }
-        let marks = kinds.map { _ in "?" }.joined(separator: ",")
-        guard let row = try Row.fetchOne(db, cached: """
-            SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
-            """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
-        let key: String = row["key"]
-        try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, \(AttemptOutcome.running.sql))",
-                   arguments: [key, worker, now])
-        let token = db.lastInsertedRowID
-        try db.run("UPDATE job SET state = \(JobState.leased.sql), attempts = attempts + 1 WHERE key = ?", arguments: [key])
-        try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
-                   arguments: [key, token, worker, now + leaseSeconds])
-        var inputs: [String: [String: String]] = [:]
-        for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
-            let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
-            inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
-        }
-        guard let jobKey = JobKey(hex: key), let kind = StageKind(rawValue: row["kind"]) else {
-            throw JobStore.StoreError.corrupt("job \(key) has kind '\(row["kind"] as String)' or a malformed key")
-        }
-        return Assignment(token: token, key: jobKey, kind: kind,
-                          category: row["category"], parameters: row["parameters"], inputs: inputs)
-    }
-
     /// The job `token` holds the lease of, if it still does.
     public func leasedJob(token: Int64) throws -> JobKey? {
         try pool.read { db in
@@ -113,7 +49,7 @@ extension JobStore {
     /// (wall seconds, peak MiB), kept on the attempt.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
                          smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, now: Double,
-                         next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Report, Assignment?) {
+                         next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Verdict, Assignment?) {
         try pool.write { db in
             let report = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs, now: now)
             if report == .accepted, let cost {
@@ -127,12 +63,12 @@ extension JobStore {
 
     /// As above, without a next job.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
-                         now: Double) throws -> Report {
+                         now: Double) throws -> Verdict {
         try complete(token: token, outputs: outputs, metrics: metrics, smallBlobs: [], now: now, next: nil).0
     }
 
     static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
-                         smallBlobs: [(hash: String, data: Data)], now: Double) throws -> Report {
+                         smallBlobs: [(hash: String, data: Data)], now: Double) throws -> Verdict {
         guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)", arguments: [now, token])
             return .stale
@@ -163,7 +99,7 @@ extension JobStore {
 
     /// Records a failed attempt. A transient failure is retried after a
     /// backoff while attempts remain; a permanent one (bad input) is dead at once.
-    public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Report {
+    public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Verdict {
         try pool.write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
                 try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ?, error = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)",
@@ -203,7 +139,7 @@ extension JobStore {
 
     /// A draining worker gives a job back unfinished: ready again at once,
     /// the attempt not counted against the job.
-    public func handBack(token: Int64, now: Double) throws -> Report {
+    public func handBack(token: Int64, now: Double) throws -> Verdict {
         try pool.write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
             try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
@@ -257,46 +193,5 @@ extension JobStore {
             UPDATE job SET state = \(JobState.blocked.sql)
             WHERE key IN (SELECT key FROM below) AND state IN (\(JobState.pending.sql), \(JobState.ready.sql), \(JobState.failed.sql))
             """, arguments: [key])
-    }
-}
-
-extension JobStore {
-    /// Largest artifact kept inside the database rather than as a file.
-    public static let inlineBlobLimit = 64 << 10
-
-    /// Stores a small blob (its hash already verified by the caller).
-    public func storeSmallBlob(hash: String, data: Data) throws {
-        try pool.write { db in try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [hash, data]) }
-    }
-
-    public func smallBlob(_ hash: String) throws -> Data? {
-        try pool.read { db in try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM small_blob WHERE hash = ?"), arguments: [hash]) }
-    }
-
-    public func smallBlobSize(_ hash: String) throws -> Int? {
-        try pool.read { db in try Int.fetchOne(db, cached: "SELECT length(data) FROM small_blob WHERE hash = ?", arguments: [hash]) }
-    }
-
-    /// Removes small blobs no job output refers to; returns how many went.
-    public func collectSmallBlobs() throws -> Int {
-        try pool.write { db in
-            try db.execute(sql: "DELETE FROM small_blob WHERE hash NOT IN (SELECT hash FROM job_output)")
-            return db.changesCount
-        }
-    }
-
-    /// Records a worker's hello (resources as JSON).
-    public func registerWorker(_ id: String, resources: String, now: Double) throws {
-        try pool.write { db in
-            try db.run("""
-                INSERT INTO worker (id, resources, first_seen, last_seen) VALUES (?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen
-                """, arguments: [id, resources, now, now])
-        }
-    }
-
-    /// Every artifact hash a job output refers to (what `gc` keeps).
-    public func referencedArtifacts() throws -> Set<String> {
-        try pool.read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output")) }
     }
 }

@@ -1,0 +1,55 @@
+import Foundation
+import GRDB
+import Shared
+
+/// A job handed to a worker: the attempt's fencing token, what to run, and
+/// the artifacts of its inputs.
+public struct Assignment: Equatable, Sendable {
+    public let token: Int64
+    public let key: JobKey
+    public let kind: StageKind
+    public let category: String
+    /// The stage's parameters as canonical JSON.
+    public let parameters: String
+    /// Input role -> (output name -> artifact hash).
+    public let inputs: [String: [String: String]]
+}
+
+/// Dispatch: which ready job a worker gets (DESIGN.md, Coordinator: by
+/// priority, then age, among the jobs whose stage and memory fit it).
+extension JobStore {
+    /// The highest-priority, oldest ready job whose stage fits the worker,
+    /// leased to it; nil when none.
+    public func dispatch(worker: String, memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
+                         now: Double, leaseSeconds: Double) throws -> Assignment? {
+        try pool.write { db in try Self.dispatch(db, worker: worker, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds) }
+    }
+
+    static func dispatch(_ db: Database, worker: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
+                         now: Double, leaseSeconds: Double) throws -> Assignment? {
+        let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
+        guard !kinds.isEmpty else { return nil }
+        let marks = kinds.map { _ in "?" }.joined(separator: ",")
+        guard let row = try Row.fetchOne(db, cached: """
+            SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
+            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
+            """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
+        let key: String = row["key"]
+        try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, \(AttemptOutcome.running.sql))",
+                   arguments: [key, worker, now])
+        let token = db.lastInsertedRowID
+        try db.run("UPDATE job SET state = \(JobState.leased.sql), attempts = attempts + 1 WHERE key = ?", arguments: [key])
+        try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
+                   arguments: [key, token, worker, now + leaseSeconds])
+        var inputs: [String: [String: String]] = [:]
+        for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
+            let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
+            inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
+        }
+        guard let jobKey = JobKey(hex: key), let kind = StageKind(rawValue: row["kind"]) else {
+            throw JobStore.StoreError.corrupt("job \(key) has kind '\(row["kind"] as String)' or a malformed key")
+        }
+        return Assignment(token: token, key: jobKey, kind: kind,
+                          category: row["category"], parameters: row["parameters"], inputs: inputs)
+    }
+}
