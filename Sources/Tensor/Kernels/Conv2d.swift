@@ -160,16 +160,17 @@ extension Tensor {
 
 /// A pointer that may cross into `Compute.parallelFor` bodies, which read
 /// shared data or write disjoint ranges. Valid only inside the
-/// `withUnsafe...` scope that produced it.
-public struct SendablePointer: @unchecked Sendable {
-    public let p: UnsafePointer<Float>
-    public init(_ p: UnsafePointer<Float>) { self.p = p }
+/// `withUnsafe...` scope that produced it. Visible to this package's
+/// kernels (Anomaly's coreset too), not part of any module's public API.
+package struct SendablePointer: @unchecked Sendable {
+    package let p: UnsafePointer<Float>
+    package init(_ p: UnsafePointer<Float>) { self.p = p }
 }
 
 /// The mutable counterpart of ``SendablePointer``.
-public struct SendableMutablePointer: @unchecked Sendable {
-    public let p: UnsafeMutablePointer<Float>
-    public init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
+package struct SendableMutablePointer: @unchecked Sendable {
+    package let p: UnsafeMutablePointer<Float>
+    package init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
 }
 
 /// Bias and activation applied to output planes after their GEMM.
