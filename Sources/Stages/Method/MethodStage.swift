@@ -92,12 +92,19 @@ public final class StageContext: @unchecked Sendable {
         return loaded
     }
 
-    /// The encoder's taps of `images`, computed or (in a caching context) reused under `key`.
-    func taps(_ key: String, _ images: () throws -> [Image], backbone: any Backbone) rethrows -> [[Int: Tensor]] {
+    /// The encoder's taps of the category's train images (`.train`) or test
+    /// images in test order (`.test`), computed, or in a caching context
+    /// reused from an earlier stage of this process.
+    public enum Images: String { case train, test }
+
+    /// - Parameter loaded: those images where the stage has read them already.
+    func taps(_ images: Images, of input: CategoryInput, backbone name: BackboneName, loaded: [Image]? = nil) throws -> [[Int: Tensor]] {
+        let key = "\(input.root.path)|\(input.size)|\(name.rawValue)|\(images.rawValue)"
         lock.lock()
         if let cached = taps?[key] { lock.unlock(); return cached }
         lock.unlock()
-        let computed = CategoryInput.taps(try images(), backbone: backbone)
+        let backbone = try self.backbone(name)
+        let computed = CategoryInput.taps(try loaded ?? (images == .train ? input.images(.train) : input.testImages()), backbone: backbone)
         lock.lock(); defer { lock.unlock() }
         if taps != nil { taps![key] = computed }
         return computed

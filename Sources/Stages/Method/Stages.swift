@@ -52,7 +52,7 @@ public enum SegmentTrainStage: MethodStage {
         if let v = p.batchPairs { sp.batchPairs = v }
         if let v = p.learningRate { sp.learningRate = v }
         context.progress(0, sp.epochs, "epochs")
-        let trainTaps = try context.taps("\(p.backbone.rawValue)/train", { train }, backbone: backbone)
+        let trainTaps = try context.taps(.train, of: input, backbone: p.backbone, loaded: train)
         let result = SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
                                       classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
                                       parameters: sp, unlabelledTaps: trainTaps,
@@ -74,8 +74,7 @@ public enum PseudoLabelStage: MethodStage {
         let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", ArtifactFormat.head), source: ArtifactFormat.head))
         let masks: [[Int32]]
         if context.cachesTaps {
-            let taps = try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone)
-                + context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+            let taps = try context.taps(.train, of: input, backbone: p.backbone) + context.taps(.test, of: input, backbone: p.backbone)
             masks = taps.map { SegmentTrain.pseudoLabels(head, taps: $0, height: input.size, width: input.size) }
         } else {
             // One image's taps at a time (a category's are hundreds of MB).
@@ -118,16 +117,15 @@ public enum PatchFeaturesStage: MethodStage {
 
     public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let input = try job.data.input(), p = job.settings
-        let backbone = try context.backbone(p.backbone)
         let trainSamples = input.category[.train]
         let kept = memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
         let tests = input.testSamples.count
         // Progress: every image encoded (train, then test), then every image scored.
         let count = kept + tests
         context.progress(0, 2 * count, "image steps")
-        let trainTaps = Array(try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone).prefix(kept))
+        let trainTaps = Array(try context.taps(.train, of: input, backbone: p.backbone).prefix(kept))
         context.progress(kept, 2 * count, "image steps")
-        let testTaps = try context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+        let testTaps = try context.taps(.test, of: input, backbone: p.backbone)
         context.progress(count, 2 * count, "image steps")
         let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, seed: p.seed ?? 0,
                                    scored: { context.progress(count + $0, 2 * count, "image steps") })
@@ -161,7 +159,6 @@ public enum BankFitStage: MethodStage {
 
     public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let input = try job.data.input(), p = job.settings
-        let backbone = try context.backbone(p.backbone)
         let size = input.size
         var bp = BankFit.Parameters()
         bp.epsilon = p.epsilon
@@ -174,10 +171,10 @@ public enum BankFitStage: MethodStage {
         func vectors(_ taps: [[Int: Tensor]], _ masks: [[Int32]]) -> [(histogram: [Double], composition: [Double])] {
             zip(taps, masks).map { BankFit.vectors(taps: $0.0, labels: $0.1, height: size, width: size, classes: input.classes, strides: bp.strides) }
         }
-        let trainTaps = Array(try context.taps("\(p.backbone.rawValue)/train", { try input.images(.train) }, backbone: backbone).prefix(kept))
+        let trainTaps = Array(try context.taps(.train, of: input, backbone: p.backbone).prefix(kept))
         let trainVectors = vectors(trainTaps, trainMasks)
         let banks = BankFit.run(trainVectors: trainVectors, parameters: bp)
-        let testTaps = try context.taps("\(p.backbone.rawValue)/test", { try input.testImages() }, backbone: backbone)
+        let testTaps = try context.taps(.test, of: input, backbone: p.backbone)
         let test = vectors(testTaps, testMasks).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
         let record = ArtifactFormat.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
                                                   histogramTrainStatistics: banks.histogramTrainStatistics,
