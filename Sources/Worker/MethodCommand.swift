@@ -88,11 +88,11 @@ struct MethodCommand: ParsableCommand {
         settings.epsilon = epsilon
         settings.coresetFraction = coreset
         settings.memoryTypes = try memoryTypes.split(separator: ",").map { letters in
-            guard let memory = MemoryType(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c and p") }
+            guard let memory = MemoryCombination(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c and p") }
             return memory
         }
         settings.scaleTypes = try scaleTypes.split(separator: ",").map { name in
-            guard let scale = ScaleType(rawValue: String(name)) else { throw ValidationError("--scale-types: '\(name)' is not max, std or none") }
+            guard let scale = ScaleName(rawValue: String(name)) else { throw ValidationError("--scale-types: '\(name)' is not max, std or none") }
             return scale
         }
         guard let backbone = BackboneName(rawValue: backbone) else {

@@ -21,8 +21,8 @@ public enum MethodChain {
         public var unetEpochs = 0
         public var epsilon = Standardizer.referenceEpsilon
         public var trainStatistic = TrainStatisticName.leaveOneOut
-        public var memoryTypes: [MemoryType] = ["h", "c", "p", "hc", "hcp"].compactMap(MemoryType.init)
-        public var scaleTypes: [ScaleType] = [.max, .none]
+        public var memoryTypes: [MemoryCombination] = ["h", "c", "p", "hc", "hcp"].compactMap(MemoryCombination.init)
+        public var scaleTypes: [ScaleName] = [.max, .none]
         /// Overrides the manifest's target size when set.
         public var imageSize: Int?
         public var backbone = BackboneName.efficientNetLite0
@@ -114,7 +114,7 @@ public enum MethodChain {
             var metrics: [String: Evaluate.Metrics] = [:]
             for memory in s.memoryTypes {
                 for scale in s.scaleTypes {
-                    let evaluated = try EvaluateStage.run(.init(memoryType: MemoryCombination(memory.description)!, scaleType: ScaleName(rawValue: scale.rawValue)!),
+                    let evaluated = try EvaluateStage.run(.init(memoryType: memory, scaleType: scale),
                                                           inputs: StageInputs(["banks": banks.files, "patch": patch.files]), context: context)
                     try write(evaluated, "\(tag)/evaluate/\(memory)-\(scale.rawValue)")
                     metrics["\(memory)/\(scale.rawValue)"] = Evaluate.Metrics(logicalAUROC: evaluated.metrics["logical_auroc"],
@@ -126,7 +126,9 @@ public enum MethodChain {
         }
         let scores = try ArtifactFormat.decode(ArtifactFormat.PatchScores.self, patch.files[ArtifactFormat.patchScores] ?? Data(),
                                                name: ArtifactFormat.patchScores)
-        let pixel = zip2(scores.pixelAUROC, scores.spro).map { PixelMetrics.Result(pixelAUROC: $0.0, spro: $0.1, fprLimit: scores.fprLimit ?? s.fprLimit) }
+        let pixel = scores.pixelAUROC.flatMap { auroc in
+            scores.spro.map { PixelMetrics.Result(pixelAUROC: auroc, spro: $0, fprLimit: scores.fprLimit ?? s.fprLimit) }
+        }
         let result = Result(category: categoryRoot.lastPathComponent, runs: runs, pixel: pixel, stages: clock.records, peakIsPerStage: clock.peakIsPerStage)
         if let artifacts { try AtomicFile.write(try ArtifactFormat.encode(result), to: artifacts.appendingPathComponent("result.json")) }
         return result
@@ -135,10 +137,5 @@ public enum MethodChain {
     /// A training stage's loss per epoch.
     static func losses(_ output: StageOutput) throws -> [Float] {
         try ArtifactFormat.decode([Float].self, output.files[ArtifactFormat.losses] ?? Data(), name: ArtifactFormat.losses)
-    }
-
-    private static func zip2<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
-        guard let a, let b else { return nil }
-        return (a, b)
     }
 }

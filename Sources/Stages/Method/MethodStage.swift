@@ -126,23 +126,7 @@ extension DataFields {
     public func input() throws -> CategoryInput { try CategoryInput(root: root, imageSize: imageSize) }
 }
 
-extension MemoryType: Codable {
-    public init(from decoder: any Decoder) throws {
-        let letters = try decoder.singleValueContainer().decode(String.self)
-        guard let value = MemoryType(letters) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(letters)' is not a combination of h, c and p"))
-        }
-        self = value
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
-}
-
-extension ScaleType: Codable {
+extension ScaleType {
     /// The job model's name for it.
     public init(_ name: ScaleName) { self = ScaleType(rawValue: name.rawValue)! }
 }
