@@ -19,10 +19,10 @@ struct Expansion: ParsableCommand {
         // the shared stages above them.
         var sweep = Sweep(name: "large", dataset: "/data/loco", categories: ["a", "b", "c", "d", "e"])
         sweep.grid.nShot = Array(1...10)
-        sweep.grid.memoryTypes = ["h", "c", "p", "hc", "hp", "cp", "hcp"]
-        sweep.grid.scaleTypes = ["max", "std", "none"]
+        sweep.grid.memoryTypes = ["h", "c", "p", "hc", "hp", "cp", "hcp"].compactMap(MemoryCombination.init)
+        sweep.grid.scaleTypes = ScaleName.allCases
         sweep.grid.seeds = Array(0..<10)
-        sweep.grid.lossSets = ["sup", "sup+H", "sup+H+hist"]
+        sweep.grid.lossSets = LossSet.allCases
         sweep.grid.lessNormalFractions = [1, 0.5, 0.25]
         // What a user waits for: `submit` streams the expansion into the database.
         try? FileManager.default.removeItem(atPath: state)

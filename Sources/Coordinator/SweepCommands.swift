@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import Report
 import Scheduler
 import Shared
 
@@ -351,7 +352,7 @@ struct Results: ParsableCommand {
 
     func run() throws {
         let rows = try state.open().results(sweep: sweep)
-        if table { return say(Self.table(rows)) }
+        if table { return say(ResultsTable.markdown(rows)) }
         if !json { say("category,metric,value,setting") }
         for row in rows {
             if json {
@@ -362,38 +363,6 @@ struct Results: ParsableCommand {
                 say("\(row.category),\(row.metric),\(row.value),\"\(row.setting.replacingOccurrences(of: "\"", with: "\"\""))\"")
             }
         }
-    }
-
-    /// Markdown: a row per category, a column pair (LA, SA) per memory/scale
-    /// type; settings that differ otherwise are averaged over.
-    static func table(_ rows: [(category: String, setting: String, metric: String, value: Double)]) -> String {
-        var cells: [String: [String: [String: [Double]]]] = [:]   // category -> column -> metric -> values
-        var columns: [String] = []
-        for row in rows where row.metric == "logical_auroc" || row.metric == "structural_auroc" {
-            let setting = (try? JSONSerialization.jsonObject(with: Data(row.setting.utf8))) as? [String: Any] ?? [:]
-            let column = "\(setting["memory_type"] ?? "?")/\(setting["scale_type"] ?? "?")"
-            if !columns.contains(column) { columns.append(column) }
-            cells[row.category, default: [:]][column, default: [:]][row.metric, default: []].append(row.value)
-        }
-        columns.sort()
-        func mean(_ v: [Double]?) -> Double? { v.flatMap { $0.isEmpty ? nil : $0.reduce(0, +) / Double($0.count) } }
-        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f", 100 * $0) } ?? "-" }
-        var lines = ["| category | " + columns.map { "\($0) LA | \($0) SA" }.joined(separator: " | ") + " |",
-                     "|---|" + String(repeating: "---:|", count: 2 * columns.count)]
-        var sums = [String: [String: [Double]]]()
-        for category in cells.keys.sorted() {
-            var line = "| \(category) |"
-            for column in columns {
-                for metric in ["logical_auroc", "structural_auroc"] {
-                    let v = mean(cells[category]?[column]?[metric])
-                    if let v { sums[column, default: [:]][metric, default: []].append(v) }
-                    line += " \(pct(v)) |"
-                }
-            }
-            lines.append(line)
-        }
-        lines.append("| **mean** |" + columns.map { c in ["logical_auroc", "structural_auroc"].map { " **\(pct(mean(sums[c]?[$0])))** |" }.joined() }.joined())
-        return lines.joined(separator: "\n")
     }
 }
 

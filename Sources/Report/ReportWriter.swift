@@ -165,8 +165,13 @@ public enum ReportWriter {
         return h + "</table>\n" + (compare ? "<p class=\"setting\">Differences in percentage points against the headline results of <code>\(escape(report.against!))</code>.</p>\n" : "")
     }
 
-    static let ablationTitles = ["memory_type/scale_type": "Memory banks (memory type / scale type)", "loss_set": "Losses", "n_shot": "Labelled images (n_shot)",
-                                 "less_normal_fraction": "Less normal data (fraction of train images in memory)", "unet_epochs": "UNet retraining (epochs; 0: segmenter masks)"]
+    static let ablationTitles: [String: String] = {
+        typealias Field = EvaluationSetting.CodingKeys
+        return ["\(Field.memoryType.name)/\(Field.scaleType.name)": "Memory banks (memory type / scale type)",
+                Field.lossSet.name: "Losses", Field.nShot.name: "Labelled images (\(Field.nShot.name))",
+                Field.lessNormalFraction.name: "Less normal data (fraction of train images in memory)",
+                Field.unetEpochs.name: "UNet retraining (epochs; 0: segmenter masks)"]
+    }()
 
     static func ablationTable(_ a: SweepReport.Ablation) -> String {
         // Pixel metrics only where they change (they come from the patch maps: memory and scale types leave them alone).

@@ -129,8 +129,9 @@ extension SweepReport {
 
         // Ablations: one per varied parameter (memory and scale type as one).
         var ablations: [Ablation] = []
-        var groups = varied.filter { $0 != "memory_type" && $0 != "scale_type" }.map { [$0] }
-        if varied.contains("memory_type") || varied.contains("scale_type") { groups.insert(["memory_type", "scale_type"], at: 0) }
+        let banks = [EvaluationSetting.CodingKeys.memoryType.name, EvaluationSetting.CodingKeys.scaleType.name]
+        var groups = varied.filter { !banks.contains($0) }.map { [$0] }
+        if varied.contains(where: banks.contains) { groups.insert(banks, at: 0) }
         for group in groups {
             let matching = evaluations.filter { Self.matches($0.setting, headline, except: Set(group)) && !$0.metrics.isEmpty }
             var byValue: [String: [String: [String: Double]]] = [:]   // value -> category -> metrics

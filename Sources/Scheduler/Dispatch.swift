@@ -34,7 +34,10 @@ extension JobStore {
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
             WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
-        let key: String = row["key"]
+        let key: String = try row.value("key", of: "a ready job")
+        let what = "job \(key)"
+        let kind: StageKind = try row.value("kind", of: what)
+        guard let jobKey = JobKey(hex: key) else { throw JobStore.StoreError.corrupt("\(what): the key is not 64 hex digits") }
         try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, \(AttemptOutcome.running.sql))",
                    arguments: [key, worker, now])
         let token = db.lastInsertedRowID
@@ -43,13 +46,14 @@ extension JobStore {
                    arguments: [key, token, worker, now + leaseSeconds])
         var inputs: [String: [String: String]] = [:]
         for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
-            let outputs = try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [edge["parent"] as String])
-            inputs[edge["role"]] = Dictionary(uniqueKeysWithValues: outputs.map { ($0["name"] as String, $0["hash"] as String) })
+            let parent: String = try edge.value("parent", of: "\(what)'s input"), role: String = try edge.value("role", of: "\(what)'s input")
+            var named: [String: String] = [:]
+            for output in try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [parent]) {
+                named[try output.value("name", of: "output of job \(parent)")] = try output.value("hash", of: "output of job \(parent)")
+            }
+            inputs[role] = named
         }
-        guard let jobKey = JobKey(hex: key), let kind = StageKind(rawValue: row["kind"]) else {
-            throw JobStore.StoreError.corrupt("job \(key) has kind '\(row["kind"] as String)' or a malformed key")
-        }
-        return Assignment(token: token, key: jobKey, kind: kind,
-                          category: row["category"], parameters: row["parameters"], inputs: inputs)
+        return Assignment(token: token, key: jobKey, kind: kind, category: try row.value("category", of: what),
+                          parameters: try row.value("parameters", of: what), inputs: inputs)
     }
 }

@@ -1,3 +1,6 @@
+import GRDB
+import Shared
+
 /// A job's state in the coordinator's DAG (DESIGN.md, Stages and the DAG).
 public enum JobState: String, Codable, CaseIterable, Sendable {
     /// Waiting for inputs that are not done yet.
@@ -29,4 +32,19 @@ extension JobState {
 extension AttemptOutcome {
     /// The outcome as an SQL string literal (see ``JobState/sql``).
     var sql: String { "'\(rawValue)'" }
+}
+
+// Columns hold these types' raw values; rows decode them typed (``Row/value(_:of:)``).
+extension JobState: DatabaseValueConvertible {}
+extension AttemptOutcome: DatabaseValueConvertible {}
+extension StageKind: DatabaseValueConvertible {}
+
+extension Row {
+    /// A column's value as `V`; a NULL or a value `V` cannot hold is
+    /// ``JobStore/StoreError/corrupt(_:)`` naming the row and column, never a trap.
+    func value<V: DatabaseValueConvertible>(_ column: String, of row: @autoclosure () -> String) throws -> V {
+        do { return try decode(V.self, forColumn: column) } catch {
+            throw JobStore.StoreError.corrupt("\(row()): column \(column) holds \(self[column] as DatabaseValue), not a \(V.self)")
+        }
+    }
 }

@@ -161,27 +161,28 @@ extension JobStore {
                 SELECT job.key FROM sweep_job JOIN job ON job.key = sweep_job.job
                 WHERE sweep_job.sweep_id = ? AND job.state IN (\(JobState.failed.sql), \(JobState.dead.sql), \(JobState.blocked.sql), \(JobState.cancelled.sql)) ORDER BY job.seq
                 """, arguments: [id])
-            let allowed = kinds.map { Set($0.map(\.rawValue)) }
+            let allowed = kinds.map(Set.init)
             var requeued = 0
             for key in keys {
                 guard let row = try Row.fetchOne(db, sql: "SELECT kind, state FROM job WHERE key = ?", arguments: [key]) else {
                     throw StoreError.corrupt("sweep \(name) lists job \(key), which is not in the job table")
                 }
-                let kind: String = row["kind"], current: String = row["state"]
-                let parentStates = try String.fetchAll(db, sql: """
+                let what = "job \(key)"
+                let kind: StageKind = try row.value("kind", of: what), current: JobState = try row.value("state", of: what)
+                let parentStates = try JobState.fetchAll(db, sql: """
                     SELECT job.state FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ?
                     """, arguments: [key])
-                let stuck = parentStates.contains { ["dead", "blocked", "cancelled"].contains($0) }
+                let stuck = parentStates.contains { [.dead, .blocked, .cancelled].contains($0) }
                 if let allowed, !allowed.contains(kind) {
                     // Not a kind to requeue: only a blocked job whose inputs are now fine is released.
-                    if stuck || current != JobState.blocked.rawValue { continue }
+                    if stuck || current != .blocked { continue }
                 }
-                let waiting = parentStates.filter { $0 != "done" }.count
-                let state = stuck ? "blocked" : waiting == 0 ? "ready" : "pending"
+                let waiting = parentStates.filter { $0 != .done }.count
+                let state: JobState = stuck ? .blocked : waiting == 0 ? .ready : .pending
                 try db.execute(sql: """
                     UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
                     """, arguments: [state, waiting, key])
-                if state != "blocked" { requeued += 1 }
+                if state != .blocked { requeued += 1 }
             }
             return requeued
         }

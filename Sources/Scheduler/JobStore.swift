@@ -82,9 +82,9 @@ public final class JobStore: Sendable {
                     SELECT job.state AS state, COUNT(*) AS n FROM sweep_job JOIN sweep ON sweep.id = sweep_job.sweep_id
                     JOIN job ON job.key = sweep_job.job WHERE sweep.name = ? GROUP BY job.state
                     """, arguments: [sweep.name]) {
-                    let n: Int = row["n"]
+                    let n: Int = try row.value("n", of: "sweep \(sweep.name)'s job count")
                     summary.jobs += n
-                    if row["state"] as String == JobState.done.rawValue { summary.reused += n } else { summary.existing += n }
+                    if try row.value("state", of: "sweep \(sweep.name)'s job count") as JobState == .done { summary.reused += n } else { summary.existing += n }
                 }
                 return summary
             }

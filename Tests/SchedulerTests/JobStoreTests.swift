@@ -17,7 +17,7 @@ import Shared
 
     static func methodSweep(_ name: String = "s", memory: [String] = ["h", "hcp"]) -> Sweep {
         var s = Sweep(name: name, dataset: "d", categories: ["a"])
-        s.grid.memoryTypes = memory
+        s.grid.memoryTypes = memory.compactMap(MemoryCombination.init)
         s.maxAttempts = 2
         return s
     }
@@ -29,6 +29,22 @@ import Shared
         s.diagnostic = d
         s.maxAttempts = 2
         return s
+    }
+
+    @Test func aRowHoldingAValueNoTypeHasIsANamedErrorNotATrap() throws {
+        _ = try store.submit(Self.methodSweep(), file: "{}")
+        // A damaged or foreign database: a dead job of a stage kind this coordinator does not know.
+        try store.pool.write { db in
+            try db.execute(sql: "UPDATE job SET kind = 'segment-trian', state = 'dead' WHERE kind = 'segment-train'")
+        }
+        do {
+            _ = try store.resume(sweep: "s")
+            Issue.record("resumed a job of an unknown kind")
+        } catch JobStore.StoreError.corrupt(let message) {
+            #expect(message.contains("column kind holds \"segment-trian\"") && message.contains("not a StageKind"), "\(message)")
+        }
+        // The refused resume changed nothing (one transaction).
+        #expect(try store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM job WHERE state = 'dead'") } == 1)
     }
 
     /// Runs every ready job to completion, in dispatch order; returns the kinds run.

@@ -19,8 +19,8 @@ import Testing
     @Test func thePaperSweepHasTheReferenceSettings() throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent("paper.yaml"))
         #expect(sweep.categories == ["breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors"])
-        #expect(sweep.grid.imageSizes == [512] && sweep.grid.backbones == ["wide_resnet101_2"] && sweep.grid.epsilons == [1e-10])
-        #expect(sweep.grid.patchBackbones == ["wide_resnet101_2"] && sweep.grid.bankBackbones == ["resnet101"])
+        #expect(sweep.grid.imageSizes == [512] && sweep.grid.backbones == [.wideResnet101] && sweep.grid.epsilons == [1e-10])
+        #expect(sweep.grid.patchBackbones == [.wideResnet101] && sweep.grid.bankBackbones == [.resnet101])
         #expect(sweep.grid.lessNormalFractions == [1, 0.5, 0.25, 0.125] && sweep.grid.nShot == [5] && sweep.grid.epochs == [100])
         let plan = SweepExpander.expand(sweep)
         // Per category: 4 fractions patch-features; 3 loss sets segment-train, pseudo-label, unet-train;

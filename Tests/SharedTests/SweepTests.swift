@@ -6,7 +6,7 @@ import Testing
     static func sweep(_ categories: [String] = ["a", "b"]) -> Sweep {
         var s = Sweep(name: "s", dataset: "d", categories: categories)
         s.grid.nShot = [1, 3, 5]
-        s.grid.memoryTypes = ["h", "c", "p", "hcp"]
+        s.grid.memoryTypes = ["h", "c", "p", "hcp"].compactMap(MemoryCombination.init)
         return s
     }
 
@@ -31,7 +31,7 @@ import Testing
     @Test func aKeyHoldsOnlyWhatItsStageReads() {
         let base = SweepExpander.expand(Self.sweep(["a"]))
         var other = Self.sweep(["a"])
-        other.grid.memoryTypes = ["hc"]
+        other.grid.memoryTypes = [MemoryCombination("hc")!]
         other.grid.epochs = [50]
         let changed = SweepExpander.expand(other)
         func keys(_ plan: SweepPlan, _ kind: StageKind) -> Set<JobKey> { Set(plan.jobs.filter { $0.kind == kind }.map(\.key)) }
@@ -130,9 +130,9 @@ import Testing
                       "loss_set": ["sup", "sup+H+hist"], "less_normal_fraction": [1, 0.5], "epsilon": 1e-10}}
             """)
         #expect(sweep.name == "n" && sweep.priority == 3 && sweep.maxAttempts == 2)
-        #expect(sweep.grid.nShot == [1, 5] && sweep.grid.memoryTypes == ["hcp"] && sweep.grid.epochs == [100])
+        #expect(sweep.grid.nShot == [1, 5] && sweep.grid.memoryTypes == [.hcp] && sweep.grid.epochs == [100])
         #expect(sweep.grid.lessNormalFractions == [1, 0.5] && sweep.grid.epsilons == [1e-10])
-        #expect(sweep.grid.backbones == ["efficientnet-lite0"])
+        #expect(sweep.grid.backbones == [.efficientNetLite0])
     }
 
     @Test func anUnknownFieldIsNamedWithItsLine() {

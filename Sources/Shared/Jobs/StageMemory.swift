@@ -48,25 +48,32 @@ public struct CategorySize: Codable, Equatable, Sendable {
 /// bound: checked against measured peaks in the tests and BENCHMARKS.md.
 public enum StageMemory {
     /// Channels of the encoder taps at strides 4, 8 and 16.
-    static func channels(_ backbone: String) -> (c4: Int, c8: Int, c16: Int) {
+    static func channels(_ backbone: BackboneName) -> (c4: Int, c8: Int, c16: Int) {
         switch backbone {
-        case "efficientnet-lite0": (24, 40, 112)
-        case "resnet18": (64, 128, 256)
-        default: (256, 512, 1024)   // ResNet-50/101, Wide-ResNet-50-2/101-2
+        case .efficientNetLite0: (24, 40, 112)
+        case .resnet18: (64, 128, 256)
+        case .resnet50, .resnet101, .wideResnet50, .wideResnet101: (256, 512, 1024)
         }
     }
 
     /// Parameters of the whole network (float32 once loaded).
-    static func parameters(_ backbone: String) -> Int {
+    static func parameters(_ backbone: BackboneName) -> Int {
         switch backbone {
-        case "efficientnet-lite0": 4_652_008
-        case "resnet18": 11_689_512
-        case "resnet50": 25_557_032
-        case "resnet101": 44_549_160
-        case "wide_resnet50_2": 68_883_240
-        case "wide_resnet101_2": 126_886_696
-        default: 126_886_696
+        case .efficientNetLite0: 4_652_008
+        case .resnet18: 11_689_512
+        case .resnet50: 25_557_032
+        case .resnet101: 44_549_160
+        case .wideResnet50: 68_883_240
+        case .wideResnet101: 126_886_696
         }
+    }
+
+    /// What an estimate reads of a job's parameters (each stage has some of them).
+    struct Sizing: Decodable {
+        var imageSize: Int?
+        var backbone: BackboneName?
+        var lessNormalFraction: Double?
+        var nShot: Int?
     }
 
     /// The process itself: runtime, libraries, OpenBLAS's buffers.
@@ -78,12 +85,12 @@ public enum StageMemory {
     public static func estimateMiB(kind: StageKind, parameters p: [String: ParameterValue], size: CategorySize?) -> Int {
         if kind == .diagnostic { return 0 }
         let n = size ?? .syntheticDefault
-        func int(_ key: String, _ fallback: Int) -> Int { if case .int(let v)? = p[key] { v } else { fallback } }
-        func double(_ key: String, _ fallback: Double) -> Double {
-            switch p[key] { case .double(let v)?: v; case .int(let v)?: Double(v); default: fallback }
-        }
-        let backbone: String = if case .string(let b)? = p["backbone"] { b } else { "efficientnet-lite0" }
-        let s = int("image_size", 256), pixels = s * s
+        if kind == .evaluate { return ((processBytes + n.test * 1024) + (1 << 20) - 1) >> 20 }
+        // The upstream stages (a few per category and setting) are typed here; evaluate, the many, returned above.
+        let sizing = (try? JobParameters.decode(Sizing.self, from: Data(CanonicalJSON.object(p).utf8), stage: kind.rawValue))
+            ?? Sizing()
+        let backbone = sizing.backbone ?? .efficientNetLite0
+        let s = sizing.imageSize ?? 256, pixels = s * s
         let (c4, c8, c16) = channels(backbone)
         let taps4816 = (pixels / 16 * c4 + pixels / 64 * c8 + pixels / 256 * c16) * 4
         let taps816 = (pixels / 64 * c8 + pixels / 256 * c16) * 4
@@ -93,7 +100,7 @@ public enum StageMemory {
         // (a ResNet's stem and layer1, Lite0's first expansion); input,
         // output and a convolution's tile make three.
         let forward = imagesInFlight * 3 * 32 * pixels * 4
-        let kept = max(2, Int((Double(n.train) * double("less_normal_fraction", 1)).rounded(.up)))
+        let kept = max(2, Int((Double(n.train) * (sizing.lessNormalFraction ?? 1)).rounded(.up)))
         var bytes = processBytes
         switch kind {
         case .preprocess:
@@ -101,7 +108,7 @@ public enum StageMemory {
             bytes += 1600 * 1600 * 3 * 5 + mask * 2
         case .segmentTrain:
             let inputChannels = c4 + c8 + c16 + 2, hidden = inputChannels / 2
-            let views = int("n_shot", 5) * 8
+            let views = (sizing.nShot ?? 5) * 8
             // A step: 5 labelled views and 5 unlabelled partners through the head
             // (input, hidden and logits at stride 4, logits upsampled, each with its gradient).
             let step = 10 * ((inputChannels + 3 * hidden) * pixels / 16 + 6 * n.classes * pixels) * 4 * 2
@@ -125,9 +132,7 @@ public enum StageMemory {
             let dims = c4 + c8 + c16
             bytes += weights + forward + max(kept, n.test) * taps4816 + (kept + n.test) * (image + mask)
                 + (kept + n.test) * n.classes * (dims + 1) * 8 * 2
-        case .evaluate:
-            bytes += n.test * 1024
-        case .diagnostic:
+        case .evaluate, .diagnostic:
             break
         }
         return (bytes + (1 << 20) - 1) >> 20

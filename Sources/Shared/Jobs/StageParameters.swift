@@ -47,6 +47,8 @@ public struct MemoryCombination: Codable, Hashable, Sendable, CustomStringConver
         try c.encode(letters)
     }
     public var description: String { letters }
+    /// All three banks: the method as published.
+    public static let hcp = MemoryCombination("hcp")!
 }
 
 /// The train statistic scaling divides by: each train image against the
@@ -196,7 +198,7 @@ public enum ParameterEncoder {
         return storage.values
     }
 
-    /// "nShot" -> "n_shot".
+    /// A property's name as parameters spell it: "lessNormalFraction" -> "less_normal_fraction".
     public static func snake(_ name: String) -> String {
         var out = ""
         for c in name {

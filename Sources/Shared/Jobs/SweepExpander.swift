@@ -16,8 +16,8 @@ public struct PlannedEvaluation: Equatable, Sendable {
     /// The setting as canonical JSON (kept as text: a large sweep has ~10^5 of them).
     public let setting: String
 
-    init(key: JobKey, category: String, setting: [String: ParameterValue]) {
-        self.key = key; self.category = category; self.setting = CanonicalJSON.object(setting)
+    init(key: JobKey, category: String, setting: EvaluationSetting) {
+        self.key = key; self.category = category; self.setting = setting.canonicalJSON
     }
 }
 
@@ -88,12 +88,6 @@ public enum SweepExpander {
             return
         }
         let g = sweep.grid
-        // The grid's strings were checked when the sweep was read.
-        func typed<T>(_ value: T?, _ field: String, _ text: String) -> T {
-            guard let value else { preconditionFailure("grid.\(field) '\(text)' passed the sweep's checks but is not a value") }
-            return value
-        }
-        func backbone(_ name: String) -> BackboneName { typed(BackboneName(rawValue: name), "backbone", name) }
         for category in sweep.categories {
             for size in g.imageSizes {
                 // Where the images are: every stage that reads them carries it
@@ -109,16 +103,16 @@ public enum SweepExpander {
                 for encoder in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [encoder] {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             OnData(data, StageSettings.PatchFeatures(backbone: backbone(patchBackbone), lessNormalFraction: fraction,
+                                             OnData(data, StageSettings.PatchFeatures(backbone: patchBackbone, lessNormalFraction: fraction,
                                                                                       coresetFraction: coreset)),
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                             let segment = plan.add(.segmentTrain, category: category,
-                                                   OnData(data, StageSettings.SegmentTrain(backbone: backbone(encoder), nShot: shots(nShot), epochs: epochs,
-                                                                                           lossSet: typed(LossSet(rawValue: lossSet), "loss_set", lossSet),
+                                                   OnData(data, StageSettings.SegmentTrain(backbone: encoder, nShot: shots(nShot), epochs: epochs,
+                                                                                           lossSet: lossSet,
                                                                                            seed: UInt64(seed))),
                                                    inputs: ["preprocessed": prep])
-                            let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: backbone(encoder))),
+                            let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: encoder)),
                                                   inputs: ["segmenter": segment])
                             for unetEpochs in g.unetEpochs {
                                 let masks = unetEpochs == 0 ? pseudo
@@ -126,19 +120,19 @@ public enum SweepExpander {
                                                inputs: ["pseudo_labels": pseudo])
                                 for epsilon in g.epsilons { for statistic in g.trainStatistics { for bankBackbone in g.bankBackbones ?? [encoder] {
                                     let bank = plan.add(.bankFit, category: category,
-                                                        OnData(data, StageSettings.BankFit(backbone: backbone(bankBackbone), epsilon: epsilon,
-                                                                                           trainStatistic: typed(TrainStatisticName(rawValue: statistic), "train_statistic", statistic),
+                                                        OnData(data, StageSettings.BankFit(backbone: bankBackbone, epsilon: epsilon,
+                                                                                           trainStatistic: statistic,
                                                                                            lessNormalFraction: fraction)),
                                                         inputs: ["masks": masks, "preprocessed": prep])
                                     for memory in g.memoryTypes { for scale in g.scaleTypes {
                                         let evaluate = plan.add(.evaluate, category: category,
-                                                                StageSettings.Evaluate(memoryType: typed(MemoryCombination(memory), "memory_types", memory),
-                                                                                       scaleType: typed(ScaleName(rawValue: scale), "scale_types", scale)),
+                                                                StageSettings.Evaluate(memoryType: memory, scaleType: scale),
                                                                 inputs: ["banks": bank, "patch": patch])
-                                        plan.add(PlannedEvaluation(key: evaluate, category: category, setting: Sweep.Grid.setting(
-                                            size: size, backbone: encoder, fraction: fraction, nShot: nShot, epochs: epochs, lossSet: lossSet,
-                                            seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, statistic: statistic, memory: memory,
-                                            scale: scale, coreset: coreset, patchBackbone: patchBackbone, bankBackbone: bankBackbone)))
+                                        plan.add(PlannedEvaluation(key: evaluate, category: category, setting: EvaluationSetting(
+                                            imageSize: size, backbone: encoder, lessNormalFraction: fraction, nShot: nShot, epochs: epochs,
+                                            lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
+                                            memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
+                                            bankBackbone: bankBackbone)))
                                     } }
                                 } } }
                             }
@@ -150,30 +144,55 @@ public enum SweepExpander {
     }
 }
 
-extension Sweep.Grid {
-    /// The full setting an evaluation scores, as results record it.
-    static func setting(size: Int, backbone: String, fraction: Double, nShot: Int, epochs: Int, lossSet: String, seed: Int,
-                        unetEpochs: Int, epsilon: Double, statistic: String, memory: String, scale: String,
-                        coreset: Double, patchBackbone: String, bankBackbone: String) -> [String: ParameterValue] {
-        ["image_size": .int(size), "backbone": .string(backbone), "less_normal_fraction": .double(fraction),
-         "n_shot": .int(nShot), "epochs": .int(epochs), "loss_set": .string(lossSet), "seed": .int(seed),
-         "unet_epochs": .int(unetEpochs), "epsilon": .double(epsilon), "train_statistic": .string(statistic),
-         "memory_type": .string(memory), "scale_type": .string(scale), "coreset_fraction": .double(coreset),
-         "patch_backbone": .string(patchBackbone), "bank_backbone": .string(bankBackbone)]
+/// The full setting an evaluation scores, as results record it: each field
+/// under its snake_case name (``ParameterEncoder``), in canonical JSON.
+public struct EvaluationSetting: Codable, Hashable, Sendable {
+    public var imageSize: Int
+    public var backbone: BackboneName
+    public var lessNormalFraction: Double
+    public var nShot: Int
+    public var epochs: Int
+    public var lossSet: LossSet
+    public var seed: Int
+    public var unetEpochs: Int
+    public var epsilon: Double
+    public var trainStatistic: TrainStatisticName
+    public var memoryType: MemoryCombination
+    public var scaleType: ScaleName
+    public var coresetFraction: Double
+    public var patchBackbone: BackboneName
+    public var bankBackbone: BackboneName
+
+    public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
+                seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
+                scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName) {
+        self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
+        self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
+        self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
+        self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
     }
 
+    /// The fields, for code that names one (a report's titles); `name` is how results spell it.
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
+             memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone
+        public var name: String { ParameterEncoder.snake(rawValue) }
+    }
+
+    public var canonicalJSON: String { CanonicalJSON.object(ParameterEncoder.parameters(self)) }
+}
+
+extension Sweep.Grid {
     /// The sweep's headline setting, as canonical JSON: the first value of
     /// every list, except that memory type hcp and scale type max are
     /// chosen when listed (the method as published). A report's main table
     /// shows it; each ablation varies one thing away from it.
     public var headlineSetting: String {
-        func first<T>(_ values: [T]) -> T { values[0] }
-        return CanonicalJSON.object(Self.setting(
-            size: first(imageSizes), backbone: first(backbones), fraction: first(lessNormalFractions), nShot: first(nShot),
-            epochs: first(epochs), lossSet: first(lossSets), seed: first(seeds), unetEpochs: first(unetEpochs),
-            epsilon: first(epsilons), statistic: first(trainStatistics),
-            memory: memoryTypes.contains("hcp") ? "hcp" : first(memoryTypes), scale: scaleTypes.contains("max") ? "max" : first(scaleTypes),
-            coreset: first(coresetFractions), patchBackbone: first(patchBackbones ?? backbones),
-            bankBackbone: first(bankBackbones ?? backbones)))
+        EvaluationSetting(
+            imageSize: imageSizes[0], backbone: backbones[0], lessNormalFraction: lessNormalFractions[0], nShot: nShot[0],
+            epochs: epochs[0], lossSet: lossSets[0], seed: seeds[0], unetEpochs: unetEpochs[0], epsilon: epsilons[0],
+            trainStatistic: trainStatistics[0], memoryType: memoryTypes.contains(.hcp) ? .hcp : memoryTypes[0],
+            scaleType: scaleTypes.contains(.max) ? .max : scaleTypes[0], coresetFraction: coresetFractions[0],
+            patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0]).canonicalJSON
     }
 }
