@@ -15,19 +15,41 @@ public enum SegmentationInput {
                                       Tensor.resizeBilinear(t16, height: h, width: w, alignCorners: true)])
     }
 
-    /// Coordinate channels [N, 2, h, w]: x = j / (w - 1), y = i / (h - 1),
-    /// optionally rotated by `angle` radians about the centre (a labelled
-    /// image rotated for augmentation carries a rotated coordinate map).
+    /// How an augmented view was made from its image: mirrored (about the
+    /// centre; left-right, top-bottom), then rotated by `angle` radians
+    /// about the centre in ``Vision/Image/rotated(by:nearest:)``'s sense.
+    public struct View: Equatable, Sendable {
+        public var angle: Double
+        public var flipX: Bool, flipY: Bool
+        public init(angle: Double = 0, flipX: Bool = false, flipY: Bool = false) {
+            self.angle = angle; self.flipX = flipX; self.flipY = flipY
+        }
+        public static let identity = View()
+    }
+
+    /// Coordinate channels [N, 2, h, w]: x = j / (w - 1), y = i / (h - 1) for
+    /// the plain view. A labelled view made by flipping and rotating its
+    /// image carries the coordinates its content had in the image (SPEC-PSAD:
+    /// a rotated view's map is rotated the same way): pixel d (from the
+    /// centre) shows what `rotated(by:)` sampled at R(-angle) d, mirrored back.
     public static func coordinates(batch n: Int, height h: Int, width w: Int, angle: Double = 0) -> Tensor {
-        var t = Tensor(zeros: [n, 2, h, w])
-        let c = Float(cos(angle)), s = Float(sin(angle))
-        for i in 0..<h {
-            for j in 0..<w {
-                var x = Float(j) / Float(max(w - 1, 1)) - 0.5, y = Float(i) / Float(max(h - 1, 1)) - 0.5
-                (x, y) = (c * x - s * y + 0.5, s * x + c * y + 0.5)
-                for b in 0..<n {
-                    t.storage[((b * 2) * h + i) * w + j] = x
-                    t.storage[((b * 2 + 1) * h + i) * w + j] = y
+        coordinates(height: h, width: w, views: Array(repeating: View(angle: angle), count: n))
+    }
+
+    public static func coordinates(height h: Int, width w: Int, views: [View]) -> Tensor {
+        var t = Tensor(zeros: [views.count, 2, h, w])
+        let sx = Double(max(w - 1, 1)), sy = Double(max(h - 1, 1))
+        for (b, view) in views.enumerated() {
+            let c = cos(view.angle), s = sin(view.angle)
+            for i in 0..<h {
+                for j in 0..<w {
+                    // Pixel offsets from the centre (the image rotation's centre), the source of this pixel's content.
+                    let dx = Double(j) - Double(w - 1) / 2, dy = Double(i) - Double(h - 1) / 2
+                    var px = c * dx + s * dy, py = -s * dx + c * dy
+                    if view.flipX { px = -px }
+                    if view.flipY { py = -py }
+                    t.storage[((b * 2) * h + i) * w + j] = Float(px / sx + 0.5)
+                    t.storage[((b * 2 + 1) * h + i) * w + j] = Float(py / sy + 0.5)
                 }
             }
         }

@@ -106,16 +106,19 @@ public final class UNet {
         return total + macs(head, h, w).0
     }
 
-    /// RGB [N, 3, H, W] plus scaled coordinates.
-    func input(_ images: Tensor) -> Tensor {
+    /// RGB [N, 3, H, W] plus scaled coordinates (of each image's view: an
+    /// augmented training image carries the coordinates its content had).
+    func input(_ images: Tensor, views: [SegmentationInput.View]? = nil) -> Tensor {
         let (n, _, h, w) = images.nchw
-        return Tensor.concatChannels([images, SegmentationInputCoordinates.scaled(n, h, w, coordinateScale)])
+        let views = views ?? Array(repeating: .identity, count: n)
+        precondition(views.count == n, "one view per image: \(views.count) for \(n)")
+        return Tensor.concatChannels([images, SegmentationInput.coordinates(height: h, width: w, views: views) * coordinateScale])
     }
 
     /// Logits at the image size, recorded on `tape` (batch statistics; running statistics updated).
-    public func logits(_ images: Tensor, on tape: Tape) -> Variable {
+    public func logits(_ images: Tensor, views: [SegmentationInput.View]? = nil, on tape: Tape) -> Variable {
         let (_, _, h, w) = images.nchw
-        var x = tape.constant(input(images))
+        var x = tape.constant(input(images, views: views))
         var skips: [Variable] = []
         for (a, b) in encoder {
             x = b.train(a.train(x, tape, relu: true), tape, relu: true)
@@ -143,12 +146,5 @@ public final class UNet {
             x = conv.infer(Tensor.resizeBilinear(x, height: skip.shape[2], width: skip.shape[3], alignCorners: false), relu: true) + skip
         }
         return Tensor.resizeBilinear(head.infer(x, relu: false), height: h, width: w, alignCorners: false)
-    }
-}
-
-/// Coordinate channels x, y in [0, 1] times a scale.
-enum SegmentationInputCoordinates {
-    static func scaled(_ n: Int, _ h: Int, _ w: Int, _ scale: Float) -> Tensor {
-        SegmentationInput.coordinates(batch: n, height: h, width: w) * scale
     }
 }

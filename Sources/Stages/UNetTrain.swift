@@ -4,7 +4,8 @@ import Vision
 
 /// SPEC-PSAD stage 3 (unet-train): a UNet trained from scratch on the
 /// pseudo-labels of the train images — 10 L_ce + L_dice, AdamW, random
-/// rotation, horizontal flip and colour augmentation — whose argmax then
+/// flips on both axes, rotation and colour augmentation, the coordinate
+/// channels following each view's content — whose argmax then
 /// gives the part masks the banks use.
 public enum UNetTrain {
     public struct Parameters: Codable, Equatable, Sendable {
@@ -38,20 +39,24 @@ public enum UNetTrain {
             var total: Float = 0, steps = 0
             for first in stride(from: 0, to: order.count, by: p.batch) {
                 let chosen = order[first..<min(first + p.batch, order.count)]
-                var batchImages: [Float] = [], batchLabels: [Int32] = []
+                var batchImages: [Float] = [], batchLabels: [Int32] = [], views: [SegmentationInput.View] = []
                 for i in chosen {
                     var image = images[i]
                     var mask = Image(width: w, height: h, channels: 1, pixels: labels[i].map { UInt8($0) })
-                    if rng.chance(0.5) { image = image.flippedHorizontally(); mask = mask.flippedHorizontally() }
-                    let angle = (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
-                    image = image.rotated(by: angle, nearest: false).colourAugmented(&rng)
-                    mask = mask.rotated(by: angle, nearest: true)
+                    // Random flips on both axes, then a rotation; the coordinates follow the content.
+                    var view = SegmentationInput.View(flipX: rng.chance(0.5), flipY: rng.chance(0.5))
+                    if view.flipX { image = image.flippedHorizontally(); mask = mask.flippedHorizontally() }
+                    if view.flipY { image = image.flippedVertically(); mask = mask.flippedVertically() }
+                    view.angle = (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
+                    image = image.rotated(by: view.angle, nearest: false).colourAugmented(&rng)
+                    mask = mask.rotated(by: view.angle, nearest: true)
                     batchImages += image.tensor().storage
                     batchLabels += mask.pixels.map { Int32($0) }
+                    views.append(view)
                 }
                 let x = Tensor(shape: [chosen.count, images[0].channels, h, w], storage: batchImages)
                 let tape = Tape()
-                let z = net.logits(x, on: tape)
+                let z = net.logits(x, views: views, on: tape)
                 let onehot = Tensor.oneHot(batchLabels, batch: chosen.count, height: h, width: w, classes: classes)
                 let loss = tape.weightedSum([(tape.crossEntropy(logits: z, labels: batchLabels), 10),
                                              (tape.dice(probabilities: tape.softmaxChannels(z), target: onehot), 1)])

@@ -9,9 +9,68 @@ import Vision
     @Test func coordinateChannelsSpanZeroToOneAndRotate() {
         let c = SegmentationInput.coordinates(batch: 1, height: 3, width: 5)
         #expect(c[0, 0, 0, 0] == 0 && c[0, 0, 2, 4] == 1 && c[0, 1, 2, 0] == 1 && c[0, 1, 1, 2] == 0.5)
-        // A quarter turn maps x to y about the centre: the top-left corner's (x, y) = (0, 0) becomes (1, 0).
+        // A quarter turn moves the image's top row to its right column and its
+        // left column to the top row (AugmentTests): the top-left pixel of the
+        // turned view shows what was at the bottom-left, (x, y) = (0, 1).
         let r = SegmentationInput.coordinates(batch: 1, height: 3, width: 3, angle: Double.pi / 2)
-        #expect(abs(r[0, 0, 0, 0] - 1) < 1e-6 && abs(r[0, 1, 0, 0] - 0) < 1e-6)
+        #expect(abs(r[0, 0, 0, 0] - 0) < 1e-6 && abs(r[0, 1, 0, 0] - 1) < 1e-6)
+    }
+
+    /// The plain coordinate map drawn as an image: x and y scaled to 0...255
+    /// in two channels, the third 255 everywhere (where a view has content).
+    static func coordinateImage(width w: Int, height h: Int) -> Image {
+        let t = SegmentationInput.coordinates(batch: 1, height: h, width: w)
+        var image = Image(width: w, height: h, channels: 3)
+        for i in 0..<h {
+            for j in 0..<w {
+                image[x: j, y: i, channel: 0] = UInt8((t[0, 0, i, j] * 255).rounded())
+                image[x: j, y: i, channel: 1] = UInt8((t[0, 1, i, j] * 255).rounded())
+                image[x: j, y: i, channel: 2] = 255
+            }
+        }
+        return image
+    }
+
+    /// The largest difference between the coordinates an augmented view
+    /// carries and those its pixels' content had (the coordinate image put
+    /// through the same flips and rotation), over the pixels fully inside.
+    static func mismatch(_ view: SegmentationInput.View, width w: Int, height h: Int) -> (worst: Float, compared: Int) {
+        var image = coordinateImage(width: w, height: h)
+        if view.flipX { image = image.flippedHorizontally() }
+        if view.flipY { image = image.flippedVertically() }
+        image = image.rotated(by: view.angle, nearest: false)
+        let t = SegmentationInput.coordinates(height: h, width: w, views: [view])
+        var worst: Float = 0, compared = 0
+        for i in 0..<h {
+            for j in 0..<w where image[x: j, y: i, channel: 2] == 255 {
+                for k in 0..<2 { worst = max(worst, abs(Float(image[x: j, y: i, channel: k]) / 255 - t[0, k, i, j])) }
+                compared += 1
+            }
+        }
+        return (worst, compared)
+    }
+
+    @Test(arguments: [(33, 33), (40, 24)])
+    func anAugmentedViewCarriesTheCoordinatesOfItsContent(width: Int, height: Int) {
+        let views = [SegmentationInput.View(angle: 0.3), .init(angle: -0.35, flipX: true), .init(angle: 0.2, flipY: true),
+                     .init(angle: 2.5, flipX: true, flipY: true), .identity]
+        for view in views {
+            let (worst, compared) = Self.mismatch(view, width: width, height: height)
+            // Bilinear sampling reproduces a linear map exactly; the coordinate
+            // image is rounded to 1/255 when drawn and again when rotated.
+            #expect(worst <= 1 / 255 + 1e-5, "\(view): \(worst * 255)/255")
+            #expect(compared > width * height / 3, "\(view): \(compared) pixels compared")
+        }
+        // The map turned the other way (what the head was given before) is far off: the test can fail.
+        let image = Self.coordinateImage(width: width, height: height).rotated(by: 0.3, nearest: false)
+        let opposite = SegmentationInput.coordinates(height: height, width: width, views: [.init(angle: -0.3)])
+        var off: Float = 0
+        for i in 0..<height {
+            for j in 0..<width where image[x: j, y: i, channel: 2] == 255 {
+                off = max(off, abs(Float(image[x: j, y: i, channel: 0]) / 255 - opposite[0, 0, i, j]))
+            }
+        }
+        #expect(off > 0.05, "the opposite rotation matches: \(off)")
     }
 
     @Test func featuresOfThreeStridesMeetOnTheStrideFourGrid() {

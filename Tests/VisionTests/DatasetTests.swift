@@ -153,6 +153,7 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         let (dir, root) = try manifestFile(Self.good)
         let m = try CategoryManifest.load(categoryRoot: root)
         #expect(m.classCount == 2 && m.preprocess.cropMargin == 2 && m.fewShot[0].format == .via)
+        #expect(m.rotationDegrees == nil && m.augmentationRotationDegrees == 20)
         #expect(m.classID(forLabel: "box") == 1 && m.classID(forLabel: "1") == 1 && m.classID(forLabel: "lid") == nil)
         try m.write(to: root)
         #expect(try CategoryManifest.load(categoryRoot: root) == m)
@@ -166,6 +167,7 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         (#""annotation": "labels/000.json""#, #""annotation": "labels/404.json""#, "few_shot[0].annotation"),
         (#""index_range": [0, 0]"#, #""index_range": [3, 1]"#, "product_types[0].index_range"),
         (#""histogram_classes": [1]"#, #""histogram_classes": [5]"#, "histogram_classes[0]"),
+        (#""histogram_classes": [1]"#, #""histogram_classes": [1], "rotation_degrees": 270"#, "rotation_degrees"),
         (#""category": "toy", "#, "", "category"),
     ])
     func badFieldsAreNamed(from: String, to: String, field: String) throws {

@@ -109,14 +109,16 @@ import TestSupport
 
     @Test func writesALayoutThatReadsBackWithItsManifest() throws {
         let dir = try TemporaryDirectory()
-        try SyntheticBenchmark.write(to: dir.url, seed: 3, size: .small, only: ["pin_grid", "cable_pair"])
-        for name in ["pin_grid", "cable_pair"] {
+        try SyntheticBenchmark.write(to: dir.url, seed: 3, size: .small, only: ["pin_grid", "cable_pair", "bolt_bag"])
+        for name in ["pin_grid", "cable_pair", "bolt_bag"] {
             let root = dir.url.appendingPathComponent(name)
             let category = try LocoCategory(root: root)
             let manifest = try CategoryManifest.load(categoryRoot: root)
             let spec = try #require(SyntheticBenchmark.category(named: name))
             #expect(category[.train].count == 8 && category[.testLogical].count == 4)
             #expect(manifest.classCount == spec.classes.count)
+            // bolt_bag's loose parts rotate by any angle (the reference's screw_bag); the others by 20 degrees.
+            #expect(manifest.augmentationRotationDegrees == (name == "bolt_bag" ? 180 : 20))
             #expect(category.defects.count == spec.defectTypes.count)
             // Every anomalous image has ground truth, with known pixel values.
             for sample in category[.testLogical] + category[.testStructural] {

@@ -17,9 +17,10 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
     /// kind (and everything downstream) is computed again.
     public var codeVersion: Int {
         switch self {
-        case .preprocess, .segmentTrain, .pseudoLabel, .diagnostic: 1
+        case .preprocess, .pseudoLabel, .diagnostic: 1
+        case .segmentTrain: 2   // 2: a rotated view's coordinates follow its content; the manifest's rotation range
         case .bankFit: 2   // 2: banks.safetensors holds the standardisation and train statistics too (8 tensors)
-        case .unetTrain: 2   // 2: convolution weight gradients of a batch summed per thread, then added (other rounding)
+        case .unetTrain: 3   // 2: convolution weight gradients of a batch summed per thread, then added (other rounding); 3: flips on both axes, coordinates follow each view, the manifest's rotation range
         case .patchFeatures: 4   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties); 3: defect types in scores.json; 4: the FPR limit and the maps' scale in scores.json
         case .evaluate: 3   // 2: roc.json; 3: defect_types.json
         }

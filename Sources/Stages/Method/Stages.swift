@@ -48,6 +48,7 @@ public enum SegmentTrainStage: MethodStage {
         sp.epochs = p.epochs
         sp.seed = p.seed
         sp.lossSet = p.lossSet
+        sp.rotationDegrees = input.manifest.augmentationRotationDegrees
         if let v = p.viewsPerLabelledImage { sp.viewsPerLabelledImage = v }
         if let v = p.batchPairs { sp.batchPairs = v }
         if let v = p.learningRate { sp.learningRate = v }
@@ -96,6 +97,7 @@ public enum UNetTrainStage: MethodStage {
         var up = UNetTrain.Parameters()
         up.epochs = p.unetEpochs
         up.seed = p.seed
+        up.rotationDegrees = input.manifest.augmentationRotationDegrees
         if let v = p.unetWidth { up.width = v }
         if let v = p.unetDepth { up.depth = v }
         if let v = p.unetBatch { up.batch = v }

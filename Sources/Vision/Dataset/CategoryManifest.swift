@@ -63,12 +63,22 @@ public struct CategoryManifest: Codable, Equatable, Sendable {
     /// Foreground classes the histogram-matching loss uses (default: all
     /// foreground classes; the reference uses 1, 2, 3, 6 for breakfast_box).
     public var histogramClasses: [Int]?
+    /// The largest rotation, in degrees either way, of an augmented training
+    /// view (segment-train's labelled views, unet-train's images); absent:
+    /// ``defaultRotationDegrees``. The reference: 180 (any angle) for
+    /// breakfast_box and screw_bag, 20 for the others.
+    public var rotationDegrees: Double?
+    public static let defaultRotationDegrees = 20.0
 
     public init(category: String, classes: [PartClass], productTypes: [ProductType]? = nil, fewShot: [FewShotLabel],
-                preprocess: Preprocess, histogramClasses: [Int]? = nil) {
+                preprocess: Preprocess, histogramClasses: [Int]? = nil, rotationDegrees: Double? = nil) {
         self.category = category; self.classes = classes; self.productTypes = productTypes
         self.fewShot = fewShot; self.preprocess = preprocess; self.histogramClasses = histogramClasses
+        self.rotationDegrees = rotationDegrees
     }
+
+    /// The rotation range augmentation uses for this category.
+    public var augmentationRotationDegrees: Double { rotationDegrees ?? Self.defaultRotationDegrees }
 
     public var classCount: Int { classes.count }
 
@@ -98,6 +108,9 @@ public struct CategoryManifest: Codable, Equatable, Sendable {
         guard Set(classes.map(\.name)).count == classes.count else { throw bad("classes", "class names must be unique") }
         guard preprocess.targetSize >= 8 else { throw bad("preprocess.target_size", "must be at least 8, found \(preprocess.targetSize)") }
         if let m = preprocess.cropMargin, m < 0 { throw bad("preprocess.crop_margin", "must not be negative, found \(m)") }
+        if let r = rotationDegrees, !(0...180).contains(r) {
+            throw bad("rotation_degrees", "must be between 0 and 180 (any angle), found \(r)")
+        }
         for (i, k) in (histogramClasses ?? []).enumerated() where !(1..<classes.count).contains(k) {
             throw bad("histogram_classes[\(i)]", "must be a foreground class id in 1..<\(classes.count), found \(k)")
         }

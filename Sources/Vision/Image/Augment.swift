@@ -151,4 +151,14 @@ extension Image {
         }
         return out
     }
+
+    /// Mirrored top to bottom.
+    public func flippedVertically() -> Image {
+        var out = self
+        let row = width * channels
+        for y in 0..<height {
+            out.pixels.replaceSubrange(y * row..<(y + 1) * row, with: pixels[(height - 1 - y) * row..<(height - y) * row])
+        }
+        return out
+    }
 }

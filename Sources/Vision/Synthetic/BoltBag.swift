@@ -13,6 +13,8 @@ public struct BoltBag: SyntheticCategory {
     public let name = "bolt_bag"
     public let size = (width: 380, height: 340)
     public let cropMargin = 20
+    /// As the reference treats screw_bag: loose parts, any angle.
+    public let rotationDegrees = 180.0
     public let classes = ["background", "bag", "bolt", "nut", "washer"]
     public let productTypes: [String] = []
     public let defectTypes = [

@@ -12,6 +12,8 @@ public struct SnackBox: SyntheticCategory {
     public let size = (width: 420, height: 300)
     public let classes = ["background", "tray", "tangerine", "nectarine", "cereal", "banana_chips", "almonds"]
     public let productTypes: [String] = []
+    /// As the reference treats breakfast_box: any angle.
+    public let rotationDegrees = 180.0
     public let defectTypes = [
         DefectConfig(defectName: "fruit_count", pixelValue: 1, saturationThreshold: 1, relativeSaturation: true),
         DefectConfig(defectName: "ingredient_ratio", pixelValue: 2, saturationThreshold: 0.5, relativeSaturation: true),

@@ -174,7 +174,8 @@ public enum SyntheticBenchmark {
                 : zip(category.productTypes, trainTypes).map { .init(name: $0.0, images: $0.1) },
             fewShot: fewShot,
             preprocess: .init(cropMargin: category.cropMargin > 0 ? Int((Double(category.cropMargin) * size.zoom(category)).rounded()) : nil,
-                              targetSize: size == .small ? 128 : 256))
+                              targetSize: size == .small ? 128 : 256),
+            rotationDegrees: category.rotationDegrees == CategoryManifest.defaultRotationDegrees ? nil : category.rotationDegrees)
         try manifest.write(to: dir)
     }
 

@@ -26,6 +26,9 @@ public protocol SyntheticCategory: Sendable {
     var cropMargin: Int { get }
     /// How its few-shot annotations are written.
     var annotationFormat: CategoryManifest.AnnotationFormat { get }
+    /// The largest rotation of an augmented training view (the manifest's
+    /// `rotation_degrees`): 180 where the reference allows any angle.
+    var rotationDegrees: Double { get }
 
     /// A scene of the given kind, in full-size coordinates.
     func scene(_ kind: SampleKind, productType: Int?, rng: inout SeededGenerator) -> Scene
@@ -46,6 +49,7 @@ public protocol SyntheticCategory: Sendable {
 extension SyntheticCategory {
     public var cropMargin: Int { 0 }
     public var logicalKinds: Int { 0 }
+    public var rotationDegrees: Double { CategoryManifest.defaultRotationDegrees }
 
     public func scene(_ kind: SampleKind, productType: Int?, logicalKind: Int?, rng: inout SeededGenerator) -> Scene {
         scene(kind, productType: productType, rng: &rng)
