@@ -10,7 +10,7 @@ public struct CategoryInput: Sendable {
     public let root: URL
     public let category: LocoCategory
     public let manifest: CategoryManifest
-    public let prep: Preprocessor
+    public private(set) var prep: Preprocessor
 
     public init(root: URL, imageSize: Int? = nil) throws {
         self.root = root
@@ -22,6 +22,36 @@ public struct CategoryInput: Sendable {
     }
 
     public var size: Int { prep.targetSize }
+
+    /// The same category read into another frame (PatchCore's input: its
+    /// own side, padded or resized to a square), the crop margin kept.
+    public func inFrame(size: Int, fit: Preprocessor.Fit) -> CategoryInput {
+        var other = self
+        other.prep = Preprocessor(cropMargin: prep.cropMargin, targetSize: size, fit: fit)
+        return other
+    }
+
+    /// Test-image maps computed in `other`'s frame (`testSamples` order,
+    /// `other.size` squared each), in this input's preprocessed frame: each
+    /// map's content region resized bilinearly (half-pixel centres) to the
+    /// image's region here, the padding 0.
+    public func maps(_ maps: [[Float]], from other: CategoryInput) throws -> [[Float]] {
+        if other.prep == prep { return maps }
+        guard maps.count == testSamples.count else {
+            throw DatasetError.malformed(file: root.path, field: "", problem: "\(maps.count) anomaly maps for \(testSamples.count) test images")
+        }
+        return try zip(testSamples, maps).map { sample, map in
+            let native: (width: Int, height: Int)
+            do { native = try PNG.dimensions(sample.url) } catch { throw DatasetError.badImage(file: sample.url.path, detail: "\(error)") }
+            let (cw, ch) = other.prep.resizedSize(width: native.width, height: native.height)
+            let (w, h) = prep.resizedSize(width: native.width, height: native.height)
+            let content = Tensor(shape: [1, 1, ch, cw], storage: (0..<ch).flatMap { y in map[(y * other.size)..<(y * other.size + cw)] })
+            let resized = Tensor.resizeBilinear(content, height: h, width: w, alignCorners: false).storage
+            var out = [Float](repeating: 0, count: size * size)
+            for y in 0..<h { out.replaceSubrange((y * size)..<(y * size + w), with: resized[(y * w)..<((y + 1) * w)]) }
+            return out
+        }
+    }
     public var classes: Int { manifest.classCount }
     /// test/good, then logical, then structural anomalies: the order of every per-test-image list.
     public var testSamples: [LocoSample] { category[.testGood] + category[.testLogical] + category[.testStructural] }

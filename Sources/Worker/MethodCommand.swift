@@ -50,6 +50,12 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Share of train patches kept in PatchCore's memory (greedy k-center coreset; 1 = all, the reference).")
     var coreset = 1.0
 
+    @Option(help: "PatchCore's input side.")
+    var patchImageSize = 256
+
+    @Option(help: "How an image meets PatchCore's square input: square (resized whatever its shape, the reference) or pad (as the segmentation input).")
+    var patchResize = PatchResize.square.rawValue
+
     @Option(help: "Seed.")
     var seed: UInt64 = 0
 
@@ -99,6 +105,10 @@ struct MethodCommand: ParsableCommand {
             throw ValidationError("--backbone takes \(BackboneName.allCases.map(\.rawValue).joined(separator: ", ")), not '\(self.backbone)'")
         }
         settings.backbone = backbone
+        guard let patchResize = PatchResize(rawValue: patchResize) else { throw ValidationError("--patch-resize takes square or pad, not '\(self.patchResize)'") }
+        guard patchImageSize >= 32 else { throw ValidationError("--patch-image-size must be at least 32") }
+        settings.patchResize = patchResize
+        settings.patchImageSize = patchImageSize
         let result = try MethodChain.run(categoryRoot: URL(fileURLWithPath: category), settings: settings,
                                          artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))

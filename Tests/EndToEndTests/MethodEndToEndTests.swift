@@ -15,7 +15,7 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h", "p", "hcp"], "unet_epochs": [0, 1]}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "p", "hcp"], "unet_epochs": [0, 1]}}
             """)
         try cluster.startWorker("a")
         try cluster.startWorker("b")
@@ -45,7 +45,7 @@ import Vision
         // A second identical sweep reuses every job.
         try cluster.submit("""
             {"name": "again", "dataset": "\(data.path)", "categories": ["pin_grid"],
-             "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h"], "unet_epochs": 0}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h"], "unet_epochs": 0}}
             """)
         #expect(try cluster.counts("again") == ["done": 6])
         #expect(try cluster.command(["results", "again"]).split(separator: "\n").count == 1 + 5)
@@ -66,7 +66,7 @@ import Vision
         try SyntheticBenchmark.write(to: data.url, seed: 4, size: .small, only: ["pin_grid"])
         let sweep = """
             {"name": "f", "dataset": "\(data.url.path)", "categories": ["pin_grid"], "max_attempts": 3,
-             "grid": {"n_shot": 2, "image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
             """
         func run(faults: Bool) throws -> String {
             let cluster = try Cluster(leaseSeconds: 2)
@@ -140,7 +140,7 @@ import Vision
         let categories = ["pin_grid", "bolt_bag", "bottle_label", "cable_pair", "snack_box", "pin_grid_empty"]
         try cluster.submit("""
             {"name": "b", "dataset": "\(data.path)", "categories": ["\(categories.joined(separator: "\", \""))"], "max_attempts": 3,
-             "grid": {"n_shot": 1, "image_size": 64, "epochs": 1, "memory_types": ["h"]}}
+             "grid": {"n_shot": 1, "image_size": 64, "patch_image_size": 64, "epochs": 1, "memory_types": ["h"]}}
             """)
         try cluster.startWorker("a")
         try cluster.startWorker("b")
@@ -171,7 +171,7 @@ import Vision
         let file = cluster.state.url.appendingPathComponent("d.json")
         try Data("""
             {"name": "d", "dataset": "\(data.path)", "categories": ["pin_grid"],
-             "grid": {"n_shot": 1, "image_size": 64, "epochs": 1, "memory_types": ["h"]}}
+             "grid": {"n_shot": 1, "image_size": 64, "patch_image_size": 64, "epochs": 1, "memory_types": ["h"]}}
             """.utf8).write(to: file)
         try cluster.startCoordinator()
         let first = try cluster.run(["submit", file.path])

@@ -16,7 +16,7 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "both", "dataset": "\(data.path)", "categories": ["bottle_label"], "max_attempts": 1,
-             "grid": {"n_shot": 3, "image_size": 64, "epochs": 2, "unet_epochs": 1, "epsilon": 1e-6, "seeds": [3],
+             "grid": {"n_shot": 3, "image_size": 64, "patch_image_size": 64, "epochs": 2, "unet_epochs": 1, "epsilon": 1e-6, "seeds": [3],
                       "memory_types": ["h", "c", "p", "hcp"], "scale_types": ["max", "std", "none"]}}
             """)
         try cluster.startWorker("a")
@@ -31,7 +31,7 @@ import Vision
         }
 
         let (status, output) = try runProgram(Cluster.binaries.appendingPathComponent("psad-worker").path, [
-            "method", "--category", data.appendingPathComponent("bottle_label").path, "--n-shot", "3", "--image-size", "64",
+            "method", "--category", data.appendingPathComponent("bottle_label").path, "--n-shot", "3", "--image-size", "64", "--patch-image-size", "64",
             "--epochs", "2", "--unet-epochs", "1", "--epsilon", "1e-6", "--seed", "3", "--losses", "sup+H+hist",
             "--memory-types", "h,c,p,hcp", "--scale-types", "max,std,none"])
         #expect(status == 0, "\(output.suffix(2000))")

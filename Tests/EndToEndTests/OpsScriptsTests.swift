@@ -50,6 +50,7 @@ import Vision
             grid:
               n_shot: 2
               image_size: 64
+              patch_image_size: 64
               epochs: 2
               memory_types: [h, hcp]
             """.write(to: sweep, atomically: true, encoding: .utf8)

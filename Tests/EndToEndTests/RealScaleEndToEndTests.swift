@@ -136,7 +136,7 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "shapes", "dataset": "\(data.path)", "categories": ["bottle_label"], "max_attempts": 1,
-             "grid": {"n_shot": 3, "image_size": 64, "epochs": 2, "memory_types": ["hcp"], "unet_epochs": 1}}
+             "grid": {"n_shot": 3, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["hcp"], "unet_epochs": 1}}
             """)
         try cluster.startWorker("a")
         let counts = try cluster.wait("shapes", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 7 }
@@ -180,7 +180,7 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "large", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 3, "image_size": 64, "epochs": 2, "memory_types": ["hcp"]}}
+             "grid": {"n_shot": 3, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["hcp"]}}
             """)
         try cluster.startWorker("a")
         let counts = try cluster.wait("large", seconds: 600) { ($0["done"] ?? 0) + ($0["dead"] ?? 0) + ($0["blocked"] ?? 0) == 6 }

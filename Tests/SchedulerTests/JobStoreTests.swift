@@ -186,6 +186,7 @@ import Shared
     @Test func aJobsMemoryNeedFollowsItsCategorysSize() throws {
         var sweep = Self.methodSweep("loco")
         sweep.grid.imageSizes = [512]
+        sweep.grid.patchImageSizes = [512]   // PatchCore at 512 too (its default, 256, fits 4 GiB at this size)
         sweep.dataSizes = ["a": CategorySize(train: 350, test: 400, classes: 26)]
         try store.submit(sweep, file: "loco")
         let preprocess = try #require(try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 5))

@@ -145,7 +145,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize)")) {
             try parse(text)
         }
     }
@@ -188,6 +188,8 @@ import Testing
         #expect(problem("{\(head), \"grid\": {\"less_normal_fraction\": 1.5}}")?.contains("1.5 is not in (0, 1]") == true)
         #expect(problem("{\(head), \"grid\": {\"epochs\": []}}")?.contains("must not be an empty list") == true)
         #expect(problem("{\(head), \"grid\": {\"loss_set\": true}}")?.contains("must be a string") == true)
+        #expect(problem("{\(head), \"grid\": {\"patch_resize\": \"crop\"}}")?.contains("grid.patch_resize: 'crop' is not square or pad") == true)
+        #expect(problem("{\(head), \"grid\": {\"backbone\": \"vgg16\"}}")?.contains("grid.backbone: 'vgg16' is not efficientnet-lite0, resnet18") == true)
         #expect(problem(#"{"name": "n", "categories": ["c"]}"#)?.contains("dataset: is required") == true)
         #expect(problem(#"{"name": "n", "dataset": "d"}"#)?.contains("categories: names no category") == true)
         #expect(problem(#"{"name": "n", "dataset": "d", "categories": ["../etc"]}"#)?.contains("categories: '../etc' is not a folder name inside the dataset") == true)

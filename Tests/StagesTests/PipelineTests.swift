@@ -22,6 +22,7 @@ import Vision
         var s = MethodChain.Settings()
         s.nShot = 3
         s.imageSize = 96
+        s.patchImageSize = 96
         s.lossSets = [.sup, .supEntropyHistogram]
         s.epochs = 4; s.viewsPerLabelledImage = 2; s.batchPairs = 4; s.learningRate = 1e-2
         s.unetEpochs = 1; s.unetWidth = 4; s.unetDepth = 2; s.unetBatch = 4

@@ -11,6 +11,14 @@ import TestSupport
         #expect(out[x: 63, y: 31, channel: 0] == 200 && out[x: 0, y: 32, channel: 0] == 0)
     }
 
+    @Test func aSquareFitStretchesWithoutPadding() {
+        // PatchCore's input as the reference makes it: the whole (cropped) image on the square.
+        let p = Preprocessor(cropMargin: 2, targetSize: 32, fit: .square)
+        #expect(p.resizedSize(width: 204, height: 104) == (32, 32))
+        let out = p.image(Image(width: 204, height: 104, channels: 3, value: 200))
+        #expect(out.width == 32 && out.height == 32 && out.pixels.allSatisfy { $0 == 200 })
+    }
+
     @Test func cropMarginComesOffEverySide() {
         var image = Image(width: 30, height: 20, channels: 1, value: 9)
         image[x: 5, y: 5, channel: 0] = 1

@@ -74,6 +74,7 @@ public enum StageMemory {
         var backbone: BackboneName?
         var lessNormalFraction: Double?
         var nShot: Int?
+        var patchImageSize: Int?
     }
 
     /// The process itself: runtime, libraries, OpenBLAS's buffers.
@@ -122,12 +123,14 @@ public enum StageMemory {
             let batch = 8 * 2 * 16 * pixels * 4 * 3
             bytes += all * (image + mask + pixels) + n.train * 3 * pixels * 4 + batch
         case .patchFeatures:
-            let patches = pixels / 64 * (c8 + c16) * 4
+            // PatchCore's own input side (its images, taps and patches); the maps end in the preprocessed frame.
+            let side = sizing.patchImageSize ?? s, pp = side * side
+            let patches = pp / 64 * (c8 + c16) * 4, patchTaps = (pp / 64 * c8 + pp / 256 * c16) * 4
             // Taps of the kept train and all test images (PatchStage holds them
             // all), their patch embeddings, the memory's concatenated copy of the
-            // train patches and its norms, the test maps, one k-NN block.
-            bytes += weights + forward + (kept + n.test) * (image + taps816) + (2 * kept + n.test) * patches
-                + kept * pixels / 64 * 4 + n.test * pixels * 4 * 2 + 512 * 4096 * 4
+            // train patches and its norms, the test maps in both frames, one k-NN block.
+            bytes += weights + imagesInFlight * 3 * 32 * max(pp, pixels) * 4 + (kept + n.test) * (3 * pp + patchTaps)
+                + (2 * kept + n.test) * patches + kept * pp / 64 * 4 + n.test * (pixels + pp) * 4 * 2 + 512 * 4096 * 4
         case .bankFit:
             let dims = c4 + c8 + c16
             bytes += weights + forward + max(kept, n.test) * taps4816 + (kept + n.test) * (image + mask)

@@ -51,6 +51,13 @@ public struct MemoryCombination: Codable, Hashable, Sendable, CustomStringConver
     public static let hcp = MemoryCombination("hcp")!
 }
 
+/// How PatchCore's input is made from an image: resized to a square whatever
+/// its shape (the reference's 256 x 256), or resized on its long side and
+/// padded as the segmentation input is.
+public enum PatchResize: String, Codable, CaseIterable, Hashable, Sendable {
+    case square, pad
+}
+
 /// The train statistic scaling divides by: each train image against the
 /// others (`leave-one-out`, the paper's) or the reference code's rank rule.
 public enum TrainStatisticName: String, Codable, CaseIterable, Hashable, Sendable {
@@ -126,6 +133,10 @@ public enum StageSettings {
 
     public struct PatchFeatures: Codable, Hashable, Sendable {
         public var backbone: BackboneName
+        /// PatchCore's input: its side and how an image is fitted to it. Its
+        /// anomaly maps are brought to the preprocessed frame afterwards.
+        public var patchImageSize: Int
+        public var patchResize: PatchResize
         /// Share of the train images in the memories (the less-normal-data ablation).
         public var lessNormalFraction: Double
         /// Share of the train patches kept (greedy k-center coreset); 1 keeps all.
@@ -134,8 +145,10 @@ public enum StageSettings {
         public var seed: UInt64?
         /// sPRO's false-positive-rate limit (sweeps leave it out: 0.05, the reference's).
         public var fprLimit: Double?
-        public init(backbone: BackboneName, lessNormalFraction: Double, coresetFraction: Double, seed: UInt64? = nil, fprLimit: Double? = nil) {
-            self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.coresetFraction = coresetFraction
+        public init(backbone: BackboneName, patchImageSize: Int = 256, patchResize: PatchResize = .square, lessNormalFraction: Double,
+                    coresetFraction: Double, seed: UInt64? = nil, fprLimit: Double? = nil) {
+            self.backbone = backbone; self.patchImageSize = patchImageSize; self.patchResize = patchResize
+            self.lessNormalFraction = lessNormalFraction; self.coresetFraction = coresetFraction
             self.seed = seed; self.fprLimit = fprLimit
         }
     }

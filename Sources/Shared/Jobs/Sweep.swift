@@ -47,6 +47,9 @@ public struct Sweep: Equatable, Sendable {
         public var trainStatistics = [TrainStatisticName.leaveOneOut]
         /// Share of train patches in PatchCore's memory (greedy k-center coreset; 1 = all).
         public var coresetFractions = [1.0]
+        /// PatchCore's input side and fit (the reference: the image resized to 256 x 256).
+        public var patchImageSizes = [256]
+        public var patchResizes = [PatchResize.square]
         public init() {}
     }
 
@@ -161,7 +164,8 @@ extension Sweep.Grid: Decodable {
         case nShot = "n_shot", memoryTypes = "memory_types", scaleTypes = "scale_types", seeds, backbones = "backbone",
              patchBackbones = "patch_backbone", bankBackbones = "bank_backbone", imageSizes = "image_size", epochs,
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
-             epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction"
+             epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
+             patchImageSizes = "patch_image_size", patchResizes = "patch_resize"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -182,6 +186,8 @@ extension Sweep.Grid: Decodable {
         epsilons = try f.list(.epsilons, or: epsilons) { $0 > 0 ? nil : "\($0) is not positive" }
         trainStatistics = try f.list(.trainStatistics, or: trainStatistics)
         coresetFractions = try f.list(.coresetFractions, or: coresetFractions, check: fraction)
+        patchImageSizes = try f.list(.patchImageSizes, or: patchImageSizes, atLeast: 32)
+        patchResizes = try f.list(.patchResizes, or: patchResizes)
     }
 }
 

@@ -102,8 +102,10 @@ public enum SweepExpander {
                 func shots(_ n: Int) -> Int { min(n, sweep.dataSizes[category]?.labelled ?? n) }
                 for encoder in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [encoder] {
+                    for patchSize in g.patchImageSizes { for patchResize in g.patchResizes {
                         let patch = plan.add(.patchFeatures, category: category,
-                                             OnData(data, StageSettings.PatchFeatures(backbone: patchBackbone, lessNormalFraction: fraction,
+                                             OnData(data, StageSettings.PatchFeatures(backbone: patchBackbone, patchImageSize: patchSize,
+                                                                                      patchResize: patchResize, lessNormalFraction: fraction,
                                                                                       coresetFraction: coreset)),
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
@@ -132,11 +134,12 @@ public enum SweepExpander {
                                             imageSize: size, backbone: encoder, lessNormalFraction: fraction, nShot: nShot, epochs: epochs,
                                             lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
-                                            bankBackbone: bankBackbone)))
+                                            bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize)))
                                     } }
                                 } } }
                             }
                         } } } }
+                    } }
                     } } }
                 }
             }
@@ -162,20 +165,24 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     public var coresetFraction: Double
     public var patchBackbone: BackboneName
     public var bankBackbone: BackboneName
+    public var patchImageSize: Int
+    public var patchResize: PatchResize
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
-                scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName) {
+                scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
+                patchImageSize: Int, patchResize: PatchResize) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
+        self.patchImageSize = patchImageSize; self.patchResize = patchResize
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
-             memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone
+             memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -193,6 +200,7 @@ extension Sweep.Grid {
             epochs: epochs[0], lossSet: lossSets[0], seed: seeds[0], unetEpochs: unetEpochs[0], epsilon: epsilons[0],
             trainStatistic: trainStatistics[0], memoryType: memoryTypes.contains(.hcp) ? .hcp : memoryTypes[0],
             scaleType: scaleTypes.contains(.max) ? .max : scaleTypes[0], coresetFraction: coresetFractions[0],
-            patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0]).canonicalJSON
+            patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
+            patchImageSize: patchImageSizes[0], patchResize: patchResizes[0]).canonicalJSON
     }
 }

@@ -178,3 +178,4 @@ extension BackboneName: SweepChoice {}
 extension ScaleName: SweepChoice {}
 extension LossSet: SweepChoice {}
 extension TrainStatisticName: SweepChoice {}
+extension PatchResize: SweepChoice {}

@@ -32,6 +32,9 @@ public enum MethodChain {
         public var coresetFraction = 1.0
         /// Share of the train images in the memories (the less-normal-data ablation).
         public var lessNormalFraction = 1.0
+        /// PatchCore's input side and fit (the reference: 256, square).
+        public var patchImageSize = 256
+        public var patchResize = PatchResize.square
         public var seed: UInt64 = 0
         /// Training knobs left at the stages' defaults unless set (tests shrink them).
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
@@ -78,7 +81,8 @@ public enum MethodChain {
         let preprocessed = try PreprocessStage.run(OnData(data, StageSettings.None()), inputs: StageInputs(), context: context)
         try write(preprocessed, "preprocess")
         clock.lap("preprocess")
-        let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.backbone, lessNormalFraction: s.lessNormalFraction,
+        let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.backbone, patchImageSize: s.patchImageSize,
+                                                                  patchResize: s.patchResize, lessNormalFraction: s.lessNormalFraction,
                                                                   coresetFraction: s.coresetFraction, seed: s.seed, fprLimit: s.fprLimit)),
                                                inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
         try write(patch, "patch-features")

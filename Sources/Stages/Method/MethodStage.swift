@@ -99,7 +99,7 @@ public final class StageContext: @unchecked Sendable {
 
     /// - Parameter loaded: those images where the stage has read them already.
     func taps(_ images: Images, of input: CategoryInput, backbone name: BackboneName, loaded: [Image]? = nil) throws -> [[Int: Tensor]] {
-        let key = "\(input.root.path)|\(input.size)|\(name.rawValue)|\(images.rawValue)"
+        let key = "\(input.root.path)|\(input.size)|\(input.prep.fit.rawValue)|\(name.rawValue)|\(images.rawValue)"
         lock.lock()
         if let cached = taps?[key] { lock.unlock(); return cached }
         lock.unlock()

@@ -119,19 +119,21 @@ public enum PatchFeaturesStage: MethodStage {
 
     public static func run(_ job: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let input = try job.data.input(), p = job.settings
+        // PatchCore's own input (the reference: the image resized to 256 x 256); maps come back to the preprocessed frame.
+        let patchInput = input.inFrame(size: p.patchImageSize, fit: p.patchResize == .square ? .square : .pad)
         let trainSamples = input.category[.train]
         let kept = memorySubset(trainSamples.count, fraction: p.lessNormalFraction)
         let tests = input.testSamples.count
         // Progress: every image encoded (train, then test), then every image scored.
         let count = kept + tests
         context.progress(0, 2 * count, "image steps")
-        let trainTaps = Array(try context.taps(.train, of: input, backbone: p.backbone).prefix(kept))
+        let trainTaps = Array(try context.taps(.train, of: patchInput, backbone: p.backbone).prefix(kept))
         context.progress(kept, 2 * count, "image steps")
-        let testTaps = try context.taps(.test, of: input, backbone: p.backbone)
+        let testTaps = try context.taps(.test, of: patchInput, backbone: p.backbone)
         context.progress(count, 2 * count, "image steps")
         let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, seed: p.seed ?? 0,
                                    scored: { context.progress(count + $0, 2 * count, "image steps") })
-        let maps = patch.testMaps(size: input.size)
+        let maps = try input.maps(patch.testMaps(size: patchInput.size), from: patchInput)
         let fprLimit = p.fprLimit ?? 0.05
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: fprLimit)
         let (images, scale) = try MapImages.encode(maps, size: input.size)

@@ -4,11 +4,19 @@
 public struct Preprocessor: Equatable, Sendable {
     public var cropMargin: Int
     public var targetSize: Int
+    /// How the cropped image meets the square: resized to `targetSize` on its
+    /// long side and padded bottom/right (`pad`, SPEC-PSAD's preprocessing),
+    /// or resized to `targetSize` x `targetSize` whatever its shape
+    /// (`square`, how the reference feeds PatchCore).
+    public var fit: Fit
 
-    public init(cropMargin: Int = 0, targetSize: Int) {
+    public enum Fit: String, Codable, Sendable { case pad, square }
+
+    public init(cropMargin: Int = 0, targetSize: Int, fit: Fit = .pad) {
         precondition(cropMargin >= 0 && targetSize > 0)
         self.cropMargin = cropMargin
         self.targetSize = targetSize
+        self.fit = fit
     }
 
     public init(_ settings: CategoryManifest.Preprocess) {
@@ -17,6 +25,7 @@ public struct Preprocessor: Equatable, Sendable {
 
     /// Width and height after crop and resize, before padding.
     public func resizedSize(width: Int, height: Int) -> (width: Int, height: Int) {
+        if fit == .square { return (targetSize, targetSize) }
         let w = width - 2 * cropMargin, h = height - 2 * cropMargin
         let scale = Double(targetSize) / Double(max(w, h))
         return (max(1, Int((Double(w) * scale).rounded())), max(1, Int((Double(h) * scale).rounded())))
