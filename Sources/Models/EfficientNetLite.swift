@@ -82,11 +82,13 @@ public struct EfficientNetLite: Backbone {
         self.channels = channels
     }
 
-    /// The ImageNet EfficientNet-Lite0 weights installed by `ops/weights/install-efficientnet-lite0`.
-    public static func pretrainedLite0() throws -> EfficientNetLite {
-        try EfficientNetLite(variant: 0, weights: .installed("efficientnet-lite0.safetensors",
-                                                             install: "ops/weights/install-efficientnet-lite0"))
+    /// The ImageNet EfficientNet-Lite`variant` weights (0, 1 or 2) installed by `ops/weights/install-efficientnet-lite`.
+    public static func pretrained(variant: Int) throws -> EfficientNetLite {
+        try EfficientNetLite(variant: variant, weights: .installed("efficientnet-lite\(variant).safetensors",
+                                                                   install: "ops/weights/install-efficientnet-lite \(variant)"))
     }
+
+    public static func pretrainedLite0() throws -> EfficientNetLite { try pretrained(variant: 0) }
 
     public func features(_ images: Tensor, strides: Set<Int>) -> [Int: Tensor] {
         precondition(strides.allSatisfy { lastBlock[$0] != nil }, "taps \(strides.sorted()) not in \(lastBlock.keys.sorted())")

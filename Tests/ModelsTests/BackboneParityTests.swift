@@ -51,12 +51,14 @@ import Tensor
         #expect(error <= 1e-4, "\(tag): relative error \(error)")
     }
 
-    /// The real ImageNet weights (installed by ops/weights/install-efficientnet-lite0,
-    /// which ops/test runs) against the reference model at every stride.
-    @Test func pretrainedLite0MatchesTheReferenceAtEveryTap() throws {
-        let net = try EfficientNetLite.pretrainedLite0()
-        #expect(net.channels == [2: 16, 4: 24, 8: 40, 16: 112, 32: 320])
-        let file = try SafetensorsFile(contentsOf: try fixture("lite0_taps"))
+    /// The real ImageNet weights (installed by ops/weights/install-efficientnet-lite,
+    /// which ops/setup runs) against the reference model at every stride.
+    @Test(arguments: [(0, [2: 16, 4: 24, 8: 40, 16: 112, 32: 320]), (1, [2: 16, 4: 24, 8: 40, 16: 112, 32: 320]),
+                      (2, [2: 16, 4: 24, 8: 48, 16: 120, 32: 352])])
+    func pretrainedLiteMatchesTheReferenceAtEveryTap(variant: Int, channels: [Int: Int]) throws {
+        let net = try EfficientNetLite.pretrained(variant: variant)
+        #expect(net.channels == channels)
+        let file = try SafetensorsFile(contentsOf: try fixture("lite\(variant)_taps"))
         let taps = net.features(try file.tensor("input"), strides: [2, 4, 8, 16, 32])
         for s in [2, 4, 8, 16, 32] {
             let error = relativeError(try #require(taps[s]), try file.tensor("tap\(s)"))

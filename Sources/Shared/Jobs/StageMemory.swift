@@ -50,7 +50,8 @@ public enum StageMemory {
     /// Channels of the encoder taps at strides 4, 8 and 16.
     static func channels(_ backbone: BackboneName) -> (c4: Int, c8: Int, c16: Int) {
         switch backbone {
-        case .efficientNetLite0: (24, 40, 112)
+        case .efficientNetLite0, .efficientNetLite1: (24, 40, 112)
+        case .efficientNetLite2: (24, 48, 120)
         case .resnet18: (64, 128, 256)
         case .resnet50, .resnet101, .wideResnet50, .wideResnet101: (256, 512, 1024)
         }
@@ -60,6 +61,8 @@ public enum StageMemory {
     static func parameters(_ backbone: BackboneName) -> Int {
         switch backbone {
         case .efficientNetLite0: 4_652_008
+        case .efficientNetLite1: 5_416_680
+        case .efficientNetLite2: 6_092_072
         case .resnet18: 11_689_512
         case .resnet50: 25_557_032
         case .resnet101: 44_549_160

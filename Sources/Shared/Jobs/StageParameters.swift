@@ -10,6 +10,8 @@ import Foundation
 /// The pretrained encoders a sweep may name (Stages loads them).
 public enum BackboneName: String, Codable, CaseIterable, Hashable, Sendable {
     case efficientNetLite0 = "efficientnet-lite0"
+    case efficientNetLite1 = "efficientnet-lite1"
+    case efficientNetLite2 = "efficientnet-lite2"
     case resnet18, resnet50, resnet101
     case wideResnet50 = "wide_resnet50_2"
     case wideResnet101 = "wide_resnet101_2"

@@ -113,7 +113,12 @@ public final class StageContext: @unchecked Sendable {
 
 extension BackboneName {
     public func load() throws -> any Backbone {
-        if self == .efficientNetLite0 { return try EfficientNetLite.pretrainedLite0() }
+        switch self {
+        case .efficientNetLite0: return try EfficientNetLite.pretrained(variant: 0)
+        case .efficientNetLite1: return try EfficientNetLite.pretrained(variant: 1)
+        case .efficientNetLite2: return try EfficientNetLite.pretrained(variant: 2)
+        case .resnet18, .resnet50, .resnet101, .wideResnet50, .wideResnet101: break
+        }
         guard let config = ResNet.Config.all.first(where: { $0.name == rawValue }) else {
             throw StageError("no ResNet configuration for backbone '\(rawValue)'")
         }
