@@ -12,7 +12,9 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     public var batchPairs = 5
     public var learningRate: Float = 1e-3
     public var weightDecay: Float = 0.01
-    /// Augmented views cached per labelled image (view 0 is the image itself).
+    /// Augmented views cached per labelled image (view 0 is the image
+    /// itself); 0: a fresh augmentation at every draw, as the reference
+    /// augments each step (each step then encodes its labelled views anew).
     public var viewsPerLabelledImage = 8
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
@@ -83,23 +85,25 @@ public enum SegmentTrain {
         func encode(_ image: Image) -> [Int: Tensor] {
             backbone.features(normalization(image.tensor()), strides: [4, 8, 16])
         }
-        var views: [Cached] = []
-        for sample in labelled {
+        precondition(p.viewsPerLabelledImage >= 0, "viewsPerLabelledImage must not be negative")
+        /// A labelled view: the image itself, or rotated (the mask and the coordinates with it) and colour-augmented.
+        func makeView(_ sample: SegmentationSample, augmented: Bool) -> Cached {
             guard let mask = sample.mask else { preconditionFailure("a labelled sample without a mask") }
-            for v in 0..<max(1, p.viewsPerLabelledImage) {
-                let angle = v == 0 ? 0 : (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
-                let image = v == 0 ? sample.image : sample.image.rotated(by: angle, nearest: false).colourAugmented(&rng)
-                let labels = (v == 0 ? mask : mask.rotated(by: angle, nearest: true)).pixels.map { Int32($0) }
-                views.append(Cached(taps: encode(image), angle: angle, labels: labels,
-                                    fractions: SegmentationLoss.areaFractions(labels, batch: 1, pixels: size * size, classes: classes),
-                                    productType: sample.productType))
-            }
+            let angle = augmented ? (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180 : 0
+            let image = augmented ? sample.image.rotated(by: angle, nearest: false).colourAugmented(&rng) : sample.image
+            let labels = (augmented ? mask.rotated(by: angle, nearest: true) : mask).pixels.map { Int32($0) }
+            return Cached(taps: encode(image), angle: angle, labels: labels,
+                          fractions: SegmentationLoss.areaFractions(labels, batch: 1, pixels: size * size, classes: classes),
+                          productType: sample.productType)
         }
+        let fresh = p.viewsPerLabelledImage == 0
+        let views = labelled.flatMap { sample in (0..<p.viewsPerLabelledImage).map { makeView(sample, augmented: $0 != 0) } }
         let pool = unlabelled.indices.map { i in
             Cached(taps: unlabelledTaps?[i] ?? encode(unlabelled[i].image), angle: 0,
                    labels: nil, fractions: nil, productType: unlabelled[i].productType)
         }
-        let head = SegmentationHead(inputChannels: views[0].input.shape[1], classes: classes, seed: p.seed &+ 1)
+        let inputChannels = SegmentationInput.features(views.first?.taps ?? encode(labelled[0].image)).shape[1] + 2
+        let head = SegmentationHead(inputChannels: inputChannels, classes: classes, seed: p.seed &+ 1)
         let optimizer = AdamW(parameters: head.parameters, learningRate: p.learningRate, weightDecay: p.weightDecay)
         let histogram = histogramClasses ?? Array(1..<classes)
         let steps = max(1, unlabelled.count / p.batchPairs)
@@ -110,7 +114,8 @@ public enum SegmentTrain {
             for _ in 0..<steps {
                 var chosen: [Cached] = [], partners: [Cached] = []
                 for _ in 0..<p.batchPairs {
-                    let view = views[rng.int(0...(views.count - 1))]
+                    let view = fresh ? makeView(labelled[rng.int(0...(labelled.count - 1))], augmented: true)
+                        : views[rng.int(0...(views.count - 1))]
                     let sameType = pool.filter { $0.productType == view.productType }
                     chosen.append(view)
                     partners.append((sameType.isEmpty ? pool : sameType)[rng.int(0...((sameType.isEmpty ? pool : sameType).count - 1))])

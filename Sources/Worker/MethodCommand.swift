@@ -56,6 +56,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "How an image meets PatchCore's square input: square (resized whatever its shape, the reference) or pad (as the segmentation input).")
     var patchResize = PatchResize.square.rawValue
 
+    @Option(help: "Augmented views per labelled image in segment-train (0: a fresh augmentation at every step; default 8 fixed views).")
+    var labelledViews: Int?
+
     @Option(help: "Seed.")
     var seed: UInt64 = 0
 
@@ -109,6 +112,10 @@ struct MethodCommand: ParsableCommand {
         guard patchImageSize >= 32 else { throw ValidationError("--patch-image-size must be at least 32") }
         settings.patchResize = patchResize
         settings.patchImageSize = patchImageSize
+        if let labelledViews {
+            guard labelledViews >= 0 else { throw ValidationError("--labelled-views must not be negative") }
+            settings.viewsPerLabelledImage = labelledViews
+        }
         let result = try MethodChain.run(categoryRoot: URL(fileURLWithPath: category), settings: settings,
                                          artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))

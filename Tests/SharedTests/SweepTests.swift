@@ -75,6 +75,24 @@ import Testing
         }
     }
 
+    /// labelled_views reaches segment-train only where the grid names it:
+    /// absent, the keys are those of a grid without the field; [0, 8] makes
+    /// two segmenters (fresh views per step, eight fixed) and their results.
+    @Test func labelledViewsAreASegmentTrainSettingOnlyWhereNamed() throws {
+        let plain = try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]}"#.utf8), file: "v.json")
+        let both = try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": {"labelled_views": [0, 8]}}"#.utf8), file: "v.json")
+        let plainPlan = SweepExpander.expand(plain), bothPlan = SweepExpander.expand(both)
+        #expect(plainPlan.jobs.allSatisfy { $0.parameters["views_per_labelled_image"] == nil })
+        let segmenters = bothPlan.jobs.filter { $0.kind == .segmentTrain }
+        #expect(Set(segmenters.compactMap { $0.parameters["views_per_labelled_image"] }) == [.int(0), .int(8)])
+        #expect(bothPlan.evaluations.count == 2 * plainPlan.evaluations.count)
+        #expect(bothPlan.evaluations.allSatisfy { $0.setting.contains(#""labelled_views":"#) })
+        #expect(plainPlan.evaluations.allSatisfy { !$0.setting.contains("labelled_views") })
+        #expect(throws: SweepError.self) {
+            try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": {"labelled_views": -1}}"#.utf8), file: "v.json")
+        }
+    }
+
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
         let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
         var labelled = plain
@@ -145,7 +163,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views)")) {
             try parse(text)
         }
     }

@@ -39,6 +39,26 @@ import Vision
     }
 }
 
+extension SegmentTrainTests {
+    /// `viewsPerLabelledImage` 0 draws a fresh augmentation at every step
+    /// (the reference's way) instead of a fixed set of views: it trains, it
+    /// is reproducible from its seed, and it is not the fixed-view run.
+    @Test func freshViewsAtEveryStepTrainReproducibly() throws {
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let labelled = Self.samples(0..<2, size: 64)
+        let unlabelled = Self.samples(2..<6, size: 64).map { SegmentationSample(image: $0.image) }
+        var p = SegmentTrainParameters()
+        p.epochs = 6; p.batchPairs = 2; p.learningRate = 1e-2; p.seed = 5; p.viewsPerLabelledImage = 0
+        let fresh = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let again = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        #expect(fresh.epochLosses.allSatisfy { $0.isFinite } && fresh.epochLosses.last! < fresh.epochLosses.first!, "\(fresh.epochLosses)")
+        #expect(fresh.epochLosses == again.epochLosses && fresh.head.w2.value == again.head.w2.value)
+        p.viewsPerLabelledImage = 3
+        let fixed = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        #expect(fixed.epochLosses != fresh.epochLosses)
+    }
+}
+
 @Suite struct UNetTrainTests {
     /// A small UNet learns the part masks of a few pin_grid images from
     /// scratch (here the generator's truth stands in for pseudo-labels).

@@ -50,6 +50,9 @@ public struct Sweep: Equatable, Sendable {
         /// PatchCore's input side and fit (the reference: the image resized to 256 x 256).
         public var patchImageSizes = [256]
         public var patchResizes = [PatchResize.square]
+        /// Augmented views per labelled image in segment-train; 0: a fresh
+        /// augmentation at every step (nil: the stage's default, 8 fixed views).
+        public var labelledViews: [Int]?
         public init() {}
     }
 
@@ -165,7 +168,7 @@ extension Sweep.Grid: Decodable {
              patchBackbones = "patch_backbone", bankBackbones = "bank_backbone", imageSizes = "image_size", epochs,
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
-             patchImageSizes = "patch_image_size", patchResizes = "patch_resize"
+             patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -188,6 +191,7 @@ extension Sweep.Grid: Decodable {
         coresetFractions = try f.list(.coresetFractions, or: coresetFractions, check: fraction)
         patchImageSizes = try f.list(.patchImageSizes, or: patchImageSizes, atLeast: 32)
         patchResizes = try f.list(.patchResizes, or: patchResizes)
+        labelledViews = try f.optionalList(.labelledViews, atLeast: 0)
     }
 }
 
