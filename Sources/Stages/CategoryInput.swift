@@ -52,6 +52,7 @@ public struct CategoryInput: Sendable {
             return out
         }
     }
+
     public var classes: Int { manifest.classCount }
     /// test/good, then logical, then structural anomalies: the order of every per-test-image list.
     public var testSamples: [LocoSample] { category[.testGood] + category[.testLogical] + category[.testStructural] }

@@ -35,7 +35,7 @@ struct SweepFields<Key: CodingKey & CaseIterable & RawRepresentable> where Key.R
             guard let value else { throw problem(key, "is required") }
             return value
         }
-        guard case .one(let scalar) = written, let v = try read(key, scalar, T.self, many: false) else {
+        guard case .one(let scalar) = written, let v = try read(key, scalar, T.self) else {
             throw problem(key, "must be \(T.noun.one)")
         }
         return try checked(key, v, minimum, check)
@@ -65,12 +65,12 @@ struct SweepFields<Key: CodingKey & CaseIterable & RawRepresentable> where Key.R
         }
         guard !scalars.isEmpty else { throw problem(key, "must not be an empty list") }
         return try scalars.map { scalar in
-            guard let v = try read(key, scalar, T.self, many: true) else { throw problem(key, "must be \(T.noun.one) or a list of \(T.noun.many)") }
+            guard let v = try read(key, scalar, T.self) else { throw problem(key, "must be \(T.noun.one) or a list of \(T.noun.many)") }
             return try checked(key, v, minimum, check)
         }
     }
 
-    func read<T: SweepValue>(_ key: Key, _ scalar: Scalar, _ type: T.Type, many: Bool) throws -> T? {
+    func read<T: SweepValue>(_ key: Key, _ scalar: Scalar, _ type: T.Type) throws -> T? {
         do { return try T.read(scalar) } catch let invalid as SweepValueInvalid { throw problem(key, invalid.text) }
     }
 
