@@ -9,6 +9,8 @@ public struct EfficientNetLite: Backbone {
     /// (repeats, kernel, stride, expand ratio, input filters, output filters) of Lite0.
     static let stages = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
                          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+    /// The package's batch norm: eps 1e-3, momentum 0.01 (TensorFlow's 0.99).
+    static let eps: Float = 1e-3, momentum: Float = 0.01
     /// (width, depth) coefficients of Lite0...Lite4.
     static let coefficients: [(Double, Double)] = [(1.0, 1.0), (1.0, 1.1), (1.1, 1.2), (1.2, 1.4), (1.4, 1.8)]
 
@@ -20,13 +22,13 @@ public struct EfficientNetLite: Backbone {
 
         /// Loads the block whose parameters are named `prefix._expand_conv.weight`, ...
         init(_ weights: WeightSet, prefix: String, in cin: Int, out cout: Int, kernel: Int, stride: Int, expandRatio: Int) throws {
-            let eps: Float = 1e-3, mid = cin * expandRatio
+            let mid = cin * expandRatio, eps = EfficientNetLite.eps, momentum = EfficientNetLite.momentum
             let p = prefix.isEmpty ? "" : prefix + "."
             expand = expandRatio == 1 ? nil
-                : try ConvBN(weights, conv: "\(p)_expand_conv", bn: "\(p)_bn0", in: cin, out: mid, kernel: 1, eps: eps, samePadding: true)
+                : try ConvBN(weights, conv: "\(p)_expand_conv", bn: "\(p)_bn0", in: cin, out: mid, kernel: 1, eps: eps, momentum: momentum, samePadding: true)
             depthwise = try ConvBN(weights, conv: "\(p)_depthwise_conv", bn: "\(p)_bn1", in: mid, out: mid, kernel: kernel,
-                                   stride: stride, groups: mid, eps: eps, samePadding: true)
-            project = try ConvBN(weights, conv: "\(p)_project_conv", bn: "\(p)_bn2", in: mid, out: cout, kernel: 1, eps: eps, samePadding: true)
+                                   stride: stride, groups: mid, eps: eps, momentum: momentum, samePadding: true)
+            project = try ConvBN(weights, conv: "\(p)_project_conv", bn: "\(p)_bn2", in: mid, out: cout, kernel: 1, eps: eps, momentum: momentum, samePadding: true)
             skip = stride == 1 && cin == cout
         }
 
@@ -57,8 +59,8 @@ public struct EfficientNetLite: Backbone {
             if Double(n) < 0.9 * f { n += 8 }
             return n
         }
-        let eps: Float = 1e-3
-        stem = try ConvBN(weights, conv: "_conv_stem", bn: "_bn0", in: 3, out: 32, kernel: 3, stride: 2, eps: eps, samePadding: true)
+        stem = try ConvBN(weights, conv: "_conv_stem", bn: "_bn0", in: 3, out: 32, kernel: 3, stride: 2,
+                          eps: Self.eps, momentum: Self.momentum, samePadding: true)
         var blocks: [MBConv] = []
         var last: [Int: Int] = [:], channels: [Int: Int] = [:]
         var stride = 2
@@ -84,8 +86,11 @@ public struct EfficientNetLite: Backbone {
 
     /// The ImageNet EfficientNet-Lite`variant` weights (0, 1 or 2) installed by `ops/weights/install-efficientnet-lite`.
     public static func pretrained(variant: Int) throws -> EfficientNetLite {
-        try EfficientNetLite(variant: variant, weights: .installed("efficientnet-lite\(variant).safetensors",
-                                                                   install: "ops/weights/install-efficientnet-lite \(variant)"))
+        try EfficientNetLite(variant: variant, weights: pretrainedWeights(variant: variant))
+    }
+
+    public static func pretrainedWeights(variant: Int) throws -> WeightSet {
+        try .installed("efficientnet-lite\(variant).safetensors", install: "ops/weights/install-efficientnet-lite \(variant)")
     }
 
     public static func pretrainedLite0() throws -> EfficientNetLite { try pretrained(variant: 0) }

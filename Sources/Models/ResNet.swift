@@ -50,9 +50,11 @@ public struct ResNet: Backbone {
     /// ImageNet weights exported by `ops/weights/export-torchvision.py`
     /// (`<name>.safetensors` in the weights directory).
     public static func pretrained(_ config: Config, depth: Int = 4) throws -> ResNet {
-        try ResNet(config, weights: .installed("\(config.name).safetensors",
-                                               install: "ops/weights/export-torchvision.py \(config.name) (needs PyTorch and internet)"),
-                   depth: depth)
+        try ResNet(config, weights: pretrainedWeights(config), depth: depth)
+    }
+
+    public static func pretrainedWeights(_ config: Config) throws -> WeightSet {
+        try .installed("\(config.name).safetensors", install: "ops/weights/export-torchvision.py \(config.name) (needs PyTorch and internet)")
     }
 
     let stem: ConvBN

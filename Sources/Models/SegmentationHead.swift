@@ -15,6 +15,16 @@ public enum SegmentationInput {
                                       Tensor.resizeBilinear(t16, height: h, width: w, alignCorners: true)])
     }
 
+    /// The same on a tape, for taps from an encoder that trains.
+    public static func features(_ taps: [Int: Variable], on tape: Tape) -> Variable {
+        guard let t4 = taps[4], let t8 = taps[8], let t16 = taps[16] else {
+            preconditionFailure("segmentation features need taps 4, 8 and 16, got \(taps.keys.sorted())")
+        }
+        let (_, _, h, w) = t4.value.nchw
+        return tape.concatChannels([t4, tape.resizeBilinear(t8, height: h, width: w, alignCorners: true),
+                                    tape.resizeBilinear(t16, height: h, width: w, alignCorners: true)])
+    }
+
     /// How an augmented view was made from its image: mirrored (about the
     /// centre; left-right, top-bottom), then rotated by `angle` radians
     /// about the centre in ``Vision/Image/rotated(by:nearest:)``'s sense.

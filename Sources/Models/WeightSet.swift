@@ -25,6 +25,7 @@ public final class WeightSet {
     enum Source {
         case file(SafetensorsFile)
         case random(SeededGenerator)
+        case overlay([String: Tensor], over: WeightSet)
     }
 
     private var source: Source
@@ -41,6 +42,13 @@ public final class WeightSet {
             throw WeightError.unreadable("\(error)")
         }
         name = url.path
+    }
+
+    /// `tensors` (a fine-tuned part of a network, by parameter name) in
+    /// place of the same names in `base`; every other name from `base`.
+    public init(overlay tensors: [String: Tensor], over base: WeightSet) {
+        source = .overlay(tensors, over: base)
+        name = "\(base.name) with \(tensors.count) fine-tuned tensors"
     }
 
     /// He-initialised random weights; batch norm as the identity.
@@ -82,6 +90,12 @@ public final class WeightSet {
             }
             let t: Tensor
             do { t = try file.tensor(tensor) } catch { throw WeightError.unreadable("\(error)") }
+            guard t.shape == shape else {
+                throw WeightError.shapeMismatch(file: name, tensor: tensor, expected: shape, found: t.shape)
+            }
+            return t
+        case let .overlay(tensors, base):
+            guard let t = tensors[tensor] else { return try base.take(tensor, shape: shape, fill: fill) }
             guard t.shape == shape else {
                 throw WeightError.shapeMismatch(file: name, tensor: tensor, expected: shape, found: t.shape)
             }

@@ -19,6 +19,8 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
     public var rotationDegrees = 20.0
+    /// What trains besides the head (the caller builds the encoder that trains: ``SegmentTrain/run``'s `encoder`).
+    public var finetune = Finetune.head
 
     public init() {}
 }
@@ -35,9 +37,15 @@ public struct SegmentationSample: Sendable {
     }
 }
 
-/// SPEC-PSAD stage 2 with a frozen encoder: features of every image are
+/// SPEC-PSAD stage 2. With a frozen encoder, features of every image are
 /// computed once and cached (labelled images as a fixed set of augmented
-/// views), and only the 1x1 head trains.
+/// views), and only the 1x1 head trains. With an encoder that trains
+/// (`finetune` last or all), what is cached is the frozen part's output
+/// (``FineTunedEncoder/prefix(_:)``; the images themselves when all of it
+/// trains), and every step runs the trained units on its labelled views and,
+/// separately, on its unlabelled partners (two train-mode batches, each
+/// normalised with its own statistics); the head and the encoder share one
+/// AdamW.
 ///
 /// Each step pairs `batchPairs` labelled views with unlabelled images of the
 /// same product type. Loss: 10 L_ce + L_dice on the labelled logits; from
@@ -50,9 +58,12 @@ public enum SegmentTrain {
         public let head: SegmentationHead
         /// Mean total loss of each epoch.
         public let epochLosses: [Float]
+        /// The trained encoder units' tensors (PyTorch names), when the encoder trained.
+        public let encoder: [String: Tensor]?
     }
 
-    /// One image's encoder taps (strides 4, 8, 16), kept as they come: the
+    /// One image's encoder taps (strides 4, 8, 16; with an encoder that
+    /// trains, its frozen prefix), kept as they come: the
     /// head's input (the taps upsampled to stride 4 and concatenated, with
     /// coordinates) is 4x larger and is built per step instead, the same
     /// bits each time. At 512 px with Wide-ResNet-101-2 that is 29 MB an
@@ -64,7 +75,7 @@ public enum SegmentTrain {
         let fractions: Tensor?  // [1, classes]
         let productType: Int?
 
-        /// [1, C + 2, h4, w4]
+        /// [1, C + 2, h4, w4] (a frozen encoder's taps)
         var input: Tensor {
             let f = SegmentationInput.features(taps)
             let (_, _, h, w) = f.nchw
@@ -72,18 +83,28 @@ public enum SegmentTrain {
         }
     }
 
-    /// - Parameter unlabelledTaps: encoder taps (4, 8, 16) of the unlabelled
-    ///   images when the caller has them already; computed here otherwise.
+    /// - Parameters:
+    ///   - unlabelledTaps: the frozen `backbone`'s taps (4, 8, 16) of the
+    ///     unlabelled images when the caller has them already; computed here otherwise.
+    ///   - encoder: `backbone` with its trained units (`p.finetune` last or
+    ///     all); nil: the head alone trains.
     public static func run(labelled: [SegmentationSample], unlabelled: [SegmentationSample], classes: Int,
                            histogramClasses: [Int]? = nil, backbone: any Backbone,
                            normalization: ImageNormalization = .imagenet, parameters p: SegmentTrainParameters,
-                           unlabelledTaps: [[Int: Tensor]]? = nil,
+                           unlabelledTaps: [[Int: Tensor]]? = nil, encoder: FineTunedEncoder? = nil,
                            progress: (Int, Float) -> Void = { _, _ in }) -> Result {
         precondition(!labelled.isEmpty && !unlabelled.isEmpty, "segment-train needs labelled and unlabelled images")
+        precondition((encoder == nil) == (p.finetune == .head), "finetune \(p.finetune.rawValue) needs an encoder that trains exactly when not head")
         let size = labelled[0].image.width
         var rng = SeededGenerator(seed: p.seed)
+        /// What is cached of an image: the frozen taps, or the trained encoder's prefix.
         func encode(_ image: Image) -> [Int: Tensor] {
-            backbone.features(normalization(image.tensor()), strides: [4, 8, 16])
+            let x = normalization(image.tensor())
+            return encoder?.prefix(x) ?? backbone.features(x, strides: [4, 8, 16])
+        }
+        func prefix(ofTaps taps: [Int: Tensor]) -> [Int: Tensor]? {
+            guard let encoder else { return taps }
+            return encoder.inputStride == 1 ? nil : taps.filter { $0.key <= encoder.inputStride }
         }
         precondition(p.viewsPerLabelledImage >= 0, "viewsPerLabelledImage must not be negative")
         /// A labelled view: the image itself, or rotated (the mask and the coordinates with it) and colour-augmented.
@@ -99,12 +120,21 @@ public enum SegmentTrain {
         let fresh = p.viewsPerLabelledImage == 0
         let views = labelled.flatMap { sample in (0..<p.viewsPerLabelledImage).map { makeView(sample, augmented: $0 != 0) } }
         let pool = unlabelled.indices.map { i in
-            Cached(taps: unlabelledTaps?[i] ?? encode(unlabelled[i].image), angle: 0,
+            Cached(taps: unlabelledTaps.flatMap { prefix(ofTaps: $0[i]) } ?? encode(unlabelled[i].image), angle: 0,
                    labels: nil, fractions: nil, productType: unlabelled[i].productType)
         }
-        let inputChannels = SegmentationInput.features(views.first?.taps ?? encode(labelled[0].image)).shape[1] + 2
+        let inputChannels = backbone.channels[4]! + backbone.channels[8]! + backbone.channels[16]! + 2
         let head = SegmentationHead(inputChannels: inputChannels, classes: classes, seed: p.seed &+ 1)
-        let optimizer = AdamW(parameters: head.parameters, learningRate: p.learningRate, weightDecay: p.weightDecay)
+        let optimizer = AdamW(parameters: head.parameters + (encoder?.parameters ?? []), learningRate: p.learningRate, weightDecay: p.weightDecay)
+        /// The head's input for a batch: cached, or through the encoder's trained units on `tape`.
+        func headInput(_ items: [Cached], on tape: Tape) -> Variable {
+            guard let encoder else { return tape.constant(stack(items.map(\.input))) }
+            let batch = Dictionary(uniqueKeysWithValues: items[0].taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
+            let f = SegmentationInput.features(encoder(batch, on: tape), on: tape)
+            let (_, _, h, w) = f.value.nchw
+            let views = items.map { SegmentationInput.View(angle: $0.angle) }
+            return tape.concatChannels([f, tape.constant(SegmentationInput.coordinates(height: h, width: w, views: views))])
+        }
         let histogram = histogramClasses ?? Array(1..<classes)
         let steps = max(1, unlabelled.count / p.batchPairs)
         var epochLosses: [Float] = []
@@ -123,12 +153,12 @@ public enum SegmentTrain {
                 let tape = Tape()
                 // The losses take the stride-4 logits and upsample inside (fused, SegmentationLoss.supervisedUpsampled).
                 let labels = chosen.flatMap { $0.labels! }
-                var terms = [(tape.supervisedUpsampledLoss(logits: head.logits(tape.constant(stack(chosen.map(\.input))), on: tape),
+                var terms = [(tape.supervisedUpsampledLoss(logits: head.logits(headInput(chosen, on: tape), on: tape),
                                                            labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1), Float(1))]
                 if unsupervised {
                     let fractions = p.lossSet == .supEntropyHistogram
                         ? Tensor(shape: [chosen.count, classes], storage: chosen.flatMap { $0.fractions!.storage }) : nil
-                    terms.append((tape.unsupervisedUpsampledLoss(logits: head.logits(tape.constant(stack(partners.map(\.input))), on: tape),
+                    terms.append((tape.unsupervisedUpsampledLoss(logits: head.logits(headInput(partners, on: tape), on: tape),
                                                                  height: size, width: size, entropyWeight: 10, fractions: fractions,
                                                                  histogramClasses: histogram, histogramWeight: 1), 1))
                 }
@@ -140,7 +170,14 @@ public enum SegmentTrain {
             epochLosses.append(total / Float(steps))
             progress(epoch, epochLosses.last!)
         }
-        return Result(head: head, epochLosses: epochLosses)
+        if let encoder {
+            // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.
+            encoder.recalibrate(stride(from: 0, to: pool.count, by: p.batchPairs).map { start in
+                let items = pool[start..<min(start + p.batchPairs, pool.count)]
+                return Dictionary(uniqueKeysWithValues: items.first!.taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
+            })
+        }
+        return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors)
     }
 
     /// Concatenates [1, C, h, w] tensors into one batch.

@@ -59,6 +59,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Augmented views per labelled image in segment-train (0: a fresh augmentation at every step; default 8 fixed views).")
     var labelledViews: Int?
 
+    @Option(help: "What trains in segment-train: head (on the frozen encoder), last (also the encoder's units after its stride-8 tap) or all (every encoder weight, the reference).")
+    var finetune = Finetune.head.rawValue
+
     @Option(help: "Seed.")
     var seed: UInt64 = 0
 
@@ -116,6 +119,8 @@ struct MethodCommand: ParsableCommand {
             guard labelledViews >= 0 else { throw ValidationError("--labelled-views must not be negative") }
             settings.viewsPerLabelledImage = labelledViews
         }
+        guard let finetune = Finetune(rawValue: finetune) else { throw ValidationError("--finetune takes head, last or all, not '\(self.finetune)'") }
+        if finetune != .head { settings.finetune = finetune }
         let result = try MethodChain.run(categoryRoot: URL(fileURLWithPath: category), settings: settings,
                                          artifacts: artifacts.map { URL(fileURLWithPath: $0) }) {
             FileHandle.standardError.write(Data("\($0)\n".utf8))

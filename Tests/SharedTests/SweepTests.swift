@@ -75,22 +75,23 @@ import Testing
         }
     }
 
-    /// labelled_views reaches segment-train only where the grid names it:
-    /// absent, the keys are those of a grid without the field; [0, 8] makes
-    /// two segmenters (fresh views per step, eight fixed) and their results.
-    @Test func labelledViewsAreASegmentTrainSettingOnlyWhereNamed() throws {
-        let plain = try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]}"#.utf8), file: "v.json")
-        let both = try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": {"labelled_views": [0, 8]}}"#.utf8), file: "v.json")
-        let plainPlan = SweepExpander.expand(plain), bothPlan = SweepExpander.expand(both)
-        #expect(plainPlan.jobs.allSatisfy { $0.parameters["views_per_labelled_image"] == nil })
-        let segmenters = bothPlan.jobs.filter { $0.kind == .segmentTrain }
-        #expect(Set(segmenters.compactMap { $0.parameters["views_per_labelled_image"] }) == [.int(0), .int(8)])
-        #expect(bothPlan.evaluations.count == 2 * plainPlan.evaluations.count)
-        #expect(bothPlan.evaluations.allSatisfy { $0.setting.contains(#""labelled_views":"#) })
-        #expect(plainPlan.evaluations.allSatisfy { !$0.setting.contains("labelled_views") })
-        #expect(throws: SweepError.self) {
-            try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": {"labelled_views": -1}}"#.utf8), file: "v.json")
+    /// labelled_views and finetune reach segment-train only where the grid
+    /// names them: absent, the keys are those of a grid without the field;
+    /// two values make two segmenters and results for each; a bad value is refused.
+    @Test(arguments: [("labelled_views", "[0, 8]", "views_per_labelled_image", Set<ParameterValue>([.int(0), .int(8)]), "-1"),
+                      ("finetune", #"["head", "all"]"#, "finetune", Set<ParameterValue>([.string("head"), .string("all")]), #""encoder""#)])
+    func segmentTrainSettingsOnlyWhereNamed(field: String, values: String, parameter: String, expected: Set<ParameterValue>, bad: String) throws {
+        func sweep(_ grid: String) throws -> Sweep {
+            try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json")
         }
+        let plainPlan = SweepExpander.expand(try sweep("")), bothPlan = SweepExpander.expand(try sweep(#", "grid": {"\#(field)": \#(values)}"#))
+        #expect(plainPlan.jobs.allSatisfy { $0.parameters[parameter] == nil })
+        let segmenters = bothPlan.jobs.filter { $0.kind == .segmentTrain }
+        #expect(Set(segmenters.compactMap { $0.parameters[parameter] }) == expected)
+        #expect(bothPlan.evaluations.count == 2 * plainPlan.evaluations.count)
+        #expect(bothPlan.evaluations.allSatisfy { $0.setting.contains(#""\#(field)":"#) })
+        #expect(plainPlan.evaluations.allSatisfy { !$0.setting.contains(field) })
+        #expect(throws: SweepError.self) { try sweep(#", "grid": {"\#(field)": \#(bad)}"#) }
     }
 
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
@@ -163,7 +164,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune)")) {
             try parse(text)
         }
     }

@@ -5,6 +5,7 @@ import Models
 import Tensor
 import Vision
 @testable import Stages
+import Shared
 
 /// Every stage of one category chained in one process on a small synthetic
 /// category read from disk, as `psad-worker method` runs it, artifacts included.
@@ -98,5 +99,31 @@ private struct AnyCodable: Decodable {
     let numbers: [Double]?
     init(from decoder: any Decoder) throws {
         numbers = try? decoder.singleValueContainer().decode([Double].self)
+    }
+}
+
+extension PipelineTests {
+    /// segment-train with `finetune: last` writes the trained units
+    /// (encoder.safetensors beside the head), and pseudo-label segments with
+    /// them: the same head on the installed encoder gives other masks.
+    @Test func pseudoLabelUsesTheEncoderSegmentTrainFineTuned() throws {
+        let data = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: data.url, seed: 5, size: .small, only: ["bottle_label"])
+        let on = DataFields(dataset: data.url.path, category: "bottle_label", imageSize: 64)
+        let context = StageContext()
+        let segmenter = try SegmentTrainStage.run(OnData(on, StageSettings.SegmentTrain(
+            backbone: .efficientNetLite0, nShot: 3, epochs: 2, lossSet: .sup, seed: 1, viewsPerLabelledImage: 2, batchPairs: 4,
+            learningRate: 1e-2, finetune: .last)), inputs: StageInputs(), context: context)
+        let tuned = try #require(segmenter.files[ArtifactFormat.fineTunedEncoder])
+        #expect(try SafetensorsFile(data: tuned, source: "encoder").entries.contains { $0.name == "_blocks.10._bn2.running_var" })
+        func masks(_ files: [String: Data]) throws -> [String: Data] {
+            try PseudoLabelStage.run(OnData(on, StageSettings.PseudoLabel(backbone: .efficientNetLite0)),
+                                     inputs: StageInputs(["segmenter": files]), context: context).files
+        }
+        var headOnly = segmenter.files
+        headOnly[ArtifactFormat.fineTunedEncoder] = nil
+        let withEncoder = try masks(segmenter.files), without = try masks(headOnly)
+        #expect(withEncoder.keys == without.keys && !withEncoder.isEmpty)
+        #expect(withEncoder != without)
     }
 }

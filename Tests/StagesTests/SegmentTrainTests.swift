@@ -1,10 +1,11 @@
 import Foundation
 import Testing
 import TestSupport
-import Models
+@testable import Models
 import Tensor
 import Vision
 @testable import Stages
+import Shared
 
 @Suite struct SegmentTrainTests {
     /// Preprocessed pin_grid images and their part masks (the generator's truth).
@@ -80,5 +81,37 @@ extension SegmentTrainTests {
         let majority = Double((0..<5).map { c in all.filter { $0 == Int32(c) }.count }.max()!) / Double(all.count)
         // Measured: 0.82 against a majority class of 0.54.
         #expect(accuracy > majority + 0.2, "accuracy \(accuracy), majority class \(majority)")
+    }
+}
+
+extension SegmentTrainTests {
+    /// `finetune` last and all train the encoder's units with the head: the
+    /// loss falls, the trained tensors move away from the installed ones
+    /// (and only the units after stride 8 move for last), and the network
+    /// they make (laid over the installed weights) segments images it never
+    /// saw labelled.
+    @Test(arguments: [Finetune.last, .all])
+    func theEncoderTrainsWithTheHead(finetune: Finetune) throws {
+        let labelled = Self.samples(0..<2, size: 64)
+        let others = Self.samples(2..<6, size: 64)
+        var p = SegmentTrainParameters()
+        p.epochs = 6; p.batchPairs = 2; p.viewsPerLabelledImage = 3; p.learningRate = 1e-2; p.seed = 3; p.finetune = finetune
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let result = SegmentTrain.run(labelled: labelled, unlabelled: others.map { SegmentationSample(image: $0.image) }, classes: 5,
+                                      backbone: backbone, parameters: p, encoder: try BackboneName.efficientNetLite0.trainingEncoder(finetune))
+        #expect(result.epochLosses.allSatisfy { $0.isFinite } && result.epochLosses.last! < result.epochLosses.first!, "\(result.epochLosses)")
+        let tuned = try #require(result.encoder)
+        #expect(tuned.keys.contains("_blocks.10._project_conv.weight"))
+        #expect(tuned.keys.contains("_conv_stem.weight") == (finetune == .all))
+        let installed = try EfficientNetLite.pretrainedWeights(variant: 0)
+        let moved = try tuned.filter { name, t in t != (try installed.take(name, shape: t.shape)) }
+        #expect(moved.count > tuned.count / 2, "\(moved.count) of \(tuned.count) tensors moved")
+        let network = try EfficientNetLite(variant: 0, weights: WeightSet(overlay: tuned, over: installed))
+        let prediction = SegmentTrain.pseudoLabels(result.head, images: others.map(\.image), backbone: network)
+        for (predicted, truth) in zip(prediction, others.map { $0.mask!.pixels.map { Int32($0) } }) {
+            let inter = zip(predicted, truth).filter { $0 == 0 && $1 == 0 }.count
+            let union = zip(predicted, truth).filter { $0 == 0 || $1 == 0 }.count
+            #expect(Double(inter) / Double(union) > 0.7, "background IoU")
+        }
     }
 }

@@ -8,7 +8,7 @@ import Foundation
 /// | stage | files |
 /// |---|---|
 /// | preprocess | `preprocess.json` (``PreprocessListing``), `few_shot/<image>.png` masks |
-/// | segment-train | `head.safetensors`, `losses.json` |
+/// | segment-train | `head.safetensors`, `losses.json`; `encoder.safetensors` where the encoder trained |
 /// | pseudo-label | `masks/<split>/<id>.png` for train and test images |
 /// | unet-train | `masks/<split>/<id>.png` from the UNet, `losses.json` |
 /// | patch-features | `scores.json` (``PatchScores``), `patch_distances.safetensors`, `maps/<split>/<id>.png` |
@@ -20,6 +20,8 @@ public enum ArtifactFormat {
     public static func fewShotMask(_ image: String) -> String { "few_shot/\(image)" }
     // segment-train, unet-train
     public static let head = "head.safetensors"
+    /// The fine-tuned encoder units' weights and running statistics, by the backbone's PyTorch names.
+    public static let fineTunedEncoder = "encoder.safetensors"
     public static let losses = "losses.json"
     // pseudo-label, unet-train; `split` as the dataset names its folder (`train/good`, `test/logical_anomalies`)
     public static func mask(split: String, id: String) -> String { "masks/\(split)/\(id).png" }

@@ -71,6 +71,24 @@ public enum StageMemory {
         }
     }
 
+    /// Floats a train-mode forward pass records per input pixel of one
+    /// image when the encoder's units after stride 8 (`last`) or all of them
+    /// train: every unit's conv, batch-norm and activation outputs (measured
+    /// on the tape; FineTuningMemoryTests holds these to within 10 %).
+    public static func trainedFloatsPerPixel(_ backbone: BackboneName, _ finetune: Finetune) -> Int {
+        let (all, last): (Int, Int) = switch backbone {
+        case .efficientNetLite0: (360, 90)
+        case .efficientNetLite1: (470, 120)
+        case .efficientNetLite2: (490, 130)
+        case .resnet18: (160, 24)
+        case .resnet50: (710, 181)
+        case .resnet101: (1084, 555)
+        case .wideResnet50: (893, 226)
+        case .wideResnet101: (1369, 702)
+        }
+        return finetune == .all ? all : finetune == .last ? last : 0
+    }
+
     /// What an estimate reads of a job's parameters (each stage has some of them).
     struct Sizing: Decodable {
         var imageSize: Int?
@@ -78,6 +96,7 @@ public enum StageMemory {
         var lessNormalFraction: Double?
         var nShot: Int?
         var patchImageSize: Int?
+        var finetune: Finetune?
     }
 
     /// The process itself: runtime, libraries, OpenBLAS's buffers.
@@ -117,6 +136,15 @@ public enum StageMemory {
             // (input, hidden and logits at stride 4, logits upsampled, each with its gradient).
             let step = 10 * ((inputChannels + 3 * hidden) * pixels / 16 + 6 * n.classes * pixels) * 4 * 2
             bytes += weights + forward + n.train * (image + taps4816) + views * (taps4816 + mask) + step
+            // An encoder that trains: the same 10 images through its trained units
+            // (what the tape records, twice over for the batch norms' caches and the
+            // gradients of the backward pass), its weights with gradients and AdamW's
+            // two moments, and (all) each image's normalised copy as its prefix.
+            let finetune = sizing.finetune ?? .head
+            if finetune != .head {
+                bytes += 10 * trainedFloatsPerPixel(backbone, finetune) * pixels * 4 * 2 + 3 * weights
+                    + (finetune == .all ? (n.train + views) * 3 * pixels * 4 : 0)
+            }
         case .pseudoLabel:
             let all = n.train + n.test
             bytes += weights + forward + all * (image + mask + pixels) + imagesInFlight * 2 * n.classes * pixels * 4

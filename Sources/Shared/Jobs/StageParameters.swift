@@ -60,6 +60,14 @@ public enum PatchResize: String, Codable, CaseIterable, Hashable, Sendable {
     case square, pad
 }
 
+/// What trains in segment-train: the head alone on the frozen encoder's
+/// cached taps, also the encoder's units after its stride-8 tap (`last`),
+/// or every encoder weight as the reference (`all`); trained units use
+/// batch statistics and update their running ones, as PyTorch's train mode.
+public enum Finetune: String, Codable, CaseIterable, Hashable, Sendable {
+    case head, last, all
+}
+
 /// The train statistic scaling divides by: each train image against the
 /// others (`leave-one-out`, the paper's) or the reference code's rank rule.
 public enum TrainStatisticName: String, Codable, CaseIterable, Hashable, Sendable {
@@ -111,10 +119,13 @@ public enum StageSettings {
         public var seed: UInt64
         /// Training knobs sweeps leave at the stage's defaults (tests shrink them).
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
+        /// What trains (nil: the head only, as before the field existed).
+        public var finetune: Finetune?
         public init(backbone: BackboneName, nShot: Int, epochs: Int, lossSet: LossSet, seed: UInt64,
-                    viewsPerLabelledImage: Int? = nil, batchPairs: Int? = nil, learningRate: Float? = nil) {
+                    viewsPerLabelledImage: Int? = nil, batchPairs: Int? = nil, learningRate: Float? = nil, finetune: Finetune? = nil) {
             self.backbone = backbone; self.nShot = nShot; self.epochs = epochs; self.lossSet = lossSet; self.seed = seed
             self.viewsPerLabelledImage = viewsPerLabelledImage; self.batchPairs = batchPairs; self.learningRate = learningRate
+            self.finetune = finetune
         }
     }
 

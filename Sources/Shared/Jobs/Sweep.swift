@@ -53,6 +53,8 @@ public struct Sweep: Equatable, Sendable {
         /// Augmented views per labelled image in segment-train; 0: a fresh
         /// augmentation at every step (nil: the stage's default, 8 fixed views).
         public var labelledViews: [Int]?
+        /// What trains in segment-train (nil: the head only).
+        public var finetunes: [Finetune]?
         public init() {}
     }
 
@@ -168,7 +170,8 @@ extension Sweep.Grid: Decodable {
              patchBackbones = "patch_backbone", bankBackbones = "bank_backbone", imageSizes = "image_size", epochs,
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
-             patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views"
+             patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views",
+             finetunes = "finetune"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -192,6 +195,7 @@ extension Sweep.Grid: Decodable {
         patchImageSizes = try f.list(.patchImageSizes, or: patchImageSizes, atLeast: 32)
         patchResizes = try f.list(.patchResizes, or: patchResizes)
         labelledViews = try f.optionalList(.labelledViews, atLeast: 0)
+        finetunes = try f.optionalList(.finetunes)
     }
 }
 

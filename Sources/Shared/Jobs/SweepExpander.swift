@@ -110,10 +110,11 @@ public enum SweepExpander {
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                         for views in g.labelledViews.map({ $0.map(Optional.some) }) ?? [nil] {
+                        for finetune in g.finetunes.map({ $0.map(Optional.some) }) ?? [nil] {
                             let segment = plan.add(.segmentTrain, category: category,
                                                    OnData(data, StageSettings.SegmentTrain(backbone: encoder, nShot: shots(nShot), epochs: epochs,
                                                                                            lossSet: lossSet, seed: UInt64(seed),
-                                                                                           viewsPerLabelledImage: views)),
+                                                                                           viewsPerLabelledImage: views, finetune: finetune)),
                                                    inputs: ["preprocessed": prep])
                             let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: encoder)),
                                                   inputs: ["segmenter": segment])
@@ -136,10 +137,11 @@ public enum SweepExpander {
                                             lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
                                             bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize,
-                                            labelledViews: views)))
+                                            labelledViews: views, finetune: finetune)))
                                     } }
                                 } } }
                             }
+                        }
                         }
                         } } } }
                     } }
@@ -170,25 +172,27 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     public var bankBackbone: BackboneName
     public var patchImageSize: Int
     public var patchResize: PatchResize
-    /// Set only where the grid names it (absent: segment-train's default).
+    /// Set only where the grid names them (absent: segment-train's defaults).
     public var labelledViews: Int?
+    public var finetune: Finetune?
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
                 scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
-                patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil) {
+                patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
         self.patchImageSize = patchImageSize; self.patchResize = patchResize; self.labelledViews = labelledViews
+        self.finetune = finetune
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
              memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize,
-             labelledViews
+             labelledViews, finetune
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -207,6 +211,7 @@ extension Sweep.Grid {
             trainStatistic: trainStatistics[0], memoryType: memoryTypes.contains(.hcp) ? .hcp : memoryTypes[0],
             scaleType: scaleTypes.contains(.max) ? .max : scaleTypes[0], coresetFraction: coresetFractions[0],
             patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
-            patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0]).canonicalJSON
+            patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
+            finetune: finetunes?[0]).canonicalJSON
     }
 }

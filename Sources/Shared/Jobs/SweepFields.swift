@@ -179,3 +179,4 @@ extension ScaleName: SweepChoice {}
 extension LossSet: SweepChoice {}
 extension TrainStatisticName: SweepChoice {}
 extension PatchResize: SweepChoice {}
+extension Finetune: SweepChoice {}

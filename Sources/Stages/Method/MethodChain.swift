@@ -38,6 +38,8 @@ public enum MethodChain {
         public var seed: UInt64 = 0
         /// Training knobs left at the stages' defaults unless set (tests shrink them).
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
+        /// What trains in segment-train besides the head (nil: the head only).
+        public var finetune: Finetune?
         public var unetWidth: Int?, unetDepth: Int?, unetBatch: Int?
         public init() {}
     }
@@ -93,7 +95,8 @@ public enum MethodChain {
             let tag = lossSet.rawValue
             let segmenter = try SegmentTrainStage.run(OnData(data, .init(backbone: s.backbone, nShot: s.nShot, epochs: s.epochs, lossSet: lossSet,
                                                                          seed: s.seed, viewsPerLabelledImage: s.viewsPerLabelledImage,
-                                                                         batchPairs: s.batchPairs, learningRate: s.learningRate)),
+                                                                         batchPairs: s.batchPairs, learningRate: s.learningRate,
+                                                                         finetune: s.finetune)),
                                                       inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
             try write(segmenter, "\(tag)/segment-train")
             clock.lap("segment-train[\(tag)]")

@@ -112,17 +112,42 @@ public final class StageContext: @unchecked Sendable {
 }
 
 extension BackboneName {
-    public func load() throws -> any Backbone {
+    public func load() throws -> any Backbone { try load(weights: weights()) }
+
+    /// The installed ImageNet weights.
+    public func weights() throws -> WeightSet {
+        if let variant { return try EfficientNetLite.pretrainedWeights(variant: variant) }
+        return try ResNet.pretrainedWeights(try resNetConfig())
+    }
+
+    /// The network from `weights` (the installed ones, or those with fine-tuned units laid over them).
+    public func load(weights: WeightSet) throws -> any FineTunable {
+        if let variant { return try EfficientNetLite(variant: variant, weights: weights) }
+        return try ResNet(try resNetConfig(), weights: weights, depth: 3)
+    }
+
+    /// The segmentation encoder with the units `finetune` trains, from the
+    /// installed weights (nil for `head`: nothing of the encoder trains).
+    public func trainingEncoder(_ finetune: Finetune) throws -> FineTunedEncoder? {
+        if finetune == .head { return nil }
+        let weights = try weights()
+        return try FineTunedEncoder(try load(weights: weights), weights: weights, trainedAfter: finetune == .last ? 8 : nil, taps: [4, 8, 16])
+    }
+
+    var variant: Int? {
         switch self {
-        case .efficientNetLite0: return try EfficientNetLite.pretrained(variant: 0)
-        case .efficientNetLite1: return try EfficientNetLite.pretrained(variant: 1)
-        case .efficientNetLite2: return try EfficientNetLite.pretrained(variant: 2)
-        case .resnet18, .resnet50, .resnet101, .wideResnet50, .wideResnet101: break
+        case .efficientNetLite0: 0
+        case .efficientNetLite1: 1
+        case .efficientNetLite2: 2
+        case .resnet18, .resnet50, .resnet101, .wideResnet50, .wideResnet101: nil
         }
+    }
+
+    func resNetConfig() throws -> ResNet.Config {
         guard let config = ResNet.Config.all.first(where: { $0.name == rawValue }) else {
             throw StageError("no ResNet configuration for backbone '\(rawValue)'")
         }
-        return try ResNet.pretrained(config, depth: 3)
+        return config
     }
 }
 

@@ -31,8 +31,9 @@ public enum PreprocessStage: MethodStage {
     }
 }
 
-/// The few-shot segmenter: a head on the frozen encoder's taps, trained on
-/// the labelled images and every normal one.
+/// The few-shot segmenter: a head on the encoder's taps (frozen, or with
+/// its last or all units trained too), trained on the labelled images and
+/// every normal one.
 public enum SegmentTrainStage: MethodStage {
     public static let name = "segment-train"
     public typealias Parameters = OnData<StageSettings.SegmentTrain>
@@ -52,15 +53,19 @@ public enum SegmentTrainStage: MethodStage {
         if let v = p.viewsPerLabelledImage { sp.viewsPerLabelledImage = v }
         if let v = p.batchPairs { sp.batchPairs = v }
         if let v = p.learningRate { sp.learningRate = v }
+        sp.finetune = p.finetune ?? .head
         context.progress(0, sp.epochs, "epochs")
-        let trainTaps = try context.taps(.train, of: input, backbone: p.backbone, loaded: train)
+        // The frozen taps, where the head trains on them or the trained units start after them.
+        let trainTaps = sp.finetune == .all ? nil : try context.taps(.train, of: input, backbone: p.backbone, loaded: train)
         let result = SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
                                       classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
-                                      parameters: sp, unlabelledTaps: trainTaps,
+                                      parameters: sp, unlabelledTaps: trainTaps, encoder: try p.backbone.trainingEncoder(sp.finetune),
                                       progress: { epoch, _ in context.progress(epoch + 1, sp.epochs, "epochs") })
-        return StageOutput(files: [ArtifactFormat.head: SafetensorsFile.encode(result.head.tensors),
-                                   ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
-                           metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
+        var out = StageOutput(files: [ArtifactFormat.head: SafetensorsFile.encode(result.head.tensors),
+                                      ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
+                              metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
+        if let tuned = result.encoder { out.files[ArtifactFormat.fineTunedEncoder] = SafetensorsFile.encode(tuned) }
+        return out
     }
 }
 
@@ -74,7 +79,13 @@ public enum PseudoLabelStage: MethodStage {
         let backbone = try context.backbone(p.backbone)
         let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", ArtifactFormat.head), source: ArtifactFormat.head))
         let masks: [[Int32]]
-        if context.cachesTaps {
+        if let tuned = try inputs.role("segmenter")[ArtifactFormat.fineTunedEncoder] {
+            // The encoder trained with the head: its units laid over the installed weights.
+            let file = try SafetensorsFile(data: tuned, source: ArtifactFormat.fineTunedEncoder)
+            let tensors = try Dictionary(uniqueKeysWithValues: file.entries.map { ($0.name, try file.tensor($0.name)) })
+            let encoder = try p.backbone.load(weights: WeightSet(overlay: tensors, over: p.backbone.weights()))
+            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: encoder)
+        } else if context.cachesTaps {
             let taps = try context.taps(.train, of: input, backbone: p.backbone) + context.taps(.test, of: input, backbone: p.backbone)
             masks = taps.map { SegmentTrain.pseudoLabels(head, taps: $0, height: input.size, width: input.size) }
         } else {

@@ -25,8 +25,21 @@ extension Tape {
         }
     }
 
-    public func relu(_ x: Variable) -> Variable {
-        record(x.value.relu(), inputs: [x]) { g in x.accumulate(Tensor.clampBackward(g, input: x.value, low: 0, high: .infinity)) }
+    public func relu(_ x: Variable) -> Variable { activation(x, .relu) }
+
+    /// A convolution's activation as an op of its own (after a batch norm).
+    public func activation(_ x: Variable, _ activation: ConvActivation) -> Variable {
+        if activation == .identity { return x }
+        let (low, high) = activation.bounds
+        return record(x.value.clamped(low: low, high: high), inputs: [x]) { g in
+            x.accumulate(Tensor.clampBackward(g, input: x.value, low: low, high: high))
+        }
+    }
+
+    public func maxPool2d(_ x: Variable, _ geometry: Pool2dGeometry) -> Variable {
+        record(Tensor.maxPool2d(x.value, geometry), inputs: [x]) { g in
+            x.accumulate(Tensor.maxPool2dBackward(g, input: x.value, geometry))
+        }
     }
 
     public func resizeBilinear(_ x: Variable, height: Int, width: Int, alignCorners: Bool) -> Variable {

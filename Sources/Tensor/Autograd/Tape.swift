@@ -49,6 +49,10 @@ public final class Tape {
 
     public init() {}
 
+    /// Floats held by the recorded values (what a step's memory grows with;
+    /// the pullbacks' own caches and the gradients of the backward pass come on top).
+    public var recordedFloats: Int { nodes.reduce(0) { $0 + $1.value.count } }
+
     /// A constant input: no gradient flows into it.
     public func constant(_ value: Tensor) -> Variable {
         let v = Variable(value, pullback: nil, requiresGradient: false)
@@ -86,6 +90,7 @@ public final class Tape {
         for node in nodes.reversed() {
             guard let g = node.gradient, let pullback = node.pullback else { continue }
             pullback(g)
+            node.gradient = nil   // passed on; only inputs without a pullback keep theirs
         }
     }
 }

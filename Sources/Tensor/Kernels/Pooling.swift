@@ -88,6 +88,32 @@ extension Tensor {
         return out
     }
 
+    /// Gradient of ``maxPool2d(_:_:)``: each output's gradient goes to the
+    /// first maximum of its window in row-major order (PyTorch's choice on ties).
+    public static func maxPool2dBackward(_ dy: Tensor, input x: Tensor, _ g: Pool2dGeometry) -> Tensor {
+        let (n, c, h, w) = x.nchw
+        let oh = g.outputSize(h), ow = g.outputSize(w)
+        precondition(dy.shape == [n, c, oh, ow], "max pool gradient \(dy.shape) for input \(x.shape)")
+        var dx = Tensor(zeros: x.shape)
+        for plane in 0..<(n * c) {
+            let src = plane * h * w, out = plane * oh * ow
+            for i in 0..<oh {
+                let y0 = i * g.stride - g.padding
+                for j in 0..<ow {
+                    let x0 = j * g.stride - g.padding
+                    var best = -Float.infinity, at = -1
+                    for y in max(y0, 0)..<min(y0 + g.kernel, h) {
+                        for xx in max(x0, 0)..<min(x0 + g.kernel, w) where x.storage[src + y * w + xx] > best || at < 0 {
+                            best = x.storage[src + y * w + xx]; at = y * w + xx
+                        }
+                    }
+                    dx.storage[src + at] += dy.storage[out + i * ow + j]
+                }
+            }
+        }
+        return dx
+    }
+
     /// Average pooling. With `countIncludePad` the divisor is the window
     /// clipped to the padded image (PyTorch's default, used by PatchCore and
     /// PSAD); without it, the number of real pixels in the window.
