@@ -27,7 +27,13 @@ struct DatasetCommand: ParsableCommand {
         @Option(name: .customLong("category"), help: "Only this category (repeatable).")
         var categories: [String] = []
 
+        @Option(help: "reference (as the categories were designed; the defaults were chosen on it) or varied (tints, brightness, lighting, placement jitter and aspect ratio varied: the second benchmark, with another --seed).")
+        var rendering: String = Rendering.reference.rawValue
+
         func validate() throws {
+            guard Rendering(rawValue: rendering) != nil else {
+                throw ValidationError("--rendering must be reference or varied, not '\(rendering)'")
+            }
             guard SyntheticBenchmark.Size(rawValue: size) != nil else {
                 throw ValidationError("--size must be one of \(SyntheticBenchmark.Size.allCases.map(\.rawValue).joined(separator: ", ")), not '\(size)'")
             }
@@ -41,7 +47,7 @@ struct DatasetCommand: ParsableCommand {
             let root = URL(fileURLWithPath: out)
             let start = Date()
             try SyntheticBenchmark.write(to: root, seed: seed, size: SyntheticBenchmark.Size(rawValue: size)!,
-                                         only: categories.isEmpty ? nil : categories) { name in
+                                         rendering: Rendering(rawValue: rendering)!, only: categories.isEmpty ? nil : categories) { name in
                 print("wrote \(root.appendingPathComponent(name).path)")
             }
             print(String(format: "done in %.1f s", Date().timeIntervalSince(start)))

@@ -8,13 +8,13 @@ import TestSupport
 
     /// The generator knows the truth: every normal image keeps its category's
     /// rules and every logical anomaly breaks at least one, read back from the
-    /// rendered part mask alone.
-    @Test(arguments: names)
-    func normalImagesKeepTheRulesAndLogicalAnomaliesBreakOne(name: String) throws {
+    /// rendered part mask alone; so in the varied rendering (the second benchmark).
+    @Test(arguments: names, Rendering.allCases)
+    func normalImagesKeepTheRulesAndLogicalAnomaliesBreakOne(name: String, rendering: Rendering) throws {
         let category = try #require(SyntheticBenchmark.category(named: name))
         for split in [Split.train, .testGood, .testStructural, .testLogical] {
             for index in 0..<6 {
-                let (scene, _, mask) = SyntheticBenchmark.render(category, seed: 7, split: split, index: index, size: .small)
+                let (scene, _, mask) = SyntheticBenchmark.render(category, seed: 7, split: split, index: index, size: .small, rendering: rendering)
                 let broken = category.ruleViolations(mask, zoom: 0.5)
                 if split == .testLogical {
                     #expect(!broken.isEmpty, "\(name) logical #\(index) keeps every rule")
@@ -70,6 +70,31 @@ import TestSupport
             let mask = SyntheticBenchmark.render(category, seed: 0, split: .testLogical, index: index, size: .small).mask
             #expect(!category.ruleViolations(mask, zoom: 0.5).isEmpty, "\(name) logical #\(index) (defect \(value)) keeps every rule")
         }
+    }
+
+    /// The varied rendering: per category another tint and a wider canvas
+    /// (the same for all its images), per image another brightness and more
+    /// jitter; the same seed draws the same images, and the part mask is the
+    /// reference's mask moved, not another scene.
+    @Test(arguments: names)
+    func theVariedRenderingChangesTheLookNotTheScene(name: String) throws {
+        let category = try #require(SyntheticBenchmark.category(named: name))
+        let reference = SyntheticBenchmark.render(category, seed: 3, split: .train, index: 1, size: .small)
+        let varied = SyntheticBenchmark.render(category, seed: 3, split: .train, index: 1, size: .small, rendering: .varied)
+        let again = SyntheticBenchmark.render(category, seed: 3, split: .train, index: 1, size: .small, rendering: .varied)
+        let other = SyntheticBenchmark.render(category, seed: 3, split: .train, index: 2, size: .small, rendering: .varied)
+        #expect(varied.image.pixels == again.image.pixels && varied.mask.pixels == again.mask.pixels)
+        #expect(varied.image.height == reference.image.height && other.image.width == varied.image.width)
+        #expect(varied.image.width >= reference.image.width)
+        #expect(varied.scene.layers.count == reference.scene.layers.count)
+        // The same parts, painted: class areas within the few percent a
+        // rotation and the edge pixels change.
+        for c in 1..<category.classes.count {
+            let a = reference.mask.pixels.filter { Int($0) == c }.count, b = varied.mask.pixels.filter { Int($0) == c }.count
+            #expect(abs(a - b) <= max(8, a / 10), "\(name) class \(c): \(a) vs \(b) pixels")
+        }
+        let colours = { (scene: Scene) in scene.background.colour }
+        #expect(colours(varied.scene) != colours(reference.scene))
     }
 
     /// At LOCO's scale: 1,600 px on the long side, and pin_grid labelled per

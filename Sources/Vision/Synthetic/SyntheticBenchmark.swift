@@ -58,10 +58,10 @@ public enum SyntheticBenchmark {
     }
 
     /// Writes the named categories (all by default) under `root`.
-    public static func write(to root: URL, seed: UInt64, size: Size, only names: [String]? = nil,
+    public static func write(to root: URL, seed: UInt64, size: Size, rendering: Rendering = .reference, only names: [String]? = nil,
                              progress: (String) -> Void = { _ in }) throws {
         for category in categories(size) where names?.contains(category.name) ?? true {
-            try write(category, to: root.appendingPathComponent(category.name), seed: seed, size: size)
+            try write(category, to: root.appendingPathComponent(category.name), seed: seed, size: size, rendering: rendering)
             progress(category.name)
         }
     }
@@ -85,7 +85,7 @@ public enum SyntheticBenchmark {
     /// after drawing it. Product types go round by index; so do logical kinds
     /// where the category assigns them (`logicalKinds`), one kind for each
     /// run of `productTypes.count` images.
-    static func scene(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int)
+    static func scene(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int, rendering: Rendering = .reference)
         -> (scene: Scene, rng: SeededGenerator)
     {
         var rng = generator(seed: seed, category: category.name, split: split, index: index)
@@ -95,28 +95,30 @@ public enum SyntheticBenchmark {
             ? (index / max(types, 1)) % category.logicalKinds : nil
         var scene = category.scene(kind(of: split), productType: type, logicalKind: logicalKind, rng: &rng)
         scene.productType = type
+        rendering.vary(&scene, rendering.look(category, seed: seed), size: category.size, rng: &rng)
         return (scene, rng)
     }
 
     /// Renders one image: the scene, its image, its part mask.
-    public static func render(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int, size: Size)
-        -> (scene: Scene, image: Image, mask: Image)
+    public static func render(_ category: any SyntheticCategory, seed: UInt64, split: Split, index: Int, size: Size,
+                              rendering: Rendering = .reference) -> (scene: Scene, image: Image, mask: Image)
     {
-        var (scene, rng) = scene(category, seed: seed, split: split, index: index)
+        var (scene, rng) = scene(category, seed: seed, split: split, index: index, rendering: rendering)
         scene.placement.zoom = size.zoom(category)
-        let (w, h) = pixelSize(category, size)
+        let (w, h) = pixelSize(category, size, rendering.look(category, seed: seed))
         let (image, mask) = Canvas.render(scene, width: w, height: h, seed: rng.next())
         return (scene, image, mask)
     }
 
-    static func pixelSize(_ category: any SyntheticCategory, _ size: Size) -> (Int, Int) {
-        (Int((Double(category.size.width) * size.zoom(category)).rounded()), Int((Double(category.size.height) * size.zoom(category)).rounded()))
+    static func pixelSize(_ category: any SyntheticCategory, _ size: Size, _ look: Rendering.CategoryLook = .init()) -> (Int, Int) {
+        (Int((Double(category.size.width) * look.widthFactor * size.zoom(category)).rounded()),
+         Int((Double(category.size.height) * size.zoom(category)).rounded()))
     }
 
-    static func write(_ category: any SyntheticCategory, to dir: URL, seed: UInt64, size: Size) throws {
+    static func write(_ category: any SyntheticCategory, to dir: URL, seed: UInt64, size: Size, rendering: Rendering) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: dir.path) { try fm.removeItem(at: dir) }
-        let (w, h) = pixelSize(category, size)
+        let (w, h) = pixelSize(category, size, rendering.look(category, seed: seed))
         var trainTypes: [[String]] = category.productTypes.map { _ in [] }
         var fewShot: [CategoryManifest.FewShotLabel] = []
         let labelled: Set<Int> = category.productTypes.isEmpty ? Set(0..<5) : Set(0..<category.productTypes.count)
@@ -130,7 +132,7 @@ public enum SyntheticBenchmark {
             let written = Compute.parallelMap(size.count(split)) { index in
                 Result { () throws -> (scene: Scene, mask: Image) in
                     let id = String(format: "%03d", index)
-                    let (scene, image, mask) = render(category, seed: seed, split: split, index: index, size: size)
+                    let (scene, image, mask) = render(category, seed: seed, split: split, index: index, size: size, rendering: rendering)
                     try PNG.write(image, to: folder.appendingPathComponent("\(id).png"))
                     try PNG.writeMask(mask, to: truth.appendingPathComponent("\(id).png"))
                     if let gt = split.groundTruthFolder {
