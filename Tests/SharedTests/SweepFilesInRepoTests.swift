@@ -8,7 +8,8 @@ import Testing
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ops/sweeps")
 
     @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml",
-                      "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json"])
+                      "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json",
+                      "finetune.json", "varied.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
