@@ -25,10 +25,12 @@ public struct EfficientNetLite: Backbone {
             let mid = cin * expandRatio, eps = EfficientNetLite.eps, momentum = EfficientNetLite.momentum
             let p = prefix.isEmpty ? "" : prefix + "."
             expand = expandRatio == 1 ? nil
-                : try ConvBN(weights, conv: "\(p)_expand_conv", bn: "\(p)_bn0", in: cin, out: mid, kernel: 1, eps: eps, momentum: momentum, samePadding: true)
+                : try ConvBN(weights, conv: "\(p)_expand_conv", bn: "\(p)_bn0", in: cin, out: mid, kernel: 1,
+                             eps: eps, momentum: momentum, samePadding: true)
             depthwise = try ConvBN(weights, conv: "\(p)_depthwise_conv", bn: "\(p)_bn1", in: mid, out: mid, kernel: kernel,
                                    stride: stride, groups: mid, eps: eps, momentum: momentum, samePadding: true)
-            project = try ConvBN(weights, conv: "\(p)_project_conv", bn: "\(p)_bn2", in: mid, out: cout, kernel: 1, eps: eps, momentum: momentum, samePadding: true)
+            project = try ConvBN(weights, conv: "\(p)_project_conv", bn: "\(p)_bn2", in: mid, out: cout, kernel: 1,
+                                 eps: eps, momentum: momentum, samePadding: true)
             skip = stride == 1 && cin == cout
         }
 
