@@ -126,11 +126,14 @@ public enum SegmentTrain {
         let inputChannels = backbone.channels[4]! + backbone.channels[8]! + backbone.channels[16]! + 2
         let head = SegmentationHead(inputChannels: inputChannels, classes: classes, seed: p.seed &+ 1)
         let optimizer = AdamW(parameters: head.parameters + (encoder?.parameters ?? []), learningRate: p.learningRate, weightDecay: p.weightDecay)
+        /// The cached maps of `items` as one batch, by stride.
+        func batch(_ items: ArraySlice<Cached>) -> [Int: Tensor] {
+            Dictionary(uniqueKeysWithValues: items.first!.taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
+        }
         /// The head's input for a batch: cached, or through the encoder's trained units on `tape`.
         func headInput(_ items: [Cached], on tape: Tape) -> Variable {
             guard let encoder else { return tape.constant(stack(items.map(\.input))) }
-            let batch = Dictionary(uniqueKeysWithValues: items[0].taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
-            let f = SegmentationInput.features(encoder(batch, on: tape), on: tape)
+            let f = SegmentationInput.features(encoder(batch(items[...]), on: tape), on: tape)
             let (_, _, h, w) = f.value.nchw
             let views = items.map { SegmentationInput.View(angle: $0.angle) }
             return tape.concatChannels([f, tape.constant(SegmentationInput.coordinates(height: h, width: w, views: views))])
@@ -172,10 +175,7 @@ public enum SegmentTrain {
         }
         if let encoder {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.
-            encoder.recalibrate(stride(from: 0, to: pool.count, by: p.batchPairs).map { start in
-                let items = pool[start..<min(start + p.batchPairs, pool.count)]
-                return Dictionary(uniqueKeysWithValues: items.first!.taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
-            })
+            encoder.recalibrate(stride(from: 0, to: pool.count, by: p.batchPairs).map { batch(pool[$0..<min($0 + p.batchPairs, pool.count)]) })
         }
         return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors)
     }
