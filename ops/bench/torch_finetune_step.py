@@ -64,11 +64,10 @@ for u, _ in units:
     u.eval()
 with torch.no_grad():
     prefix = run(x, 0, start, frozen) if start > 0 else x
-trained = nn.ModuleList([u for u, _ in units[start:]]).train()
-with torch.no_grad():
-    probe = {}
+    probe = {}   # the taps' channels, from one image in eval mode
     run(x[:1], 0, len(units), probe)
 cin = sum(probe[s].shape[1] for s in (4, 8, 16)) + 2
+trained = nn.ModuleList([u for u, _ in units[start:]]).train()
 head = nn.Sequential(nn.Conv2d(cin, cin // 2, 1), nn.ReLU(), nn.Conv2d(cin // 2, args.classes, 1))
 optimizer = torch.optim.AdamW(list(head.parameters()) + list(trained.parameters()), lr=1e-3, weight_decay=0.01)
 h4 = args.size // 4
