@@ -62,6 +62,15 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "What trains in segment-train: head (on the frozen encoder), last (also the encoder's units after its stride-8 tap) or all (every encoder weight, the reference).")
     var finetune = Finetune.head.rawValue
 
+    @Option(help: "PatchCore's backbone (default: the encoder).")
+    var patchBackbone: String?
+
+    @Option(help: "The banks' feature backbone (default: the encoder).")
+    var bankBackbone: String?
+
+    @Option(help: "The banks' train statistic for scaling: leave-one-out (each train vector's leave-one-out nearest distance) or reference (the reference code's index quirk).")
+    var trainStatistic = TrainStatisticName.leaveOneOut.rawValue
+
     @Option(help: "Seed.")
     var seed: UInt64 = 0
 
@@ -107,10 +116,19 @@ struct MethodCommand: ParsableCommand {
             guard let scale = ScaleName(rawValue: String(name)) else { throw ValidationError("--scale-types: '\(name)' is not max, std or none") }
             return scale
         }
-        guard let backbone = BackboneName(rawValue: backbone) else {
-            throw ValidationError("--backbone takes \(BackboneName.allCases.map(\.rawValue).joined(separator: ", ")), not '\(self.backbone)'")
+        func backboneNamed(_ name: String, _ option: String) throws -> BackboneName {
+            guard let backbone = BackboneName(rawValue: name) else {
+                throw ValidationError("\(option) takes \(BackboneName.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+            }
+            return backbone
         }
-        settings.backbone = backbone
+        settings.backbone = try backboneNamed(backbone, "--backbone")
+        settings.patchBackbone = try patchBackbone.map { try backboneNamed($0, "--patch-backbone") }
+        settings.bankBackbone = try bankBackbone.map { try backboneNamed($0, "--bank-backbone") }
+        guard let statistic = TrainStatisticName(rawValue: trainStatistic) else {
+            throw ValidationError("--train-statistic takes leave-one-out or reference, not '\(trainStatistic)'")
+        }
+        settings.trainStatistic = statistic
         guard let patchResize = PatchResize(rawValue: patchResize) else { throw ValidationError("--patch-resize takes square or pad, not '\(self.patchResize)'") }
         guard patchImageSize >= 32 else { throw ValidationError("--patch-image-size must be at least 32") }
         settings.patchResize = patchResize

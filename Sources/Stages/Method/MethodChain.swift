@@ -26,6 +26,8 @@ public enum MethodChain {
         /// Overrides the manifest's target size when set.
         public var imageSize: Int?
         public var backbone = BackboneName.efficientNetLite0
+        /// PatchCore's and the banks' backbones (nil: the encoder's).
+        public var patchBackbone: BackboneName?, bankBackbone: BackboneName?
         public var fprLimit = 0.05
         /// Share of the train patches kept in PatchCore's memory (greedy
         /// k-center coreset); 1 keeps all, as the reference does.
@@ -83,7 +85,7 @@ public enum MethodChain {
         let preprocessed = try PreprocessStage.run(OnData(data, StageSettings.None()), inputs: StageInputs(), context: context)
         try write(preprocessed, "preprocess")
         clock.lap("preprocess")
-        let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.backbone, patchImageSize: s.patchImageSize,
+        let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.patchBackbone ?? s.backbone, patchImageSize: s.patchImageSize,
                                                                   patchResize: s.patchResize, lessNormalFraction: s.lessNormalFraction,
                                                                   coresetFraction: s.coresetFraction, seed: s.seed, fprLimit: s.fprLimit)),
                                                inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
@@ -113,7 +115,7 @@ public enum MethodChain {
                 try write(masks, "\(tag)/unet-train")
                 clock.lap("unet-train[\(tag)]")
             }
-            let banks = try BankFitStage.run(OnData(data, .init(backbone: s.backbone, epsilon: s.epsilon, trainStatistic: s.trainStatistic,
+            let banks = try BankFitStage.run(OnData(data, .init(backbone: s.bankBackbone ?? s.backbone, epsilon: s.epsilon, trainStatistic: s.trainStatistic,
                                                                 lessNormalFraction: s.lessNormalFraction)),
                                              inputs: StageInputs(["masks": masks.files, "preprocessed": preprocessed.files]), context: context)
             try write(banks, "\(tag)/bank-fit")

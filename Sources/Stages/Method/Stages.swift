@@ -190,7 +190,8 @@ public enum BankFitStage: MethodStage {
         let trainVectors = vectors(trainTaps, trainMasks)
         let banks = BankFit.run(trainVectors: trainVectors, parameters: bp)
         let testTaps = try context.taps(.test, of: input, backbone: p.backbone)
-        let test = vectors(testTaps, testMasks).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
+        let testVectors = vectors(testTaps, testMasks)
+        let test = testVectors.map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
         let record = ArtifactFormat.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
                                                   histogramTrainStatistics: banks.histogramTrainStatistics,
                                                   compositionTrainStatistics: banks.compositionTrainStatistics,
@@ -202,6 +203,8 @@ public enum BankFitStage: MethodStage {
             ArtifactFormat.banks: SafetensorsFile.encode([
                 "train_histogram": matrix(trainVectors.map(\.histogram)),
                 "train_composition": matrix(trainVectors.map(\.composition)),
+                "test_histogram": matrix(testVectors.map(\.histogram)),
+                "test_composition": matrix(testVectors.map(\.composition)),
                 "histogram_mean": vector(banks.histogramStandardizer.mean),
                 "histogram_std": vector(banks.histogramStandardizer.std),
                 "composition_mean": vector(banks.compositionStandardizer.mean),
