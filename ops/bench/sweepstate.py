@@ -88,6 +88,10 @@ class State:
                 frontier.append(parent)
         return found
 
+    def parameters(self, job):
+        """A job's parameters."""
+        return json.loads(self.db.execute("select parameters from job where key=?", (job,)).fetchone()[0])
+
     def parent(self, job, role):
         row = self.db.execute("select parent from edge where child=? and role=?", (job, role)).fetchone()
         return row[0] if row else None

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Why the banks' sum loses structural accuracy: each bank's max-scaled
+distance on the good test images (mean and spread) against its mean on the
+logical and structural anomalies; how noisy the segmenter's part areas are
+on train and on good test images next to the synthetic truth's; and what
+the sum gives when each bank is scaled by statistics of held-out normal
+images instead of the train images' leave-one-out distances.
+
+Read from a sweep's finished bank-fit and patch-features jobs in a state
+directory (read-only; bank-fit code version 3 or later, which keeps the
+test vectors). Standard library and numpy only.
+
+    python3 ops/bench/bank_spread.py STATE DATASET [--sweep NAME] [--loss-set sup+H+hist] [--unet-epochs 0]
+        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 8]
+
+The held-out scaling is simulated on the test set itself: the good test
+images are split in two at random, one half gives each bank's statistics
+(max, or mean and std, of its distances), the other half is scored with the
+anomalies; the AUROCs are the mean over 30 splits, next to the train
+statistics' AUROCs on the same halves.
+"""
+import argparse, json, os, struct
+import numpy as np
+from sweepstate import State, png_array
+
+parser = argparse.ArgumentParser()
+parser.add_argument("state")
+parser.add_argument("dataset")
+parser.add_argument("--loss-set", default="sup+H+hist")
+parser.add_argument("--sweep")
+parser.add_argument("--unet-epochs", type=int, default=0)
+parser.add_argument("--patch-backbone", default="efficientnet-lite0")
+parser.add_argument("--patch-resize", default="square")
+parser.add_argument("--labelled-views", type=int, default=8, help="segment-train's views per labelled image (0: fresh)")
+args = parser.parse_args()
+
+
+def safetensors(data):
+    """{name: float64 array} of a safetensors file's F32 tensors."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__" or t["dtype"] != "F32": continue
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").astype(np.float64).reshape(t["shape"])
+    return out
+
+
+def auroc(negatives, positives):
+    n = np.asarray(negatives)[None, :]
+    p = np.asarray(positives)[:, None]
+    return float(((p > n) + 0.5 * (p == n)).mean())
+
+
+def cv(counts):
+    """Mean over foreground classes present of std / mean of the per-image pixel count."""
+    mean = counts.mean(0)
+    keep = [c for c in range(1, counts.shape[1]) if mean[c] > 0]
+    return float(np.mean([counts[:, c].std(ddof=1) / mean[c] for c in keep]))
+
+
+state = State(args.state)
+spread_rows, noise_rows, held_rows = [], [], []
+rng = np.random.default_rng(0)
+for job, category in state.jobs("bank-fit", args.sweep):
+    up = state.ancestors(job)
+    if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
+    if up.get("unet-train", {}).get("unet_epochs", 0) != args.unet_epochs: continue
+    if up.get("segment-train", {}).get("views_per_labelled_image", 8) != args.labelled_views: continue
+    outputs = state.outputs(job)
+    patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
+                  if (lambda q: q["backbone"] == args.patch_backbone and q.get("patch_resize", "square") == args.patch_resize)(state.parameters(k))]
+    if not patch_jobs or "banks.safetensors" not in outputs: continue
+    banks = safetensors(state.blob(outputs["banks.safetensors"]))
+    if "test_histogram" not in banks: continue
+    d, p = state.json_output(job, "distances.json"), state.json_output(patch_jobs[0], "scores.json")
+    good, logical = d["good"], d["logical"]
+    test = {"h": np.array(d["histogram"]), "c": np.array(d["composition"]), "p": np.array(p["test"], dtype=float)}
+    train = {"h": np.array(d["histogram_train_statistics"]), "c": np.array(d["composition_train_statistics"]),
+             "p": np.array(p["train"], dtype=float)}
+    for k in "hcp":
+        x = test[k] / train[k].max()
+        g = x[:good]
+        spread_rows.append((category, k, g.mean(), g.std(ddof=1), x[good:good + logical].mean(), x[good + logical:].mean(),
+                            (x[good + logical:].mean() - g.mean()) / g.std(ddof=1)))
+    truth = None
+    folder = f"{args.dataset}/{category}/synthetic_truth"
+    if os.path.isdir(folder):
+        classes = banks["train_histogram"].shape[1]
+        def counts(split):
+            files = sorted(f for f in os.listdir(f"{folder}/{split}") if f.endswith(".png"))
+            return np.array([np.bincount(png_array(f"{folder}/{split}/{f}").ravel(), minlength=classes)[:classes] for f in files], float)
+        truth = (cv(counts("train/good")), cv(counts("test/good")))
+    noise_rows.append((category, cv(banks["train_histogram"]), cv(banks["test_histogram"][:good]), truth))
+    results = {}
+    for _ in range(30):
+        order = rng.permutation(good)
+        held, scored = order[:good // 2], order[good // 2:]
+        for source in ("train", "held-out"):
+            for scale in ("max", "std"):
+                total = 0
+                for k in "hcp":
+                    s = train[k] if source == "train" else test[k][held]
+                    total = total + (test[k] / s.max() if scale == "max" else (test[k] - s.mean()) / s.std(ddof=1))
+                results.setdefault((source, scale), []).append(
+                    (auroc(total[scored], total[good:good + logical]), auroc(total[scored], total[good + logical:])))
+    held_rows.append((category, {key: np.mean(v, axis=0) for key, v in results.items()}))
+
+print("Each bank's distance over the max of its train statistics (loss set %s, UNet epochs %d)\n" % (args.loss_set, args.unet_epochs))
+print("| category | bank | good mean | good sd | logical mean | structural mean | (structural - good) / good sd |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for r in spread_rows:
+    print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.1f} |")
+print("\nPart areas: coefficient of variation (std / mean of a part's pixel count, mean over foreground parts)\n")
+print("| category | segmenter, train | segmenter, good test | truth, train | truth, good test |")
+print("|---|---:|---:|---:|---:|")
+for c, tr, te, truth in noise_rows:
+    t = f"{truth[0]:.3f} | {truth[1]:.3f}" if truth else "- | -"
+    print(f"| {c} | {tr:.3f} | {te:.3f} | {t} |")
+print("\nhcp scaled by the train statistics or by held-out good images (half the good test set, mean of 30 splits), LA / SA\n")
+print("| category | train, max | held-out, max | train, std | held-out, std |")
+print("|---|---:|---:|---:|---:|")
+means = {}
+for c, r in held_rows:
+    cells = []
+    for key in [("train", "max"), ("held-out", "max"), ("train", "std"), ("held-out", "std")]:
+        cells.append(f"{100 * r[key][0]:.1f} / {100 * r[key][1]:.1f}")
+        means.setdefault(key, []).append(r[key])
+    print(f"| {c} | " + " | ".join(cells) + " |")
+if held_rows:
+    print("| **mean** | " + " | ".join(f"{100 * np.mean(v, axis=0)[0]:.1f} / {100 * np.mean(v, axis=0)[1]:.1f}" for v in means.values()) + " |")
