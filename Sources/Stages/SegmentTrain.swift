@@ -12,10 +12,13 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     public var batchPairs = 5
     public var learningRate: Float = 1e-3
     public var weightDecay: Float = 0.01
-    /// Augmented views cached per labelled image (view 0 is the image
-    /// itself); 0: a fresh augmentation at every draw, as the reference
-    /// augments each step (each step then encodes its labelled views anew).
-    public var viewsPerLabelledImage = 8
+    /// 0 (the default): a fresh augmentation at every draw, as the
+    /// reference augments each step (each step encodes its labelled views
+    /// anew). N > 0: N views cached per labelled image (view 0 is the image
+    /// itself), the cheaper option: the segmenter's part areas come out
+    /// noisier and hcp loses about 4 points of SA (BENCHMARKS.md, "Ablations
+    /// through the system").
+    public var viewsPerLabelledImage = 0
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
     public var rotationDegrees = 20.0

@@ -56,7 +56,7 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "How an image meets PatchCore's square input: square (resized whatever its shape, the reference) or pad (as the segmentation input).")
     var patchResize = PatchResize.square.rawValue
 
-    @Option(help: "Augmented views per labelled image in segment-train (0: a fresh augmentation at every step; default 8 fixed views).")
+    @Option(help: "Augmented views per labelled image in segment-train (default 0: a fresh augmentation at every step, as the reference; N: N fixed views, cheaper).")
     var labelledViews: Int?
 
     @Option(help: "What trains in segment-train: head (on the frozen encoder), last (also the encoder's units after its stride-8 tap) or all (every encoder weight, the reference).")

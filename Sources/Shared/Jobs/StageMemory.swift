@@ -131,6 +131,8 @@ public enum StageMemory {
             bytes += 1600 * 1600 * 3 * 5 + mask * 2
         case .segmentTrain:
             let inputChannels = c4 + c8 + c16 + 2, hidden = inputChannels / 2
+            // Cached labelled views: 8 per labelled image, the most a sweep
+            // usually asks for (fresh views, the default, keep none: an overestimate).
             let views = (sizing.nShot ?? 5) * 8
             // A step: 5 labelled views and 5 unlabelled partners through the head
             // (input, hidden and logits at stride 4, logits upsampled, each with its gradient).

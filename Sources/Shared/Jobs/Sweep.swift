@@ -51,7 +51,7 @@ public struct Sweep: Equatable, Sendable {
         public var patchImageSizes = [256]
         public var patchResizes = [PatchResize.square]
         /// Augmented views per labelled image in segment-train; 0: a fresh
-        /// augmentation at every step (nil: the stage's default, 8 fixed views).
+        /// augmentation at every step (nil: the stage's default, fresh views).
         public var labelledViews: [Int]?
         /// What trains in segment-train (nil: the head only).
         public var finetunes: [Finetune]?
