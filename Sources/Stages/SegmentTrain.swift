@@ -16,8 +16,8 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     /// reference augments each step (each step encodes its labelled views
     /// anew). N > 0: N views cached per labelled image (view 0 is the image
     /// itself), the cheaper option: the segmenter's part areas come out
-    /// noisier and hcp loses about 4 points of SA (BENCHMARKS.md, "Ablations
-    /// through the system").
+    /// noisier and hcp/max loses about 2 points of SA on the synthetic
+    /// benchmark (BENCHMARKS.md, "Ablations through the system").
     public var viewsPerLabelledImage = 0
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
