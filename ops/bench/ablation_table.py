@@ -16,6 +16,8 @@ parser.add_argument("--scale", default="max")
 args = parser.parse_args()
 
 rows = list(csv.DictReader(open(args.csv)))
+if not rows or not {"category", "metric", "value", "setting"} <= set(rows[0]):
+    raise SystemExit(f"{args.csv}: no results (expected `psad-coordinator results SWEEP` output: category, metric, value, setting)")
 settings = [json.loads(r["setting"]) for r in rows]
 fixed = {"memory_type", "scale_type"}
 varying = sorted(k for k in set().union(*settings) if k not in fixed and len({json.dumps(s.get(k)) for s in settings}) > 1)
