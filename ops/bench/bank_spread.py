@@ -107,6 +107,10 @@ for job, category in state.jobs("bank-fit", args.sweep):
                     (auroc(total[scored], total[good:good + logical]), auroc(total[scored], total[good + logical:])))
     held_rows.append((category, {key: np.mean(v, axis=0) for key, v in results.items()}))
 
+if not spread_rows:
+    raise SystemExit(f"{args.state}: no finished bank-fit job with test vectors (bank-fit code version 3) and a patch-features job "
+                     f"matching --loss-set {args.loss_set} --unet-epochs {args.unet_epochs} --labelled-views {args.labelled_views} "
+                     f"--patch-backbone {args.patch_backbone} --patch-resize {args.patch_resize}")
 print("Each bank's distance over the max of its train statistics (loss set %s, UNet epochs %d)\n" % (args.loss_set, args.unet_epochs))
 print("| category | bank | good mean | good sd | logical mean | structural mean | (structural - good) / good sd |")
 print("|---|---|---:|---:|---:|---:|---:|")
