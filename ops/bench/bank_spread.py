@@ -53,6 +53,24 @@ def auroc(negatives, positives):
     return float(((p > n) + 0.5 * (p == n)).mean())
 
 
+def reference_statistic(x):
+    """The reference code's train statistic (MemoryBank.trainStatistics(.reference)):
+    for train vector i, the distance to the train vector whose index is the
+    rank of train vector #1 among i's sorted distances."""
+    out = []
+    for i in range(len(x)):
+        d = np.sqrt(((x - x[i]) ** 2).sum(1))
+        order = sorted(range(len(x)), key=lambda j: (d[j], j))
+        out.append(d[order.index(1)])
+    return np.array(out)
+
+
+def leave_one_out(x):
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    return d.min(1)
+
+
 def cv(counts):
     """Mean over foreground classes present of std / mean of the per-image pixel count."""
     mean = counts.mean(0)
@@ -61,7 +79,7 @@ def cv(counts):
 
 
 state = State(args.state)
-spread_rows, noise_rows, held_rows = [], [], []
+spread_rows, noise_rows, held_rows, statistic_rows = [], [], [], []
 rng = np.random.default_rng(0)
 for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
@@ -106,6 +124,20 @@ for job, category in state.jobs("bank-fit", args.sweep):
                 results.setdefault((source, scale), []).append(
                     (auroc(total[scored], total[good:good + logical]), auroc(total[scored], total[good + logical:])))
     held_rows.append((category, {key: np.mean(v, axis=0) for key, v in results.items()}))
+    epsilon = state.parameters(job).get("epsilon", 1e-6)
+    by_statistic = {}
+    for statistic in ("leave-one-out", "reference"):
+        total = test["p"] / train["p"].max()
+        for k, name in (("h", "histogram"), ("c", "composition")):
+            vectors = banks["train_" + name]
+            standardised = (vectors - vectors.mean(0)) / (vectors.std(0, ddof=1) + epsilon)
+            s = reference_statistic(standardised) if statistic == "reference" else leave_one_out(standardised)
+            if statistic == state.parameters(job).get("train_statistic", "leave-one-out") and not np.allclose(s, train[k], rtol=1e-3, atol=1e-4):
+                raise SystemExit(f"{category}: the {name} bank's {statistic} statistics recomputed from banks.safetensors "
+                                 f"do not match the job's distances.json (first: {s[0]:.6g} against {train[k][0]:.6g})")
+            total = total + test[k] / s.max()
+        by_statistic[statistic] = (auroc(total[:good], total[good:good + logical]), auroc(total[:good], total[good + logical:]))
+    statistic_rows.append((category, by_statistic))
 
 if not spread_rows:
     raise SystemExit(f"{args.state}: no finished bank-fit job with test vectors (bank-fit code version 3) and a patch-features job "
@@ -134,3 +166,11 @@ for c, r in held_rows:
     print(f"| {c} | " + " | ".join(cells) + " |")
 if held_rows:
     print("| **mean** | " + " | ".join(f"{100 * np.mean(v, axis=0)[0]:.1f} / {100 * np.mean(v, axis=0)[1]:.1f}" for v in means.values()) + " |")
+print("\nhcp with max scaling on the whole test set, the h and c banks' train statistic: leave-one-out (default) or the reference code's, LA / SA\n")
+print("| category | leave-one-out | reference |")
+print("|---|---:|---:|")
+for c, r in statistic_rows:
+    print(f"| {c} | " + " | ".join(f"{100 * r[k][0]:.1f} / {100 * r[k][1]:.1f}" for k in ("leave-one-out", "reference")) + " |")
+if statistic_rows:
+    print("| **mean** | " + " | ".join("%.1f / %.1f" % tuple(100 * np.mean([r[k] for _, r in statistic_rows], axis=0))
+                                      for k in ("leave-one-out", "reference")) + " |")
