@@ -11,7 +11,7 @@ directory (read-only; bank-fit code version 3 or later, which keeps the
 test vectors). Standard library and numpy only.
 
     python3 ops/bench/bank_spread.py STATE DATASET [--sweep NAME] [--loss-set sup+H+hist] [--unet-epochs 0]
-        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 8]
+        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0]
 
 The held-out scaling is simulated on the test set itself: the good test
 images are split in two at random, one half gives each bank's statistics
@@ -31,7 +31,7 @@ parser.add_argument("--sweep")
 parser.add_argument("--unet-epochs", type=int, default=0)
 parser.add_argument("--patch-backbone", default="efficientnet-lite0")
 parser.add_argument("--patch-resize", default="square")
-parser.add_argument("--labelled-views", type=int, default=8, help="segment-train's views per labelled image (0: fresh)")
+parser.add_argument("--labelled-views", type=int, default=0, help="segment-train's views per labelled image (0: fresh, the default)")
 args = parser.parse_args()
 
 
@@ -85,7 +85,7 @@ for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
     if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
     if up.get("unet-train", {}).get("unet_epochs", 0) != args.unet_epochs: continue
-    if up.get("segment-train", {}).get("views_per_labelled_image", 8) != args.labelled_views: continue
+    if state.labelled_views(job) != args.labelled_views: continue
     outputs = state.outputs(job)
     patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
                   if (lambda q: q["backbone"] == args.patch_backbone and q.get("patch_resize", "square") == args.patch_resize)(state.parameters(k))]

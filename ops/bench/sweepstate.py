@@ -88,6 +88,21 @@ class State:
                 frontier.append(parent)
         return found
 
+    def labelled_views(self, job):
+        """Segment-train's views per labelled image above `job` (or of it): 0 is a
+        fresh augmentation per step. A key without the field means the stage's
+        default when the job ran: 8 fixed views before segment-train code
+        version 3, fresh views since."""
+        frontier = [job]
+        while frontier:
+            key = frontier.pop()
+            kind, material = self.db.execute("select kind, material from job where key=?", (key,)).fetchone()
+            if kind == "segment-train":
+                m = json.loads(material)
+                return m["parameters"].get("views_per_labelled_image", 8 if m.get("version", 1) < 3 else 0)
+            frontier += [k for (k,) in self.db.execute("select parent from edge where child=?", (key,))]
+        return None
+
     def parameters(self, job):
         """A job's parameters."""
         return json.loads(self.db.execute("select parameters from job where key=?", (job,)).fetchone()[0])
