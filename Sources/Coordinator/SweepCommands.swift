@@ -105,7 +105,7 @@ struct Submit: ParsableCommand {
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
         } else {
-            print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued")
+            print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued\(summary.requeued > 0 ? " (\(summary.requeued) of them queued again after another sweep's cancel)" : "")")
         }
     }
 }

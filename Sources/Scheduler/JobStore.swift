@@ -33,6 +33,9 @@ public final class JobStore: Sendable {
         public var reused = 0
         /// Jobs already known and not done (queued, running, failed ...).
         public var existing = 0
+        /// Of `existing`: jobs cancelled with another sweep (or blocked by one)
+        /// that this sweep needs, queued again.
+        public var requeued = 0
         /// The same sweep file was submitted before: nothing was added.
         public var alreadySubmitted = false
     }
@@ -103,9 +106,24 @@ public final class JobStore: Sendable {
             let raisePriority = try db.makeStatement(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?")
             let insertEvaluation = try db.makeStatement(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)")
             var states: [JobKey: JobState] = [:]
+            let requeue = try db.makeStatement(sql: """
+                UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
+                """)
             func add(_ job: PlannedJob) throws {
                 summary.jobs += 1
-                if let known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
+                if var known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
+                    // A job cancelled with another sweep runs again for this one that needs it, and a
+                    // job blocked only by such a job is released (inputs come first, so theirs are known).
+                    if known == .cancelled || known == .blocked {
+                        let inputStates = job.inputs.values.map { states[$0] ?? .pending }
+                        let stuck = inputStates.contains { $0 == .dead || $0 == .blocked || $0 == .cancelled }
+                        if known == .cancelled || !stuck {
+                            let waiting = inputStates.filter { $0 != .done }.count
+                            known = stuck ? .blocked : waiting == 0 ? .ready : .pending
+                            try requeue.execute(arguments: [known.rawValue, waiting, job.key.hex])
+                            summary.requeued += 1
+                        }
+                    }
                     states[job.key] = known
                     if known == .done { summary.reused += 1 } else { summary.existing += 1 }
                     // A later sweep may raise a queued job's priority, never lower it.

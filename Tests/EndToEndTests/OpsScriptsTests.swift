@@ -68,6 +68,25 @@ import Vision
         #expect(html.contains("<th>LA vs nightly-2026-11-29</th>") && html.contains("<td class=\"\">+0.0</td>"))
     }
 
+    /// A sweep whose job dies does not pass for finished: `run-sweep` still
+    /// writes the results and report of the rest, names what did not finish
+    /// and exits 4, and the nightly says so.
+    @Test func aSweepWithADeadJobExitsFour() throws {
+        let dir = try TemporaryDirectory()
+        let sweep = dir.url.appendingPathComponent("gone.json")
+        try """
+            {"name": "gone", "dataset": "\(dir.url.appendingPathComponent("nowhere").path)", "categories": ["pin_grid"], "max_attempts": 1,
+             "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h"]}}
+            """.write(to: sweep, atomically: true, encoding: .utf8)
+        let state = dir.url.appendingPathComponent("state")
+        let run = try Self.script("ops/run-sweep", ["BIN": Cluster.binaries.path, "STATE": state.path, "SWEEP": sweep.path,
+                                                    "NO_DATA_DIGEST": "1", "WORKERS": "1"])
+        #expect(run.status == 4, "\(run.output)")
+        #expect(run.output.contains("sweep gone did not finish: ") && run.output.contains("1 preprocess dead")
+                && run.output.contains("1 evaluate blocked") && run.output.contains("missing split folder train/good"), "\(run.output)")
+        #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("reports/gone/report.html").path))
+    }
+
     /// A second run on the same state directory (the timer firing while the
     /// last night still runs) does not share its database and socket: it
     /// says so and exits 75 at once, before building or drawing anything.

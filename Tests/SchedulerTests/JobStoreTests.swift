@@ -237,6 +237,21 @@ import Shared
         #expect(try store.status(sweep: "d")[0].count(.cancelled) == 2)
     }
 
+    @Test func aJobCancelledWithOneSweepRunsForTheNextThatNeedsIt() throws {
+        try store.submit(Self.methodSweep("first", memory: ["h"]), file: "{first}")
+        let cancelled = try store.cancel(sweep: "first", now: 0)
+        #expect(cancelled > 0)
+        let second = try store.submit(Self.methodSweep("second", memory: ["h", "hcp"]), file: "{second}")
+        // Every job of the first sweep is one the second needs: all queued again, none blocked.
+        #expect(second.requeued == cancelled && second.existing == cancelled && second.created == second.jobs - cancelled)
+        let status = try store.status(sweep: "second")[0]
+        #expect(status.count(.blocked) == 0 && status.count(.cancelled) == 0)
+        _ = try drain()
+        #expect(try store.status(sweep: "second")[0].count(.done) == second.jobs)
+        // The first sweep's own jobs were all the second's too, so it is finished as well.
+        #expect(try store.status(sweep: "first")[0].count(.done) == cancelled)
+    }
+
     @Test func stateSurvivesReopening() throws {
         try store.submit(Self.diagnostic("d", jobs: 3), file: "{}")
         let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
