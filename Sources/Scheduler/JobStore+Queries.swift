@@ -172,16 +172,12 @@ extension JobStore {
                 let parentStates = try JobState.fetchAll(db, sql: """
                     SELECT job.state FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ?
                     """, arguments: [key])
-                let stuck = parentStates.contains { [.dead, .blocked, .cancelled].contains($0) }
+                let (state, waiting) = Self.queueState(inputs: parentStates)
                 if let allowed, !allowed.contains(kind) {
                     // Not a kind to requeue: only a blocked job whose inputs are now fine is released.
-                    if stuck || current != .blocked { continue }
+                    if state == .blocked || current != .blocked { continue }
                 }
-                let waiting = parentStates.filter { $0 != .done }.count
-                let state: JobState = stuck ? .blocked : waiting == 0 ? .ready : .pending
-                try db.execute(sql: """
-                    UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
-                    """, arguments: [state, waiting, key])
+                try db.execute(sql: Self.requeueSQL, arguments: [state, waiting, key])
                 if state != .blocked { requeued += 1 }
             }
             return requeued

@@ -63,6 +63,21 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// Where a job waits given its inputs' states: blocked while one is dead,
+    /// blocked or cancelled, else ready once all are done, else pending on
+    /// `waiting` of them.
+    static func queueState(inputs: [JobState]) -> (state: JobState, waiting: Int) {
+        let waiting = inputs.filter { $0 != .done }.count
+        if inputs.contains(where: { [.dead, .blocked, .cancelled].contains($0) }) { return (.blocked, waiting) }
+        return (waiting == 0 ? .ready : .pending, waiting)
+    }
+
+    /// Queues a job again from scratch: its state and waiting count (from
+    /// `queueState`), attempts and error cleared. Arguments: state, waiting, key.
+    static let requeueSQL = """
+        UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
+        """
+
     /// Adds a sweep's jobs. A job whose key exists is not added again: if
     /// it is done, it is reused. New jobs wait for their inputs (pending),
     /// or are ready, or blocked when an input is dead.
@@ -106,21 +121,17 @@ public final class JobStore: Sendable {
             let raisePriority = try db.makeStatement(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?")
             let insertEvaluation = try db.makeStatement(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)")
             var states: [JobKey: JobState] = [:]
-            let requeue = try db.makeStatement(sql: """
-                UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
-                """)
+            let requeue = try db.makeStatement(sql: Self.requeueSQL)
             func add(_ job: PlannedJob) throws {
                 summary.jobs += 1
                 if var known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
                     // A job cancelled with another sweep runs again for this one that needs it, and a
                     // job blocked only by such a job is released (inputs come first, so theirs are known).
                     if known == .cancelled || known == .blocked {
-                        let inputStates = job.inputs.values.map { states[$0] ?? .pending }
-                        let stuck = inputStates.contains { $0 == .dead || $0 == .blocked || $0 == .cancelled }
-                        if known == .cancelled || !stuck {
-                            let waiting = inputStates.filter { $0 != .done }.count
-                            known = stuck ? .blocked : waiting == 0 ? .ready : .pending
-                            try requeue.execute(arguments: [known.rawValue, waiting, job.key.hex])
+                        let queued = Self.queueState(inputs: job.inputs.values.map { states[$0] ?? .pending })
+                        if known == .cancelled || queued.state != .blocked {
+                            known = queued.state
+                            try requeue.execute(arguments: [queued.state.rawValue, queued.waiting, job.key.hex])
                             summary.requeued += 1
                         }
                     }
@@ -132,10 +143,7 @@ public final class JobStore: Sendable {
                     return
                 }
                 // Inputs come before their readers, so their states are known here.
-                let inputStates = job.inputs.values.map { states[$0] ?? .pending }
-                let waiting = inputStates.filter { $0 != .done }.count
-                let state: JobState = inputStates.contains { $0 == .dead || $0 == .blocked || $0 == .cancelled } ? .blocked
-                    : waiting == 0 ? .ready : .pending
+                let (state, waiting) = Self.queueState(inputs: job.inputs.values.map { states[$0] ?? .pending })
                 seq += 1
                 let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
                                            inputs: job.inputs.mapValues(\.hex))
