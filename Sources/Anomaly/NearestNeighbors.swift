@@ -63,21 +63,15 @@ public struct NearestNeighbors: Sendable {
                 }
                 let bp = SendableMutablePointer(block)
                 heaps.withUnsafeMutableBufferPointer { hs in
-                    let hp = HeapBox(hs.baseAddress!)
+                    let hp = SharedPointer(hs.baseAddress!)
                     Compute.parallelFor(qn, grain: 8) { rows in
                         for r in rows {
                             let qNorm = queryNorms[q0 + r]
                             let row = bp.p + r * mn
-                            var worst = hp.p[r].worst
                             memoryNorms.withUnsafeBufferPointer { norms in
-                                for j in 0..<mn {
+                                Self.scan(row: row, norms: norms.baseAddress! + m0, count: mn, queryNorm: qNorm, into: &hp.p[r]) { j in
                                     let index = m0 + j
-                                    let d2 = max(qNorm + norms[index] - 2 * row[j], 0)
-                                    // Cheap rejection first; the exclusion test only for candidates.
-                                    guard d2 < worst else { continue }
-                                    if let excluded, excluded.contains(index) { continue }
-                                    hp.p[r].offer(d2, index)
-                                    worst = hp.p[r].worst
+                                    return excluded?.contains(index) == true ? nil : index
                                 }
                             }
                         }
@@ -94,31 +88,83 @@ public struct NearestNeighbors: Sendable {
     }
 }
 
-/// The k smallest (distance, index) pairs seen so far; ties keep the lower index.
+extension NearestNeighbors {
+    /// Offers each of `count` candidates to `top`: squared distance
+    /// max(|q|^2 + |m_j|^2 - 2 q.m_j, 0) from `dots` (q.m_j) and `norms`
+    /// (|m_j|^2). Sixteen candidates at a time are compared with the current
+    /// k-th distance first (the same float expression as the exact test, so
+    /// the result does not depend on it); most blocks hold none that can
+    /// enter. `index` maps a candidate to its memory row, or nil to skip it.
+    @inline(__always)
+    static func scan(row dots: UnsafePointer<Float>, norms: UnsafePointer<Float>, count: Int, queryNorm: Float,
+                     into top: inout TopK, index: (Int) -> Int?) {
+        typealias Lanes = SIMD16<Float>
+        let q = Lanes(repeating: queryNorm)
+        var worst = top.worst
+        func offer(_ j: Int) {
+            let d2 = max(queryNorm + norms[j] - 2 * dots[j], 0)
+            guard d2 < worst, let i = index(j) else { return }
+            top.offer(d2, i)
+            worst = top.worst
+        }
+        var j = 0
+        while j + 16 <= count {
+            let n = UnsafeRawPointer(norms + j).loadUnaligned(as: Lanes.self)
+            let x = UnsafeRawPointer(dots + j).loadUnaligned(as: Lanes.self)
+            let below = (q + n) - 2 * x .< Lanes(repeating: worst)
+            if any(below) {
+                for lane in 0..<16 where below[lane] { offer(j + lane) }
+            }
+            j += 16
+        }
+        while j < count { offer(j); j += 1 }
+    }
+}
+
+/// The k smallest (distance, index) pairs seen so far, as a max-heap on
+/// (distance, index): ties keep the lower index.
 struct TopK {
     let k: Int
+    /// Heap order: items[0] is the largest kept pair.
     private(set) var items: [(Float, Int)] = []
-    /// The largest kept distance (infinity until k are kept).
-    private(set) var worst = Float.infinity
 
     init(k: Int) { self.k = k; items.reserveCapacity(k) }
+
+    /// The largest kept distance (infinity until k are kept): a candidate
+    /// above it cannot enter.
+    var worst: Float { items.count < k ? .infinity : items[0].0 }
 
     mutating func offer(_ d: Float, _ i: Int) {
         if items.count < k {
             items.append((d, i))
-            if items.count == k { worst = items.map(\.0).max()! }
+            var child = items.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard items[parent] < items[child] else { break }
+                items.swapAt(parent, child)
+                child = parent
+            }
             return
         }
-        guard d < worst else { return }
-        let at = items.firstIndex { $0.0 == worst }!
-        items[at] = (d, i)
-        worst = items.map(\.0).max()!
+        guard (d, i) < items[0] else { return }
+        items[0] = (d, i)
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var largest = parent
+            if left < k && items[largest] < items[left] { largest = left }
+            if right < k && items[largest] < items[right] { largest = right }
+            if largest == parent { break }
+            items.swapAt(parent, largest)
+            parent = largest
+        }
     }
 
     func sorted() -> [(Float, Int)] { items.sorted { ($0.0, $0.1) < ($1.0, $1.1) } }
 }
 
-struct HeapBox: @unchecked Sendable {
-    let p: UnsafeMutablePointer<TopK>
-    init(_ p: UnsafeMutablePointer<TopK>) { self.p = p }
+/// A buffer that parallel ranges write at disjoint places.
+struct SharedPointer<T>: @unchecked Sendable {
+    let p: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { self.p = p }
 }

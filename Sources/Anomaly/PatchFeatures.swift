@@ -31,13 +31,20 @@ public enum PatchFeatures {
 /// that a train image can be scored against the others (leave-one-out).
 public struct PatchMemory: Sendable {
     public let index: NearestNeighbors
+    /// The approximate search (inverted lists) and how many lists a query searches; nil: exact search.
+    public let lists: InvertedLists?
+    public let probes: Int
     /// Memory rows of each train image.
     public let imageRows: [Range<Int>]
     public static let neighbours = 9
 
     /// - Parameter coreset: keep only this many patches, chosen by the greedy
     ///   k-center coreset (``Coreset``); nil keeps every patch (the reference).
-    public init(trainPatches: [Tensor], coreset: Int? = nil, seed: UInt64 = 0, queryChunk: Int = 512, memoryChunk: Int = 4096) {
+    /// - Parameter probes: search approximately, each query among the rows of
+    ///   its `probes` nearest of `lists` inverted lists (``InvertedLists``;
+    ///   default 4 sqrt(rows) lists); nil searches exactly (the reference).
+    public init(trainPatches: [Tensor], coreset: Int? = nil, probes: Int? = nil, lists: Int? = nil, seed: UInt64 = 0,
+                queryChunk: Int = 512, memoryChunk: Int = 4096) {
         precondition(!trainPatches.isEmpty)
         let d = trainPatches[0].shape[1]
         var rows: [Range<Int>] = [], storage: [Float] = [], start = 0
@@ -66,6 +73,10 @@ public struct PatchMemory: Sendable {
         }
         imageRows = rows
         index = NearestNeighbors(memory: memory, queryChunk: queryChunk, memoryChunk: memoryChunk)
+        self.lists = probes.map { _ in
+            InvertedLists(memory: memory, lists: lists ?? InvertedLists.defaultLists(rows: memory.shape[0]), seed: seed)
+        }
+        self.probes = probes ?? 0
     }
 
     /// The image score and each patch's nearest distance (for the anomaly
@@ -74,5 +85,32 @@ public struct PatchMemory: Sendable {
         let k = min(Self.neighbours, index.count - (trainImage.map { imageRows[$0].count } ?? 0))
         let (distances, _) = index.search(patches, k: k, excluding: trainImage.map { imageRows[$0] })
         return (PatchScore.imageScore(neighbourDistances: distances), distances.map { $0[0] })
+    }
+
+    /// ``score(_:trainImage:)`` of several images. With inverted lists they
+    /// are searched together (each list then meets many queries at once);
+    /// `trainImages` are the train images they are, scored leave-one-out.
+    public func score(_ images: [Tensor], trainImages: Range<Int>? = nil) -> [(score: Float, nearest: [Float])] {
+        precondition(trainImages.map { $0.count == images.count } ?? true, "\(images.count) images but train images \(trainImages!)")
+        guard let lists, !images.isEmpty else {
+            return images.indices.map { i in score(images[i], trainImage: trainImages.map { $0.lowerBound + i }) }
+        }
+        var starts = [0]
+        for image in images { starts.append(starts.last! + image.shape[0]) }
+        let joined = Tensor(shape: [starts.last!, images[0].shape[1]], storage: images.flatMap(\.storage))
+        let k = trainImages.map { train in
+            train.map { index.count - imageRows[$0].count }.min()!
+        }.map { min(Self.neighbours, $0) } ?? min(Self.neighbours, index.count)
+        // Query row -> its image, for the leave-one-out exclusion.
+        let (distances, _) = lists.search(joined, k: k, probes: probes) { row in
+            guard let trainImages else { return nil }
+            var image = 0
+            while starts[image + 1] <= row { image += 1 }
+            return imageRows[trainImages.lowerBound + image]
+        }
+        return images.indices.map { i in
+            let mine = Array(distances[starts[i]..<starts[i + 1]])
+            return (PatchScore.imageScore(neighbourDistances: mine), mine.map { $0[0] })
+        }
     }
 }

@@ -36,30 +36,38 @@ public enum PatchStage {
     }
 
     /// From encoder taps (strides 8 and 16) already computed on `size`-square images.
-    /// `coresetFraction` < 1 keeps that share of the patches (greedy k-center coreset).
+    /// `coresetFraction` < 1 keeps that share of the patches (greedy k-center coreset);
+    /// `probes` searches approximately (inverted lists, ``PatchMemory``), nil exactly.
     /// `scored` is told after each image is scored (train images first, then test).
-    public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, seed: UInt64 = 0,
-                           scored: (Int) -> Void = { _ in }) -> Result {
+    public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, probes: Int? = nil,
+                           seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
         func patches(_ taps: [Int: Tensor]) -> Tensor { PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0] }
         return run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2],
-                   coresetFraction: coresetFraction, seed: seed, scored: scored)
+                   coresetFraction: coresetFraction, probes: probes, seed: seed, scored: scored)
     }
 
-    static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, seed: UInt64 = 0,
-                    scored: (Int) -> Void = { _ in }) -> Result {
+    /// Images scored per search with inverted lists (one at a time when exact).
+    static let batch = 16
+
+    static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, probes: Int? = nil,
+                    seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
         let total = trainPatches.reduce(0) { $0 + $1.shape[0] }
         let keep = coresetFraction < 1 ? max(PatchMemory.neighbours + 1, Int((Double(total) * coresetFraction).rounded())) : nil
-        let memory = PatchMemory(trainPatches: trainPatches, coreset: keep, seed: seed)
-        let trainScores = trainPatches.indices.map { i in
-            defer { scored(i + 1) }
-            return memory.score(trainPatches[i], trainImage: i).score
+        let memory = PatchMemory(trainPatches: trainPatches, coreset: keep, probes: probes, seed: seed)
+        let step = probes == nil ? 1 : batch
+        var trainScores: [Float] = [], scores: [Float] = [], distances: [[Float]] = []
+        for start in stride(from: 0, to: trainPatches.count, by: step) {
+            let part = start..<min(start + step, trainPatches.count)
+            trainScores += memory.score(Array(trainPatches[part]), trainImages: part).map(\.score)
+            scored(part.upperBound)
         }
-        var scores: [Float] = [], distances: [[Float]] = []
-        for patches in testPatches {
-            let (s, nearest) = memory.score(patches)
-            scores.append(s)
-            distances.append(nearest)
-            scored(trainPatches.count + scores.count)
+        for start in stride(from: 0, to: testPatches.count, by: step) {
+            let part = start..<min(start + step, testPatches.count)
+            for (s, nearest) in memory.score(Array(testPatches[part])) {
+                scores.append(s)
+                distances.append(nearest)
+            }
+            scored(trainPatches.count + part.upperBound)
         }
         return Result(trainScores: trainScores, testScores: scores, testPatchDistances: distances, gridHeight: grid, gridWidth: grid)
     }

@@ -50,6 +50,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Share of train patches kept in PatchCore's memory (greedy k-center coreset; 1 = all, the reference).")
     var coreset = 1.0
 
+    @Option(help: "PatchCore's search: 0 exact (the reference); N: inverted lists (4 sqrt(patches) k-means lists), each patch searching its N nearest lists.")
+    var patchProbes = 0
+
     @Option(help: "PatchCore's input side.")
     var patchImageSize = 256
 
@@ -108,6 +111,8 @@ struct MethodCommand: ParsableCommand {
         settings.imageSize = imageSize
         settings.epsilon = epsilon
         settings.coresetFraction = coreset
+        guard patchProbes >= 0 else { throw ValidationError("--patch-probes must not be negative") }
+        settings.patchProbes = patchProbes == 0 ? nil : patchProbes
         settings.memoryTypes = try memoryTypes.split(separator: ",").map { letters in
             guard let memory = MemoryCombination(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c and p") }
             return memory

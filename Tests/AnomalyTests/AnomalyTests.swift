@@ -42,6 +42,55 @@ import Tensor
     }
 }
 
+@Suite struct InvertedListTests {
+    let exact = NearestNeighborTests()
+
+    /// `count` tight clusters of `size` rows each around well separated centres.
+    func clustered(count: Int, size: Int, d: Int, seed: UInt64) -> Tensor {
+        let centres = Check.random([count, d], seed: seed, std: 10), noise = Check.random([count * size, d], seed: seed + 1, std: 0.3)
+        var rows = noise.storage
+        for i in rows.indices {
+            let centre: Int = i / (d * size)
+            rows[i] += centres.storage[centre * d + i % d]
+        }
+        return Tensor(shape: [count * size, d], storage: rows)
+    }
+
+    @Test func everyListProbedIsExactSearch() {
+        let memory = Check.random([300, 12], seed: 4), queries = Check.random([23, 12], seed: 5)
+        let index = InvertedLists(memory: memory, lists: 7, iterations: 5, samplePerList: 16, seed: 1)
+        #expect(index.lists == 7 && index.members.sorted() == Array(0..<300))
+        let (d, i) = index.search(queries, k: 5, probes: 7)
+        let expected = exact.bruteForce(queries, memory, k: 5)
+        #expect(i == expected.map { $0.map(\.1) })
+        for (a, b) in zip(d.joined(), expected.joined().map(\.0)) { #expect(abs(a - b) <= 1e-4 * max(1, b)) }
+    }
+
+    @Test func aFewProbesFindTheNearestInClusteredData() {
+        // 20 clusters of 15: k-means recovers them, so the 9 nearest of a
+        // query near a cluster's member all sit in its list (or the next).
+        let memory = clustered(count: 20, size: 15, d: 16, seed: 6)
+        var near = [Float]()
+        for c in 0..<20 { for t in 0..<16 { near.append(memory.storage[(c * 15 + 3) * 16 + t] + 0.05) } }
+        let queries = Tensor(shape: [20, 16], storage: near)
+        let index = InvertedLists(memory: memory, lists: 20, seed: 2)
+        let (_, i) = index.search(queries, k: 9, probes: 2)
+        #expect(i == exact.bruteForce(queries, memory, k: 9).map { $0.map(\.1) })
+    }
+
+    @Test func leaveOneOutAndShortListsFallBackToEveryList() {
+        // Queries are memory rows 30..<45, each excluding its own "image"
+        // (rows 30..<45): with one probe their own list is mostly excluded,
+        // so too few rows remain there and the search widens to every list.
+        let memory = clustered(count: 4, size: 15, d: 8, seed: 8)
+        let queries = Tensor(shape: [15, 8], storage: Array(memory.storage[(30 * 8)..<(45 * 8)]))
+        let index = InvertedLists(memory: memory, lists: 4, seed: 3)
+        let (d, i) = index.search(queries, k: 9, probes: 1) { _ in 30..<45 }
+        #expect(i == exact.bruteForce(queries, memory, k: 9, excluding: 30..<45).map { $0.map(\.1) })
+        #expect(d.allSatisfy { $0[0] > 1 })
+    }
+}
+
 @Suite struct PatchScoreTests {
     @Test func worstPatchReweightedBySoftmaxOfItsNeighbours() {
         // Patch 1 has the largest nearest distance (20). s = [2, 3, 4];
@@ -211,6 +260,24 @@ import Tensor
         var t: Float = 0
         for y in 0...1 { for x in 0...1 { t += b[1, 0, y, x] } }
         #expect(abs(patches[1].storage[(1 * 4 + 2) * 5 + 3] - t / 9) < 1e-6)
+    }
+
+    @Test func invertedListsProbingEveryListScoreAsTheExactSearch() {
+        let train = (0..<5).map { Check.random([12, 8], seed: 120 + UInt64($0)) }
+        let test = (0..<3).map { Check.random([12, 8], seed: 130 + UInt64($0)) }
+        let exact = PatchMemory(trainPatches: train), approximate = PatchMemory(trainPatches: train, probes: 6, lists: 6)
+        #expect(approximate.lists?.lists == 6)
+        let pairs = [(exact.score(train, trainImages: 0..<5), approximate.score(train, trainImages: 0..<5)),
+                     (exact.score(test), approximate.score(test))]
+        for (a, b) in pairs {
+            #expect(a.count == b.count)
+            for (x, y) in zip(a, b) {
+                #expect(abs(x.score - y.score) <= 1e-4 * max(1, x.score))
+                for (u, v) in zip(x.nearest, y.nearest) { #expect(abs(u - v) <= 1e-4 * max(1, u)) }
+            }
+        }
+        // Leave-one-out: batched, each train image is still scored without its own patches.
+        #expect(approximate.score(train, trainImages: 0..<5).allSatisfy { $0.nearest.allSatisfy { $0 > 0.1 } })
     }
 
     @Test func leaveOneOutScoresATrainImageAgainstTheOthers() {

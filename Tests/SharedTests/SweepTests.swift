@@ -94,6 +94,22 @@ import Testing
         #expect(throws: SweepError.self) { try sweep(#", "grid": {"\#(field)": \#(bad)}"#) }
     }
 
+    /// patch_probes 0 is exact search: the same jobs as a grid without the
+    /// field; another value adds a patch-features job with the inverted lists.
+    @Test func patchProbesReachPatchFeaturesAndZeroIsTheExactSearch() throws {
+        func plan(_ grid: String) throws -> SweepPlan {
+            SweepExpander.expand(try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json"))
+        }
+        let plain = try plan(""), zero = try plan(#", "grid": {"patch_probes": 0}"#), both = try plan(#", "grid": {"patch_probes": [0, 16]}"#)
+        #expect(Set(zero.jobs.map(\.key)) == Set(plain.jobs.map(\.key)))
+        #expect(zero.evaluations.map(\.setting) == plain.evaluations.map(\.setting))
+        let patches = both.jobs.filter { $0.kind == .patchFeatures }
+        #expect(patches.count == 2 && Set(patches.map { $0.parameters["patch_probes"] }) == [nil, .int(16)])
+        #expect(both.evaluations.count == 2 * plain.evaluations.count)
+        #expect(both.evaluations.filter { $0.setting.contains(#""patch_probes":16"#) }.count == plain.evaluations.count)
+        #expect(throws: SweepError.self) { try plan(#", "grid": {"patch_probes": -1}"#) }
+    }
+
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
         let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
         var labelled = plain
@@ -164,7 +180,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes)")) {
             try parse(text)
         }
     }

@@ -154,15 +154,18 @@ public enum StageSettings {
         public var lessNormalFraction: Double
         /// Share of the train patches kept (greedy k-center coreset); 1 keeps all.
         public var coresetFraction: Double
+        /// PatchCore's search: nil exact (the reference); N: inverted lists
+        /// (4 sqrt(rows) k-means lists), each query searching its N nearest.
+        public var patchProbes: Int?
         /// The coreset's seed (sweeps leave it out: 0).
         public var seed: UInt64?
         /// sPRO's false-positive-rate limit (sweeps leave it out: 0.05, the reference's).
         public var fprLimit: Double?
         public init(backbone: BackboneName, patchImageSize: Int = 256, patchResize: PatchResize = .square, lessNormalFraction: Double,
-                    coresetFraction: Double, seed: UInt64? = nil, fprLimit: Double? = nil) {
+                    coresetFraction: Double, patchProbes: Int? = nil, seed: UInt64? = nil, fprLimit: Double? = nil) {
             self.backbone = backbone; self.patchImageSize = patchImageSize; self.patchResize = patchResize
             self.lessNormalFraction = lessNormalFraction; self.coresetFraction = coresetFraction
-            self.seed = seed; self.fprLimit = fprLimit
+            self.patchProbes = patchProbes; self.seed = seed; self.fprLimit = fprLimit
         }
     }
 

@@ -55,6 +55,8 @@ public struct Sweep: Equatable, Sendable {
         public var labelledViews: [Int]?
         /// What trains in segment-train (nil: the head only).
         public var finetunes: [Finetune]?
+        /// PatchCore's search: probes of inverted lists; 0 or absent: exact.
+        public var patchProbes: [Int]?
         public init() {}
     }
 
@@ -171,7 +173,7 @@ extension Sweep.Grid: Decodable {
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
              patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views",
-             finetunes = "finetune"
+             finetunes = "finetune", patchProbes = "patch_probes"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -196,6 +198,7 @@ extension Sweep.Grid: Decodable {
         patchResizes = try f.list(.patchResizes, or: patchResizes)
         labelledViews = try f.optionalList(.labelledViews, atLeast: 0)
         finetunes = try f.optionalList(.finetunes)
+        patchProbes = try f.optionalList(.patchProbes, atLeast: 0)
     }
 }
 

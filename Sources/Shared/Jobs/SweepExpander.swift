@@ -103,10 +103,11 @@ public enum SweepExpander {
                 for encoder in g.backbones {
                     for fraction in g.lessNormalFractions { for coreset in g.coresetFractions { for patchBackbone in g.patchBackbones ?? [encoder] {
                     for patchSize in g.patchImageSizes { for patchResize in g.patchResizes {
+                    for probes in Set(g.patchProbes.map { $0.map { $0 == 0 ? nil : $0 } } ?? [nil]).sorted(by: { ($0 ?? 0) < ($1 ?? 0) }) {
                         let patch = plan.add(.patchFeatures, category: category,
                                              OnData(data, StageSettings.PatchFeatures(backbone: patchBackbone, patchImageSize: patchSize,
                                                                                       patchResize: patchResize, lessNormalFraction: fraction,
-                                                                                      coresetFraction: coreset)),
+                                                                                      coresetFraction: coreset, patchProbes: probes)),
                                              inputs: ["preprocessed": prep])
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                         for views in g.labelledViews.map({ $0.map(Optional.some) }) ?? [nil] {
@@ -137,14 +138,14 @@ public enum SweepExpander {
                                             lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
                                             bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize,
-                                            labelledViews: views, finetune: finetune)))
+                                            labelledViews: views, finetune: finetune, patchProbes: probes)))
                                     } }
                                 } } }
                             }
                         }
                         }
                         } } } }
-                    } }
+                    } } }
                     } } }
                 }
             }
@@ -175,24 +176,27 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     /// Set only where the grid names them (absent: segment-train's defaults).
     public var labelledViews: Int?
     public var finetune: Finetune?
+    /// Set only where the grid names a search other than exact.
+    public var patchProbes: Int?
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
                 scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
-                patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil) {
+                patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil,
+                patchProbes: Int? = nil) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
         self.patchImageSize = patchImageSize; self.patchResize = patchResize; self.labelledViews = labelledViews
-        self.finetune = finetune
+        self.finetune = finetune; self.patchProbes = patchProbes
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
              memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize,
-             labelledViews, finetune
+             labelledViews, finetune, patchProbes
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -212,6 +216,6 @@ extension Sweep.Grid {
             scaleType: scaleTypes.contains(.max) ? .max : scaleTypes[0], coresetFraction: coresetFractions[0],
             patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
             patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
-            finetune: finetunes?[0]).canonicalJSON
+            finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0]).canonicalJSON
     }
 }

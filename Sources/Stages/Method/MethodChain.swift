@@ -32,6 +32,8 @@ public enum MethodChain {
         /// Share of the train patches kept in PatchCore's memory (greedy
         /// k-center coreset); 1 keeps all, as the reference does.
         public var coresetFraction = 1.0
+        /// PatchCore's search: nil exact (the reference); N: inverted lists, N probed per query.
+        public var patchProbes: Int?
         /// Share of the train images in the memories (the less-normal-data ablation).
         public var lessNormalFraction = 1.0
         /// PatchCore's input side and fit (the reference: 256, square).
@@ -87,7 +89,8 @@ public enum MethodChain {
         clock.lap("preprocess")
         let patch = try PatchFeaturesStage.run(OnData(data, .init(backbone: s.patchBackbone ?? s.backbone, patchImageSize: s.patchImageSize,
                                                                   patchResize: s.patchResize, lessNormalFraction: s.lessNormalFraction,
-                                                                  coresetFraction: s.coresetFraction, seed: s.seed, fprLimit: s.fprLimit)),
+                                                                  coresetFraction: s.coresetFraction, patchProbes: s.patchProbes,
+                                                                  seed: s.seed, fprLimit: s.fprLimit)),
                                                inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
         try write(patch, "patch-features")
         clock.lap("patch-features")

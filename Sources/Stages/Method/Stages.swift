@@ -142,7 +142,7 @@ public enum PatchFeaturesStage: MethodStage {
         context.progress(kept, 2 * count, "image steps")
         let testTaps = try context.taps(.test, of: patchInput, backbone: p.backbone)
         context.progress(count, 2 * count, "image steps")
-        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, seed: p.seed ?? 0,
+        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, probes: p.patchProbes, seed: p.seed ?? 0,
                                    scored: { context.progress(count + $0, 2 * count, "image steps") })
         let maps = try input.maps(patch.testMaps(size: patchInput.size), from: patchInput)
         let fprLimit = p.fprLimit ?? 0.05
