@@ -226,6 +226,12 @@ struct KNN: ParsableCommand {
     @Option(help: "Query rows per GEMM block.")
     var queryChunk = 512
 
+    @Option(help: "Also search by inverted lists with this many probes (0: exact only); recall against the exact neighbours.")
+    var probes = 0
+
+    @Option(help: "Inverted lists (default 4 sqrt(M)).")
+    var lists: Int?
+
     func run() throws {
         Compute.configure(threads: threads)
         let file = try SafetensorsFile(contentsOf: URL(fileURLWithPath: vectors))
@@ -243,5 +249,20 @@ struct KNN: ParsableCommand {
             "first_neighbours": Array(first[0].prefix(3)),
         ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
+        guard probes > 0 else { return }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let ivf = InvertedLists(memory: memory, lists: lists ?? InvertedLists.defaultLists(rows: memory.shape[0]))
+        let build = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        var found: [[Int]] = []
+        let searched = bestTime(seconds: 3, minimumRuns: 2) { found = ivf.search(queries, k: k, probes: probes).indices }
+        // recall@1: the exact nearest found first; recall@k: the share of the exact k found.
+        let at1 = zip(found, first).filter { $0[0] == $1[0] }.count
+        let atK = zip(found, first).reduce(0) { $0 + Set($1.0).intersection($1.1).count }
+        let approximate: [String: Any] = [
+            "impl": "psad-swift IVF", "lists": ivf.lists, "probes": probes, "build_s": build,
+            "queries_per_s": Double(queries.shape[0]) / searched, "ms": searched * 1000,
+            "recall_at_1": Double(at1) / Double(first.count), "recall_at_k": Double(atK) / Double(first.count * k),
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: approximate, options: [.sortedKeys]), as: UTF8.self))
     }
 }
