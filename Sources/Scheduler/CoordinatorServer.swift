@@ -35,6 +35,10 @@ public final class CoordinatorServer {
     let authenticator: ZapAuthenticator?
     let logger: Logger
     var peers: [Data: Peer] = [:]
+    /// Answers held until the batch that made them is committed (nil: not in a batch).
+    var outbox: [[Data]]?
+    /// The most messages handled in one transaction.
+    static let batchLimit = 64
 
     /// Opens (or creates) the state directory: `state.sqlite` and `blobs/`.
     public init(stateDirectory: URL, settings: Settings, logger: Logger) throws {
@@ -65,7 +69,27 @@ public final class CoordinatorServer {
         try store.extendLeases(now: now, grace: 2 * settings.leaseSeconds)
         var lastTick = 0.0
         while !stop() {
-            if let parts = try socket.receive(timeoutMilliseconds: 100) { handle(parts) }
+            if let first = try socket.receive(timeoutMilliseconds: 100) {
+                // Group commit: what is waiting now is handled in one
+                // transaction, and answered once it is committed.
+                var waiting = [first]
+                while waiting.count < Self.batchLimit, let more = try socket.receive(timeoutMilliseconds: 0) { waiting.append(more) }
+                outbox = []
+                do {
+                    try store.batch { for parts in waiting { handle(parts) } }
+                } catch {
+                    logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
+                                 metadata: ["error": "\(error)"])
+                    outbox = []
+                }
+                let answers = outbox ?? []
+                outbox = nil
+                for parts in answers {
+                    do { try socket.send(parts, dontWait: true) } catch {
+                        logger.error("could not answer a worker", metadata: ["peer": "\(parts[0].hexPrefix)", "error": "\(error)"])
+                    }
+                }
+            }
             now = Date().timeIntervalSince1970
             if now - lastTick >= 0.25 {
                 lastTick = now
@@ -111,7 +135,8 @@ public final class CoordinatorServer {
     }
 
     func send(_ identity: Data, _ message: WireMessage) throws {
-        try socket.send([identity] + message.encode(), dontWait: true)
+        let parts = [identity] + message.encode()
+        if outbox != nil { outbox!.append(parts) } else { try socket.send(parts, dontWait: true) }
     }
 
     func respond(to identity: Data, _ message: WireMessage) throws {

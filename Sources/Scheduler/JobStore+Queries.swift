@@ -82,7 +82,7 @@ extension JobStore {
     public static let problemLimit = 20
 
     public func status(sweep name: String? = nil, now: Double = Date().timeIntervalSince1970) throws -> [SweepStatus] {
-        try pool.read { db in
+        try read { db in
             let sweeps = try Row.fetchAll(db, sql: "SELECT id, name, priority FROM sweep \(name == nil ? "" : "WHERE name = ?") ORDER BY id",
                                           arguments: name.map { [$0] } ?? [])
             if let name, sweeps.isEmpty { throw StoreError.unknownSweep(name) }
@@ -147,7 +147,7 @@ extension JobStore {
     }
 
     public func sweepNames() throws -> [String] {
-        try pool.read { db in try String.fetchAll(db, sql: "SELECT name FROM sweep ORDER BY id") }
+        try read { db in try String.fetchAll(db, sql: "SELECT name FROM sweep ORDER BY id") }
     }
 
     /// Requeues a sweep's failed, dead, blocked and cancelled jobs (only of
@@ -155,7 +155,7 @@ extension JobStore {
     /// still dead stays blocked. Returns how many jobs were requeued.
     @discardableResult
     public func resume(sweep name: String, kinds: [StageKind]? = nil) throws -> Int {
-        try pool.write { db in
+        try write { db in
             let id = try sweepID(db, name)
             let keys = try String.fetchAll(db, sql: """
                 SELECT job.key FROM sweep_job JOIN job ON job.key = sweep_job.job
@@ -188,7 +188,7 @@ extension JobStore {
     /// leases end, so a late result from a worker is refused.
     @discardableResult
     public func cancel(sweep name: String, now: Double) throws -> Int {
-        try pool.write { db in
+        try write { db in
             let id = try sweepID(db, name)
             let condition = """
                 key IN (SELECT job FROM sweep_job WHERE sweep_id = ?)
@@ -206,7 +206,7 @@ extension JobStore {
     }
 
     public func explain(_ key: JobKey) throws -> Explanation {
-        try pool.read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE key = ?", arguments: [key.hex]) else {
                 throw StoreError.unknownJob(key.hex)
             }
@@ -248,7 +248,7 @@ extension JobStore {
 
     /// Result rows of a sweep: (category, setting JSON, metric, value).
     public func results(sweep name: String) throws -> [(category: String, setting: String, metric: String, value: Double)] {
-        try pool.read { db in
+        try read { db in
             let id = try sweepID(db, name)
             return try Row.fetchAll(db, sql: "SELECT category, setting, metric, value FROM result WHERE sweep_id = ? ORDER BY category, setting, metric",
                                     arguments: [id]).map { ($0["category"], $0["setting"], $0["metric"], $0["value"]) }

@@ -38,7 +38,7 @@ public struct SweepRecord: Sendable {
 
 extension JobStore {
     public func sweepRecord(_ name: String) throws -> SweepRecord {
-        try pool.read { db in
+        try read { db in
             let id = try sweepID(db, name)
             guard let sweep = try Row.fetchOne(db, sql: "SELECT file, created_at FROM sweep WHERE id = ?", arguments: [id]) else {
                 throw StoreError.corrupt("sweep \(name) (id \(id)) vanished while it was read")
@@ -80,7 +80,7 @@ extension JobStore {
 
     /// A done job's outputs: name -> artifact hash.
     public func outputs(of job: String) throws -> [String: String] {
-        try pool.read { db in
+        try read { db in
             Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [job])
                 .map { ($0["name"], $0["hash"]) })
         }
@@ -88,7 +88,7 @@ extension JobStore {
 
     /// The job that feeds `job` in `role` (an edge of the DAG).
     public func input(of job: String, role: String) throws -> String? {
-        try pool.read { db in try String.fetchOne(db, sql: "SELECT parent FROM edge WHERE child = ? AND role = ?", arguments: [job, role]) }
+        try read { db in try String.fetchOne(db, sql: "SELECT parent FROM edge WHERE child = ? AND role = ?", arguments: [job, role]) }
     }
 
     /// An artifact's bytes, wherever the coordinator keeps them (small ones

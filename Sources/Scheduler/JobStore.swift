@@ -23,6 +23,41 @@ public final class JobStore: Sendable {
         try StateSchema.migrator.migrate(pool)
     }
 
+    /// A transaction that several of this store's calls share (``batch(_:)``).
+    struct OpenBatch: @unchecked Sendable {
+        let store: ObjectIdentifier
+        let db: Database
+    }
+    @TaskLocal static var openBatch: OpenBatch?
+
+    /// Runs `body` in one write transaction: every call of this store that
+    /// it makes (on this thread) joins it, each in its own savepoint, so a
+    /// call that fails undoes only itself. One commit for many small
+    /// changes: the coordinator handles the messages waiting on its socket
+    /// in one batch (group commit) and answers them once it is durable.
+    public func batch<T>(_ body: () throws -> T) throws -> T {
+        try pool.write { db in
+            try Self.$openBatch.withValue(OpenBatch(store: ObjectIdentifier(self), db: db)) { try body() }
+        }
+    }
+
+    /// A write transaction, or a savepoint in the open ``batch(_:)``.
+    func write<T>(_ updates: (Database) throws -> T) throws -> T {
+        guard let open = Self.openBatch, open.store == ObjectIdentifier(self) else { return try pool.write(updates) }
+        var result: T?
+        try open.db.inSavepoint {
+            result = try updates(open.db)
+            return .commit
+        }
+        return result!
+    }
+
+    /// A read, inside the open ``batch(_:)`` where there is one (so that it sees the batch's changes).
+    func read<T>(_ value: (Database) throws -> T) throws -> T {
+        guard let open = Self.openBatch, open.store == ObjectIdentifier(self) else { return try pool.read(value) }
+        return try value(open.db)
+    }
+
     /// What submitting a sweep did.
     public struct SubmitSummary: Equatable, Sendable {
         public var sweep: String
@@ -83,7 +118,7 @@ public final class JobStore: Sendable {
     /// or are ready, or blocked when an input is dead.
     @discardableResult
     public func submit(_ sweep: Sweep, file: String, now: Double = Date().timeIntervalSince1970) throws -> SubmitSummary {
-        try pool.write { db in
+        try write { db in
             let digests = sweep.dataDigests.isEmpty ? "" : CanonicalJSON.object(sweep.dataDigests.mapValues { .string($0) })
             if let previous = try Row.fetchOne(db, sql: "SELECT file, data_digests FROM sweep WHERE name = ?", arguments: [sweep.name]) {
                 // The same file again is a no-op (a demo or a nightly run submits every time),
@@ -182,7 +217,7 @@ public final class JobStore: Sendable {
 
     /// The full key of a job given a unique prefix of it.
     public func resolve(_ prefix: String) throws -> JobKey {
-        try pool.read { db in
+        try read { db in
             let matches = try String.fetchAll(db, sql: "SELECT key FROM job WHERE key >= ? AND key < ? LIMIT 2",
                                               arguments: [prefix, prefix + "g"])
             guard let first = matches.first, let key = JobKey(hex: first) else { throw StoreError.unknownJob(prefix) }

@@ -18,20 +18,20 @@ public enum Verdict: Equatable, Sendable {
 extension JobStore {
     /// The job `token` holds the lease of, if it still does.
     public func leasedJob(token: Int64) throws -> JobKey? {
-        try pool.read { db in
+        try read { db in
             try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]).flatMap(JobKey.init(hex:))
         }
     }
 
     /// The worker holding the lease of `token` (nil when it holds none).
     public func leaseHolder(token: Int64) throws -> String? {
-        try pool.read { db in try String.fetchOne(db, cached: "SELECT worker FROM lease WHERE token = ?", arguments: [token]) }
+        try read { db in try String.fetchOne(db, cached: "SELECT worker FROM lease WHERE token = ?", arguments: [token]) }
     }
 
     /// Renews the lease of `token`; false when the token is no longer the
     /// job's lease (the worker should drop the job).
     public func heartbeat(token: Int64, now: Double, leaseSeconds: Double, progress: WireMessage.Progress? = nil) throws -> Bool {
-        try pool.write { db in
+        try write { db in
             if let progress {
                 try db.run("UPDATE lease SET expires_at = ?, progress_done = ?, progress_total = ?, progress_unit = ? WHERE token = ?",
                            arguments: [now + leaseSeconds, progress.done, progress.total, String(progress.unit.prefix(40)), token])
@@ -50,7 +50,7 @@ extension JobStore {
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
                          smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, now: Double,
                          next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Verdict, Assignment?) {
-        try pool.write { db in
+        try write { db in
             let report = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs, now: now)
             if report == .accepted, let cost {
                 try db.run("UPDATE attempt SET seconds = ?, peak_mib = ? WHERE token = ?", arguments: [cost.seconds, cost.peakMiB, token])
@@ -100,7 +100,7 @@ extension JobStore {
     /// Records a failed attempt. A transient failure is retried after a
     /// backoff while attempts remain; a permanent one (bad input) is dead at once.
     public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Verdict {
-        try pool.write { db in
+        try write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
                 try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ?, error = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)",
                                arguments: [now, error, token])
@@ -116,7 +116,7 @@ extension JobStore {
     /// is failed as a transient error. Returns the jobs concerned.
     @discardableResult
     public func expireLeases(now: Double, backoff: Backoff = Backoff()) throws -> [JobKey] {
-        try pool.write { db in
+        try write { db in
             let expired = try Row.fetchAll(db, cached: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
             for lease in expired {
                 let key: String = lease["job"], worker: String = lease["worker"]
@@ -131,7 +131,7 @@ extension JobStore {
     /// Failed jobs whose backoff has passed become ready again.
     @discardableResult
     public func promoteRetries(now: Double) throws -> Int {
-        try pool.write { db in
+        try write { db in
             try db.run("UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.failed.sql) AND not_before <= ?", arguments: [now])
             return db.changesCount
         }
@@ -140,7 +140,7 @@ extension JobStore {
     /// A draining worker gives a job back unfinished: ready again at once,
     /// the attempt not counted against the job.
     public func handBack(token: Int64, now: Double) throws -> Verdict {
-        try pool.write { db in
+        try write { db in
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
             try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.handedBack.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
@@ -153,7 +153,7 @@ extension JobStore {
     /// those that still hold their job's lease are adopted (lease renewed),
     /// the others are returned so the worker drops them.
     public func readopt(worker: String, tokens: [Int64], now: Double, leaseSeconds: Double) throws -> (adopted: [Int64], dropped: [Int64]) {
-        try pool.write { db in
+        try write { db in
             var adopted: [Int64] = [], dropped: [Int64] = []
             for token in tokens {
                 try db.run("UPDATE lease SET expires_at = ?, worker = ? WHERE token = ?", arguments: [now + leaseSeconds, worker, token])
@@ -166,7 +166,7 @@ extension JobStore {
     /// On coordinator start: every lease gets `grace` seconds for its
     /// worker to re-register before it can expire.
     public func extendLeases(now: Double, grace: Double) throws {
-        try pool.write { db in
+        try write { db in
             try db.run("UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace])
         }
     }

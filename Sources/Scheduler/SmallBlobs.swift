@@ -10,20 +10,20 @@ extension JobStore {
 
     /// Stores a small blob (its hash already verified by the caller).
     public func storeSmallBlob(hash: String, data: Data) throws {
-        try pool.write { db in try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [hash, data]) }
+        try write { db in try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [hash, data]) }
     }
 
     public func smallBlob(_ hash: String) throws -> Data? {
-        try pool.read { db in try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM small_blob WHERE hash = ?"), arguments: [hash]) }
+        try read { db in try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM small_blob WHERE hash = ?"), arguments: [hash]) }
     }
 
     public func smallBlobSize(_ hash: String) throws -> Int? {
-        try pool.read { db in try Int.fetchOne(db, cached: "SELECT length(data) FROM small_blob WHERE hash = ?", arguments: [hash]) }
+        try read { db in try Int.fetchOne(db, cached: "SELECT length(data) FROM small_blob WHERE hash = ?", arguments: [hash]) }
     }
 
     /// Removes small blobs no job output refers to; returns how many went.
     public func collectSmallBlobs() throws -> Int {
-        try pool.write { db in
+        try write { db in
             try db.execute(sql: "DELETE FROM small_blob WHERE hash NOT IN (SELECT hash FROM job_output)")
             return db.changesCount
         }
@@ -31,7 +31,7 @@ extension JobStore {
 
     /// Every artifact hash a job output refers to (what `gc` keeps).
     public func referencedArtifacts() throws -> Set<String> {
-        try pool.read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output")) }
+        try read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output")) }
     }
 }
 

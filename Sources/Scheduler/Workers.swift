@@ -5,7 +5,7 @@ import GRDB
 extension JobStore {
     /// Records a worker's hello (resources as JSON).
     public func registerWorker(_ id: String, resources: String, now: Double) throws {
-        try pool.write { db in
+        try write { db in
             try db.run("""
                 INSERT INTO worker (id, resources, first_seen, last_seen) VALUES (?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET resources = excluded.resources, last_seen = excluded.last_seen

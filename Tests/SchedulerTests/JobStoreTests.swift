@@ -31,6 +31,30 @@ import Shared
         return s
     }
 
+    /// Group commit: the calls in a batch commit together; one that fails
+    /// undoes only itself; reads in the batch see its changes, other
+    /// connections only once it commits.
+    @Test func aBatchCommitsItsCallsTogetherAndAFailingCallUndoesOnlyItself() throws {
+        struct Refused: Error {}
+        let other = try JobStore(path: store.path)
+        let (first, second) = (String(repeating: "a", count: 64), String(repeating: "b", count: 64))
+        try store.batch {
+            try store.storeSmallBlob(hash: first, data: Data([1]))
+            #expect(throws: Refused.self) {
+                try store.write { db in
+                    try db.run("INSERT INTO small_blob (hash, data) VALUES (?, ?)", arguments: [second, Data([2])])
+                    throw Refused()
+                }
+            }
+            #expect(try store.smallBlob(first) == Data([1]) && store.smallBlob(second) == nil)
+            #expect(try other.smallBlob(first) == nil)
+        }
+        #expect(try other.smallBlob(first) == Data([1]) && other.smallBlob(second) == nil)
+        // Outside a batch each call is its own transaction again.
+        try store.storeSmallBlob(hash: second, data: Data([2]))
+        #expect(try other.smallBlob(second) == Data([2]))
+    }
+
     @Test func aRowHoldingAValueNoTypeHasIsANamedErrorNotATrap() throws {
         _ = try store.submit(Self.methodSweep(), file: "{}")
         // A damaged or foreign database: a dead job of a stage kind this coordinator does not know.
