@@ -70,25 +70,9 @@ public final class CoordinatorServer {
         var lastTick = 0.0
         while !stop() {
             if let first = try socket.receive(timeoutMilliseconds: 100) {
-                // Group commit: what is waiting now is handled in one
-                // transaction, and answered once it is committed.
                 var waiting = [first]
                 while waiting.count < Self.batchLimit, let more = try socket.receive(timeoutMilliseconds: 0) { waiting.append(more) }
-                outbox = []
-                do {
-                    try store.batch { for parts in waiting { handle(parts) } }
-                } catch {
-                    logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
-                                 metadata: ["error": "\(error)"])
-                    outbox = []
-                }
-                let answers = outbox ?? []
-                outbox = nil
-                for parts in answers {
-                    do { try socket.send(parts, dontWait: true) } catch {
-                        logger.error("could not answer a worker", metadata: ["peer": "\(parts[0].hexPrefix)", "error": "\(error)"])
-                    }
-                }
+                handle(waiting)
             }
             now = Date().timeIntervalSince1970
             if now - lastTick >= 0.25 {
@@ -97,6 +81,31 @@ public final class CoordinatorServer {
                     logger.warning("lease expired", metadata: ["job": "\(key.short)"])
                 }
                 try store.promoteRetries(now: now)
+            }
+        }
+    }
+
+    /// Group commit: the messages waiting together are handled in one
+    /// transaction and answered once it is committed. One message alone
+    /// commits its calls as they go (no savepoints to pay for).
+    func handle(_ waiting: [[Data]]) {
+        guard waiting.count > 1 else {
+            waiting.forEach(handle)
+            return
+        }
+        outbox = []
+        do {
+            try store.batch { waiting.forEach(handle) }
+        } catch {
+            logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
+                         metadata: ["error": "\(error)"])
+            outbox = []
+        }
+        let answers = outbox ?? []
+        outbox = nil
+        for parts in answers {
+            do { try socket.send(parts, dontWait: true) } catch {
+                logger.error("could not answer a worker", metadata: ["peer": "\(parts[0].hexPrefix)", "error": "\(error)"])
             }
         }
     }
