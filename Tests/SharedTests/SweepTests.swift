@@ -57,6 +57,15 @@ import Testing
         #expect(JobKey(hex: "xyz") == nil && JobKey(hex: key.hex.uppercased()) == nil)
     }
 
+    /// What keys are made of: JSON strings escaped as JSON requires (only
+    /// where needed), Swift names in snake_case.
+    @Test func canonicalStringsAndSnakeCaseNames() {
+        #expect(CanonicalJSON.string("plain é") == "\"plain é\"")
+        #expect(CanonicalJSON.string("a\"b\\c\nd\u{1}") == #""a\"b\\c\nd\u0001""#)
+        #expect(ParameterEncoder.snake("lessNormalFraction") == "less_normal_fraction" && ParameterEncoder.snake("nShot") == "n_shot")
+        #expect(ParameterEncoder.snake("URL") == "u_r_l" && ParameterEncoder.snake("Éa") == "éa")
+    }
+
     @Test func patchAndBankBackbonesDefaultToTheSegmentationEncoder() throws {
         let plain = try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"backbone": "resnet18"}}"#.utf8), file: "b.json")
         let split = try Sweep.parse(Data(#"{"name": "b", "dataset": "d", "categories": ["x"], "grid": {"backbone": "resnet18", "patch_backbone": "wide_resnet50_2", "bank_backbone": ["resnet50", "resnet101"]}}"#.utf8), file: "b.json")

@@ -79,6 +79,8 @@ func hexDigest(_ digest: some Sequence<UInt8>) -> String {
 /// The canonical JSON text of the job model (see ``KeyMaterial/canonicalJSON``).
 public enum CanonicalJSON {
     public static func string(_ s: String) -> String {
+        // Most strings need no escape: checked on the bytes, copied whole.
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) { return "\"" + s + "\"" }
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {
