@@ -241,6 +241,9 @@ struct Status: ParsableCommand {
                 lines.append("  " + kind.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
                              + states.map { "\(row[$0.rawValue] ?? 0)".padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
             }
+            if s.attempts.contains(where: { $0.key != AttemptOutcome.done.rawValue && $0.key != AttemptOutcome.running.rawValue }) {
+                lines.append("  attempts: " + s.attempts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+            }
             if !s.running.isEmpty {
                 lines.append("  running:")
                 for r in s.running { lines.append("    " + running(r, compact: false)) }

@@ -298,7 +298,10 @@ extension CoordinatorServer {
     func offer(_ a: Assignment?) throws -> WireMessage {
         guard let a else { return .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds)) }
         var job = WireMessage.Job(token: a.token, key: a.key, kind: a.kind, category: a.category, parameters: a.parameters, inputs: a.inputs)
-        if Manifest.headerBytes(job) > WireMessage.manifestThresholdBytes {
+        // JSON escaping at most sixfold: a job whose strings are this small needs no exact count (one encoding fewer per job).
+        let strings = a.parameters.utf8.count + a.category.utf8.count
+            + a.inputs.reduce(0) { $0 + $1.key.utf8.count + $1.value.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 8 } + 8 }
+        if 6 * strings + 1024 > WireMessage.manifestThresholdBytes, Manifest.headerBytes(job) > WireMessage.manifestThresholdBytes {
             job.inputsManifest = try artifacts.put(Manifest.encode(inputs: a.inputs))
             job.inputs = [:]
         }

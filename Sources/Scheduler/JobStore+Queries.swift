@@ -38,6 +38,11 @@ public struct SweepStatus: Codable, Equatable, Sendable {
     /// then too low for this data: a worker could be sent more than it holds).
     public var overEstimates: [OverEstimate] = []
 
+    /// Attempts over the sweep's jobs by outcome (done, failed, expired,
+    /// refused, handed-back, cancelled, running): what the sweep cost,
+    /// retries included.
+    public var attempts: [String: Int] = [:]
+
     public struct OverEstimate: Codable, Equatable, Sendable {
         public var key: String, kind: String, category: String, worker: String
         public var peakMiB: Double, estimateMiB: Int
@@ -141,6 +146,12 @@ extension JobStore {
                 var status = SweepStatus(sweep: sweep["name"], priority: sweep["priority"], counts: counts, problems: problems + waiting,
                                          running: running)
                 status.overEstimates = overEstimates
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT attempt.outcome, COUNT(*) AS n FROM sweep_job JOIN attempt ON attempt.job = sweep_job.job
+                    WHERE sweep_job.sweep_id = ? GROUP BY attempt.outcome
+                    """, arguments: [sweep["id"] as Int64]) {
+                    status.attempts[row["outcome"]] = row["n"]
+                }
                 return status
             }
         }

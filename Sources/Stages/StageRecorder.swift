@@ -20,9 +20,9 @@ public struct StageRecorder {
     public private(set) var records: [Record] = []
     public private(set) var peakIsPerStage = true
     private var started = Date()
-    private let log: (String) -> Void
+    private let log: ((String) -> Void)?
 
-    public init(log: @escaping (String) -> Void = { _ in }) {
+    public init(log: ((String) -> Void)? = nil) {
         self.log = log
         start()
     }
@@ -34,12 +34,13 @@ public struct StageRecorder {
         started = Date()
     }
 
-    /// Ends the current stage under `name` and starts the next.
-    public mutating func lap(_ name: String) {
+    /// Ends the current stage under `name` and starts the next (unless
+    /// `next` is false: the last stage, nothing more to time).
+    public mutating func lap(_ name: String, next: Bool = true) {
         let record = Record(stage: name, seconds: Date().timeIntervalSince(started), peakMebibytes: Self.peakMebibytes())
         records.append(record)
-        log(String(format: "%@: %.1f s, peak %@", name, record.seconds, record.peakMebibytes.map { String(format: "%.0f MiB", $0) } ?? "unknown"))
-        start()
+        log?(String(format: "%@: %.1f s, peak %@", name, record.seconds, record.peakMebibytes.map { String(format: "%.0f MiB", $0) } ?? "unknown"))
+        if next { start() }
     }
 
     static func resetPeak() -> Bool {
@@ -52,11 +53,35 @@ public struct StageRecorder {
         #endif
     }
 
+    /// VmHWM from /proc/self/status, read as bytes (a worker reads it once
+    /// per job, thousands of times a second for short jobs).
     static func peakMebibytes() -> Double? {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if fields.count >= 2, let kib = Double(fields[1]) { return kib / 1024 }
+        let fd = open("/proc/self/status", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 8192), count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            if n <= 0 { break }
+            count += n
+        }
+        return peak(inStatus: bytes[..<count])
+    }
+
+    /// The VmHWM line's kB as MiB, from the text of a /proc/PID/status.
+    static func peak(inStatus status: ArraySlice<UInt8>) -> Double? {
+        let label = Array("VmHWM:".utf8)
+        var i = status.startIndex
+        while i + label.count <= status.endIndex {
+            if status[i] == label[0] && status[i..<(i + label.count)].elementsEqual(label) {
+                var j = i + label.count, kib = 0, digits = 0
+                while j < status.endIndex, status[j] == 32 || status[j] == 9 { j += 1 }
+                while j < status.endIndex, (48...57).contains(status[j]) { kib = kib * 10 + Int(status[j] - 48); j += 1; digits += 1 }
+                return digits > 0 ? Double(kib) / 1024 : nil
+            }
+            // Next line.
+            while i < status.endIndex, status[i] != 10 { i += 1 }
+            i += 1
         }
         return nil
     }

@@ -50,6 +50,12 @@ struct PSADWorker: ParsableCommand {
     @Option(help: "On SIGTERM, hand the running stage back if it has not finished this many seconds after the signal (default: finish it, however long).")
     var drainSeconds: Double?
 
+    @Option(help: "Leased jobs held ahead of the running one while jobs take under --prefetch-below-seconds (0: one job at a time).")
+    var prefetch = 2
+
+    @Option(help: "Jobs shorter than this are prefetched; a job held ahead of a stage running longer is handed back.")
+    var prefetchBelowSeconds = 1.0
+
     @Flag(help: .hidden)
     var corruptOutputsForFaultTests = false
 
@@ -57,6 +63,8 @@ struct PSADWorker: ParsableCommand {
     var headerOnlyResultsForFaultTests = false
 
     func validate() throws {
+        if prefetch < 0 || prefetch > 64 { throw ValidationError("--prefetch takes 0 to 64 jobs, not \(prefetch)") }
+        if !(prefetchBelowSeconds >= 0) { throw ValidationError("--prefetch-below-seconds must be 0 or more") }
         if (curveServerKey == nil) != (curveSecret == nil) { throw ValidationError("--curve-server-key and --curve-secret go together") }
         if let coordinator, curveSecret == nil, !insecure, !isLocalEndpoint(coordinator) {
             throw ValidationError("\(coordinator) is on another machine: give --curve-server-key and --curve-secret, or --insecure")
@@ -83,6 +91,8 @@ struct PSADWorker: ParsableCommand {
         settings.corruptOutputs = corruptOutputsForFaultTests
         settings.headerOnlyResults = headerOnlyResultsForFaultTests
         settings.drainSeconds = drainSeconds
+        settings.prefetch = prefetch
+        settings.prefetchBelowSeconds = prefetchBelowSeconds
         settings.jobRequestTimeoutSeconds = jobRequestTimeout
         settings.coordinatorTimeoutSeconds = coordinatorTimeout
         if let curveServerKey, let curveSecret {

@@ -35,8 +35,15 @@ final class Wakeup: @unchecked Sendable {
 /// compute thread while this thread heartbeats, upload its outputs in
 /// chunks, report done or fail. A lost lease (cancel) abandons the job; a
 /// coordinator that forgot this worker (restart) gets hello again with the
-/// attempt in flight, which it re-adopts. SIGTERM drains: the job in hand
-/// is finished and reported, then bye.
+/// attempts in flight, which it re-adopts. SIGTERM drains: the job in hand
+/// is finished and reported, jobs held ahead are handed back, then bye.
+///
+/// While its jobs are short (under `prefetchBelowSeconds`), the worker
+/// holds up to `prefetch` leased jobs ahead of the one running, so that
+/// the coordinator's round trip overlaps the work; a job held ahead of a
+/// stage that turns out long is handed back (the attempt not counted) for
+/// another worker to take. A job offered beyond that window (a repeated
+/// ready) is handed back too, never failed: it costs no attempt.
 final class WorkerSession {
     struct Settings {
         var endpoint: String
@@ -65,6 +72,11 @@ final class WorkerSession {
         /// signal is handed back to the coordinator (another worker takes it
         /// at once) and the worker leaves; nil: the stage is finished first.
         var drainSeconds: Double?
+        /// Leased jobs held ahead of the running one while jobs are short.
+        var prefetch = 2
+        /// Jobs are short while the last one took less than this; a job
+        /// held ahead of a stage running longer is handed back.
+        var prefetchBelowSeconds = 1.0
     }
 
     final class Running: @unchecked Sendable {
@@ -101,8 +113,22 @@ final class WorkerSession {
     var heartbeatSeconds = 2.0
     var lastHeartbeat = Date.distantPast
     var running: Running?
-    /// A job (or no-job) answer is on its way: the last done asked for it.
-    var offerRequested = false
+    /// Leased jobs not started yet, in the order offered.
+    var ahead: [WireMessage.Job] = []
+    /// A ready (or a done asking for the next job) is unanswered: since when, last sent when, how many times.
+    var asking: (since: Date, sent: Date, times: Int)?
+    /// After no-job: the next ready not before this.
+    var askAgainAt = Date.distantPast
+    /// The last finished job's wall time (nil before the first).
+    var lastJobSeconds: Double?
+    /// Results sent and not answered yet: their attempts are still this worker's.
+    var unacknowledged: [Int64: Unacknowledged] = [:]
+    struct Unacknowledged {
+        let frames: [Data]
+        let since: Date
+        var sent: Date
+        var times: Int
+    }
     let wakeup: Wakeup
     static let inlineLimit = 64 << 10
 
@@ -120,51 +146,94 @@ final class WorkerSession {
 
     func send(_ message: WireMessage) throws { try socket.send(message.encode()) }
 
+    /// Every attempt this worker holds: the running one, those ahead, and those whose results are unanswered.
+    var heldTokens: [Int64] { (running.map { [$0.job.token] } ?? []) + ahead.map(\.token) + unacknowledged.keys.sorted() }
+
     var helloMessage: WireMessage {
-        .hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds,
-                     inFlight: running.map { [$0.job.token] } ?? []))
+        .hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds, inFlight: heldTokens))
+    }
+
+    /// Jobs are short: the last took less than the prefetch bound, and the one running (if any) has not passed it.
+    var jobsAreShort: Bool {
+        guard let last = lastJobSeconds, last < settings.prefetchBelowSeconds else { return false }
+        return running.map { Date().timeIntervalSince($0.started) < settings.prefetchBelowSeconds } ?? true
+    }
+
+    /// How many leased jobs this worker wants to hold beyond the running one.
+    var window: Int { jobsAreShort ? max(0, settings.prefetch) : 0 }
+
+    /// Whether to ask for one more job now (none asked for already).
+    var wantsJob: Bool {
+        guard !draining.requested, asking == nil else { return false }
+        return running == nil ? ahead.isEmpty : ahead.count < window
     }
 
     /// Runs until drained (SIGTERM) — then says bye and returns.
     func run() throws {
         _ = try request(helloMessage) { if case .welcome = $0 { true } else { false } }
         while true {
-            if draining.requested && running == nil {
-                try send(.bye)
-                logger.info("drained; bye")
-                return
-            }
-            if let current = running {
-                try pump(timeoutMilliseconds: 50)
-                if running === current, let outcome = current.outcome.withLock({ $0 }) {
-                    try report(current, outcome)
-                } else if running === current, let limit = settings.drainSeconds, let waited = draining.secondsSinceRequest, waited >= limit {
-                    try handBack(current, after: waited)
+            if draining.requested {
+                try handBackAhead(because: "worker \(settings.worker) is draining")
+                if running == nil, unacknowledged.isEmpty {
+                    try send(.bye)
+                    logger.info("drained; bye")
+                    return
                 }
+            }
+            if running == nil, !ahead.isEmpty {
+                try start(ahead.removeFirst())
                 continue
             }
-            let reply = try request(.ready, sendFirst: !offerRequested) { m in
-                switch m { case .job, .noJob: true; default: false }
+            if let current = running {
+                if let outcome = current.outcome.withLock({ $0 }) {
+                    try report(current, outcome)
+                    continue
+                }
+                if let limit = settings.drainSeconds, let waited = draining.secondsSinceRequest, waited >= limit {
+                    try handBack(current, after: waited)
+                    continue
+                }
+                if !ahead.isEmpty, !jobsAreShort {
+                    try handBackAhead(because: "the stage running on worker \(settings.worker) passed \(settings.prefetchBelowSeconds) s")
+                }
             }
-            offerRequested = false
-            switch reply {
-            case .job(let job): try start(job)
-            case .noJob(let n):
-                let until = Date().addingTimeInterval(n.retryAfterSeconds)
-                while Date() < until && !draining.requested { try pump(timeoutMilliseconds: 20) }
-            default: break
-            }
+            try ask()
+            try resendOverdueResults()
+            try pump(timeoutMilliseconds: running == nil ? 20 : 50)
         }
     }
 
-    /// Handles what arrives unasked (heartbeats, cancel, hello-again) and
-    /// sends a heartbeat when one is due; returns a message it did not handle.
+    /// Sends ready when a job is wanted, and again (logged) when an answer
+    /// is overdue; with nothing in hand, a coordinator silent past its bound
+    /// ends the worker (``NoAnswer``).
+    func ask() throws {
+        let now = Date()
+        if wantsJob, now >= askAgainAt {
+            try send(.ready)
+            asking = (now, now, 1)
+            return
+        }
+        guard let a = asking, now.timeIntervalSince(a.sent) > settings.replyTimeoutSeconds else { return }
+        let waited = now.timeIntervalSince(a.since)
+        if running == nil, ahead.isEmpty, waited >= settings.coordinatorTimeoutSeconds {
+            throw NoAnswer(type: "ready", endpoint: settings.endpoint, seconds: waited, asked: a.times)
+        }
+        logger.warning("no answer from the coordinator; asking again",
+                       metadata: ["request": "ready", "sent": "\(a.times + 1)", "waited s": "\(Int(waited))",
+                                  "gives up after s": "\(Int(settings.coordinatorTimeoutSeconds))"])
+        try send(.ready)
+        asking = (a.since, now, a.times + 1)
+    }
+
+    /// Handles what arrives unasked (heartbeats, cancel, hello-again, job
+    /// offers) and sends a heartbeat when one is due; returns a message it
+    /// did not handle.
     @discardableResult
     func pump(timeoutMilliseconds: Int) throws -> WireMessage? {
         if Date().timeIntervalSince(lastHeartbeat) >= heartbeatSeconds {
             lastHeartbeat = Date()
             let progress = running.flatMap { r in r.progress.withLock { $0 } }.map { [$0] }
-            try send(.heartbeat(.init(tokens: running.map { [$0.job.token] } ?? [], progress: progress)))
+            try send(.heartbeat(.init(tokens: heldTokens, progress: progress)))
         }
         guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds, wakeOn: wakeup.readEnd) else {
             wakeup.drain()
@@ -182,6 +251,7 @@ final class WorkerSession {
             return nil
         case .cancel(let c):
             if let r = running, c.tokens.contains(r.job.token) { abandon(r, because: "lease lost") }
+            drop(c.tokens, because: "lease lost")
             return nil
         case .helloAgain:
             logger.info("the coordinator asks for hello again (it restarted)")
@@ -190,14 +260,71 @@ final class WorkerSession {
         case .welcome(let w):
             heartbeatSeconds = w.heartbeatSeconds
             if let r = running, w.dropped.contains(r.job.token) { abandon(r, because: "not re-adopted") }
+            drop(w.dropped, because: "not re-adopted")
+            // Results the forgetful coordinator never answered go again (those re-adopted).
+            for token in unacknowledged.keys.sorted() {
+                if w.dropped.contains(token) {
+                    unacknowledged[token] = nil
+                    logger.warning("dropped a finished job: not re-adopted", metadata: ["token": "\(token)"])
+                } else if let u = unacknowledged[token] {
+                    try socket.send(u.frames)
+                }
+            }
+            // A ready the forgetful coordinator never answered goes again.
+            if asking != nil {
+                try send(.ready)
+                asking = (Date(), Date(), 1)
+            }
             return message
-        case .job(let job) where running != nil:
-            // A second job for a repeated ready: refuse it so it is retried at once elsewhere.
-            try send(.fail(.init(token: job.token, error: "worker \(settings.worker) was busy", permanent: false)))
+        case .job(let job):
+            asking = nil
+            if running == nil && ahead.isEmpty || ahead.count < window {
+                ahead.append(job)
+            } else {
+                // Offered beyond the window (a repeated ready): handed back, not failed, so it costs no attempt.
+                try send(.release(.init(token: job.token, reason: "worker \(settings.worker) was busy")))
+                logger.info("handed back a job offered beyond the window", metadata: ["token": "\(job.token)"])
+            }
+            return nil
+        case .noJob(let n):
+            asking = nil
+            askAgainAt = Date().addingTimeInterval(n.retryAfterSeconds)
+            return nil
+        case .ack(let a) where acknowledge(a):
+            return nil
+        case .refused(let r) where r.type == "done" && r.token.map { unacknowledged[$0] != nil } == true:
+            // The coordinator could not read the result and failed its attempt: nothing more to send,
+            // and its request for a next job went unread with it (a ready goes now).
+            unacknowledged[r.token!] = nil
+            asking = nil
+            logger.error("dropped a job: \(Refused(type: r.type, problem: r.problem))", metadata: ["token": "\(r.token!)"])
             return nil
         default:
             return message
         }
+    }
+
+    /// Forgets jobs held ahead whose leases the coordinator no longer has.
+    func drop(_ tokens: [Int64], because reason: String) {
+        let lost = ahead.filter { tokens.contains($0.token) }
+        guard !lost.isEmpty else { return }
+        ahead.removeAll { tokens.contains($0.token) }
+        logger.warning("dropped jobs held ahead", metadata: ["tokens": "\(lost.map(\.token))", "reason": "\(reason)"])
+    }
+
+    /// Hands back every job held ahead (the attempts not counted) and waits
+    /// a reply timeout at most for the acknowledgements; one not
+    /// acknowledged is left to its lease's expiry.
+    func handBackAhead(because reason: String) throws {
+        guard !ahead.isEmpty else { return }
+        var waiting = Set(ahead.map(\.token))
+        for job in ahead { try send(.release(.init(token: job.token, reason: reason))) }
+        ahead = []
+        let deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+        while !waiting.isEmpty, Date() < deadline {
+            if case .ack(let a) = try pump(timeoutMilliseconds: 50) { waiting.remove(a.token) }
+        }
+        logger.info("handed back jobs held ahead", metadata: ["reason": "\(reason)", "unacknowledged": "\(waiting.sorted())"])
     }
 
     /// Sends `message` and waits for the answer `wanted` accepts, handling
@@ -277,7 +404,7 @@ final class WorkerSession {
             case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
             default: outcome = StageJobs.run(r.job, inputs: fetched, progress: progress)
             }
-            recorder.lap(r.job.kind.rawValue)
+            recorder.lap(r.job.kind.rawValue, next: false)
             outcome.seconds = recorder.records.last?.seconds ?? 0
             outcome.peakMiB = recorder.peakIsPerStage ? recorder.records.last?.peakMebibytes : nil
             r.outcome.withLock { $0 = outcome }
@@ -388,20 +515,52 @@ final class WorkerSession {
         }
         if settings.corruptOutputs, !payload.isEmpty { payload[payload.startIndex] ^= 0xff }
         // Asking for the next job in the same message saves a round trip.
-        let next = !draining.requested
+        lastJobSeconds = Date().timeIntervalSince(r.started)
+        let next = !draining.requested && asking == nil && ahead.count <= window
         var done = WireMessage.Done(token: token, outputs: outputs, metrics: outcome.metrics,
                                     seconds: Date().timeIntervalSince(r.started), peakMiB: outcome.peakMiB, next: next)
-        if !settings.headerOnlyResults, Manifest.headerBytes(done) > WireMessage.manifestThresholdBytes {
+        var frames = WireMessage.done(done, payload).encode()
+        if !settings.headerOnlyResults, frames[2].count > WireMessage.manifestThresholdBytes {
             let manifest = Manifest.encode(outputs: outputs), hash = ArtifactStore.hash(manifest)
             try upload(r, name: "the outputs manifest", data: manifest, hash: hash)
             done.outputs = [:]
             done.manifest = .init(hash: hash, size: manifest.count)
+            frames = WireMessage.done(done, payload).encode()
         }
-        let reply = try request(.done(done, payload), about: r) { if case .ack(let a) = $0 { a.token == token } else { false } }
-        if case .ack(let a) = reply, !a.accepted {
-            logger.warning("result refused", metadata: ["token": "\(token)", "problem": "\(a.error ?? "stale attempt")"])
+        // Not waited for: the next job starts while the coordinator records this one.
+        try socket.send(frames)
+        unacknowledged[token] = Unacknowledged(frames: frames, since: Date(), sent: Date(), times: 1)
+        if next { asking = (Date(), Date(), 1) }
+    }
+
+    /// Takes the coordinator's answer to a result; false when it answers no result of this worker's.
+    func acknowledge(_ ack: WireMessage.Ack) -> Bool {
+        guard unacknowledged.removeValue(forKey: ack.token) != nil else { return false }
+        if !ack.accepted {
+            logger.warning("result refused", metadata: ["token": "\(ack.token)", "problem": "\(ack.error ?? "stale attempt")"])
         }
-        offerRequested = next
+        return true
+    }
+
+    /// Sends again (logged) each result unanswered for a reply timeout; one
+    /// unanswered past the job-request bound is dropped (its lease then
+    /// expires at the coordinator and the job runs again elsewhere).
+    func resendOverdueResults() throws {
+        let now = Date()
+        for (token, u) in unacknowledged where now.timeIntervalSince(u.sent) > settings.replyTimeoutSeconds {
+            let waited = now.timeIntervalSince(u.since)
+            if waited >= settings.jobRequestTimeoutSeconds {
+                unacknowledged[token] = nil
+                logger.error("dropped a finished job: \(NoAnswer(type: "done", endpoint: settings.endpoint, seconds: waited, asked: u.times))",
+                             metadata: ["token": "\(token)"])
+                continue
+            }
+            logger.warning("no answer from the coordinator; asking again",
+                           metadata: ["request": "done", "token": "\(token)", "sent": "\(u.times + 1)", "waited s": "\(Int(waited))",
+                                      "gives up after s": "\(Int(settings.jobRequestTimeoutSeconds))"])
+            try socket.send(u.frames)
+            unacknowledged[token] = Unacknowledged(frames: u.frames, since: u.since, sent: now, times: u.times + 1)
+        }
     }
 }
 

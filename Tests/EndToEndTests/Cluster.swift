@@ -116,6 +116,13 @@ final class Cluster {
         return total
     }
 
+    /// Attempt outcome (done, failed, expired, handed-back ...) -> count over the sweep's jobs.
+    func attempts(_ sweep: String) throws -> [String: Int] {
+        let json = try command(["status", sweep, "--json"])
+        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
+        return statuses?.first?["attempts"] as? [String: Int] ?? [:]
+    }
+
     /// Stage kind -> state -> count over the sweep's jobs.
     func kindCounts(_ sweep: String) throws -> [String: [String: Int]] {
         let json = try command(["status", sweep, "--json"])

@@ -125,6 +125,46 @@ import Testing
         #expect(try cluster.command(["explain", try firstDeadKey(cluster)]).contains("done, 1 attempt(s)"))
     }
 
+    /// Short jobs are held ahead (prefetch); those held ahead of a stage
+    /// that turns out long are handed back, taken by another worker, and
+    /// cost no attempt (max_attempts 1: one spent would leave a job dead).
+    @Test func jobsHeldAheadOfALongStageAreHandedBackAtNoCost() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("short", #""jobs": 20"#, attempts: 1))
+        try cluster.submit(Self.diagnostic("long", #""jobs": 3, "seconds": 2.5"#, attempts: 1))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("short", seconds: 30) { $0["done"] == 20 }
+        _ = try cluster.wait("long", seconds: 20) { $0["leased", default: 0] >= 1 }
+        try cluster.startWorker("b")
+        _ = try cluster.wait("long", seconds: 30) { $0["done"] == 3 }
+        #expect(try cluster.attempts("short") == ["done": 20])
+        let long = try cluster.attempts("long")
+        #expect(long["done"] == 3 && long["handed-back", default: 0] >= 1 && long.keys.allSatisfy { ["done", "handed-back"].contains($0) }, "\(long)")
+        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(log.contains("handed back jobs held ahead"), "\(log)")
+        let other = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-b.log"), encoding: .utf8)
+        #expect(other.contains("kind=diagnostic"), "worker b took a job handed back: \(other)")
+    }
+
+    /// Coordinator restarts in the middle of a sweep of short jobs on three
+    /// workers (jobs held ahead, results in flight): every job is done and
+    /// no attempt is spent on the restarts' bookkeeping.
+    @Test func coordinatorRestartsSpendNoAttempts() throws {
+        let cluster = try Cluster(leaseSeconds: 3)
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("r", #""jobs": 60, "seconds": 0.2"#, attempts: 1))
+        for name in ["a", "b", "c"] { try cluster.startWorker(name) }
+        for round in 1...3 {
+            _ = try cluster.wait("r", seconds: 30) { $0["done", default: 0] >= 10 * round }
+            cluster.killCoordinator()
+            try cluster.startCoordinator()
+        }
+        _ = try cluster.wait("r", seconds: 60) { $0["done"] == 60 }
+        let attempts = try cluster.attempts("r")
+        #expect(attempts["done"] == 60 && attempts.keys.allSatisfy { ["done", "handed-back"].contains($0) }, "\(attempts)\n\(cluster.tail())")
+    }
+
     func firstDeadKey(_ cluster: Cluster) throws -> String {
         // The dead job is the chain's first: the only one that ever ran.
         let text = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)

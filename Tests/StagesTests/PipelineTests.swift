@@ -129,3 +129,16 @@ extension PipelineTests {
         #expect(withEncoder != without)
     }
 }
+
+/// The peak resident memory a worker reports per job, read from the
+/// kernel's status text as bytes.
+@Suite struct StageRecorderTests {
+    @Test func thePeakIsTheVmHWMLineInMebibytes() {
+        let status = "Name:\tpsad-worker\nVmPeak:\t  999999 kB\nVmHWM:\t   52224 kB\nVmRSS:\t   40000 kB\n"
+        #expect(StageRecorder.peak(inStatus: ArraySlice(Array(status.utf8))) == 51)
+        #expect(StageRecorder.peak(inStatus: ArraySlice(Array("Name:\tx\nVmRSS:\t1 kB\n".utf8))) == nil)
+        #expect(StageRecorder.peak(inStatus: ArraySlice(Array("VmHWM:\t kB\n".utf8))) == nil)
+        // This process's own: a positive figure.
+        #expect((StageRecorder.peakMebibytes() ?? 0) > 0)
+    }
+}

@@ -252,8 +252,13 @@ extension WireMessage {
         return decoder
     }
 
+    /// One encoder and one decoder for every message (both are thread-safe;
+    /// making them per message was a tenth of a no-op job's cost).
+    static let sharedEncoder = jsonEncoder()
+    static let sharedDecoder = jsonDecoder()
+
     public func encode() -> [Data] {
-        let encoder = Self.jsonEncoder()
+        let encoder = Self.sharedEncoder
         func frames(_ header: some Encodable, _ payload: Data? = nil) -> [Data] {
             // Headers are plain structs of strings and numbers: encoding cannot fail.
             [Data([ProtocolVersion.current]), Data(typeName.utf8), try! encoder.encode(header)] + (payload.map { [$0] } ?? [])
@@ -292,7 +297,7 @@ extension WireMessage {
             throw WireError(problem: withPayload ? "\(type) without its payload frame" : "\(type) with an unexpected payload frame")
         }
         if withPayload, parts[3].count > maximumPayloadBytes { throw WireError(problem: "\(type) payload of \(parts[3].count) bytes") }
-        let decoder = jsonDecoder()
+        let decoder = sharedDecoder
         func header<T: Decodable>(_: T.Type) throws -> T {
             do { return try decoder.decode(T.self, from: parts[2]) } catch {
                 throw WireError(problem: "\(type) header: \(error)")
@@ -329,10 +334,10 @@ public enum Manifest {
     struct Inputs: Codable { var inputs: [String: [String: String]] }
     struct Outputs: Codable { var outputs: [String: WireMessage.Output] }
 
-    static func encoder() -> JSONEncoder { WireMessage.jsonEncoder() }
+    static func encoder() -> JSONEncoder { WireMessage.sharedEncoder }
 
     static func decode<T: Decodable>(_: T.Type, _ data: Data, what: String) throws -> T {
-        do { return try WireMessage.jsonDecoder().decode(T.self, from: data) } catch {
+        do { return try WireMessage.sharedDecoder.decode(T.self, from: data) } catch {
             throw WireError(problem: "\(what) manifest of \(data.count) bytes: \(error)")
         }
     }
