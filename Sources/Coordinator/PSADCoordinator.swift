@@ -12,7 +12,7 @@ struct PSADCoordinator: ParsableCommand {
         commandName: "psad-coordinator",
         abstract: "Plans PSAD sweeps as a DAG of stage jobs and dispatches them to workers.",
         subcommands: [Serve.self, Submit.self, Status.self, Results.self, ReportCommand.self, Resume.self, Cancel.self, Explain.self, CollectGarbage.self, Keys.self,
-                      Info.self, DatasetCommand.self])
+                      Backup.self, Restore.self, Info.self, DatasetCommand.self])
 }
 
 /// `psad-coordinator info`: the native libraries and settings in use, for

@@ -10,6 +10,9 @@ public struct Backoff: Sendable {
         self.base = base; self.cap = cap; self.jitter = jitter
     }
 
+    /// The longest delay it can draw.
+    public var longest: Double { cap * (1 + jitter) }
+
     public func delay(afterAttempt attempt: Int, unit: Double = Double.random(in: 0..<1)) -> Double {
         let raw = min(cap, base * pow(2, Double(max(0, attempt - 1))))
         return raw * (1 - jitter + 2 * jitter * unit)

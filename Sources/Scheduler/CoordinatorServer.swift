@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Logging
 import Shared
 
@@ -19,6 +20,8 @@ public final class CoordinatorServer {
         public var backoff = Backoff()
         /// CURVE: the coordinator's key pair and the workers' public keys it admits.
         public var curve: (keys: CurveKeyPair, allowed: Set<String>)?
+        /// Leases, backoff and attempt times: wall time at start plus monotonic time since.
+        public var clock = CoordinatorClock()
         public init() {}
     }
 
@@ -30,6 +33,7 @@ public final class CoordinatorServer {
 
     public let store: JobStore
     public let artifacts: ArtifactStore
+    let lock: StateLock
     let settings: Settings
     let socket: ZeroMQSocket
     let authenticator: ZapAuthenticator?
@@ -39,11 +43,15 @@ public final class CoordinatorServer {
     var outbox: [[Data]]?
     /// The most messages handled in one transaction.
     static let batchLimit = 64
+    let stateDirectory: URL
+    /// Since when the state volume has refused writes (full), and when that was last logged.
+    var volumeFull: (since: Double, logged: Double)?
 
     /// Opens (or creates) the state directory: `state.sqlite` and `blobs/`.
     public init(stateDirectory: URL, settings: Settings, logger: Logger) throws {
-        try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true)
-        store = try JobStore(path: stateDirectory.appendingPathComponent("state.sqlite").path)
+        self.stateDirectory = stateDirectory
+        lock = try StateLock(directory: stateDirectory)
+        store = try JobStore.openChecked(path: stateDirectory.appendingPathComponent("state.sqlite").path)
         artifacts = try ArtifactStore(root: stateDirectory)
         self.settings = settings
         self.logger = logger
@@ -65,8 +73,8 @@ public final class CoordinatorServer {
 
     /// Serves until `stop()` returns true (checked at least every 100 ms).
     public func run(until stop: () -> Bool) throws {
-        var now = Date().timeIntervalSince1970
-        try store.extendLeases(now: now, grace: 2 * settings.leaseSeconds)
+        var now = settings.clock.now()
+        try store.resetDeadlines(now: now, grace: 2 * settings.leaseSeconds, longestBackoff: settings.backoff.longest)
         var lastTick = 0.0
         while !stop() {
             if let first = try socket.receive(timeoutMilliseconds: 100) {
@@ -74,13 +82,19 @@ public final class CoordinatorServer {
                 while waiting.count < Self.batchLimit, let more = try socket.receive(timeoutMilliseconds: 0) { waiting.append(more) }
                 handle(waiting)
             }
-            now = Date().timeIntervalSince1970
+            now = settings.clock.now()
             if now - lastTick >= 0.25 {
                 lastTick = now
-                for key in try store.expireLeases(now: now, backoff: settings.backoff) {
-                    logger.warning("lease expired", metadata: ["job": "\(key.short)"])
+                do {
+                    // Heartbeats could not be recorded while the volume was full: the leases get their grace again first.
+                    if volumeFull != nil { try recoverFromFullVolume(now: now) }
+                    for key in try store.expireLeases(now: now, backoff: settings.backoff) {
+                        logger.warning("lease expired", metadata: ["job": "\(key.short)"])
+                    }
+                    try store.promoteRetries(now: now)
+                } catch {
+                    noteWriteFailure(error, doing: "expiring leases", now: now)
                 }
-                try store.promoteRetries(now: now)
             }
         }
     }
@@ -97,8 +111,10 @@ public final class CoordinatorServer {
         do {
             try store.batch { waiting.forEach(handle) }
         } catch {
-            logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
-                         metadata: ["error": "\(error)"])
+            if !noteWriteFailure(error, doing: "\(waiting.count) messages", now: settings.clock.now()) {
+                logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
+                             metadata: ["error": "\(error)"])
+            }
             outbox = []
         }
         let answers = outbox ?? []
@@ -122,7 +138,9 @@ public final class CoordinatorServer {
             return
         }
         do { try respond(to: identity, message) } catch {
-            logger.error("could not answer \(message.typeName)", metadata: ["peer": "\(identity.hexPrefix)", "error": "\(error)"])
+            if !noteWriteFailure(error, doing: message.typeName, now: settings.clock.now()) {
+                logger.error("could not answer \(message.typeName)", metadata: ["peer": "\(identity.hexPrefix)", "error": "\(error)"])
+            }
         }
     }
 
@@ -134,7 +152,7 @@ public final class CoordinatorServer {
         var failed = false
         if let token, let peer = peers[identity], (try? store.leaseHolder(token: token)) == peer.worker {
             let error = "the coordinator refused the worker's \(type) message: \(problem)"
-            failed = (try? store.fail(token: token, error: error, permanent: false, now: Date().timeIntervalSince1970,
+            failed = (try? store.fail(token: token, error: error, permanent: false, now: settings.clock.now(),
                                       backoff: settings.backoff)) == .accepted
         }
         logger.warning("refused a bad message", metadata: ["peer": "\(identity.hexPrefix)", "type": "\(type.prefix(32))",
@@ -149,7 +167,7 @@ public final class CoordinatorServer {
     }
 
     func respond(to identity: Data, _ message: WireMessage) throws {
-        let now = Date().timeIntervalSince1970
+        let now = settings.clock.now()
         if case .hello(let hello) = message {
             let resources = String(decoding: try JSONEncoder().encode(hello.resources), as: UTF8.self)
             try store.registerWorker(hello.worker, resources: resources, now: now)
@@ -311,4 +329,50 @@ extension CoordinatorServer {
 
 extension Data {
     var hexPrefix: String { prefix(8).map { String(format: "%02x", $0) }.joined() }
+}
+
+extension CoordinatorServer {
+    /// Bytes free for this process on the state directory's file system.
+    var freeBytes: UInt64? {
+        var info = statvfs()
+        guard statvfs(stateDirectory.path, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
+    static func isFullVolume(_ error: Error) -> Bool {
+        if let error = error as? DatabaseError { return error.resultCode == .SQLITE_FULL }
+        let ns = error as NSError
+        if ns.domain == NSPOSIXErrorDomain, ns.code == Int(ENOSPC) { return true }
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? Error { return isFullVolume(underlying) }
+        return false
+    }
+
+    /// A write the full state volume refused: logged with the volume and
+    /// its free space (at once, then every 10 s while it lasts). Nothing
+    /// committed is lost (SQLite rolls the transaction back) and nothing
+    /// is answered, so the workers send their messages again; no attempt
+    /// is failed for it. False when the error is something else.
+    @discardableResult
+    func noteWriteFailure(_ error: Error, doing what: String, now: Double) -> Bool {
+        guard Self.isFullVolume(error) else {
+            if what == "expiring leases" { logger.error("could not expire leases", metadata: ["error": "\(error)"]) }
+            return false
+        }
+        if volumeFull == nil || now - volumeFull!.logged >= 10 {
+            let free = freeBytes.map { String(format: "%.1f MiB free", Double($0) / 1_048_576) } ?? "free space unknown"
+            logger.error("the state volume is full: \(stateDirectory.path) (\(free)); changes are not recorded and workers are not answered until there is room (they send again; nothing committed is lost)",
+                         metadata: ["while": "\(what)", "full for s": "\(Int(now - (volumeFull?.since ?? now)))", "error": "\(error)"])
+            volumeFull = (volumeFull?.since ?? now, now)
+        }
+        return true
+    }
+
+    /// The first write after the volume was full: every lease gets its
+    /// grace again (the heartbeats in between were not recorded).
+    func recoverFromFullVolume(now: Double) throws {
+        guard let full = volumeFull else { return }
+        try store.extendLeases(now: now, grace: 2 * settings.leaseSeconds)
+        volumeFull = nil
+        logger.warning("the state volume has room again; leases given their grace", metadata: ["full for s": "\(Int(now - full.since))"])
+    }
 }

@@ -83,6 +83,8 @@ public final class JobStore: Sendable {
         case dataChanged(String, categories: [String])
         /// A row the schema promises is missing or holds a value no type here has (a damaged or foreign database).
         case corrupt(String)
+        /// SQLite's own check of the file failed.
+        case damagedFile(path: String, problems: [String])
 
         public var description: String {
             switch self {
@@ -90,6 +92,9 @@ public final class JobStore: Sendable {
                 "sweep '\(s)' was submitted before with other data in \(categories.joined(separator: ", ")): its results are "
                     + "from the files as they were; submit it under a new name (--name) to compute from the files as they are"
             case .corrupt(let what): "the state database is damaged: \(what)"
+            case .damagedFile(let path, let problems):
+                "\(path) is damaged (SQLite: \(problems.prefix(5).joined(separator: "; "))): the coordinator will not serve from it. "
+                    + "Restore the last backup with `psad-coordinator restore BACKUP --state DIR` (the damaged file is kept beside it, renamed)"
             case .unknownSweep(let s): "no sweep named '\(s)'"
             case .unknownJob(let k): "no job whose key starts with '\(k)'"
             case .ambiguousJob(let k, let n): "'\(k)' matches \(n) jobs; give more digits"

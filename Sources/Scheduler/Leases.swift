@@ -163,11 +163,22 @@ extension JobStore {
         }
     }
 
-    /// On coordinator start: every lease gets `grace` seconds for its
-    /// worker to re-register before it can expire.
+    /// Every lease gets at least `grace` more seconds (after an outage in
+    /// which heartbeats could not be recorded).
     public func extendLeases(now: Double, grace: Double) throws {
+        try write { db in try db.run("UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace]) }
+    }
+
+    /// On coordinator start, with `now` from its new clock: every lease
+    /// gets exactly `grace` seconds for its worker to re-register before it
+    /// can expire, and no retry waits longer than `longestBackoff`. The
+    /// stored deadlines came from the clock of the run before; a wall-clock
+    /// jump while the coordinator was down (an hour back, say) would
+    /// otherwise hold a dead worker's lease or a retry that long.
+    public func resetDeadlines(now: Double, grace: Double, longestBackoff: Double) throws {
         try write { db in
-            try db.run("UPDATE lease SET expires_at = MAX(expires_at, ?)", arguments: [now + grace])
+            try db.run("UPDATE lease SET expires_at = ?", arguments: [now + grace])
+            try db.run("UPDATE job SET not_before = MIN(not_before, ?) WHERE state = \(JobState.failed.sql)", arguments: [now + longestBackoff])
         }
     }
 

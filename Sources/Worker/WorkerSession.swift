@@ -84,7 +84,7 @@ final class WorkerSession {
         let cancelled = Atomic<Bool>(false)
         let outcome = Mutex<StageOutcome?>(nil)
         let progress = Mutex<WireMessage.Progress?>(nil)
-        let started = Date()
+        let started = monotonicSeconds()
         init(_ job: WireMessage.Job) { self.job = job }
     }
 
@@ -111,22 +111,22 @@ final class WorkerSession {
     let logger: Logger
     let draining: TerminationFlag
     var heartbeatSeconds = 2.0
-    var lastHeartbeat = Date.distantPast
+    var lastHeartbeat = -Double.infinity
     var running: Running?
     /// Leased jobs not started yet, in the order offered.
     var ahead: [WireMessage.Job] = []
     /// A ready (or a done asking for the next job) is unanswered: since when, last sent when, how many times.
-    var asking: (since: Date, sent: Date, times: Int)?
+    var asking: (since: Double, sent: Double, times: Int)?
     /// After no-job: the next ready not before this.
-    var askAgainAt = Date.distantPast
+    var askAgainAt = -Double.infinity
     /// The last finished job's wall time (nil before the first).
     var lastJobSeconds: Double?
     /// Results sent and not answered yet: their attempts are still this worker's.
     var unacknowledged: [Int64: Unacknowledged] = [:]
     struct Unacknowledged {
         let frames: [Data]
-        let since: Date
-        var sent: Date
+        let since: Double
+        var sent: Double
         var times: Int
     }
     let wakeup: Wakeup
@@ -156,7 +156,7 @@ final class WorkerSession {
     /// Jobs are short: the last took less than the prefetch bound, and the one running (if any) has not passed it.
     var jobsAreShort: Bool {
         guard let last = lastJobSeconds, last < settings.prefetchBelowSeconds else { return false }
-        return running.map { Date().timeIntervalSince($0.started) < settings.prefetchBelowSeconds } ?? true
+        return running.map { monotonicSeconds() - $0.started < settings.prefetchBelowSeconds } ?? true
     }
 
     /// How many leased jobs this worker wants to hold beyond the running one.
@@ -207,14 +207,14 @@ final class WorkerSession {
     /// is overdue; with nothing in hand, a coordinator silent past its bound
     /// ends the worker (``NoAnswer``).
     func ask() throws {
-        let now = Date()
+        let now = monotonicSeconds()
         if wantsJob, now >= askAgainAt {
             try send(.ready)
             asking = (now, now, 1)
             return
         }
-        guard let a = asking, now.timeIntervalSince(a.sent) > settings.replyTimeoutSeconds else { return }
-        let waited = now.timeIntervalSince(a.since)
+        guard let a = asking, now - a.sent > settings.replyTimeoutSeconds else { return }
+        let waited = now - a.since
         if running == nil, ahead.isEmpty, waited >= settings.coordinatorTimeoutSeconds {
             throw NoAnswer(type: "ready", endpoint: settings.endpoint, seconds: waited, asked: a.times)
         }
@@ -230,8 +230,8 @@ final class WorkerSession {
     /// did not handle.
     @discardableResult
     func pump(timeoutMilliseconds: Int) throws -> WireMessage? {
-        if Date().timeIntervalSince(lastHeartbeat) >= heartbeatSeconds {
-            lastHeartbeat = Date()
+        if monotonicSeconds() - lastHeartbeat >= heartbeatSeconds {
+            lastHeartbeat = monotonicSeconds()
             let progress = running.flatMap { r in r.progress.withLock { $0 } }.map { [$0] }
             try send(.heartbeat(.init(tokens: heldTokens, progress: progress)))
         }
@@ -273,7 +273,7 @@ final class WorkerSession {
             // A ready the forgetful coordinator never answered goes again.
             if asking != nil {
                 try send(.ready)
-                asking = (Date(), Date(), 1)
+                asking = (monotonicSeconds(), monotonicSeconds(), 1)
             }
             return message
         case .job(let job):
@@ -288,7 +288,7 @@ final class WorkerSession {
             return nil
         case .noJob(let n):
             asking = nil
-            askAgainAt = Date().addingTimeInterval(n.retryAfterSeconds)
+            askAgainAt = monotonicSeconds() + n.retryAfterSeconds
             return nil
         case .ack(let a) where acknowledge(a):
             return nil
@@ -320,8 +320,8 @@ final class WorkerSession {
         var waiting = Set(ahead.map(\.token))
         for job in ahead { try send(.release(.init(token: job.token, reason: reason))) }
         ahead = []
-        let deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
-        while !waiting.isEmpty, Date() < deadline {
+        let deadline = monotonicSeconds() + settings.replyTimeoutSeconds
+        while !waiting.isEmpty, monotonicSeconds() < deadline {
             if case .ack(let a) = try pump(timeoutMilliseconds: 50) { waiting.remove(a.token) }
         }
         logger.info("handed back jobs held ahead", metadata: ["reason": "\(reason)", "unacknowledged": "\(waiting.sorted())"])
@@ -336,9 +336,9 @@ final class WorkerSession {
     func request(_ message: WireMessage, about job: Running? = nil, sendFirst: Bool = true,
                  _ wanted: (WireMessage) -> Bool) throws -> WireMessage {
         if sendFirst { try send(message) }
-        let started = Date(), type = message.typeName
+        let started = monotonicSeconds(), type = message.typeName
         let bound = job == nil ? settings.coordinatorTimeoutSeconds : settings.jobRequestTimeoutSeconds
-        var deadline = started.addingTimeInterval(settings.replyTimeoutSeconds), asked = 1
+        var deadline = started + settings.replyTimeoutSeconds, asked = 1
         while true {
             if let job, running !== job { throw Lost() }
             if let m = try pump(timeoutMilliseconds: 50) {
@@ -347,17 +347,17 @@ final class WorkerSession {
                 // Welcomed again after a coordinator restart: the request it never answered goes again now.
                 if case .welcome = m {
                     try send(message)
-                    deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+                    deadline = monotonicSeconds() + settings.replyTimeoutSeconds
                 }
             }
-            if Date() > deadline {
-                let waited = Date().timeIntervalSince(started)
+            if monotonicSeconds() > deadline {
+                let waited = monotonicSeconds() - started
                 if waited >= bound { throw NoAnswer(type: type, endpoint: settings.endpoint, seconds: waited, asked: asked) }
                 asked += 1
                 logger.warning("no answer from the coordinator; asking again",
                                metadata: ["request": "\(type)", "sent": "\(asked)", "waited s": "\(Int(waited))", "gives up after s": "\(Int(bound))"])
                 try send(message)
-                deadline = Date().addingTimeInterval(settings.replyTimeoutSeconds)
+                deadline = monotonicSeconds() + settings.replyTimeoutSeconds
             }
         }
     }
@@ -515,10 +515,10 @@ final class WorkerSession {
         }
         if settings.corruptOutputs, !payload.isEmpty { payload[payload.startIndex] ^= 0xff }
         // Asking for the next job in the same message saves a round trip.
-        lastJobSeconds = Date().timeIntervalSince(r.started)
+        lastJobSeconds = monotonicSeconds() - r.started
         let next = !draining.requested && asking == nil && ahead.count <= window
         var done = WireMessage.Done(token: token, outputs: outputs, metrics: outcome.metrics,
-                                    seconds: Date().timeIntervalSince(r.started), peakMiB: outcome.peakMiB, next: next)
+                                    seconds: monotonicSeconds() - r.started, peakMiB: outcome.peakMiB, next: next)
         var frames = WireMessage.done(done, payload).encode()
         if !settings.headerOnlyResults, frames[2].count > WireMessage.manifestThresholdBytes {
             let manifest = Manifest.encode(outputs: outputs), hash = ArtifactStore.hash(manifest)
@@ -529,8 +529,8 @@ final class WorkerSession {
         }
         // Not waited for: the next job starts while the coordinator records this one.
         try socket.send(frames)
-        unacknowledged[token] = Unacknowledged(frames: frames, since: Date(), sent: Date(), times: 1)
-        if next { asking = (Date(), Date(), 1) }
+        unacknowledged[token] = Unacknowledged(frames: frames, since: monotonicSeconds(), sent: monotonicSeconds(), times: 1)
+        if next { asking = (monotonicSeconds(), monotonicSeconds(), 1) }
     }
 
     /// Takes the coordinator's answer to a result; false when it answers no result of this worker's.
@@ -546,9 +546,9 @@ final class WorkerSession {
     /// unanswered past the job-request bound is dropped (its lease then
     /// expires at the coordinator and the job runs again elsewhere).
     func resendOverdueResults() throws {
-        let now = Date()
-        for (token, u) in unacknowledged where now.timeIntervalSince(u.sent) > settings.replyTimeoutSeconds {
-            let waited = now.timeIntervalSince(u.since)
+        let now = monotonicSeconds()
+        for (token, u) in unacknowledged where now - u.sent > settings.replyTimeoutSeconds {
+            let waited = now - u.since
             if waited >= settings.jobRequestTimeoutSeconds {
                 unacknowledged[token] = nil
                 logger.error("dropped a finished job: \(NoAnswer(type: "done", endpoint: settings.endpoint, seconds: waited, asked: u.times))",

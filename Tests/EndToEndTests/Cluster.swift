@@ -12,6 +12,12 @@ final class Cluster {
     private(set) var workers: [String: Process] = [:]
     let leaseSeconds: Double
     var logs: [URL] = []
+    /// The coordinator's state directory: the temporary folder itself, or a
+    /// folder in it (a small file system mounted there, say); logs, sweep
+    /// files and worker caches stay in the temporary folder.
+    var stateDirectory: URL
+    /// Added to the coordinator's environment (e.g. libfaketime's).
+    var coordinatorEnvironment: [String: String] = [:]
 
     static var binaries: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
@@ -19,6 +25,7 @@ final class Cluster {
 
     init(leaseSeconds: Double = 1.5) throws {
         state = try TemporaryDirectory()
+        stateDirectory = state.url
         self.leaseSeconds = leaseSeconds
     }
 
@@ -27,10 +34,19 @@ final class Cluster {
         if let c = coordinator, c.isRunning { kill(c.processIdentifier, SIGKILL) }
     }
 
-    private func process(_ name: String, _ arguments: [String], log: String) throws -> (Process, Pipe) {
+    private func process(_ name: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> (Process, Pipe) {
         let p = Process()
         p.executableURL = Self.binaries.appendingPathComponent(name)
         p.arguments = arguments
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            // Through env(1), which execs in place (same pid): a preloaded library
+            // that calls setenv in its constructor (libfaketime does, the first
+            // time) moves `environ`, from which Swift on Linux finds argv; under
+            // env it has already done so in env's image, and the binary starts clean.
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = [Self.binaries.appendingPathComponent(name).path] + arguments
+        }
         let out = Pipe()
         p.standardOutput = out
         let logURL = state.url.appendingPathComponent("\(log).log")
@@ -45,9 +61,10 @@ final class Cluster {
     /// same port again on a restart) and waits for its endpoint line.
     func startCoordinator(_ extra: [String] = []) throws {
         let bind = endpoint.isEmpty ? "tcp://127.0.0.1:*" : endpoint
-        let (p, out) = try process("psad-coordinator", ["serve", "--state", state.url.path, "--bind", bind,
+        let (p, out) = try process("psad-coordinator", ["serve", "--state", stateDirectory.path, "--bind", bind,
                                                         "--lease-seconds", "\(leaseSeconds)", "--heartbeat-seconds", "\(leaseSeconds / 5)",
-                                                        "--backoff-seconds", "0.2"] + extra, log: "coordinator-\(logs.count)")
+                                                        "--backoff-seconds", "0.2"] + extra, log: "coordinator-\(logs.count)",
+                                   environment: coordinatorEnvironment)
         coordinator = p
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
@@ -90,7 +107,7 @@ final class Cluster {
     func run(_ arguments: [String], withState: Bool = true) throws -> (status: Int32, output: String, errors: String) {
         let p = Process()
         p.executableURL = Self.binaries.appendingPathComponent("psad-coordinator")
-        p.arguments = arguments + (withState ? ["--state", state.url.path] : [])
+        p.arguments = arguments + (withState ? ["--state", stateDirectory.path] : [])
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

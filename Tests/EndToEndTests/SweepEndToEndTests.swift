@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Real processes on loopback: a coordinator, workers, and the CLI.
 @Suite(.serialized) struct SweepEndToEndTests {
@@ -163,6 +164,121 @@ import Testing
         _ = try cluster.wait("r", seconds: 60) { $0["done"] == 60 }
         let attempts = try cluster.attempts("r")
         #expect(attempts["done"] == 60 && attempts.keys.allSatisfy { ["done", "handed-back"].contains($0) }, "\(attempts)\n\(cluster.tail())")
+    }
+
+    /// A backup taken while the coordinator serves; the sweep finishes;
+    /// both processes die; the backup is restored and a new coordinator and
+    /// worker finish the sweep again: exactly the jobs not done at the
+    /// backup run again, nothing else. Restore is refused while serve runs,
+    /// and so is a second serve on the same state.
+    @Test func aBackupTakenWhileServingIsRestoredAndOnlyWhatFollowedItRunsAgain() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("b", #""jobs": 40, "seconds": 0.1"#))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("b", seconds: 30) { $0["done", default: 0] >= 10 }
+        let backup = cluster.state.url.appendingPathComponent("backup.sqlite").path
+        #expect(try cluster.command(["backup", "--out", backup]).contains("backed up"))
+        let refused = try cluster.run(["restore", backup])
+        #expect(refused.status != 0 && refused.errors.contains("coordinator.lock"), "\(refused)")
+        let second = try cluster.run(["serve", "--bind", "tcp://127.0.0.1:*"])
+        #expect(second.status != 0 && second.errors.contains("coordinator.lock"), "\(second)")
+        _ = try cluster.wait("b", seconds: 30) { $0["done"] == 40 }
+
+        // What the backup holds, read through status from a copy of it.
+        let copy = try TemporaryDirectory()
+        try FileManager.default.copyItem(atPath: backup, toPath: copy.url.appendingPathComponent("state.sqlite").path)
+        let json = try cluster.command(["status", "b", "--json", "--state", copy.url.path], withState: false)
+        let counts = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])?.first?["counts"] as? [String: [String: Int]]
+        let doneAtBackup = try #require(counts?["diagnostic"]?["done"])
+        #expect(doneAtBackup >= 10 && doneAtBackup < 40)
+
+        cluster.signalWorker("a", SIGKILL)
+        cluster.killCoordinator()
+        #expect(try cluster.command(["restore", backup]).contains("restored"))
+        try cluster.startCoordinator()
+        try cluster.startWorker("again")
+        _ = try cluster.wait("b", seconds: 30) { $0["done"] == 40 }
+        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-again.log"), encoding: .utf8)
+        #expect(log.components(separatedBy: "kind=diagnostic").count - 1 == 40 - doneAtBackup, "\(log)")
+        let attempts = try cluster.attempts("b")
+        #expect(attempts["done"] == 40 && attempts.keys.allSatisfy { ["done", "handed-back"].contains($0) }, "\(attempts)")
+    }
+
+    @Test func aDamagedStateDatabaseStopsServeWithTheWayBack() throws {
+        let cluster = try Cluster()
+        try Data(repeating: 0x41, count: 8192).write(to: cluster.state.url.appendingPathComponent("state.sqlite"))
+        let r = try cluster.run(["serve", "--bind", "tcp://127.0.0.1:*"])
+        #expect(r.status != 0 && r.errors.contains("state.sqlite is damaged") && r.errors.contains("psad-coordinator restore"), "\(r)")
+    }
+
+    /// The coordinator's wall clock jumps an hour forward, then two hours
+    /// back, in the middle of a sweep (libfaketime in the coordinator's
+    /// process; its monotonic clock left alone): no lease expires early, no
+    /// attempt is spent (max_attempts 1), the sweep completes.
+    @Test func wallClockJumpsOnTheCoordinatorExpireNothing() throws {
+        let library = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+        try #require(FileManager.default.fileExists(atPath: library), "libfaketime is missing: ops/setup installs it")
+        let cluster = try Cluster(leaseSeconds: 2)
+        let offset = cluster.state.url.appendingPathComponent("faketime")
+        try Data("+0\n".utf8).write(to: offset)
+        cluster.coordinatorEnvironment = ["LD_PRELOAD": library, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                                          "FAKETIME_TIMESTAMP_FILE": offset.path, "FAKETIME_NO_CACHE": "1"]
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("clock", #""jobs": 8, "seconds": 1.2"#, attempts: 1))
+        try cluster.startWorker("a")
+        try cluster.startWorker("b")
+        _ = try cluster.wait("clock", seconds: 20) { $0["leased", default: 0] >= 2 }
+        try Data("+1h\n".utf8).write(to: offset)
+        _ = try cluster.wait("clock", seconds: 20) { $0["done", default: 0] >= 3 }
+        try Data("-1h\n".utf8).write(to: offset)
+        _ = try cluster.wait("clock", seconds: 30) { $0["done"] == 8 }
+        #expect(try cluster.attempts("clock") == ["done": 8])
+    }
+
+    /// The coordinator's state volume (a 16 MiB tmpfs) filled up in the
+    /// middle of a sweep: the coordinator says so, naming the volume; nothing
+    /// committed is lost and no attempt fails (max_attempts 1); once the
+    /// filler is removed the sweep completes. Needs root for the mount.
+    @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func aFullStateVolumeLosesNothingAndTheSweepFinishesOnceThereIsRoom() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        let volume = cluster.state.url.appendingPathComponent("volume")
+        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
+        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", volume.path])
+        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
+        cluster.stateDirectory = volume
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("full", #""jobs": 300, "seconds": 0.02"#, attempts: 1))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("full", seconds: 30) { $0["done", default: 0] >= 20 }
+        // Fill the volume to the last byte.
+        let filler = volume.appendingPathComponent("filler")
+        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: filler)
+        let block = Data(repeating: 7, count: 64 << 10)
+        while (try? handle.write(contentsOf: block)) != nil {}
+        while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
+        try? handle.close()
+        let log = cluster.logs[0]
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains("the state volume is full") {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        let text = try String(contentsOf: log, encoding: .utf8)
+        #expect(text.contains("the state volume is full: \(volume.path)") && text.contains("MiB free"), "\(cluster.tail())")
+        // Stalled, not failing: nothing dead, nothing failed.
+        let stalled = try cluster.counts("full")
+        #expect(stalled["dead"] == nil && stalled["failed"] == nil && stalled["done", default: 0] < 300, "\(stalled)")
+        // Full for longer than a lease: the heartbeats meanwhile are not recorded, yet no lease may expire for it.
+        Thread.sleep(forTimeInterval: 2 * cluster.leaseSeconds)
+        try FileManager.default.removeItem(at: filler)
+        _ = try cluster.wait("full", seconds: 90) { $0["done"] == 300 }
+        #expect(try cluster.attempts("full").keys.allSatisfy { ["done", "handed-back"].contains($0) })
+        let after = try String(contentsOf: log, encoding: .utf8)
+        #expect(after.contains("the state volume has room again"), "\(cluster.tail())")
+        cluster.signalWorker("a", SIGKILL)
+        cluster.killCoordinator()
     }
 
     func firstDeadKey(_ cluster: Cluster) throws -> String {

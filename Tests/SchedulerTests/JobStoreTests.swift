@@ -230,7 +230,7 @@ import Shared
         try store.submit(Self.diagnostic("d", jobs: 2), file: "{}")
         let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
         let b = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 5))
-        try store.extendLeases(now: 0, grace: 60)
+        try store.resetDeadlines(now: 0, grace: 60, longestBackoff: 60)
         let (adopted, dropped) = try store.readopt(worker: "w", tokens: [a.token, 999], now: 30, leaseSeconds: 5)
         #expect(adopted == [a.token] && dropped == [999])
         #expect(try store.handBack(token: b.token, now: 31) == .accepted)
@@ -286,5 +286,130 @@ import Shared
         #expect(throws: JobStore.StoreError.sweepExists("d")) { try reopened.submit(Self.diagnostic("d", jobs: 1), file: "{other}") }
         let again = try reopened.submit(Self.diagnostic("d", jobs: 3), file: "{}")
         #expect(again.alreadySubmitted && again.reused == 1 && again.existing == 2 && again.created == 0)
+    }
+}
+
+/// Backup, restore and the check before serving, on real SQLite files.
+@Suite struct StateBackupTests {
+    let dir: TemporaryDirectory
+    var path: String { dir.url.appendingPathComponent("state.sqlite").path }
+
+    init() throws { dir = try TemporaryDirectory() }
+
+    /// A backup taken with a job leased and one done; two more done after
+    /// it; the restore brings the backup's state back with its lease handed
+    /// back (ready, the attempt not counted), keeps the replaced file, and
+    /// issues no token the replaced database issued.
+    @Test func aRestoredBackupRunsAgainWhatWasDoneAfterItAndReissuesNoToken() throws {
+        var store: JobStore? = try JobStore(path: path)
+        try store!.submit(JobStoreTests.diagnostic("d", jobs: 5), file: "{}")
+        let first = try #require(try store!.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 60))
+        #expect(try store!.complete(token: first.token, now: 1) == .accepted)
+        let leased = try #require(try store!.dispatch(worker: "w", memoryMiB: 0, now: 2, leaseSeconds: 60))
+        let backup = dir.url.appendingPathComponent("backup.sqlite").path
+        let taken = try store!.backup(to: backup)
+        #expect(taken.jobs == 5 && taken.done == 1 && taken.bytes > 0)
+        #expect(try store!.complete(token: leased.token, now: 3) == .accepted)
+        let later = try #require(try store!.dispatch(worker: "w", memoryMiB: 0, now: 4, leaseSeconds: 60))
+        #expect(try store!.complete(token: later.token, now: 5) == .accepted)
+        #expect(try store!.status(sweep: "d", now: 6)[0].count(.done) == 3)
+        store = nil
+
+        let restored = try JobStore.restore(backup: backup, into: path, now: 10)
+        #expect(restored.jobs == 5 && restored.done == 1 && restored.leasesHandedBack == 1 && restored.nextToken == later.token + 1)
+        #expect(FileManager.default.fileExists(atPath: try #require(restored.replacedAt)))
+        let back = try JobStore(path: path)
+        let status = try back.status(sweep: "d", now: 11)[0]
+        #expect(status.count(.done) == 1 && status.count(.ready) == 4 && status.count(.leased) == 0)
+        #expect(try back.explain(leased.key).attempts == 0)
+        let next = try #require(try back.dispatch(worker: "v", memoryMiB: 0, now: 12, leaseSeconds: 60))
+        #expect(next.token == later.token + 1)
+        // A result quoting a token of the replaced database is stale, not taken for a new attempt's.
+        #expect(try back.complete(token: later.token, now: 13) == .stale)
+    }
+
+    /// The replaced database unreadable: tokens jump by 2^32 past the backup's.
+    @Test func aRestoreOverAnUnreadableDatabaseStillNeverReissuesATokenItCannotSee() throws {
+        let store = try JobStore(path: path)
+        try store.submit(JobStoreTests.diagnostic("d", jobs: 2), file: "{}")
+        let a = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: 0, leaseSeconds: 60))
+        let backup = dir.url.appendingPathComponent("backup.sqlite").path
+        _ = try store.backup(to: backup)
+        let garbage = dir.url.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: garbage, withIntermediateDirectories: true)
+        let target = garbage.appendingPathComponent("state.sqlite").path
+        try Data(repeating: 0x5a, count: 8192).write(to: URL(fileURLWithPath: target))
+        let restored = try JobStore.restore(backup: backup, into: target, now: 1)
+        #expect(restored.nextToken == a.token + (1 << 32) + 1)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: try #require(restored.replacedAt))) == Data(repeating: 0x5a, count: 8192))
+    }
+
+    /// A backup that is not a state database is refused before anything is moved.
+    @Test func aBackupThatIsNotAStateDatabaseIsRefusedAndNothingMoves() throws {
+        let store = try JobStore(path: path)
+        try store.submit(JobStoreTests.diagnostic("d", jobs: 1), file: "{}")
+        let bogus = dir.url.appendingPathComponent("bogus.sqlite")
+        try Data("not a database".utf8).write(to: bogus)
+        #expect { try JobStore.restore(backup: bogus.path, into: path) } throws: { "\($0)".contains("cannot be read as a state database") }
+        #expect(try JobStore(path: path).status(sweep: "d")[0].total == 1)
+    }
+
+    /// A damaged file stops serving with what is wrong and what to do.
+    @Test func aDamagedStateFileIsNamedWithTheWayBack() throws {
+        let store = try JobStore(path: path)
+        try store.submit(JobStoreTests.diagnostic("d", jobs: 400), file: "{}")
+        #expect(try JobStore.openChecked(path: path).integrityProblems().isEmpty)
+        let backup = dir.url.appendingPathComponent("backup.sqlite").path
+        _ = try store.backup(to: backup)
+        // Overwrite the middle of the (checkpointed) backup's pages, then check it as a state file.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: backup))
+        let page = 4096, middle = bytes.count / page / 2
+        bytes.replaceSubrange((middle * page)..<((middle + 2) * page), with: Data(repeating: 0xff, count: 2 * page))
+        let damaged = dir.url.appendingPathComponent("damaged.sqlite").path
+        try bytes.write(to: URL(fileURLWithPath: damaged))
+        #expect { try JobStore.openChecked(path: damaged) } throws: { error in
+            let text = "\(error)"
+            return text.contains(damaged) && text.contains("is damaged") && text.contains("psad-coordinator restore")
+        }
+        let notADatabase = dir.url.appendingPathComponent("text.sqlite").path
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: notADatabase))
+        #expect { try JobStore.openChecked(path: notADatabase) } throws: { "\($0)".contains("is damaged") }
+    }
+}
+
+/// Time as the coordinator measures it: wall-clock jumps change nothing it times.
+@Suite struct CoordinatorClockTests {
+    final class Ticks: @unchecked Sendable { var seconds = 100.0 }
+
+    @Test func theClockAdvancesWithTheMonotonicClockAlone() {
+        let ticks = Ticks()
+        let clock = CoordinatorClock(wall: 1_000_000, monotonic: { ticks.seconds })
+        #expect(clock.now() == 1_000_000)
+        ticks.seconds += 2.5
+        #expect(clock.now() == 1_000_002.5)
+        // The real one is monotonic and counts real time.
+        let a = monotonicSeconds()
+        Thread.sleep(forTimeInterval: 0.02)
+        #expect(monotonicSeconds() - a >= 0.02)
+    }
+
+    /// Deadlines written by a run whose clock was an hour ahead (the wall
+    /// clock went back while the coordinator was down): on start each lease
+    /// gets exactly its grace and no retry waits past the longest backoff.
+    @Test func aRestartSetsEveryDeadlineAfreshFromItsOwnClock() throws {
+        let dir = try TemporaryDirectory()
+        let store = try JobStore(path: dir.url.appendingPathComponent("state.sqlite").path)
+        try store.submit(JobStoreTests.diagnostic("d", jobs: 2), file: "{}")
+        let ahead = 3600.0
+        let leased = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: ahead, leaseSeconds: 10))
+        let failing = try #require(try store.dispatch(worker: "w", memoryMiB: 0, now: ahead, leaseSeconds: 10))
+        #expect(try store.fail(token: failing.token, error: "x", permanent: false, now: ahead, backoff: Backoff(base: 30, cap: 30, jitter: 0)) == .accepted)
+        try store.resetDeadlines(now: 0, grace: 20, longestBackoff: 45)
+        // The retry: ready within the longest backoff, not an hour later.
+        #expect(try store.promoteRetries(now: 44.9) == 0)
+        #expect(try store.promoteRetries(now: 45.1) == 1)
+        // A dead worker's lease expires 20 s into the new run, not an hour later.
+        #expect(try store.expireLeases(now: 19.9).isEmpty)
+        #expect(try store.expireLeases(now: 20.1) == [leased.key])
     }
 }

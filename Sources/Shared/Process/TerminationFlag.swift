@@ -30,12 +30,12 @@ public final class TerminationFlag: @unchecked Sendable {
     /// Seconds since the first signal (nil before one).
     public var secondsSinceRequest: Double? {
         let bits = since.load(ordering: .relaxed)
-        return bits == 0 ? nil : Date().timeIntervalSince1970 - Double(bitPattern: bits)
+        return bits == 0 ? nil : monotonicSeconds() - Double(bitPattern: bits)
     }
 
     /// Sets the flag from code (as a signal would).
     public func set() {
-        _ = since.compareExchange(expected: 0, desired: Date().timeIntervalSince1970.bitPattern, ordering: .relaxed)
+        _ = since.compareExchange(expected: 0, desired: monotonicSeconds().bitPattern, ordering: .relaxed)
         value.store(true, ordering: .relaxed)
     }
 }
