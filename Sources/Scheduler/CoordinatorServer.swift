@@ -174,7 +174,8 @@ public final class CoordinatorServer {
             peers[identity] = Peer(worker: hello.worker, memoryMiB: Int(hello.resources.memoryBytes >> 20), kinds: Set(hello.kinds))
             let (adopted, dropped) = try store.readopt(worker: hello.worker, tokens: hello.inFlight, now: now, leaseSeconds: settings.leaseSeconds)
             logger.info("worker registered", metadata: ["worker": "\(hello.worker)", "adopted": "\(adopted)", "dropped": "\(dropped)"])
-            try send(identity, .welcome(.init(adopted: adopted, dropped: dropped, heartbeatSeconds: settings.heartbeatSeconds)))
+            try send(identity, .welcome(.init(adopted: adopted, dropped: dropped, heartbeatSeconds: settings.heartbeatSeconds,
+                                              leaseSeconds: settings.leaseSeconds)))
             return
         }
         guard let peer = peers[identity] else {

@@ -112,6 +112,10 @@ final class WorkerSession {
     let draining: TerminationFlag
     var heartbeatSeconds = 2.0
     var lastHeartbeat = -Double.infinity
+    /// The coordinator's lease, from its welcome (nil: not said).
+    var leaseSeconds: Double?
+    /// When the coordinator was last heard from (any message).
+    var lastHeard = monotonicSeconds()
     var running: Running?
     /// Leased jobs not started yet, in the order offered.
     var ahead: [WireMessage.Job] = []
@@ -162,9 +166,17 @@ final class WorkerSession {
     /// How many leased jobs this worker wants to hold beyond the running one.
     var window: Int { jobsAreShort ? max(0, settings.prefetch) : 0 }
 
-    /// Whether to ask for one more job now (none asked for already).
+    /// Nothing heard from the coordinator for longer than two leases: its
+    /// leases on this worker's jobs are gone, whether it is cut off (they
+    /// expired after one) or was restarted (they get two to be re-adopted).
+    var cutOff: Bool { leaseSeconds.map { monotonicSeconds() - lastHeard > 2 * $0 } ?? false }
+
+    /// Whether to ask for one more job now (none asked for already). Not
+    /// while cut off: a job offered across a link that only carries
+    /// requests would never arrive and its attempt would expire; the
+    /// heartbeats' answers say when the link is back.
     var wantsJob: Bool {
-        guard !draining.requested, asking == nil else { return false }
+        guard !draining.requested, asking == nil, !cutOff else { return false }
         return running == nil ? ahead.isEmpty : ahead.count < window
     }
 
@@ -213,7 +225,7 @@ final class WorkerSession {
             asking = (now, now, 1)
             return
         }
-        guard let a = asking, now - a.sent > settings.replyTimeoutSeconds else { return }
+        guard let a = asking, now - a.sent > settings.replyTimeoutSeconds, !cutOff else { return }
         let waited = now - a.since
         if running == nil, ahead.isEmpty, waited >= settings.coordinatorTimeoutSeconds {
             throw NoAnswer(type: "ready", endpoint: settings.endpoint, seconds: waited, asked: a.times)
@@ -237,8 +249,10 @@ final class WorkerSession {
         }
         guard let parts = try socket.receive(timeoutMilliseconds: timeoutMilliseconds, wakeOn: wakeup.readEnd) else {
             wakeup.drain()
+            abandonIfCutOff()
             return nil
         }
+        lastHeard = monotonicSeconds()
         let message: WireMessage
         do { message = try WireMessage.decode(parts) } catch {
             // Another protocol version never becomes readable: waiting would be forever.
@@ -259,6 +273,7 @@ final class WorkerSession {
             return nil
         case .welcome(let w):
             heartbeatSeconds = w.heartbeatSeconds
+            leaseSeconds = w.leaseSeconds
             if let r = running, w.dropped.contains(r.job.token) { abandon(r, because: "not re-adopted") }
             drop(w.dropped, because: "not re-adopted")
             // Results the forgetful coordinator never answered go again (those re-adopted).
@@ -302,6 +317,23 @@ final class WorkerSession {
         default:
             return message
         }
+    }
+
+    /// Cut off (a partition, a coordinator gone): heard nothing for longer
+    /// than two leases, though heartbeats went every few seconds. Every
+    /// lease this worker held has expired at the coordinator by now (one
+    /// lease when the coordinator is cut off, the two-lease grace of a
+    /// restarted one) and its jobs go to other workers, so the work in hand stops: the running stage is
+    /// cancelled, jobs held ahead and unanswered results are dropped. The
+    /// worker goes on asking; once it is heard again it gets new jobs.
+    func abandonIfCutOff() {
+        guard let lease = leaseSeconds, cutOff, running != nil || !ahead.isEmpty || !unacknowledged.isEmpty else { return }
+        logger.warning("the coordinator has not been heard from for longer than two leases: the work in hand is abandoned (its leases have expired there)",
+                       metadata: ["silent s": "\(String(format: "%.1f", monotonicSeconds() - lastHeard))", "lease s": "\(lease)",
+                                  "tokens": "\(heldTokens)"])
+        if let r = running { abandon(r, because: "cut off from the coordinator past the lease") }
+        ahead = []
+        unacknowledged = [:]
     }
 
     /// Forgets jobs held ahead whose leases the coordinator no longer has.

@@ -83,8 +83,9 @@ final class Cluster {
         c.waitUntilExit()
     }
 
-    func startWorker(_ name: String, _ extra: [String] = []) throws {
-        let (p, _) = try process("psad-worker", ["--coordinator", endpoint, "--id", name,
+    /// A worker connected to the coordinator, or to `via` (a ``FaultProxy``'s endpoint).
+    func startWorker(_ name: String, _ extra: [String] = [], via: String? = nil) throws {
+        let (p, _) = try process("psad-worker", ["--coordinator", via ?? endpoint, "--id", name,
                                                  "--cache", state.url.appendingPathComponent("cache-\(name)").path] + extra, log: "worker-\(name)")
         workers[name] = p
     }

@@ -87,6 +87,30 @@ import Vision
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("reports/gone/report.html").path))
     }
 
+    /// The chaos script, short: a small method sweep run cleanly, then with a
+    /// fault every 4 s (a worker or the coordinator SIGKILLed, or the network
+    /// held for two leases through its proxy); the results are the clean
+    /// run's, byte for byte, and every job has exactly one accepted attempt.
+    @Test(.timeLimit(.minutes(8))) func chaosOverASmallMethodSweepEndsWithTheCleanRunsResults() throws {
+        let dir = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: dir.url, seed: 4, size: .small, only: ["pin_grid"])
+        let sweep = dir.url.appendingPathComponent("chaos.json")
+        try """
+            {"name": "chaos", "dataset": "\(dir.url.path)", "categories": ["pin_grid"], "max_attempts": 20,
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
+            """.write(to: sweep, atomically: true, encoding: .utf8)
+        let run = try runProgram("/usr/bin/env", ["python3", Self.root.appendingPathComponent("ops/bench/chaos").path, "--sweep", sweep.path,
+                                                  "--every", "4", "--lease", "2", "--seed", "2", "--limit", "300",
+                                                  "--bin", Cluster.binaries.path])
+        #expect(run.status == 0, "\(run.output)")
+        let line = try #require(run.output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(report["results_equal_clean_run"] as? Bool == true && report["results_rows"] as? Int == 15, "\(report)")
+        #expect(report["jobs_without_exactly_one_done_attempt"] as? Int == 0)
+        let faults = ["worker_kills", "coordinator_kills", "network_holds"].compactMap { report[$0] as? Int }.reduce(0, +)
+        #expect(faults >= 2, "\(report)")
+    }
+
     /// A second run on the same state directory (the timer firing while the
     /// last night still runs) does not share its database and socket: it
     /// says so and exits 75 at once, before building or drawing anything.

@@ -281,6 +281,59 @@ import TestSupport
         cluster.killCoordinator()
     }
 
+    /// A partition between one worker and the coordinator (a proxy holding
+    /// the traffic both ways): the worker stops its stage within two leases,
+    /// the job runs on another worker, and after healing the cut-off
+    /// worker's late messages change nothing: one accepted attempt.
+    @Test func aWorkerCutOffStopsItsWorkAndOneAttemptIsAccepted() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        try cluster.startCoordinator()
+        let proxy = try FaultProxy(to: cluster.endpoint)
+        try cluster.submit(Self.diagnostic("p", #""jobs": 1, "seconds": 6"#))
+        try cluster.startWorker("far", via: proxy.endpoint)
+        _ = try cluster.wait("p", seconds: 20) { $0["leased"] == 1 }
+        proxy.hold([.toCoordinator, .toWorkers])
+        let cut = Date()
+        try cluster.startWorker("near")
+        let far = cluster.state.url.appendingPathComponent("worker-far.log")
+        while Date().timeIntervalSince(cut) < 15, !(try String(contentsOf: far, encoding: .utf8)).contains("has not been heard from") {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let stopped = Date().timeIntervalSince(cut)
+        // Two leases of silence (a restarted coordinator's grace), then the next 50 ms poll.
+        #expect(stopped < 3 * cluster.leaseSeconds, "stopped after \(stopped) s: \(cluster.tail())")
+        #expect(try String(contentsOf: far, encoding: .utf8).contains("abandoned a job"))
+        _ = try cluster.wait("p", seconds: 30) { $0["done"] == 1 }
+        proxy.heal()
+        Thread.sleep(forTimeInterval: 2)   // the far worker's held messages arrive now
+        let attempts = try cluster.attempts("p")
+        #expect(attempts["done"] == 1 && attempts["expired"] == 1 && attempts.values.reduce(0, +) == 2, "\(attempts)")
+        let near = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-near.log"), encoding: .utf8)
+        #expect(near.contains("kind=diagnostic"), "the other worker ran it: \(near)")
+    }
+
+    /// One way only: the coordinator hears the worker but the worker hears
+    /// nothing. The worker stops its stage within two leases and asks for no
+    /// job it could never receive; healed, it takes work again.
+    @Test func aWorkerThatCannotHearTheCoordinatorStopsAndAsksForNothingUntilHealed() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        try cluster.startCoordinator()
+        let proxy = try FaultProxy(to: cluster.endpoint)
+        try cluster.submit(Self.diagnostic("o", #""jobs": 6, "seconds": 1.5"#, attempts: 2))
+        try cluster.startWorker("deaf", via: proxy.endpoint)
+        _ = try cluster.wait("o", seconds: 20) { $0["leased"] == 1 }
+        proxy.hold([.toWorkers])
+        Thread.sleep(forTimeInterval: 5 * cluster.leaseSeconds)
+        let deaf = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-deaf.log"), encoding: .utf8)
+        #expect(deaf.contains("has not been heard from"), "\(cluster.tail())")
+        // Only the job in hand expired: no job was leased to it across the deaf link (each would expire, an attempt spent).
+        let meanwhile = try cluster.attempts("o")
+        #expect(meanwhile["expired"] == 1 && meanwhile["running"] == nil, "\(meanwhile)")
+        proxy.heal()
+        _ = try cluster.wait("o", seconds: 40) { $0["done"] == 6 }
+        #expect(try cluster.counts("o") == ["done": 6])
+    }
+
     func firstDeadKey(_ cluster: Cluster) throws -> String {
         // The dead job is the chain's first: the only one that ever ran.
         let text = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)

@@ -66,8 +66,13 @@ public enum WireMessage: Equatable, Sendable {
     public struct Welcome: Codable, Equatable, Sendable {
         public var adopted: [Int64], dropped: [Int64]
         public var heartbeatSeconds: Double
-        public init(adopted: [Int64], dropped: [Int64], heartbeatSeconds: Double) {
-            self.adopted = adopted; self.dropped = dropped; self.heartbeatSeconds = heartbeatSeconds
+        /// How long a lease lasts without a heartbeat: a worker that hears
+        /// nothing from the coordinator for this long knows its leases are
+        /// gone and stops the work it could no longer report (absent from
+        /// coordinators before it: the worker then waits for its bounds).
+        public var leaseSeconds: Double?
+        public init(adopted: [Int64], dropped: [Int64], heartbeatSeconds: Double, leaseSeconds: Double? = nil) {
+            self.adopted = adopted; self.dropped = dropped; self.heartbeatSeconds = heartbeatSeconds; self.leaseSeconds = leaseSeconds
         }
     }
     public struct NoJob: Codable, Equatable, Sendable {
