@@ -43,9 +43,10 @@ public final class CoordinatorServer {
     var outbox: [[Data]]?
     /// The most messages handled in one transaction.
     static let batchLimit = 64
+    static let heartbeatType = Data("heartbeat".utf8)
     let stateDirectory: URL
-    /// Since when the state volume has refused writes (full), and when that was last logged.
-    var volumeFull: (since: Double, logged: Double)?
+    /// Since when the state volume has refused writes (full), when that was last logged, and when a write last failed.
+    var volumeFull: (since: Double, logged: Double, last: Double)?
 
     /// Opens (or creates) the state directory: `state.sqlite` and `blobs/`.
     public init(stateDirectory: URL, settings: Settings, logger: Logger) throws {
@@ -86,10 +87,16 @@ public final class CoordinatorServer {
             if now - lastTick >= 0.25 {
                 lastTick = now
                 do {
-                    // Heartbeats could not be recorded while the volume was full: the leases get their grace again first.
-                    if volumeFull != nil { try recoverFromFullVolume(now: now) }
-                    for key in try store.expireLeases(now: now, backoff: settings.backoff) {
-                        logger.warning("lease expired", metadata: ["job": "\(key.short)"])
+                    // While the volume refuses writes some heartbeats are not recorded (others may be: a write
+                    // that fits the WAL file's old space succeeds): no lease expires until a whole lease has
+                    // passed without a refused write, and then every lease gets its grace again first.
+                    if let full = volumeFull {
+                        if now - full.last >= settings.leaseSeconds { try recoverFromFullVolume(now: now) }
+                    }
+                    if volumeFull == nil {
+                        for key in try store.expireLeases(now: now, backoff: settings.backoff) {
+                            logger.warning("lease expired", metadata: ["job": "\(key.short)"])
+                        }
                     }
                     try store.promoteRetries(now: now)
                 } catch {
@@ -111,11 +118,14 @@ public final class CoordinatorServer {
         do {
             try store.batch { waiting.forEach(handle) }
         } catch {
-            if !noteWriteFailure(error, doing: "\(waiting.count) messages", now: settings.clock.now()) {
+            if noteWriteFailure(error, doing: "\(waiting.count) messages", now: settings.clock.now()) {
+                // Heartbeats are still answered (see respond): nothing else was recorded.
+                outbox = outbox?.filter { $0.count > 2 && $0[2] == Self.heartbeatType }
+            } else {
                 logger.error("could not commit \(waiting.count) messages' changes; their answers are not sent (the workers ask again)",
                              metadata: ["error": "\(error)"])
+                outbox = []
             }
-            outbox = []
         }
         let answers = outbox ?? []
         outbox = nil
@@ -192,11 +202,16 @@ public final class CoordinatorServer {
             var alive: [Int64] = [], dropped: [Int64] = []
             for token in h.tokens {
                 let progress = h.progress?.first { $0.token == token }
-                if try store.heartbeat(token: token, now: now, leaseSeconds: settings.leaseSeconds, progress: progress) {
-                    alive.append(token)
-                } else {
-                    dropped.append(token)
+                let renewed: Bool
+                do {
+                    renewed = try store.heartbeat(token: token, now: now, leaseSeconds: settings.leaseSeconds, progress: progress)
+                } catch where Self.isFullVolume(error) {
+                    // Not recorded, but answered: no lease expires while the volume is full (and each gets its
+                    // grace after), so the worker must not take the silence for a partition and drop its work.
+                    noteWriteFailure(error, doing: "heartbeat", now: now)
+                    renewed = try store.leaseHolder(token: token) == peer.worker
                 }
+                if renewed { alive.append(token) } else { dropped.append(token) }
             }
             try send(identity, .heartbeat(.init(tokens: alive)))
             if !dropped.isEmpty { try send(identity, .cancel(.init(tokens: dropped))) }
@@ -363,13 +378,15 @@ extension CoordinatorServer {
             let free = freeBytes.map { String(format: "%.1f MiB free", Double($0) / 1_048_576) } ?? "free space unknown"
             logger.error("the state volume is full: \(stateDirectory.path) (\(free)); changes are not recorded and workers are not answered until there is room (they send again; nothing committed is lost)",
                          metadata: ["while": "\(what)", "full for s": "\(Int(now - (volumeFull?.since ?? now)))", "error": "\(error)"])
-            volumeFull = (volumeFull?.since ?? now, now)
+            volumeFull = (volumeFull?.since ?? now, now, now)
+        } else {
+            volumeFull!.last = now
         }
         return true
     }
 
-    /// The first write after the volume was full: every lease gets its
-    /// grace again (the heartbeats in between were not recorded).
+    /// A whole lease without a refused write after the volume was full:
+    /// every lease gets its grace again (heartbeats in between were lost).
     func recoverFromFullVolume(now: Double) throws {
         guard let full = volumeFull else { return }
         try store.extendLeases(now: now, grace: 2 * settings.leaseSeconds)

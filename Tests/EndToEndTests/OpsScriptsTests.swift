@@ -91,7 +91,7 @@ import Vision
     /// fault every 4 s (a worker or the coordinator SIGKILLed, or the network
     /// held for two leases through its proxy); the results are the clean
     /// run's, byte for byte, and every job has exactly one accepted attempt.
-    @Test(.timeLimit(.minutes(8))) func chaosOverASmallMethodSweepEndsWithTheCleanRunsResults() throws {
+    @Test(.timeLimit(.minutes(12))) func chaosOverASmallMethodSweepEndsWithTheCleanRunsResults() throws {
         let dir = try TemporaryDirectory()
         try SyntheticBenchmark.write(to: dir.url, seed: 4, size: .small, only: ["pin_grid"])
         let sweep = dir.url.appendingPathComponent("chaos.json")
@@ -100,7 +100,7 @@ import Vision
              "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
             """.write(to: sweep, atomically: true, encoding: .utf8)
         let run = try runProgram("/usr/bin/env", ["python3", Self.root.appendingPathComponent("ops/bench/chaos").path, "--sweep", sweep.path,
-                                                  "--every", "4", "--lease", "2", "--seed", "2", "--limit", "300",
+                                                  "--every", "4", "--lease", "2", "--seed", "2", "--limit", "600",
                                                   "--bin", Cluster.binaries.path])
         #expect(run.status == 0, "\(run.output)")
         let line = try #require(run.output.split(separator: "\n").last { $0.hasPrefix("{") })
