@@ -100,7 +100,9 @@ public final class CoordinatorServer {
                     }
                     try store.promoteRetries(now: now)
                 } catch {
-                    noteWriteFailure(error, doing: "expiring leases", now: now)
+                    if !noteWriteFailure(error, doing: "expiring leases", now: now) {
+                        logger.error("could not expire leases or requeue retries", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }
@@ -370,10 +372,7 @@ extension CoordinatorServer {
     /// is failed for it. False when the error is something else.
     @discardableResult
     func noteWriteFailure(_ error: Error, doing what: String, now: Double) -> Bool {
-        guard Self.isFullVolume(error) else {
-            if what == "expiring leases" { logger.error("could not expire leases", metadata: ["error": "\(error)"]) }
-            return false
-        }
+        guard Self.isFullVolume(error) else { return false }
         if volumeFull == nil || now - volumeFull!.logged >= 10 {
             let free = freeBytes.map { String(format: "%.1f MiB free", Double($0) / 1_048_576) } ?? "free space unknown"
             logger.error("the state volume is full: \(stateDirectory.path) (\(free)); changes are not recorded and workers are not answered until there is room (they send again; nothing committed is lost)",
