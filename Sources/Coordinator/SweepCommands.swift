@@ -213,6 +213,7 @@ struct Status: ParsableCommand {
             + "\(Int(fraction * 100))%"
         let dead = s.count(.dead) + s.count(.blocked)
         if dead > 0 { text += ", \(dead) dead or blocked" }
+        if s.count(.quarantined) > 0 { text += ", \(s.count(.quarantined)) quarantined" }
         for r in s.running { text += " | " + running(r, compact: true) }
         return text
     }
@@ -230,9 +231,11 @@ struct Status: ParsableCommand {
     }
 
     static func table(_ statuses: [SweepStatus]) -> String {
-        let states: [JobState] = [.done, .leased, .ready, .pending, .failed, .dead, .blocked, .cancelled]
         var lines: [String] = []
         for s in statuses {
+            // Verification's states only where the sweep has such jobs.
+            let states = [.done, .leased, .ready, .pending, .failed, .dead, .blocked, .cancelled]
+                + [JobState.verifying, .quarantined].filter { s.count($0) > 0 }
             let done = s.count(.done)
             lines.append("sweep \(s.sweep) (priority \(s.priority)): \(done)/\(s.total) done (\(s.total == 0 ? 100 : 100 * done / s.total)%)")
             lines.append("  " + ["stage".padding(toLength: 15, withPad: " ", startingAt: 0)] .joined() + states.map { $0.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
@@ -240,6 +243,10 @@ struct Status: ParsableCommand {
                 let row = s.counts[kind.rawValue]!
                 lines.append("  " + kind.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
                              + states.map { "\(row[$0.rawValue] ?? 0)".padding(toLength: 10, withPad: " ", startingAt: 0) }.joined())
+            }
+            if s.verified > 0 || s.count(.verifying) > 0 || s.count(.quarantined) > 0 {
+                lines.append("  verification: \(s.verified) agreed, \(s.count(.verifying)) waiting for a second worker's run, "
+                             + "\(s.count(.quarantined)) quarantined (runs disagreed: `explain JOB`, then `resolve JOB --keep ATTEMPT` or `--rerun`)")
             }
             if s.attempts.contains(where: { $0.key != AttemptOutcome.done.rawValue && $0.key != AttemptOutcome.running.rawValue }) {
                 lines.append("  attempts: " + s.attempts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
@@ -288,6 +295,27 @@ struct Resume: ParsableCommand {
     }
 }
 
+struct Resolve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resolve a quarantined job (its verification runs disagreed): keep one run, or run it again.",
+        discussion: "`explain JOB` lists the runs with their workers and machine kinds. The jobs it blocked wait on it again.")
+    @OptionGroup var state: StateOption
+    @Argument(help: "The job key or a unique prefix of it.") var job: String
+    @Option(help: "Keep the run of this attempt (its token, as `explain` lists it): the job is done with its outputs.") var keep: Int64?
+    @Flag(help: "Drop both runs: the job runs, and is verified, again.") var rerun = false
+
+    func validate() throws {
+        if (keep == nil) == !rerun { throw ValidationError("give --keep ATTEMPT or --rerun") }
+    }
+
+    func run() throws {
+        let store = try state.open()
+        let key = try store.resolve(job)
+        let released = try store.resolve(key, keep: keep.map { .keep(token: $0) } ?? .rerun)
+        print("job \(key.short): \(keep.map { "done with attempt \($0)'s run" } ?? "queued to run again"); \(released) blocked jobs below it wait on it again")
+    }
+}
+
 struct Cancel: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a sweep's unfinished jobs that no other sweep needs.")
     @OptionGroup var state: StateOption
@@ -316,6 +344,11 @@ struct Explain: ParsableCommand {
         }
         print("job \(e.key)\n  \(e.kind) of \(e.category): \(e.state), \(e.attempts) attempt(s), needs \(e.memoryMiB) MiB")
         if let error = e.error { print("  last error: \(error)") }
+        for check in e.checkRuns {
+            let metrics = check.metrics.keys.sorted().prefix(6).map { "\($0)=\(check.metrics[$0]!)" }.joined(separator: " ")
+            print("  verification run: attempt \(check.token) on \(check.worker) (\(check.machine.isEmpty ? "machine kind unknown" : check.machine)): "
+                  + "\(check.outputs.count) outputs\(metrics.isEmpty ? "" : ", " + metrics)")
+        }
         if let run = e.run {
             let seconds = run.seconds.map { String(format: "%.1f s", $0) } ?? "time unknown"
             let peak = run.peakMiB.map { "peak \(Int($0.rounded())) MiB" } ?? "peak unknown"

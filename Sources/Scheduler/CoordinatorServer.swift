@@ -29,6 +29,8 @@ public final class CoordinatorServer {
         let worker: String
         let memoryMiB: Int
         let kinds: Set<StageKind>
+        /// Its machine kind ("" where it did not say).
+        let machine: String
     }
 
     public let store: JobStore
@@ -183,7 +185,8 @@ public final class CoordinatorServer {
         if case .hello(let hello) = message {
             let resources = String(decoding: try JSONEncoder().encode(hello.resources), as: UTF8.self)
             try store.registerWorker(hello.worker, resources: resources, now: now)
-            peers[identity] = Peer(worker: hello.worker, memoryMiB: Int(hello.resources.memoryBytes >> 20), kinds: Set(hello.kinds))
+            peers[identity] = Peer(worker: hello.worker, memoryMiB: Int(hello.resources.memoryBytes >> 20), kinds: Set(hello.kinds),
+                                   machine: hello.resources.machine ?? "")
             let (adopted, dropped) = try store.readopt(worker: hello.worker, tokens: hello.inFlight, now: now, leaseSeconds: settings.leaseSeconds)
             logger.info("worker registered", metadata: ["worker": "\(hello.worker)", "adopted": "\(adopted)", "dropped": "\(dropped)"])
             try send(identity, .welcome(.init(adopted: adopted, dropped: dropped, heartbeatSeconds: settings.heartbeatSeconds,
@@ -197,7 +200,7 @@ public final class CoordinatorServer {
         }
         switch message {
         case .ready:
-            let a = try store.dispatch(worker: peer.worker, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
+            let a = try store.dispatch(worker: peer.worker, machine: peer.machine, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
                                        leaseSeconds: settings.leaseSeconds)
             try send(identity, try offer(a))
         case .heartbeat(let h):
@@ -301,9 +304,11 @@ public final class CoordinatorServer {
                 return
             }
             let next = d.next ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds) : nil
-            let (report, job) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
-                                                   metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB), now: now, next: next)
+            let (report, job, quarantined) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
+                                                                metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB),
+                                                                machine: peer.machine, now: now, next: next)
             if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
+            if let quarantined { logger.error("quarantined a job: \(quarantined)", metadata: ["token": "\(d.token)"]) }
             try send(identity, .ack(.init(token: d.token, accepted: report == .accepted,
                                           error: report == .stale ? "the attempt no longer holds its lease" : nil)))
             if d.next { try send(identity, try offer(job)) }

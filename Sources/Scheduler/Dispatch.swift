@@ -20,17 +20,21 @@ public struct Assignment: Equatable, Sendable {
 extension JobStore {
     /// The highest-priority, oldest ready job whose stage fits the worker,
     /// leased to it; nil when none.
-    public func dispatch(worker: String, memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
+    public func dispatch(worker: String, machine: String = "", memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
-        try write { db in try Self.dispatch(db, worker: worker, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds) }
+        try write { db in
+            try Self.dispatch(db, worker: worker, machine: machine, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds)
+        }
     }
 
-    static func dispatch(_ db: Database, worker: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
+    /// Jobs waiting for verification go first (their readers wait on them),
+    /// to a worker that may verify them (``verifyingJob(_:worker:machine:kinds:memoryMiB:)``).
+    static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
         let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
         let marks = kinds.map { _ in "?" }.joined(separator: ",")
-        guard let row = try Row.fetchOne(db, cached: """
+        guard let row = try verifyingJob(db, worker: worker, machine: machine, kinds: kinds, memoryMiB: memoryMiB) ?? Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
             WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }

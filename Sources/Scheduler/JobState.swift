@@ -17,6 +17,12 @@ public enum JobState: String, Codable, CaseIterable, Sendable {
     /// An input is dead: it cannot run until that input is resumed.
     case blocked
     case cancelled
+    /// Sampled for verification: one run is held (not counted yet) until a
+    /// second worker's run of it agrees; only another worker may take it.
+    case verifying
+    /// Two runs disagreed: nothing downstream runs until `resolve` keeps
+    /// one of them or runs the job again.
+    case quarantined
 }
 
 /// How an attempt ended.
@@ -27,6 +33,10 @@ public enum AttemptOutcome: String, Codable, Sendable {
 extension JobState {
     /// The state as an SQL string literal: statements name states through the type, never by spelling them.
     var sql: String { "'\(rawValue)'" }
+
+    /// Where a job goes when it may run again (a retry, a hand-back): a job
+    /// holding a run for verification waits for another worker's, any other is ready.
+    static let runnableSQL = "CASE WHEN verify = 2 THEN \(JobState.verifying.sql) ELSE \(JobState.ready.sql) END"
 }
 
 extension AttemptOutcome {

@@ -43,6 +43,9 @@ public struct SweepStatus: Codable, Equatable, Sendable {
     /// retries included.
     public var attempts: [String: Int] = [:]
 
+    /// Jobs run twice by different workers and found to agree (the sweep's `verify` share).
+    public var verified = 0
+
     public struct OverEstimate: Codable, Equatable, Sendable {
         public var key: String, kind: String, category: String, worker: String
         public var peakMiB: Double, estimateMiB: Int
@@ -50,7 +53,7 @@ public struct SweepStatus: Codable, Equatable, Sendable {
 
     public var total: Int { counts.values.flatMap(\.values).reduce(0, +) }
     public func count(_ state: JobState) -> Int { counts.values.compactMap { $0[state.rawValue] }.reduce(0, +) }
-    public var finished: Bool { count(.pending) + count(.ready) + count(.leased) + count(.failed) == 0 }
+    public var finished: Bool { count(.pending) + count(.ready) + count(.leased) + count(.failed) + count(.verifying) == 0 }
 }
 
 /// Why a job is or is not reused: how its key differs from the nearest done
@@ -74,6 +77,8 @@ public struct Explanation: Codable, Equatable, Sendable {
     public var differences: [String: String]
     /// The accepted attempt, when the job is done.
     public var run: Run?
+    /// Runs kept for verification (held, compared, or in quarantine), oldest first.
+    public var checkRuns: [JobStore.CheckRun] = []
 
     public struct Run: Codable, Equatable, Sendable {
         public var worker: String
@@ -152,6 +157,10 @@ extension JobStore {
                     """, arguments: [sweep["id"] as Int64]) {
                     status.attempts[row["outcome"]] = row["n"]
                 }
+                status.verified = try Int.fetchOne(db, sql: """
+                    SELECT COUNT(*) FROM sweep_job JOIN job ON job.key = sweep_job.job
+                    WHERE sweep_job.sweep_id = ? AND job.verify = 3 AND job.state = \(JobState.done.sql)
+                    """, arguments: [sweep["id"] as Int64]) ?? 0
                 return status
             }
         }
@@ -188,7 +197,7 @@ extension JobStore {
                     // Not a kind to requeue: only a blocked job whose inputs are now fine is released.
                     if state == .blocked || current != .blocked { continue }
                 }
-                try db.execute(sql: Self.requeueSQL, arguments: [state, waiting, key])
+                try Self.requeue(db, key: key, state: state, waiting: waiting)
                 if state != .blocked { requeued += 1 }
             }
             return requeued
@@ -232,6 +241,7 @@ extension JobStore {
                                           attempts: row["attempts"], error: row["error"], parameters: mine.parameters,
                                           inputs: mine.inputs, inputStates: inputStates, nearestDone: nil, differences: [:])
             explanation.memoryMiB = row["memory_mib"]
+            explanation.checkRuns = try Self.checkRuns(db, key: key.hex)
             if let run = try Row.fetchOne(db, sql: "SELECT worker, seconds, peak_mib FROM attempt WHERE job = ? AND outcome = \(AttemptOutcome.done.sql) ORDER BY token DESC",
                                           arguments: [key.hex]) {
                 explanation.run = .init(worker: run["worker"], seconds: run["seconds"], peakMiB: run["peak_mib"])

@@ -112,11 +112,23 @@ public final class JobStore: Sendable {
         return (waiting == 0 ? .ready : .pending, waiting)
     }
 
+    /// Whether a job is among a sweep's `share` verified: by its key (the
+    /// first 32 bits, uniform for SHA-256), so the same jobs every time.
+    static func sampled(_ key: JobKey, share: Double) -> Bool {
+        guard share > 0, let high = UInt32(key.hex.prefix(8), radix: 16) else { return false }
+        return Double(high) < share * 4_294_967_296
+    }
+
     /// Queues a job again from scratch: its state and waiting count (from
-    /// `queueState`), attempts and error cleared. Arguments: state, waiting, key.
-    static let requeueSQL = """
-        UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL WHERE key = ?
-        """
+    /// `queueState`), attempts and error cleared, a run held for
+    /// verification dropped (it is verified afresh).
+    static func requeue(_ db: Database, key: String, state: JobState, waiting: Int) throws {
+        try db.run("""
+            UPDATE job SET state = ?, waiting = ?, attempts = 0, error = NULL, not_before = 0, finished_at = NULL,
+            verify = MIN(verify, 1) WHERE key = ?
+            """, arguments: [state, waiting, key])
+        try db.run("DELETE FROM check_run WHERE job = ?", arguments: [key])
+    }
 
     /// Adds a sweep's jobs. A job whose key exists is not added again: if
     /// it is done, it is reused. New jobs wait for their inputs (pending),
@@ -152,22 +164,22 @@ public final class JobStore: Sendable {
                 }
                 return summary
             }
-            try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at, data_digests) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now, digests])
+            try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at, data_digests, verify) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [sweep.name, file, sweep.priority, sweep.maxAttempts, now, digests, sweep.verify])
             let sweepID = db.lastInsertedRowID
             var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
             var summary = SubmitSummary(sweep: sweep.name)
             let insertJob = try db.makeStatement(sql: """
-                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts, memory_mib)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts, memory_mib, verify)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
+            let sample = try db.makeStatement(sql: "UPDATE job SET verify = 1 WHERE key = ? AND verify = 0 AND state != \(JobState.done.sql)")
             let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
             let linkSweep = try db.makeStatement(sql: "INSERT OR IGNORE INTO sweep_job (sweep_id, job) VALUES (?, ?)")
             let stateOf = try db.makeStatement(sql: "SELECT state FROM job WHERE key = ?")
             let raisePriority = try db.makeStatement(sql: "UPDATE job SET priority = MAX(priority, ?) WHERE key = ?")
             let insertEvaluation = try db.makeStatement(sql: "INSERT OR IGNORE INTO evaluation (sweep_id, job, category, setting) VALUES (?, ?, ?, ?)")
             var states: [JobKey: JobState] = [:]
-            let requeue = try db.makeStatement(sql: Self.requeueSQL)
             func add(_ job: PlannedJob) throws {
                 summary.jobs += 1
                 if var known = try String.fetchOne(stateOf, arguments: [job.key.hex]).flatMap(JobState.init) {
@@ -177,14 +189,15 @@ public final class JobStore: Sendable {
                         let queued = Self.queueState(inputs: job.inputs.values.map { states[$0] ?? .pending })
                         if known == .cancelled || queued.state != .blocked {
                             known = queued.state
-                            try requeue.execute(arguments: [queued.state.rawValue, queued.waiting, job.key.hex])
+                            try Self.requeue(db, key: job.key.hex, state: queued.state, waiting: queued.waiting)
                             summary.requeued += 1
                         }
                     }
                     states[job.key] = known
                     if known == .done { summary.reused += 1 } else { summary.existing += 1 }
-                    // A later sweep may raise a queued job's priority, never lower it.
+                    // A later sweep may raise a queued job's priority, never lower it; and sample it for verification.
                     try raisePriority.execute(arguments: [sweep.priority, job.key.hex])
+                    if Self.sampled(job.key, share: sweep.verify) { try sample.execute(arguments: [job.key.hex]) }
                     try linkSweep.execute(arguments: [sweepID, job.key.hex])
                     return
                 }
@@ -196,7 +209,8 @@ public final class JobStore: Sendable {
                 let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, CanonicalJSON.object(job.parameters),
                                                            material.canonicalText, state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts,
                                                            StageMemory.estimateMiB(kind: job.kind, parameters: job.parameters,
-                                                                                   size: sweep.dataSizes[job.category])]
+                                                                                   size: sweep.dataSizes[job.category]),
+                                                           Self.sampled(job.key, share: sweep.verify) ? 1 : 0]
                 try insertJob.execute(arguments: StatementArguments(row))
                 for (role, parent) in job.inputs { try insertEdge.execute(arguments: [parent.hex, job.key.hex, role]) }
                 try linkSweep.execute(arguments: [sweepID, job.key.hex])

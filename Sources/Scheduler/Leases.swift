@@ -46,42 +46,62 @@ extension JobStore {
     /// or small ones given here), its metrics (evaluate jobs), and readies
     /// the jobs that waited on it. With `next`, the worker's next job is
     /// leased in the same transaction. `cost` is what the worker measured
-    /// (wall seconds, peak MiB), kept on the attempt.
+    /// (wall seconds, peak MiB), kept on the attempt; `machine` the
+    /// worker's machine kind (compared when the job is verified).
+    /// `quarantined` says why, when this run disagreed with the job's other.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
-                         smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, now: Double,
-                         next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil) throws -> (Verdict, Assignment?) {
+                         smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, machine: String = "",
+                         now: Double, next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil)
+        throws -> (verdict: Verdict, next: Assignment?, quarantined: String?) {
         try write { db in
-            let report = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs, now: now)
+            let (report, quarantined) = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs,
+                                                          machine: machine, now: now)
             if report == .accepted, let cost {
                 try db.run("UPDATE attempt SET seconds = ?, peak_mib = ? WHERE token = ?", arguments: [cost.seconds, cost.peakMiB, token])
             }
-            guard let next else { return (report, nil) }
-            return (report, try Self.dispatch(db, worker: next.worker, memoryMiB: next.memoryMiB, kinds: next.kinds,
-                                              now: now, leaseSeconds: next.leaseSeconds))
+            guard let next else { return (report, nil, quarantined) }
+            return (report, try Self.dispatch(db, worker: next.worker, machine: machine, memoryMiB: next.memoryMiB, kinds: next.kinds,
+                                              now: now, leaseSeconds: next.leaseSeconds), quarantined)
         }
     }
 
     /// As above, without a next job.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
-                         now: Double) throws -> Verdict {
-        try complete(token: token, outputs: outputs, metrics: metrics, smallBlobs: [], now: now, next: nil).0
+                         machine: String = "", now: Double) throws -> Verdict {
+        try complete(token: token, outputs: outputs, metrics: metrics, smallBlobs: [], machine: machine, now: now, next: nil).0
     }
 
     static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
-                         smallBlobs: [(hash: String, data: Data)], now: Double) throws -> Verdict {
-        guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+                         smallBlobs: [(hash: String, data: Data)], machine: String, now: Double) throws -> (Verdict, String?) {
+        guard let lease = try Row.fetchOne(db, cached: "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
+                                           arguments: [token]) else {
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)", arguments: [now, token])
-            return .stale
+            return (.stale, nil)
         }
+        let key: String = try lease.value("job", of: "lease \(token)")
         for blob in smallBlobs {
             try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
         }
         try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
         try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
-        try db.run("UPDATE job SET state = \(JobState.done.sql), error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
-        for (name, artifact) in outputs {
+        for (_, artifact) in outputs {
             try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)", arguments: [artifact.hash, artifact.size, now])
-            try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, artifact.hash])
+        }
+        let hashes = outputs.mapValues(\.hash)
+        if try lease.value("verify", of: "job \(key)") as Int > 0 {
+            return (.accepted, try recordCheckRun(db, key: key, kind: try lease.value("kind", of: "job \(key)"), token: token, machine: machine,
+                                                  outputs: hashes, metrics: metrics, now: now))
+        }
+        try finish(db, key: key, outputs: hashes, metrics: metrics, now: now)
+        return (.accepted, nil)
+    }
+
+    /// A job is done with these outputs and metrics: they are recorded and
+    /// the jobs that waited on it are ready once nothing else holds them.
+    static func finish(_ db: Database, key: String, outputs: [String: String], metrics: [String: Double], now: Double) throws {
+        try db.run("UPDATE job SET state = \(JobState.done.sql), error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+        for (name, hash) in outputs {
+            try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, hash])
         }
         for (metric, value) in metrics {
             try db.run("""
@@ -94,7 +114,6 @@ extension JobStore {
             UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.pending.sql) AND waiting <= 0
             AND key IN (SELECT child FROM edge WHERE parent = ?)
             """, arguments: [key])
-        return .accepted
     }
 
     /// Records a failed attempt. A transient failure is retried after a
@@ -132,7 +151,7 @@ extension JobStore {
     @discardableResult
     public func promoteRetries(now: Double) throws -> Int {
         try write { db in
-            try db.run("UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.failed.sql) AND not_before <= ?", arguments: [now])
+            try db.run("UPDATE job SET state = \(JobState.runnableSQL) WHERE state = \(JobState.failed.sql) AND not_before <= ?", arguments: [now])
             return db.changesCount
         }
     }
@@ -144,7 +163,7 @@ extension JobStore {
             guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
             try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.handedBack.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.run("UPDATE job SET state = \(JobState.ready.sql), attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
+            try db.run("UPDATE job SET state = \(JobState.runnableSQL), attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
             return .accepted
         }
     }

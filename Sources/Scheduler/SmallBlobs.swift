@@ -24,14 +24,18 @@ extension JobStore {
     /// Removes small blobs no job output refers to; returns how many went.
     public func collectSmallBlobs() throws -> Int {
         try write { db in
-            try db.execute(sql: "DELETE FROM small_blob WHERE hash NOT IN (SELECT hash FROM job_output)")
+            try db.execute(sql: "DELETE FROM small_blob WHERE hash NOT IN (SELECT hash FROM job_output) AND hash NOT IN (\(Self.checkRunHashesSQL))")
             return db.changesCount
         }
     }
 
-    /// Every artifact hash a job output refers to (what `gc` keeps).
+    /// Every artifact hash a job output or a run kept for verification refers to (what `gc` keeps).
     public func referencedArtifacts() throws -> Set<String> {
-        try read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output")) }
+        try read { db in Set(try String.fetchAll(db, cached: "SELECT DISTINCT hash FROM job_output UNION SELECT hash FROM (\(Self.checkRunHashesSQL))")) }
     }
+
+    /// The output hashes of the runs kept for verification (held or compared).
+    static let checkRunHashesSQL = "SELECT json_each.value AS hash FROM check_run, json_each(check_run.outputs)"
+
 }
 

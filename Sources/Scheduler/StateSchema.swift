@@ -129,6 +129,25 @@ enum StateSchema {
             try db.execute(sql: "ALTER TABLE attempt ADD COLUMN seconds REAL")
             try db.execute(sql: "ALTER TABLE attempt ADD COLUMN peak_mib REAL")
         }
+        migrator.registerMigration("v8-verification") { db in
+            // Verification (a sweep's `verify` share): job.verify is 0 (not
+            // sampled), 1 (sampled, no run held), 2 (one run held, not counted,
+            // waiting for another worker's) or 3 (two runs compared: the job's
+            // state says whether they agreed). check_run keeps each run's
+            // outputs and metrics: what is compared, and after, the record.
+            try db.execute(sql: """
+                ALTER TABLE sweep ADD COLUMN verify REAL NOT NULL DEFAULT 0;
+                ALTER TABLE job ADD COLUMN verify INTEGER NOT NULL DEFAULT 0;
+                CREATE TABLE check_run (
+                    token INTEGER PRIMARY KEY REFERENCES attempt(token),
+                    job TEXT NOT NULL REFERENCES job(key),
+                    worker TEXT NOT NULL,
+                    machine TEXT NOT NULL,
+                    outputs TEXT NOT NULL,
+                    metrics TEXT NOT NULL);
+                CREATE INDEX check_run_job ON check_run(job);
+                """)
+        }
         return migrator
     }
 }

@@ -7,11 +7,18 @@ public struct WorkerResources: Codable, Equatable, Sendable {
     public var cores: Int
     public var memoryBytes: UInt64
     public var tags: [String]
+    /// The machine kind: processor architecture and the BLAS kernels it
+    /// runs (e.g. `x86_64 OpenBLAS Zen`). Workers of one kind compute the
+    /// same bytes for a stage; a verification re-run compares bytes
+    /// between them and metrics within the stage's tolerance across kinds.
+    /// Nil from workers that do not say.
+    public var machine: String?
 
-    public init(cores: Int, memoryBytes: UInt64, tags: [String] = []) {
+    public init(cores: Int, memoryBytes: UInt64, tags: [String] = [], machine: String? = nil) {
         self.cores = cores
         self.memoryBytes = memoryBytes
         self.tags = tags.sorted()
+        self.machine = machine
     }
 
     /// This machine's cores, and the memory stages may use: the physical

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import Shared
+import Tensor
 
 /// The worker: connects to a coordinator and runs the stage jobs it is
 /// given until SIGTERM or SIGINT, which drain it (the job in hand is
@@ -56,8 +57,14 @@ struct PSADWorker: ParsableCommand {
     @Option(help: "Jobs shorter than this are prefetched; a job held ahead of a stage running longer is handed back.")
     var prefetchBelowSeconds = 1.0
 
+    @Option(help: "The machine kind this worker reports (default: its architecture and BLAS kernels, e.g. 'x86_64 OpenBLAS Zen'). Verification compares the bytes of two runs on one kind, and across kinds only metrics within a stage's tolerance.")
+    var machineKind: String?
+
     @Flag(help: .hidden)
     var corruptOutputsForFaultTests = false
+
+    @Flag(help: .hidden)
+    var wrongResultsForFaultTests = false
 
     @Flag(help: .hidden)
     var headerOnlyResultsForFaultTests = false
@@ -74,6 +81,7 @@ struct PSADWorker: ParsableCommand {
     func run() throws {
         var resources = WorkerResources.detect(tags: tags)
         if let memoryMib { resources.memoryBytes = UInt64(max(0, memoryMib)) << 20 }
+        resources.machine = machineKind ?? Compute.machineKind
         if describe {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -89,6 +97,7 @@ struct PSADWorker: ParsableCommand {
         let draining = TerminationFlag()
         var settings = WorkerSession.Settings(endpoint: coordinator, worker: name, resources: resources)
         settings.corruptOutputs = corruptOutputsForFaultTests
+        settings.wrongResults = wrongResultsForFaultTests
         settings.headerOnlyResults = headerOnlyResultsForFaultTests
         settings.drainSeconds = drainSeconds
         settings.prefetch = prefetch

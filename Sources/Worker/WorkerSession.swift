@@ -64,6 +64,10 @@ final class WorkerSession {
         /// Fault injection for the reliability tests: every output is sent
         /// with one byte flipped (its announced hash left as it was).
         var corruptOutputs = false
+        /// Fault injection: a lying worker. Every output gets a byte more and
+        /// every metric 0.01 more before hashing: wrong results, correctly
+        /// hashed (what only verification can catch).
+        var wrongResults = false
         /// Fault injection: results always list their outputs in the done
         /// header, however many (the protocol before manifests), so that a
         /// large result is refused.
@@ -531,6 +535,11 @@ final class WorkerSession {
     /// Uploads the outputs, then sends done: its outputs in the header, or,
     /// when there are more than a header holds, in a manifest blob.
     func deliver(_ r: Running, _ outcome: StageOutcome) throws {
+        var outcome = outcome
+        if settings.wrongResults {
+            outcome.outputs = outcome.outputs.mapValues { $0 + Data([0x20]) }
+            outcome.metrics = outcome.metrics.mapValues { $0 + 0.01 }
+        }
         let token = r.job.token
         var outputs: [String: WireMessage.Output] = [:]
         var payload = Data()

@@ -25,4 +25,19 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
         case .evaluate: 3   // 2: roc.json; 3: defect_types.json
         }
     }
+
+    /// The largest difference between two machine kinds' metrics this
+    /// stage accepts when a job is verified on a worker of another kind
+    /// (absolute); nil: its runs are compared as bytes, so a verification
+    /// re-run goes to a worker of the first one's kind. Evaluate reads the
+    /// same scores on both and only ranks them: rounding can swap a few
+    /// near-equal scores, each moving an AUROC by 1/(positives x negatives),
+    /// well under 0.001 at the benchmark's sizes; a wrong result moves it by more.
+    public var metricTolerance: Double? {
+        switch self {
+        case .evaluate: 0.001
+        case .diagnostic: 0
+        case .preprocess, .segmentTrain, .pseudoLabel, .unetTrain, .patchFeatures, .bankFit: nil
+        }
+    }
 }

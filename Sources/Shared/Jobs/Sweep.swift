@@ -13,6 +13,10 @@ public struct Sweep: Equatable, Sendable {
     public var priority = 0
     /// Attempts per job before it is dead.
     public var maxAttempts = 3
+    /// The share of jobs (sampled by key, so the same jobs every time) run
+    /// a second time on another worker and compared before they count
+    /// (0: none; 1: every job).
+    public var verify = 0.0
     public var grid = Grid()
     /// Diagnostic jobs instead of the method (load and fault tests).
     public var diagnostic: Diagnostic?
@@ -141,7 +145,7 @@ extension Sweep {
 
 extension Sweep: Decodable {
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, dataset, categories, priority, maxAttempts = "max_attempts", grid, diagnostic, run
+        case name, dataset, categories, priority, maxAttempts = "max_attempts", verify, grid, diagnostic, run
     }
 
     public init(from decoder: any Decoder) throws {
@@ -150,6 +154,7 @@ extension Sweep: Decodable {
                   categories: try f.list(.categories, or: [String]()))
         priority = try f.one(.priority, Int.self, or: 0)
         maxAttempts = try f.one(.maxAttempts, Int.self, or: 3, atLeast: 1)
+        verify = try f.one(.verify, Double.self, or: 0) { $0 >= 0 && $0 <= 1 ? nil : "\($0) is not a share in [0, 1]" }
         run = try f.optional(.run, String.self)
         grid = try f.object(.grid, Grid.self) ?? Grid()
         diagnostic = try f.object(.diagnostic, Diagnostic.self)

@@ -156,4 +156,16 @@ private struct RangeWork: @unchecked Sendable {
 extension Compute {
     /// OpenBLAS's build configuration (version, target core, threading).
     public static var blasConfiguration: String { String(cString: openblas_get_config()) }
+
+    /// The machine kind for comparing results: the processor architecture
+    /// and the OpenBLAS kernels running (they follow the CPU, or
+    /// `OPENBLAS_CORETYPE`), e.g. `x86_64 OpenBLAS Zen`. Machines of one
+    /// kind compute the same bytes for a stage (the other kernels here
+    /// split and order their sums by fixed rules, whatever the thread count).
+    public static var machineKind: String {
+        var name = utsname()
+        uname(&name)
+        let machine = withUnsafeBytes(of: &name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return "\(machine) OpenBLAS \(String(cString: openblas_get_corename()))"
+    }
 }
