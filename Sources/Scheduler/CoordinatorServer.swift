@@ -355,19 +355,9 @@ extension Data {
 }
 
 extension CoordinatorServer {
-    /// Bytes free for this process on the state directory's file system.
-    var freeBytes: UInt64? {
-        var info = statvfs()
-        guard statvfs(stateDirectory.path, &info) == 0 else { return nil }
-        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
-    }
-
     static func isFullVolume(_ error: Error) -> Bool {
         if let error = error as? DatabaseError { return error.resultCode == .SQLITE_FULL }
-        let ns = error as NSError
-        if ns.domain == NSPOSIXErrorDomain, ns.code == Int(ENOSPC) { return true }
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? Error { return isFullVolume(underlying) }
-        return false
+        return VolumeSpace.isNoSpace(error)
     }
 
     /// A write the full state volume refused: logged with the volume and
@@ -379,7 +369,7 @@ extension CoordinatorServer {
     func noteWriteFailure(_ error: Error, doing what: String, now: Double) -> Bool {
         guard Self.isFullVolume(error) else { return false }
         if volumeFull == nil || now - volumeFull!.logged >= 10 {
-            let free = freeBytes.map { String(format: "%.1f MiB free", Double($0) / 1_048_576) } ?? "free space unknown"
+            let free = VolumeSpace.describeFree(at: stateDirectory.path)
             logger.error("the state volume is full: \(stateDirectory.path) (\(free)); changes are not recorded and workers are not answered until there is room (they send again; nothing committed is lost)",
                          metadata: ["while": "\(what)", "full for s": "\(Int(now - (volumeFull?.since ?? now)))", "error": "\(error)"])
             volumeFull = (volumeFull?.since ?? now, now, now)

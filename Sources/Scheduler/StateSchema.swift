@@ -132,8 +132,9 @@ enum StateSchema {
         migrator.registerMigration("v8-verification") { db in
             // Verification (a sweep's `verify` share): job.verify is 0 (not
             // sampled), 1 (sampled, no run held), 2 (one run held, not counted,
-            // waiting for another worker's) or 3 (two runs compared: the job's
-            // state says whether they agreed). check_run keeps each run's
+            // waiting for another worker's), 3 (two runs compared: the job's
+            // state says whether they agreed) or 4 (they disagreed, and
+            // `resolve` kept one). check_run keeps each run's
             // outputs and metrics: what is compared, and after, the record.
             try db.execute(sql: """
                 ALTER TABLE sweep ADD COLUMN verify REAL NOT NULL DEFAULT 0;

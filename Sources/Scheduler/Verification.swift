@@ -146,6 +146,7 @@ extension JobStore {
                     throw ResolveError.noSuchRun(key.hex, token: token, runs: runs.map(\.token))
                 }
                 try Self.finish(db, key: key.hex, outputs: run.outputs, metrics: run.metrics, now: now)
+                try db.run("UPDATE job SET verify = 4 WHERE key = ?", arguments: [key.hex])
             case .rerun:
                 let waiting = try Int.fetchOne(db, sql: """
                     SELECT COUNT(*) FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ? AND job.state != \(JobState.done.sql)

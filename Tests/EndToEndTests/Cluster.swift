@@ -134,18 +134,20 @@ final class Cluster {
         return total
     }
 
+    /// `status SWEEP --json`: the sweep's status object.
+    func statusJSON(_ sweep: String) throws -> [String: Any] {
+        let json = try command(["status", sweep, "--json"])
+        return (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])?.first ?? [:]
+    }
+
     /// Attempt outcome (done, failed, expired, handed-back ...) -> count over the sweep's jobs.
     func attempts(_ sweep: String) throws -> [String: Int] {
-        let json = try command(["status", sweep, "--json"])
-        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
-        return statuses?.first?["attempts"] as? [String: Int] ?? [:]
+        try statusJSON(sweep)["attempts"] as? [String: Int] ?? [:]
     }
 
     /// Stage kind -> state -> count over the sweep's jobs.
     func kindCounts(_ sweep: String) throws -> [String: [String: Int]] {
-        let json = try command(["status", sweep, "--json"])
-        let statuses = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]]
-        return statuses?.first?["counts"] as? [String: [String: Int]] ?? [:]
+        try statusJSON(sweep)["counts"] as? [String: [String: Int]] ?? [:]
     }
 
     /// Polls `status` per stage kind until `done` says so, or fails after `seconds`.

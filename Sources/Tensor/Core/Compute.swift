@@ -160,8 +160,9 @@ extension Compute {
     /// The machine kind for comparing results: the processor architecture
     /// and the OpenBLAS kernels running (they follow the CPU, or
     /// `OPENBLAS_CORETYPE`), e.g. `x86_64 OpenBLAS Zen`. Machines of one
-    /// kind compute the same bytes for a stage (the other kernels here
-    /// split and order their sums by fixed rules, whatever the thread count).
+    /// kind are expected to compute the same bytes for a stage (the
+    /// project's own kernels order their sums by fixed rules; the end-to-end
+    /// tests check every stage on two workers).
     public static var machineKind: String {
         var name = utsname()
         uname(&name)
