@@ -252,6 +252,11 @@ public final class CoordinatorServer {
                     received = try artifacts.receive(p.hash, offset: p.offset, total: p.total, chunk: payload, upload: "\(p.token)")
                 }
                 try send(identity, .putAck(.init(hash: p.hash, received: received)))
+            } catch where Self.isFullVolume(error) || (VolumeSpace.freeBytes(at: stateDirectory.path) ?? .max) < 1 << 20 {
+                // (Some writes fail without saying why: a volume with under 1 MiB left is taken as the cause.)
+                // Not answered (as every write while the state volume is full): the worker sends the chunk
+                // again until there is room, within its job-request bound; its heartbeats keep the lease.
+                noteWriteFailure(error, doing: "upload", now: now, full: true)
             } catch {
                 logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
                 try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
@@ -366,8 +371,8 @@ extension CoordinatorServer {
     /// is answered, so the workers send their messages again; no attempt
     /// is failed for it. False when the error is something else.
     @discardableResult
-    func noteWriteFailure(_ error: Error, doing what: String, now: Double) -> Bool {
-        guard Self.isFullVolume(error) else { return false }
+    func noteWriteFailure(_ error: Error, doing what: String, now: Double, full: Bool = false) -> Bool {
+        guard full || Self.isFullVolume(error) else { return false }
         if volumeFull == nil || now - volumeFull!.logged >= 10 {
             let free = VolumeSpace.describeFree(at: stateDirectory.path)
             logger.error("the state volume is full: \(stateDirectory.path) (\(free)); changes are not recorded and workers are not answered until there is room (they send again; nothing committed is lost)",

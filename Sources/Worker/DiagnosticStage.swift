@@ -18,7 +18,7 @@ struct StageOutcome: Sendable {
 /// told to (every time, or while a named file exists), and writes
 /// `echo.json` naming itself and its inputs (with how many artifacts each
 /// input role brought), plus `outputs` small blobs `part/NNNNN.bin` of
-/// distinct bytes.
+/// distinct bytes, and `big.bin` of `output_bytes` bytes when asked.
 enum DiagnosticStage {
     struct Parameters: Decodable {
         var sweep: String
@@ -27,6 +27,7 @@ enum DiagnosticStage {
         var fail: String
         var failWhileExists: String
         var outputs: Int?
+        var outputBytes: Int?
     }
 
     static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], progress: StageJobs.ProgressSink = { _, _, _ in },
@@ -60,6 +61,12 @@ enum DiagnosticStage {
         for i in 0..<(p.outputs ?? 0) {
             let name = "part/" + String(repeating: "0", count: max(0, 5 - "\(i)".count)) + "\(i).bin"
             outputs[name] = Data("\(job.key.hex) \(name) ".utf8) + Data(repeating: UInt8(i % 251), count: 200)
+        }
+        if let bytes = p.outputBytes, bytes > 0 {
+            // Distinct per job (its key first), so no two jobs share the blob.
+            var big = Data(job.key.hex.utf8)
+            big.append(Data((0..<max(0, bytes - big.count)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ p.index) }))
+            outputs["big.bin"] = big.prefix(bytes)
         }
         return StageOutcome(outputs: outputs, metrics: ["index": Double(p.index)])
     }

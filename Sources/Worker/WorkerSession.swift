@@ -81,6 +81,9 @@ final class WorkerSession {
         /// Jobs are short while the last one took less than this; a job
         /// held ahead of a stage running longer is handed back.
         var prefetchBelowSeconds = 1.0
+        /// A full cache volume that clearing the cache did not free: the
+        /// worker asks for no job for this long, doubling while it lasts, up to the longest.
+        var fullCachePauseSeconds = (first: 2.0, longest: 60.0)
     }
 
     final class Running: @unchecked Sendable {
@@ -94,6 +97,11 @@ final class WorkerSession {
 
     /// The job in hand was lost while waiting (lease lost, not re-adopted).
     struct Lost: Error {}
+
+    /// The cache's volume refused an input's bytes for lack of space.
+    struct CacheFull: Error {
+        let hash: String, needed: Int, underlying: any Error
+    }
 
     /// The coordinator could not take a request, and said why.
     struct Refused: Error, CustomStringConvertible {
@@ -129,6 +137,8 @@ final class WorkerSession {
     var askAgainAt = -Double.infinity
     /// The last finished job's wall time (nil before the first).
     var lastJobSeconds: Double?
+    /// The current pause after a full cache volume (nil: none in a row).
+    var fullCachePause: Double?
     /// Results sent and not answered yet: their attempts are still this worker's.
     var unacknowledged: [Int64: Unacknowledged] = [:]
     struct Unacknowledged {
@@ -423,10 +433,14 @@ final class WorkerSession {
             }
         } catch is Lost {
             return
+        } catch let full as CacheFull {
+            try handBack(r, cacheFull: full)
+            return
         } catch {
             r.outcome.withLock { $0 = StageOutcome(error: "input artifacts: \(error)") }
             return
         }
+        fullCachePause = nil
         let fetched = inputs, wakeup = wakeup
         Thread.detachNewThread { [r] in
             // One job at a time per process: the process's high-water mark, reset here, is the job's.
@@ -467,6 +481,47 @@ final class WorkerSession {
         abandon(r, because: "handed back while draining")
     }
 
+    /// The cache's volume is full: the cache is cleared (every blob: it is
+    /// only a cache, and this worker holds nothing else there), the job is
+    /// handed back (ready again at once, the attempt not counted), and when
+    /// clearing did not make room for the input that failed, the worker
+    /// asks for nothing for a pause that doubles while the volume stays
+    /// full. Each time is logged with the volume and its free space.
+    func handBack(_ r: Running, cacheFull full: CacheFull) throws {
+        let root = cache.root.path
+        let before = VolumeSpace.describeFree(at: root)
+        let cleared = (try? cache.clear()) ?? (blobs: 0, bytes: 0)
+        let room = VolumeSpace.freeBytes(at: root).map { $0 >= UInt64(max(0, full.needed)) + (1 << 20) } ?? false
+        let reason = "the cache volume of worker \(settings.worker) is full: \(root) (\(before))"
+        do {
+            _ = try request(.release(.init(token: r.job.token, reason: reason)), about: r) {
+                if case .ack(let a) = $0 { a.token == r.job.token } else { false }
+            }
+        } catch is Lost {
+        } catch let error as NoAnswer {
+            logger.error("could not hand a job back: \(error)", metadata: ["token": "\(r.job.token)"])
+        } catch let error as Refused {
+            logger.error("could not hand a job back: \(error)", metadata: ["token": "\(r.job.token)"])
+        }
+        if running === r { running = nil }
+        // The jobs held ahead would meet the same volume.
+        try handBackAhead(because: reason)
+        var metadata: Logger.Metadata = ["token": "\(r.job.token)", "input": "\(full.hash.prefix(12))", "needed MiB": "\(String(format: "%.1f", Double(full.needed) / 1_048_576))",
+                                         "cleared files": "\(cleared.blobs)", "cleared MiB": "\(String(format: "%.1f", Double(cleared.bytes) / 1_048_576))",
+                                         "now": "\(VolumeSpace.describeFree(at: root))", "error": "\(full.underlying)"]
+        if room {
+            fullCachePause = nil
+            logger.error("\(reason): cleared the cache and handed the job back (no attempt counted); there is room again", metadata: metadata)
+            return
+        }
+        let pause = fullCachePause.map { min(settings.fullCachePauseSeconds.longest, 2 * $0) } ?? settings.fullCachePauseSeconds.first
+        fullCachePause = pause
+        askAgainAt = monotonicSeconds() + pause
+        metadata["asks again in s"] = "\(pause)"
+        logger.error("\(reason): cleared the cache and handed the job back (no attempt counted); still no room, so no job is asked for until the pause ends (it doubles while the volume stays full)",
+                     metadata: metadata)
+    }
+
     /// Copies a blob from the coordinator into the cache, chunk by chunk.
     func fetch(_ hash: String, for job: Running) throws {
         var offset = 0, total = -1
@@ -477,7 +532,16 @@ final class WorkerSession {
             guard case .chunk(let c, let data) = reply else { continue }
             if let problem = c.error { throw ArtifactError.missing("\(hash) (\(problem))") }
             total = c.total
-            offset = try cache.receive(hash, offset: offset, total: total, chunk: data, upload: "fetch")
+            do {
+                offset = try cache.receive(hash, offset: offset, total: total, chunk: data, upload: "fetch")
+            } catch {
+                // Out of space, by the error or by the volume's count (some writes fail without saying why).
+                let left = total - offset
+                if VolumeSpace.isNoSpace(error) || (VolumeSpace.freeBytes(at: cache.root.path)).map({ $0 < UInt64(max(0, left)) + (1 << 20) }) == true {
+                    throw CacheFull(hash: hash, needed: left, underlying: error)
+                }
+                throw error
+            }
             if total == 0 { break }
         }
     }

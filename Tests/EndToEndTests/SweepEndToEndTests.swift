@@ -281,6 +281,101 @@ import TestSupport
         cluster.killCoordinator()
     }
 
+    /// The coordinator's state volume full while workers upload large
+    /// outputs (1 MiB blobs, in chunks to blobs/): the uploads are not
+    /// refused (which would fail their attempts) but go unanswered; the
+    /// workers send them again, and once there is room the sweep completes
+    /// with every attempt done. Needs root for the mount.
+    @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func uploadsIntoAFullStateVolumeWaitForRoomAndFailNothing() throws {
+        let cluster = try Cluster(leaseSeconds: 2)
+        let volume = cluster.state.url.appendingPathComponent("volume")
+        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
+        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", volume.path])
+        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
+        cluster.stateDirectory = volume
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("big", #""jobs": 8, "seconds": 0.1, "output_bytes": 1048576"#, attempts: 1))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("big", seconds: 30) { $0["done", default: 0] >= 2 }
+        // Fill the volume, leaving SQLite's WAL its old space: the blob files are what cannot be written.
+        let filler = volume.appendingPathComponent("filler")
+        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: filler)
+        while (try? handle.write(contentsOf: Data(repeating: 7, count: 64 << 10))) != nil {}
+        while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
+        try? handle.close()
+        let log = cluster.logs[0]
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains("the state volume is full") {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(try String(contentsOf: log, encoding: .utf8).contains("the state volume is full: \(volume.path)"), "\(cluster.tail())")
+        Thread.sleep(forTimeInterval: 2 * cluster.leaseSeconds)
+        let stalled = try cluster.counts("big")
+        #expect(stalled["dead"] == nil && stalled["failed"] == nil && stalled["done", default: 0] < 8, "\(stalled)")
+        try FileManager.default.removeItem(at: filler)
+        _ = try cluster.wait("big", seconds: 60) { $0["done"] == 8 }
+        let attempts = try cluster.attempts("big")
+        #expect(attempts.keys.allSatisfy { ["done", "handed-back"].contains($0) }, "\(attempts)\n\(cluster.tail())")
+        let workerLog = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(workerLog.contains("request=put"), "the worker sent an upload again: \(cluster.tail())")
+        cluster.signalWorker("a", SIGKILL)
+        cluster.killCoordinator()
+    }
+
+    /// A worker's cache volume (a 4 MiB tmpfs) full: first of stale cached
+    /// blobs (the worker clears its cache, hands the job back and goes on),
+    /// then of something else (it hands the job back and asks for nothing
+    /// for a while, saying so, until there is room). No attempt is failed
+    /// (max_attempts 1) and the sweep completes. Needs root for the mount.
+    @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func aFullCacheVolumeIsClearedAndTheJobHandedBackNotFailed() throws {
+        let cluster = try Cluster()
+        let volume = cluster.state.url.appendingPathComponent("cache-volume")
+        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
+        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", volume.path])
+        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
+        let cache = volume.appendingPathComponent("cache")
+        for folder in ["blobs/aa", "incoming"] {
+            try FileManager.default.createDirectory(at: cache.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        /// Writes `file` until the volume refuses another byte.
+        func fill(_ file: URL) throws {
+            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: file)
+            while (try? handle.write(contentsOf: Data(repeating: 7, count: 64 << 10))) != nil {}
+            while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
+            try? handle.close()
+        }
+        // A stale cached blob fills the volume before the worker starts.
+        try fill(cache.appendingPathComponent("blobs/aa/" + String(repeating: "a", count: 64)))
+        try cluster.startCoordinator()
+        // Chained: every job but the first fetches its input into the cache.
+        try cluster.submit(Self.diagnostic("cache", #""jobs": 30, "chained": true, "seconds": 0.05"#, attempts: 1))
+        try cluster.startWorker("a", ["--cache", cache.path])
+        _ = try cluster.wait("cache", seconds: 30) { $0["done", default: 0] >= 10 }
+        let workerLog = cluster.state.url.appendingPathComponent("worker-a.log")
+        var text = try String(contentsOf: workerLog, encoding: .utf8)
+        #expect(text.contains("the cache volume of worker a is full: \(cache.path)") && text.contains("there is room again"), "\(cluster.tail())")
+        // Then something else fills it: the worker pauses, says so, and fails nothing.
+        let filler = volume.appendingPathComponent("filler")
+        try fill(filler)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !(try String(contentsOf: workerLog, encoding: .utf8)).contains("still no room") { Thread.sleep(forTimeInterval: 0.2) }
+        text = try String(contentsOf: workerLog, encoding: .utf8)
+        #expect(text.contains("still no room") && text.contains("MiB free"), "\(cluster.tail())")
+        let stalled = try cluster.counts("cache")
+        #expect(stalled["dead"] == nil && stalled["failed"] == nil && stalled["done", default: 0] < 30, "\(stalled)")
+        try FileManager.default.removeItem(at: filler)
+        _ = try cluster.wait("cache", seconds: 90) { $0["done"] == 30 }
+        let attempts = try cluster.attempts("cache")
+        #expect(attempts["done"] == 30 && attempts["handed-back", default: 0] >= 2 && attempts.keys.allSatisfy { ["done", "handed-back"].contains($0) },
+                "\(attempts)")
+        cluster.signalWorker("a", SIGKILL)
+        cluster.killCoordinator()
+    }
+
     /// A partition between one worker and the coordinator (a proxy holding
     /// the traffic both ways): the worker stops its stage within two leases,
     /// the job runs on another worker, and after healing the cut-off

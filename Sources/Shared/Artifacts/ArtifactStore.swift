@@ -113,9 +113,13 @@ public final class ArtifactStore: @unchecked Sendable {
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: partial.path])
         }
         let handle = try FileHandle(forWritingTo: partial)
+        defer { try? handle.close() }
         try handle.seekToEnd()
-        try handle.write(contentsOf: chunk)
-        try handle.close()
+        do { try handle.write(contentsOf: chunk) } catch {
+            // A chunk written in part (the volume filled) is cut off again, so the same chunk can come again.
+            try? handle.truncate(atOffset: UInt64(offset))
+            throw error
+        }
         let received = offset + chunk.count
         if received == total {
             let data = try Data(contentsOf: partial)
@@ -133,6 +137,26 @@ public final class ArtifactStore: @unchecked Sendable {
             guard moved else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: target.path]) }
         }
         return received
+    }
+
+    /// Removes every blob and every partial upload (a worker's cache made
+    /// room); returns how many blobs went and their bytes.
+    @discardableResult
+    public func clear() throws -> (blobs: Int, bytes: Int) {
+        var blobs = 0, bytes = 0
+        let manager = FileManager.default
+        for folder in ["blobs", "incoming"] {
+            let url = root.appendingPathComponent(folder)
+            guard let walker = manager.enumerator(at: url, includingPropertiesForKeys: [.fileSizeKey, .isRegularFileKey]) else { continue }
+            for case let file as URL in walker {
+                let values = try? file.resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey])
+                guard values?.isRegularFile == true else { continue }
+                try manager.removeItem(at: file)
+                blobs += 1
+                bytes += values?.fileSize ?? 0
+            }
+        }
+        return (blobs, bytes)
     }
 
     /// Removes every blob not in `keep`; returns how many went.

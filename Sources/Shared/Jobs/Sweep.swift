@@ -80,6 +80,9 @@ public struct Sweep: Equatable, Sendable {
         /// distinct bytes): the protocol with as many artifacts as a stage
         /// that writes one per image of a real-size category.
         public var outputs = 0
+        /// One more output of this many bytes (`big.bin`), uploaded in
+        /// chunks: the path of a stage's large artifacts (0: none).
+        public var outputBytes = 0
         public init() {}
     }
 
@@ -209,7 +212,8 @@ extension Sweep.Grid: Decodable {
 
 extension Sweep.Diagnostic: Decodable {
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case jobs, seconds, failEvery = "fail_every", permanent, chained, failWhileExists = "fail_while_exists", outputs
+        case jobs, seconds, failEvery = "fail_every", permanent, chained, failWhileExists = "fail_while_exists", outputs,
+             outputBytes = "output_bytes"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -221,5 +225,6 @@ extension Sweep.Diagnostic: Decodable {
         chained = try f.one(.chained, Bool.self, or: false)
         failWhileExists = try f.optional(.failWhileExists, String.self)
         outputs = try f.one(.outputs, Int.self, or: 0, atLeast: 0)
+        outputBytes = try f.one(.outputBytes, Int.self, or: 0, atLeast: 0)
     }
 }

@@ -82,6 +82,7 @@ public enum SweepExpander {
                     "fail": .string(fails ? (d.permanent ? "permanent" : "transient") : "none"),
                     "fail_while_exists": .string(d.failWhileExists ?? "")]
                 if d.outputs > 0 { parameters["outputs"] = .int(d.outputs) }
+                if d.outputBytes > 0 { parameters["output_bytes"] = .int(d.outputBytes) }
                 let inputs = d.chained ? previous.map { ["previous": $0] } ?? [:] : [:]
                 previous = plan.add(.diagnostic, category: "diagnostic", parameters, inputs: inputs)
             }
