@@ -61,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "Coordinator",
             dependencies: [
-                "Shared", "Scheduler", "Report", "Tensor", "Vision",
+                "Shared", "Scheduler", "Report", "Tensor", "Vision", "Stages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -11,7 +11,7 @@ struct PSADCoordinator: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-coordinator",
         abstract: "Plans PSAD sweeps as a DAG of stage jobs and dispatches them to workers.",
-        subcommands: [Serve.self, Submit.self, Status.self, Results.self, ReportCommand.self, Resume.self, Cancel.self, Explain.self, Resolve.self, CollectGarbage.self, Keys.self,
+        subcommands: [Serve.self, Submit.self, Status.self, Results.self, ReportCommand.self, Resume.self, Cancel.self, Explain.self, Resolve.self, Export.self, CollectGarbage.self, Keys.self,
                       Backup.self, Restore.self, Info.self, DatasetCommand.self])
 }
 

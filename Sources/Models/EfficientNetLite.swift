@@ -92,7 +92,11 @@ public struct EfficientNetLite: Backbone {
     }
 
     public static func pretrainedWeights(variant: Int) throws -> WeightSet {
-        try .installed("efficientnet-lite\(variant).safetensors", install: "ops/weights/install-efficientnet-lite \(variant)")
+        try WeightSet(file: try pretrainedWeightsFile(variant: variant))
+    }
+
+    public static func pretrainedWeightsFile(variant: Int) throws -> URL {
+        try WeightSet.installedFile("efficientnet-lite\(variant).safetensors", install: "ops/weights/install-efficientnet-lite \(variant)")
     }
 
     public static func pretrainedLite0() throws -> EfficientNetLite { try pretrained(variant: 0) }

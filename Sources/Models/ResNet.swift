@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import Tensor
 
@@ -54,7 +55,11 @@ public struct ResNet: Backbone {
     }
 
     public static func pretrainedWeights(_ config: Config) throws -> WeightSet {
-        try .installed("\(config.name).safetensors", install: "ops/weights/export-torchvision.py \(config.name) (needs PyTorch and internet)")
+        try WeightSet(file: try pretrainedWeightsFile(config))
+    }
+
+    public static func pretrainedWeightsFile(_ config: Config) throws -> URL {
+        try WeightSet.installedFile("\(config.name).safetensors", install: "ops/weights/export-torchvision.py \(config.name) (needs PyTorch and internet)")
     }
 
     let stem: ConvBN

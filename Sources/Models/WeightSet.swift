@@ -73,11 +73,16 @@ public final class WeightSet {
     /// A named weight file from the first search directory that has it, with
     /// the command that installs it when none does.
     public static func installed(_ fileName: String, install: String) throws -> WeightSet {
+        try WeightSet(file: try installedFile(fileName, install: install))
+    }
+
+    /// Where ``installed(_:install:)`` finds the file.
+    public static func installedFile(_ fileName: String, install: String) throws -> URL {
         let candidates = searchDirectories.map { $0.appendingPathComponent(fileName) }
         guard let url = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
             throw WeightError.missingFile(path: candidates.map(\.path).joined(separator: " or "), install: install)
         }
-        return try WeightSet(file: url)
+        return url
     }
 
     /// The tensor `tensor`, checked against the shape the network expects.

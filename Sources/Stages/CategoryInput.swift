@@ -43,14 +43,23 @@ public struct CategoryInput: Sendable {
         return try zip(testSamples, maps).map { sample, map in
             let native: (width: Int, height: Int)
             do { native = try PNG.dimensions(sample.url) } catch { throw DatasetError.badImage(file: sample.url.path, detail: "\(error)") }
-            let (cw, ch) = other.prep.resizedSize(width: native.width, height: native.height)
-            let (w, h) = prep.resizedSize(width: native.width, height: native.height)
-            let content = Tensor(shape: [1, 1, ch, cw], storage: (0..<ch).flatMap { y in map[(y * other.size)..<(y * other.size + cw)] })
-            let resized = Tensor.resizeBilinear(content, height: h, width: w, alignCorners: false).storage
-            var out = [Float](repeating: 0, count: size * size)
-            for y in 0..<h { out.replaceSubrange((y * size)..<(y * size + w), with: resized[(y * w)..<((y + 1) * w)]) }
-            return out
+            return Self.map(map, native: native, from: other.prep, to: prep)
         }
+    }
+
+    /// One image's map (of native size `native`) computed in `from`'s
+    /// frame, in `to`'s: the content region resized bilinearly (half-pixel
+    /// centres), the padding 0.
+    public static func map(_ map: [Float], native: (width: Int, height: Int), from: Preprocessor, to: Preprocessor) -> [Float] {
+        if from == to { return map }
+        let (cw, ch) = from.resizedSize(width: native.width, height: native.height)
+        let (w, h) = to.resizedSize(width: native.width, height: native.height)
+        let side = from.targetSize, size = to.targetSize
+        let content = Tensor(shape: [1, 1, ch, cw], storage: (0..<ch).flatMap { y in map[(y * side)..<(y * side + cw)] })
+        let resized = Tensor.resizeBilinear(content, height: h, width: w, alignCorners: false).storage
+        var out = [Float](repeating: 0, count: size * size)
+        for y in 0..<h { out.replaceSubrange((y * size)..<(y * size + w), with: resized[(y * w)..<((y + 1) * w)]) }
+        return out
     }
 
     public var classes: Int { manifest.classCount }
@@ -90,7 +99,7 @@ public struct CategoryInput: Sendable {
         Compute.mapAcrossThreads(images.count) { backbone.features(ImageNormalization.imagenet(images[$0].tensor()), strides: [4, 8, 16]) }
     }
 
-    static func readImage(_ url: URL) throws -> Image {
+    public static func readImage(_ url: URL) throws -> Image {
         do { return try PNG.read(url).rgb() } catch { throw DatasetError.badImage(file: url.path, detail: "\(error)") }
     }
 

@@ -41,19 +41,26 @@ public enum PatchStage {
     /// `scored` is told after each image is scored (train images first, then test).
     public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, probes: Int? = nil,
                            seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
-        func patches(_ taps: [Int: Tensor]) -> Tensor { PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0] }
         return run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2],
                    coresetFraction: coresetFraction, probes: probes, seed: seed, scored: scored)
     }
+
+    /// PatchCore's memory of the train patches, `coresetFraction` of them kept (at least one more than the neighbours searched).
+    public static func memory(_ trainPatches: [Tensor], coresetFraction: Double, probes: Int?, seed: UInt64) -> PatchMemory {
+        let total = trainPatches.reduce(0) { $0 + $1.shape[0] }
+        let keep = coresetFraction < 1 ? max(PatchMemory.neighbours + 1, Int((Double(total) * coresetFraction).rounded())) : nil
+        return PatchMemory(trainPatches: trainPatches, coreset: keep, probes: probes, seed: seed)
+    }
+
+    /// An image's patch vectors from its encoder taps (strides 8 and 16).
+    public static func patches(_ taps: [Int: Tensor]) -> Tensor { PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0] }
 
     /// Images scored per search with inverted lists (one at a time when exact).
     static let batch = 16
 
     static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, probes: Int? = nil,
                     seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
-        let total = trainPatches.reduce(0) { $0 + $1.shape[0] }
-        let keep = coresetFraction < 1 ? max(PatchMemory.neighbours + 1, Int((Double(total) * coresetFraction).rounded())) : nil
-        let memory = PatchMemory(trainPatches: trainPatches, coreset: keep, probes: probes, seed: seed)
+        let memory = self.memory(trainPatches, coresetFraction: coresetFraction, probes: probes, seed: seed)
         let step = probes == nil ? 1 : batch
         var trainScores: [Float] = [], scores: [Float] = [], distances: [[Float]] = []
         for start in stride(from: 0, to: trainPatches.count, by: step) {

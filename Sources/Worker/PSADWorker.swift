@@ -13,7 +13,7 @@ struct PSADWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-worker",
         abstract: "Runs PSAD stage jobs handed out by a coordinator.",
-        subcommands: [MethodCommand.self])
+        subcommands: [MethodCommand.self, PredictCommand.self])
 
     @Option(help: "The coordinator's endpoint, e.g. tcp://coordinator:5555.")
     var coordinator: String?

@@ -120,6 +120,12 @@ extension BackboneName {
         return try ResNet.pretrainedWeights(try resNetConfig())
     }
 
+    /// The installed weight file.
+    public func weightsFile() throws -> URL {
+        if let variant { return try EfficientNetLite.pretrainedWeightsFile(variant: variant) }
+        return try ResNet.pretrainedWeightsFile(try resNetConfig())
+    }
+
     /// The network from `weights` (the installed ones, or those with fine-tuned units laid over them).
     public func load(weights: WeightSet) throws -> any FineTunable {
         if let variant { return try EfficientNetLite(variant: variant, weights: weights) }

@@ -131,6 +131,21 @@ extension Compute {
         }
     }
 
+    /// `body` with every kernel and OpenBLAS call on the calling thread
+    /// alone: one item computed as each item of a ``mapAcrossThreads(_:_:)``
+    /// over several is (the kernels' ranges follow the thread count, so the
+    /// digits do too).
+    public static func onOneThread<T>(_ body: () -> T) -> T {
+        guard pthread_getspecific(oneThreadKey) == nil else { return body() }
+        pthread_setspecific(oneThreadKey, UnsafeRawPointer(bitPattern: 1))
+        openblas_set_num_threads(1)
+        defer {
+            pthread_setspecific(oneThreadKey, nil)
+            openblas_set_num_threads(Int32(_threads))
+        }
+        return body()
+    }
+
     /// `[body(0), body(1), ...]` with the items split as in
     /// ``splitAcrossThreads(_:_:)``: each item's kernels and GEMMs on one thread.
     public static func mapAcrossThreads<T>(_ count: Int, _ body: (Int) -> T) -> [T] {
@@ -159,14 +174,14 @@ extension Compute {
 
     /// The machine kind for comparing results: the processor architecture
     /// and the OpenBLAS kernels running (they follow the CPU, or
-    /// `OPENBLAS_CORETYPE`), e.g. `x86_64 OpenBLAS Zen`. Machines of one
-    /// kind are expected to compute the same bytes for a stage (the
-    /// project's own kernels order their sums by fixed rules; the end-to-end
-    /// tests check every stage on two workers).
+    /// `OPENBLAS_CORETYPE`) and the kernels' thread count (their ranges
+    /// follow it, and so do the digits), e.g. `x86_64 OpenBLAS Zen, 2
+    /// threads`. Machines of one kind are expected to compute the same
+    /// bytes for a stage (the end-to-end tests check every stage on two workers).
     public static var machineKind: String {
         var name = utsname()
         uname(&name)
         let machine = withUnsafeBytes(of: &name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return "\(machine) OpenBLAS \(String(cString: openblas_get_corename()))"
+        return "\(machine) OpenBLAS \(String(cString: openblas_get_corename())), \(_threads) threads"
     }
 }
