@@ -236,16 +236,38 @@ import TestSupport
         #expect(try cluster.attempts("clock") == ["done": 8])
     }
 
+    /// A tmpfs of `mib` MiB mounted on a new folder `name` of the cluster's directory (needs root); the caller unmounts it.
+    static func tmpfs(in cluster: Cluster, _ name: String, mib: Int) throws -> URL {
+        let volume = cluster.state.url.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
+        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=\(mib)m", "tmpfs", volume.path])
+        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        return volume
+    }
+
+    /// Writes `file` until its volume refuses another byte.
+    static func fill(_ file: URL) throws {
+        _ = FileManager.default.createFile(atPath: file.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: file)
+        while (try? handle.write(contentsOf: Data(repeating: 7, count: 64 << 10))) != nil {}
+        while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
+        try? handle.close()
+    }
+
+    /// The log's text once it contains `line` (or after `seconds`, as it is then).
+    static func waitForLog(_ log: URL, containing line: String, seconds: Double = 20) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains(line) { Thread.sleep(forTimeInterval: 0.2) }
+        return try String(contentsOf: log, encoding: .utf8)
+    }
+
     /// The coordinator's state volume (a 16 MiB tmpfs) filled up in the
     /// middle of a sweep: the coordinator says so, naming the volume; nothing
     /// committed is lost and no attempt fails (max_attempts 1); once the
     /// filler is removed the sweep completes. Needs root for the mount.
     @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func aFullStateVolumeLosesNothingAndTheSweepFinishesOnceThereIsRoom() throws {
         let cluster = try Cluster(leaseSeconds: 2)
-        let volume = cluster.state.url.appendingPathComponent("volume")
-        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
-        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", volume.path])
-        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        let volume = try Self.tmpfs(in: cluster, "volume", mib: 16)
         defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
         cluster.stateDirectory = volume
         try cluster.startCoordinator()
@@ -254,18 +276,9 @@ import TestSupport
         _ = try cluster.wait("full", seconds: 30) { $0["done", default: 0] >= 20 }
         // Fill the volume to the last byte.
         let filler = volume.appendingPathComponent("filler")
-        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: filler)
-        let block = Data(repeating: 7, count: 64 << 10)
-        while (try? handle.write(contentsOf: block)) != nil {}
-        while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
-        try? handle.close()
+        try Self.fill(filler)
         let log = cluster.logs[0]
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains("the state volume is full") {
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        let text = try String(contentsOf: log, encoding: .utf8)
+        let text = try Self.waitForLog(log, containing: "the state volume is full")
         #expect(text.contains("the state volume is full: \(volume.path)") && text.contains("MiB free"), "\(cluster.tail())")
         // Stalled, not failing: nothing dead, nothing failed.
         let stalled = try cluster.counts("full")
@@ -288,10 +301,7 @@ import TestSupport
     /// with every attempt done. Needs root for the mount.
     @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func uploadsIntoAFullStateVolumeWaitForRoomAndFailNothing() throws {
         let cluster = try Cluster(leaseSeconds: 2)
-        let volume = cluster.state.url.appendingPathComponent("volume")
-        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
-        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", volume.path])
-        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        let volume = try Self.tmpfs(in: cluster, "volume", mib: 24)
         defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
         cluster.stateDirectory = volume
         try cluster.startCoordinator()
@@ -300,17 +310,9 @@ import TestSupport
         _ = try cluster.wait("big", seconds: 30) { $0["done", default: 0] >= 2 }
         // Fill the volume, leaving SQLite's WAL its old space: the blob files are what cannot be written.
         let filler = volume.appendingPathComponent("filler")
-        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: filler)
-        while (try? handle.write(contentsOf: Data(repeating: 7, count: 64 << 10))) != nil {}
-        while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
-        try? handle.close()
-        let log = cluster.logs[0]
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains("the state volume is full") {
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        #expect(try String(contentsOf: log, encoding: .utf8).contains("the state volume is full: \(volume.path)"), "\(cluster.tail())")
+        try Self.fill(filler)
+        #expect(try Self.waitForLog(cluster.logs[0], containing: "the state volume is full").contains("the state volume is full: \(volume.path)"),
+                "\(cluster.tail())")
         Thread.sleep(forTimeInterval: 2 * cluster.leaseSeconds)
         let stalled = try cluster.counts("big")
         #expect(stalled["dead"] == nil && stalled["failed"] == nil && stalled["done", default: 0] < 8, "\(stalled)")
@@ -331,25 +333,14 @@ import TestSupport
     /// (max_attempts 1) and the sweep completes. Needs root for the mount.
     @Test(.enabled(if: getuid() == 0, "mounts a tmpfs (root)")) func aFullCacheVolumeIsClearedAndTheJobHandedBackNotFailed() throws {
         let cluster = try Cluster()
-        let volume = cluster.state.url.appendingPathComponent("cache-volume")
-        try FileManager.default.createDirectory(at: volume, withIntermediateDirectories: true)
-        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", volume.path])
-        try #require(mounted.status == 0, "mount: \(mounted.output)")
+        let volume = try Self.tmpfs(in: cluster, "cache-volume", mib: 4)
         defer { _ = try? runProgram("/bin/umount", ["-l", volume.path]) }
         let cache = volume.appendingPathComponent("cache")
         for folder in ["blobs/aa", "incoming"] {
             try FileManager.default.createDirectory(at: cache.appendingPathComponent(folder), withIntermediateDirectories: true)
         }
-        /// Writes `file` until the volume refuses another byte.
-        func fill(_ file: URL) throws {
-            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: file)
-            while (try? handle.write(contentsOf: Data(repeating: 7, count: 64 << 10))) != nil {}
-            while (try? handle.write(contentsOf: Data(repeating: 7, count: 512))) != nil {}
-            try? handle.close()
-        }
         // A stale cached blob fills the volume before the worker starts.
-        try fill(cache.appendingPathComponent("blobs/aa/" + String(repeating: "a", count: 64)))
+        try Self.fill(cache.appendingPathComponent("blobs/aa/" + String(repeating: "a", count: 64)))
         try cluster.startCoordinator()
         // Chained: every job but the first fetches its input into the cache.
         try cluster.submit(Self.diagnostic("cache", #""jobs": 30, "chained": true, "seconds": 0.05"#, attempts: 1))
@@ -360,10 +351,8 @@ import TestSupport
         #expect(text.contains("the cache volume of worker a is full: \(cache.path)") && text.contains("there is room again"), "\(cluster.tail())")
         // Then something else fills it: the worker pauses, says so, and fails nothing.
         let filler = volume.appendingPathComponent("filler")
-        try fill(filler)
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, !(try String(contentsOf: workerLog, encoding: .utf8)).contains("still no room") { Thread.sleep(forTimeInterval: 0.2) }
-        text = try String(contentsOf: workerLog, encoding: .utf8)
+        try Self.fill(filler)
+        text = try Self.waitForLog(workerLog, containing: "still no room")
         #expect(text.contains("still no room") && text.contains("MiB free"), "\(cluster.tail())")
         let stalled = try cluster.counts("cache")
         #expect(stalled["dead"] == nil && stalled["failed"] == nil && stalled["done", default: 0] < 30, "\(stalled)")
