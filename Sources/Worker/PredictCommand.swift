@@ -23,7 +23,9 @@ struct PredictCommand: ParsableCommand {
     @Flag(help: "One JSON object per image on stdout instead of a line of text.") var json = false
 
     func run() throws {
+        let loading = Date()
         let model = try InspectionModel(folder: URL(fileURLWithPath: self.model))
+        let loadSeconds = Date().timeIntervalSince(loading), started = Date()
         var files: [URL] = []
         for path in images {
             var isFolder: ObjCBool = false
@@ -79,6 +81,9 @@ struct PredictCommand: ParsableCommand {
                 FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + progress + (done == files.count ? "\n" : "") : progress + "\n").utf8))
             }
         }
+        let seconds = Date().timeIntervalSince(started), scored = files.count - skipped
+        FileHandle.standardError.write(Data(String(format: "predict: %d images scored in %.3f s (%.2f images/s, %.1f ms each), the model loaded in %.2f s\n",
+                                                   scored, seconds, Double(scored) / max(seconds, 1e-9), 1000 * seconds / Double(max(1, scored)), loadSeconds).utf8))
         if skipped > 0 { throw ExitCode(2) }
     }
 
