@@ -14,8 +14,8 @@ struct Export: ParsableCommand {
         abstract: "Pack a trained category (one setting of a finished sweep) into a model folder for `psad-worker predict`.",
         discussion: """
             --setting FIELD=VALUE (repeatable) picks the setting where the sweep has several, with the field names of \
-            `results` (e.g. --setting memory_type=hcp --setting scale_type=max). Settings that retrain a UNet \
-            (unet_epochs > 0) cannot be exported: unet-train keeps its masks, not its weights.
+            `results` (e.g. --setting memory_type=hcp --setting scale_type=max). A setting with a retrained UNet \
+            (unet_epochs > 0) packs the UNet, whose masks its banks read.
             """)
     @OptionGroup var state: StateOption
     @Argument(help: "The sweep.") var sweep: String
@@ -69,10 +69,11 @@ struct Export: ParsableCommand {
         let banks = try record(evaluation.inputs["banks"], "bank-fit")
         let patch = try record(evaluation.inputs["patch"], "patch-features")
         let masks = try record(banks.inputs["masks"], "masks")
-        guard masks.kind == .pseudoLabel else {
-            throw ValidationError("this setting's banks read \(masks.kind.rawValue) masks: settings with a UNet (unet_epochs > 0) cannot be exported (unet-train keeps no weights)")
+        let pseudo = masks.kind == .unetTrain ? try record(masks.inputs["pseudo_labels"], "pseudo-label") : masks
+        guard pseudo.kind == .pseudoLabel else {
+            throw ValidationError("this setting's banks read \(masks.kind.rawValue) masks, which export does not know")
         }
-        let segmenter = try record(masks.inputs["segmenter"], "segment-train")
+        let segmenter = try record(pseudo.inputs["segmenter"], "segment-train")
         let inputs = InspectionExport.Inputs(
             sweep: sweep, setting: chosen.setting,
             segment: try parameters(segmenter, as: OnData<StageSettings.SegmentTrain>.self),
@@ -80,7 +81,8 @@ struct Export: ParsableCommand {
             bank: try parameters(banks, as: OnData<StageSettings.BankFit>.self),
             evaluate: try parameters(evaluation, as: StageSettings.Evaluate.self),
             segmenter: try files(segmenter), masks: try files(masks), banks: try files(banks),
-            patchScores: try files(patch)[ArtifactFormat.patchScores] ?? Data(), evaluation: try files(evaluation))
+            patchScores: try files(patch)[ArtifactFormat.patchScores] ?? Data(), evaluation: try files(evaluation),
+            unet: masks.kind == .unetTrain ? try parameters(masks, as: OnData<StageSettings.UNetTrain>.self) : nil)
         let d = try InspectionExport.write(inputs, to: URL(fileURLWithPath: out), targetFPR: fpr) { say("export: \($0)") }
         let c = d.calibration
         func percent(_ x: Double?) -> String { x.map { String(format: "%.1f%%", 100 * $0) } ?? "-" }

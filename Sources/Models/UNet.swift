@@ -18,9 +18,11 @@ public final class UNet {
         let stride: Int
         var norm: BatchNormParameters?
         let gamma: Parameter?, beta: Parameter?
+        let name: String
 
         init(_ name: String, in cin: Int, out cout: Int, kernel: Int, stride: Int = 1, batchNorm: Bool, rng: inout SeededGenerator) {
             let fanIn = cin * kernel * kernel
+            self.name = name
             weight = Parameter(Tensor.randomNormal([cout, cin, kernel, kernel], std: (2 / Float(fanIn)).squareRoot(), generator: &rng),
                                name: "\(name).weight")
             bias = Parameter(Tensor(zeros: [cout]), name: "\(name).bias")
@@ -80,6 +82,38 @@ public final class UNet {
 
     public var parameters: [Parameter] {
         encoder.flatMap { $0.0.parameters + $0.1.parameters } + decoder.flatMap(\.parameters) + head.parameters
+    }
+
+    var convolutions: [Conv] { encoder.flatMap { [$0.0, $0.1] } + decoder + [head] }
+
+    /// Everything inference needs, by name: the parameters and the batch
+    /// norms' running statistics (`<conv>.bn.running_mean`, `.running_var`).
+    public var tensors: [String: Tensor] {
+        var out = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+        for conv in convolutions {
+            if let n = conv.norm {
+                out["\(conv.name).bn.running_mean"] = n.runningMean
+                out["\(conv.name).bn.running_var"] = n.runningVar
+            }
+        }
+        return out
+    }
+
+    /// A UNet of this shape with the values of ``tensors`` (each checked against its shape).
+    public convenience init(width: Int, depth: Int, classes: Int, tensors: [String: Tensor]) throws {
+        self.init(width: width, depth: depth, classes: classes, seed: 0)
+        func take(_ name: String, like current: Tensor) throws -> Tensor {
+            guard let t = tensors[name] else { throw WeightError.missingTensor(file: "unet", tensor: name) }
+            guard t.shape == current.shape else { throw WeightError.shapeMismatch(file: "unet", tensor: name, expected: current.shape, found: t.shape) }
+            return t
+        }
+        for p in parameters { p.value = try take(p.name, like: p.value) }
+        for conv in convolutions {
+            guard var n = conv.norm else { continue }
+            n.runningMean = try take("\(conv.name).bn.running_mean", like: n.runningMean)
+            n.runningVar = try take("\(conv.name).bn.running_var", like: n.runningVar)
+            conv.norm = n
+        }
     }
 
     /// Multiply-adds of the convolutions for one image of `height` x `width`

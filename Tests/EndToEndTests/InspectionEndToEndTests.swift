@@ -15,25 +15,32 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"]}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"], "unet_epochs": [0, 1]}}
             """)
         try cluster.startWorker("a")
-        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 7 }
-        #expect(counts == ["done": 7], "\(cluster.tail())")
+        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 11 }
+        #expect(counts == ["done": 11], "\(cluster.tail())")
         let model = cluster.state.url.appendingPathComponent("model")
-        // Two settings: one must be named.
+        // Four settings: they must be named.
         let ambiguous = try cluster.run(["export", "m", "--category", "pin_grid", "--out", model.path])
-        #expect(ambiguous.status != 0 && ambiguous.errors.contains("2 settings") && ambiguous.errors.contains("memory_type"), "\(ambiguous)")
-        let exported = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--out", model.path])
+        #expect(ambiguous.status != 0 && ambiguous.errors.contains("4 settings") && ambiguous.errors.contains("memory_type")
+                && ambiguous.errors.contains("unet_epochs"), "\(ambiguous)")
+        let exported = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=0",
+                                            "--out", model.path])
         #expect(exported.contains("model written to") && exported.contains("validation/good: 2 images"), "\(exported)")
-        #expect(try cluster.run(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--out", model.path]).errors.contains("exists"))
+        #expect(try cluster.run(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=0",
+                                 "--out", model.path]).errors.contains("exists"))
 
         // The sweep's scores of the test images, from evaluate's scores.csv.
         let store = try JobStore(path: cluster.stateDirectory.appendingPathComponent("state.sqlite").path)
-        let evaluation = try #require(try store.evaluations(sweep: "m", category: "pin_grid").first { $0.setting.contains("\"hcp\"") })
-        let hash = try #require(try store.record(evaluation.job).outputs[ArtifactFormat.scoresCSV])
-        let blob = try store.smallBlob(hash) ?? ArtifactStore(root: cluster.stateDirectory).read(hash)
-        let expected = try ArtifactFormat.readScores(blob)
+        func sweepScores(unet: Int) throws -> [(split: String, score: Double)] {
+            let evaluation = try #require(try store.evaluations(sweep: "m", category: "pin_grid").first {
+                $0.setting.contains("\"hcp\"") && $0.setting.contains("\"unet_epochs\":\(unet)")
+            })
+            let hash = try #require(try store.record(evaluation.job).outputs[ArtifactFormat.scoresCSV])
+            return try ArtifactFormat.readScores(try store.smallBlob(hash) ?? ArtifactStore(root: cluster.stateDirectory).read(hash))
+        }
+        let expected = try sweepScores(unet: 0)
 
         // Predict over the test folders (test order: good, logical, structural), a bad image among them.
         let category = data.appendingPathComponent("pin_grid")
@@ -63,6 +70,17 @@ import Vision
             let rate = Double(verdicts.filter { $0 }.count) / Double(verdicts.count)
             #expect(calibration[field] as? Double == rate, "\(split): \(rate) vs \(calibration)")
         }
+        // A setting with a retrained UNet packs the UNet; its banks read the UNet's masks, and the scores are the sweep's too.
+        let unetModel = cluster.state.url.appendingPathComponent("unet-model")
+        _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=1",
+                                 "--out", unetModel.path])
+        #expect(FileManager.default.fileExists(atPath: unetModel.appendingPathComponent("unet.safetensors").path))
+        let unetRun = try runProgram(worker, ["predict", unetModel.path] + folders + ["--json"])
+        let unetScores = unetRun.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+            .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["score"] as? Double }
+        let unetExpected = try sweepScores(unet: 1)
+        #expect(unetScores.count == unetExpected.count && zip(unetScores, unetExpected).allSatisfy { abs($0 - $1.score) <= 1e-9 * max(1, abs($1.score)) },
+                "\(unetScores) vs \(unetExpected.map(\.score))")
         // Loading checks the bundle: a damaged file and another format version are clear errors.
         let memory = model.appendingPathComponent("patch_memory.safetensors")
         var bytes = try Data(contentsOf: memory)

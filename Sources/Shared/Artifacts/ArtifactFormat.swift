@@ -23,6 +23,8 @@ public enum ArtifactFormat {
     /// The fine-tuned encoder units' weights and running statistics, by the backbone's PyTorch names.
     public static let fineTunedEncoder = "encoder.safetensors"
     public static let losses = "losses.json"
+    /// unet-train's network: parameters and batch-norm running statistics (what export packs).
+    public static let unet = "unet.safetensors"
     // pseudo-label, unet-train; `split` as the dataset names its folder (`train/good`, `test/logical_anomalies`)
     public static func mask(split: String, id: String) -> String { "masks/\(split)/\(id).png" }
     // patch-features

@@ -24,12 +24,14 @@ public enum InspectionExport {
         /// The masks the banks were fitted on (pseudo-label's files), bank-fit's
         /// files (banks and distances), patch-features' scores, evaluate's files.
         public var masks: [String: Data], banks: [String: Data], patchScores: Data, evaluation: [String: Data]
+        /// The UNet's settings when the masks are a retrained UNet's (`masks` then holds unet-train's files).
+        public var unet: OnData<StageSettings.UNetTrain>?
         public init(sweep: String, setting: String, segment: OnData<StageSettings.SegmentTrain>, patch: OnData<StageSettings.PatchFeatures>,
                     bank: OnData<StageSettings.BankFit>, evaluate: StageSettings.Evaluate, segmenter: [String: Data], masks: [String: Data],
-                    banks: [String: Data], patchScores: Data, evaluation: [String: Data]) {
+                    banks: [String: Data], patchScores: Data, evaluation: [String: Data], unet: OnData<StageSettings.UNetTrain>? = nil) {
             self.sweep = sweep; self.setting = setting; self.segment = segment; self.patch = patch; self.bank = bank
             self.evaluate = evaluate; self.segmenter = segmenter; self.masks = masks; self.banks = banks; self.patchScores = patchScores
-            self.evaluation = evaluation
+            self.evaluation = evaluation; self.unet = unet
         }
     }
 
@@ -63,6 +65,12 @@ public enum InspectionExport {
         files[InspectionModel.banksName] = try ArtifactFormat.encode(InspectionModel.BankVectors(histogram: vectors.map(\.histogram),
                                                                                                   composition: vectors.map(\.composition)))
         if let tuned = i.segmenter[ArtifactFormat.fineTunedEncoder] { files[InspectionModel.encoderName] = tuned }
+        var unetShape: InspectionModel.UNetShape?
+        if let unet = i.unet {
+            files[InspectionModel.unetName] = try file(i.masks, ArtifactFormat.unet, of: "unet-train (a sweep from before it kept its network: run it again)")
+            let defaults = UNetTrain.Parameters()
+            unetShape = .init(width: unet.settings.unetWidth ?? defaults.width, depth: unet.settings.unetDepth ?? defaults.depth)
+        }
 
         // PatchCore's memory, as patch-features built it: the kept train images in PatchCore's frame.
         let p = i.patch.settings
@@ -86,7 +94,7 @@ public enum InspectionExport {
         var description = InspectionModel.Description(
             format: InspectionModel.formatVersion, category: input.category.name, sweep: i.sweep, setting: i.setting,
             classes: input.classes, cropMargin: input.prep.cropMargin, imageSize: input.size,
-            segmentBackbone: i.segment.settings.backbone, patchBackbone: p.backbone, bankBackbone: i.bank.settings.backbone,
+            unet: unetShape, segmentBackbone: i.segment.settings.backbone, patchBackbone: p.backbone, bankBackbone: i.bank.settings.backbone,
             patchImageSize: p.patchImageSize, patchResize: p.patchResize, patchProbes: p.patchProbes, seed: p.seed ?? 0,
             epsilon: i.bank.settings.epsilon, trainStatistic: i.bank.settings.trainStatistic,
             memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, mapScale: scores.mapScale ?? 1,

@@ -23,7 +23,7 @@ public struct InspectionModel {
     public static let formatVersion = 1
     public static let descriptionName = "model.json"
     static let headName = "segmenter.safetensors", encoderName = "encoder.safetensors"
-    static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors"
+    static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors", unetName = "unet.safetensors"
 
     public struct Description: Codable, Equatable, Sendable {
         public var format: Int
@@ -34,6 +34,8 @@ public struct InspectionModel {
         public var classes: Int
         public var cropMargin: Int
         public var imageSize: Int
+        /// The retrained UNet whose masks the banks use (nil: the segmenter's).
+        public var unet: UNetShape?
         public var segmentBackbone: BackboneName
         public var patchBackbone: BackboneName
         public var bankBackbone: BackboneName
@@ -62,6 +64,10 @@ public struct InspectionModel {
     /// The train images' histogram and composition vectors (what the banks hold, before standardisation).
     struct BankVectors: Codable {
         var histogram: [[Double]], composition: [[Double]]
+    }
+
+    public struct UNetShape: Codable, Equatable, Sendable {
+        public var width: Int, depth: Int
     }
 
     public struct TrainStatistics: Codable, Equatable, Sendable {
@@ -103,6 +109,7 @@ public struct InspectionModel {
 
     public let description: Description
     let head: SegmentationHead
+    let unet: UNet?
     let segmentEncoder: any Backbone, bankEncoder: any Backbone, patchEncoder: any Backbone
     let banks: Banks
     let memory: PatchMemory
@@ -142,6 +149,13 @@ public struct InspectionModel {
             return try SafetensorsFile(data: data, source: name)
         }
         head = try SegmentationHead(file: try file(Self.headName))
+        if let shape = d.unet {
+            let f = try file(Self.unetName)
+            unet = try UNet(width: shape.width, depth: shape.depth, classes: d.classes,
+                            tensors: Dictionary(uniqueKeysWithValues: f.entries.map { ($0.name, try f.tensor($0.name)) }))
+        } else {
+            unet = nil
+        }
         var loaded: [BackboneName: any Backbone] = [:]
         func backbone(_ name: BackboneName) throws -> any Backbone {
             if let b = loaded[name] { return b }
@@ -194,19 +208,27 @@ public struct InspectionModel {
     /// nearest-patch search.
     public func predict(_ images: [Image]) -> [Prediction] {
         let d = description, size = d.imageSize
-        struct Encoded { var parts: [Int32], bankTaps: [Int: Tensor], patchTaps: [Int: Tensor] }
+        struct Encoded { var image: Image, parts: [Int32]?, bankTaps: [Int: Tensor], patchTaps: [Int: Tensor] }
         let encoded = Compute.mapAcrossThreads(images.count) { i in
             Compute.onOneThread {
                 let x = prep.image(images[i])
+                let patchTaps = patchEncoder.features(ImageNormalization.imagenet(patchPrep.image(images[i]).tensor()), strides: [4, 8, 16])
+                if unet != nil {
+                    return Encoded(image: x, parts: nil, bankTaps: bankEncoder.features(ImageNormalization.imagenet(x.tensor()), strides: [4, 8, 16]),
+                                   patchTaps: patchTaps)
+                }
                 let segmentTaps = segmentEncoder.features(ImageNormalization.imagenet(x.tensor()), strides: [4, 8, 16])
                 let parts = SegmentTrain.pseudoLabels(head, taps: segmentTaps, height: size, width: size)
                 let bankTaps = d.bankBackbone == d.segmentBackbone && !finetuned ? segmentTaps
                     : bankEncoder.features(ImageNormalization.imagenet(x.tensor()), strides: [4, 8, 16])
-                let patchTaps = patchEncoder.features(ImageNormalization.imagenet(patchPrep.image(images[i]).tensor()), strides: [4, 8, 16])
-                return Encoded(parts: parts, bankTaps: bankTaps, patchTaps: patchTaps)
+                return Encoded(image: x, parts: parts, bankTaps: bankTaps, patchTaps: patchTaps)
             }
         }
-        return zip(images, encoded).map { score($0.0, $0.1.parts, bankTaps: $0.1.bankTaps, patchTaps: $0.1.patchTaps) }
+        return zip(images, encoded).map { image, e in
+            // The UNet's masks image by image on every thread, as unet-train computes them.
+            let parts = e.parts ?? UNetTrain.masks(unet!, images: [e.image])[0]
+            return score(image, parts, bankTaps: e.bankTaps, patchTaps: e.patchTaps)
+        }
     }
 
     func score(_ image: Image, _ parts: [Int32], bankTaps: [Int: Tensor], patchTaps: [Int: Tensor]) -> Prediction {

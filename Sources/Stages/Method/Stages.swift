@@ -118,6 +118,7 @@ public enum UNetTrainStage: MethodStage {
         let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
         var out = StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
         out.files[ArtifactFormat.losses] = try JSONEncoder().encode(unet.epochLosses)
+        out.files[ArtifactFormat.unet] = SafetensorsFile.encode(unet.net.tensors)
         return out
     }
 }
