@@ -62,6 +62,10 @@ struct Export: ParsableCommand {
         func files(_ r: JobRecord) throws -> [String: Data] {
             try r.outputs.mapValues { hash in try store.smallBlob(hash) ?? artifacts.read(hash) }
         }
+        func file(_ r: JobRecord, _ name: String) throws -> Data {
+            guard let data = try files(r)[name] else { throw ValidationError("the \(r.kind.rawValue) job \(r.key.short) wrote no \(name)") }
+            return data
+        }
         func parameters<T: Decodable>(_ r: JobRecord, as type: T.Type) throws -> T {
             try JobParameters.decode(T.self, from: Data(r.parameters.utf8), stage: r.kind.rawValue)
         }
@@ -81,7 +85,7 @@ struct Export: ParsableCommand {
             bank: try parameters(banks, as: OnData<StageSettings.BankFit>.self),
             evaluate: try parameters(evaluation, as: StageSettings.Evaluate.self),
             segmenter: try files(segmenter), masks: try files(masks), banks: try files(banks),
-            patchScores: try files(patch)[ArtifactFormat.patchScores] ?? Data(), evaluation: try files(evaluation),
+            patchScores: try file(patch, ArtifactFormat.patchScores), evaluation: try files(evaluation),
             unet: masks.kind == .unetTrain ? try parameters(masks, as: OnData<StageSettings.UNetTrain>.self) : nil)
         let d = try InspectionExport.write(inputs, to: URL(fileURLWithPath: out), targetFPR: fpr) { say("export: \($0)") }
         let c = d.calibration
