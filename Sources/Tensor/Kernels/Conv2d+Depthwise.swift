@@ -1,22 +1,52 @@
 /// Direct depthwise convolution: each channel convolved with its own kernel.
 /// Parallel over (image, channel) planes. Each plane is first copied into a
 /// zero-bordered scratch plane, so the inner loops need no bounds checks;
-/// with unit horizontal stride they compute eight outputs at a time in SIMD
-/// registers (3x3 kernels with the kernel held in registers).
+/// they compute eight outputs at a time in SIMD registers (3x3 kernels with
+/// unit stride with the kernel held in registers). With a horizontal stride
+/// s > 1 the scratch plane is also split by column phase (column c goes to
+/// phase c mod s at c / s), so a strided row reads s contiguous phase rows.
+/// Every output sums its taps in the same order, row by row and left to
+/// right from zero, whichever path computes it: the paths agree bit for bit.
 func depthwiseForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                       _ y: UnsafeMutablePointer<Float>) {
     let g = s.geometry
     let ph = s.h + g.padTop + g.padBottom, pw = s.w + g.padLeft + g.padRight
     let xp = SendablePointer(x), wp = SendablePointer(w), yp = SendableMutablePointer(y)
     let fast3x3 = s.kh == 3 && s.kw == 3 && g.dilationX == 1 && g.dilationY == 1 && g.strideX == 1
+    let sx = g.strideX, phased = g.strideX > 1 && g.dilationX == 1
+    // Width of a phase plane's rows: enough for the widest phase (phase 0).
+    let qw = (pw + sx - 1) / sx
     Compute.parallelFor(s.n * s.cin) { planes in
         let padded = UnsafeMutablePointer<Float>.allocate(capacity: ph * pw)
         padded.initialize(repeating: 0, count: ph * pw)
-        defer { padded.deallocate() }
+        let phases = UnsafeMutablePointer<Float>.allocate(capacity: phased ? sx * ph * qw : 0)
+        if phased { phases.initialize(repeating: 0, count: sx * ph * qw) }
+        defer { padded.deallocate(); phases.deallocate() }
         for plane in planes {
             let src = xp.p + plane * s.h * s.w
             for r in 0..<s.h {
                 (padded + (r + g.padTop) * pw + g.padLeft).update(from: src + r * s.w, count: s.w)
+            }
+            if phased {
+                for r in 0..<ph {
+                    let row = padded + r &* pw
+                    var start = 0
+                    if sx == 2 {
+                        // Sixteen columns at a time: eight of each phase.
+                        let even = UnsafeMutableRawPointer(phases + r &* qw), odd = UnsafeMutableRawPointer(phases + (ph &+ r) &* qw)
+                        while start &+ 16 <= pw {
+                            let v = UnsafeRawPointer(row + start).loadUnaligned(as: SIMD16<Float>.self)
+                            even.storeBytes(of: v.evenHalf, toByteOffset: start &* 2, as: SIMD8<Float>.self)
+                            odd.storeBytes(of: v.oddHalf, toByteOffset: start &* 2, as: SIMD8<Float>.self)
+                            start &+= 16
+                        }
+                    }
+                    for q in 0..<sx {
+                        let out = phases + (q &* ph &+ r) &* qw
+                        var c = start &+ q, o = start / sx
+                        while c < pw { out[o] = row[c]; c &+= sx; o &+= 1 }
+                    }
+                }
             }
             let k = wp.p + (plane % s.cin) * s.kh * s.kw
             let dst = yp.p + plane * s.pixels
@@ -26,27 +56,42 @@ func depthwiseForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoin
                 var j = 0
                 if fast3x3 {
                     j = depthwise3x3Row(row: row, line: line, width: pw, kernel: k, columns: 0..<s.ow)
-                } else if g.strideX == 1 {
-                    while j + 8 <= s.ow {
+                } else if sx == 1 {
+                    while j &+ 8 <= s.ow {
                         var acc = SIMD8<Float>(repeating: 0)
                         for u in 0..<s.kh {
-                            let base = line + u * g.dilationY * pw + j
+                            let base = line + (u &* g.dilationY &* pw &+ j)
                             for v in 0..<s.kw {
-                                acc += k[u * s.kw + v] * UnsafeRawPointer(base + v * g.dilationX).loadUnaligned(as: SIMD8<Float>.self)
+                                acc += k[u &* s.kw &+ v] * UnsafeRawPointer(base + v &* g.dilationX).loadUnaligned(as: SIMD8<Float>.self)
                             }
                         }
                         UnsafeMutableRawPointer(row + j).storeBytes(of: acc, as: SIMD8<Float>.self)
-                        j += 8
+                        j &+= 8
+                    }
+                } else if phased {
+                    // Output column j reads padded column j*s + v: phase v mod s, position j + v / s.
+                    let top = i &* g.strideY
+                    while j &+ 8 <= s.ow {
+                        var acc = SIMD8<Float>(repeating: 0)
+                        for u in 0..<s.kh {
+                            let r = top &+ u &* g.dilationY
+                            for v in 0..<s.kw {
+                                let base = phases + (((v % sx) &* ph &+ r) &* qw &+ j &+ v / sx)
+                                acc += k[u &* s.kw &+ v] * UnsafeRawPointer(base).loadUnaligned(as: SIMD8<Float>.self)
+                            }
+                        }
+                        UnsafeMutableRawPointer(row + j).storeBytes(of: acc, as: SIMD8<Float>.self)
+                        j &+= 8
                     }
                 }
                 while j < s.ow {
                     var acc: Float = 0
                     for u in 0..<s.kh {
-                        let base = line + u * g.dilationY * pw + j * g.strideX
-                        for v in 0..<s.kw { acc += k[u * s.kw + v] * base[v * g.dilationX] }
+                        let base = line + (u &* g.dilationY &* pw &+ j &* sx)
+                        for v in 0..<s.kw { acc += k[u &* s.kw &+ v] * base[v &* g.dilationX] }
                     }
                     row[j] = acc
-                    j += 1
+                    j &+= 1
                 }
             }
         }

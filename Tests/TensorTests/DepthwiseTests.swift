@@ -1,0 +1,58 @@
+import Testing
+@testable import Tensor
+
+/// The depthwise kernel's paths (3x3 unit stride with the kernel in
+/// registers, any kernel with unit stride, strided rows read through column
+/// phases, the scalar tail) against a tap-by-tap loop that sums each output's
+/// taps in the same order: equal bit for bit, so the paths cannot change a
+/// stage's digits.
+struct DepthwiseTests {
+    static func direct(_ x: Tensor, _ w: Tensor, _ g: Conv2dGeometry) -> Tensor {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (kh, kw) = (w.shape[2], w.shape[3])
+        let (oh, ow) = g.outputSize(height: h, width: wd, kernelHeight: kh, kernelWidth: kw)
+        var out = [Float](repeating: 0, count: n * c * oh * ow)
+        for plane in 0..<(n * c) {
+            for i in 0..<oh {
+                for j in 0..<ow {
+                    var acc: Float = 0
+                    for u in 0..<kh {
+                        for v in 0..<kw {
+                            let r = i * g.strideY + u * g.dilationY - g.padTop, q = j * g.strideX + v * g.dilationX - g.padLeft
+                            let value: Float = (0..<h).contains(r) && (0..<wd).contains(q) ? x.storage[(plane * h + r) * wd + q] : 0
+                            acc += w.storage[(plane % c) * kh * kw + u * kw + v] * value
+                        }
+                    }
+                    out[(plane * oh + i) * ow + j] = acc
+                }
+            }
+        }
+        return Tensor(shape: [n, c, oh, ow], storage: out)
+    }
+
+    @Test(arguments: [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 3, 1), (5, 2, 1), (3, 1, 0), (3, 2, 0)])
+    func everyPathEqualsTheTapByTapLoop(kernel: Int, stride: Int, padding: Int) {
+        var rng = SeededGenerator(seed: UInt64(kernel * 100 + stride * 10 + padding))
+        // Widths below, at and past eight outputs, odd and even, so each path and the tail run.
+        for (h, w) in [(5, 5), (6, 7), (9, 16), (12, 17), (17, 33), (20, 40)] where h + 2 * padding >= kernel && w + 2 * padding >= kernel {
+            let x = Tensor(shape: [2, 3, h, w], storage: (0..<(6 * h * w)).map { _ in rng.nextUniform() * 2 - 1 })
+            let weight = Tensor(shape: [3, 1, kernel, kernel], storage: (0..<(3 * kernel * kernel)).map { _ in rng.nextUniform() * 2 - 1 })
+            let g = Conv2dGeometry(stride: stride, padding: padding, groups: 3)
+            let y = Tensor.conv2d(x, weight: weight, geometry: g), expected = Self.direct(x, weight, g)
+            #expect(y.shape == expected.shape, "\(h)x\(w)")
+            #expect(y.storage == expected.storage, "\(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
+        }
+    }
+
+    @Test func asymmetricPaddingAndDilation() {
+        var rng = SeededGenerator(seed: 5)
+        let x = Tensor(shape: [1, 2, 11, 19], storage: (0..<(2 * 11 * 19)).map { _ in rng.nextUniform() * 2 - 1 })
+        let weight = Tensor(shape: [2, 1, 3, 3], storage: (0..<18).map { _ in rng.nextUniform() * 2 - 1 })
+        for g in [Conv2dGeometry(stride: (2, 2), padding: (0, 0, 1, 1), groups: 2),
+                  Conv2dGeometry(stride: (1, 2), padding: (1, 2, 1, 0), groups: 2),
+                  Conv2dGeometry(stride: (1, 1), padding: (2, 2, 2, 2), dilation: (2, 2), groups: 2),
+                  Conv2dGeometry(stride: (2, 2), padding: (2, 2, 2, 2), dilation: (2, 2), groups: 2)] {
+            #expect(Tensor.conv2d(x, weight: weight, geometry: g).storage == Self.direct(x, weight, g).storage, "\(g)")
+        }
+    }
+}
