@@ -16,27 +16,35 @@ extension Image {
     public func rotated(by angle: Double, nearest: Bool) -> Image {
         var out = Image(width: width, height: height, channels: channels)
         let cx = Double(width) / 2, cy = Double(height) / 2, c = cos(angle), s = sin(angle)
-        for y in 0..<height {
-            for x in 0..<width {
-                // Inverse rotation of the output pixel centre.
-                let dx = Double(x) + 0.5 - cx, dy = Double(y) + 0.5 - cy
-                let sx = c * dx + s * dy + cx - 0.5, sy = -s * dx + c * dy + cy - 0.5
-                if nearest {
-                    let ix = Int(sx.rounded()), iy = Int(sy.rounded())
-                    guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }
-                    for k in 0..<channels { out.pixels[(y * width + x) * channels + k] = pixels[(iy * width + ix) * channels + k] }
-                } else {
-                    let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
-                    guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { continue }
-                    let fx = sx - Double(x0), fy = sy - Double(y0)
-                    for k in 0..<channels {
-                        func at(_ xx: Int, _ yy: Int) -> Double {
-                            (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(pixels[(yy * width + xx) * channels + k]) : 0
+        let (width, height, channels) = (self.width, self.height, self.channels)
+        pixels.withUnsafeBufferPointer { src in
+            out.pixels.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<height {
+                    let dy = Double(y) + 0.5 - cy
+                    for x in 0..<width {
+                        // Inverse rotation of the output pixel centre.
+                        let dx = Double(x) + 0.5 - cx
+                        let sx = c * dx + s * dy + cx - 0.5, sy = -s * dx + c * dy + cy - 0.5
+                        let o = (y &* width &+ x) &* channels
+                        if nearest {
+                            let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                            guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }
+                            let i = (iy &* width &+ ix) &* channels
+                            for k in 0..<channels { dst[o &+ k] = src[i &+ k] }
+                        } else {
+                            let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                            guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { continue }
+                            let fx = sx - Double(x0), fy = sy - Double(y0)
+                            for k in 0..<channels {
+                                func at(_ xx: Int, _ yy: Int) -> Double {
+                                    (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(src[(yy &* width &+ xx) &* channels &+ k]) : 0
+                                }
+                                let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
+                                let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
+                                let v: Double = (1 - fy) * top + fy * bottom
+                                dst[o &+ k] = UInt8(min(max(v.rounded(), 0), 255))
+                            }
                         }
-                        let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
-                        let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
-                        let v: Double = (1 - fy) * top + fy * bottom
-                        out.pixels[(y * width + x) * channels + k] = UInt8(min(max(v.rounded(), 0), 255))
                     }
                 }
             }
