@@ -200,7 +200,7 @@ struct Backbones: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let line: [String: Any] = ["name": network, "images_per_s": Double(batch) / best, "peak_mib": Double(usage.ru_maxrss) / 1024,
-                                   "impl": "psad-swift", "threads": threads]
+                                   "impl": "psad-swift", "threads": threads, "kernels": Compute.machineKind]
         print(String(decoding: try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]), as: UTF8.self))
     }
 }

@@ -4,7 +4,10 @@ distance on the good test images (mean and spread) against its mean on the
 logical and structural anomalies; how noisy the segmenter's part areas are
 on train and on good test images next to the synthetic truth's; and what
 the sum gives when each bank is scaled by statistics of held-out normal
-images instead of the train images' leave-one-out distances.
+images instead of the train images' leave-one-out distances; and what the
+sum gives with variants of the histogram and composition banks computed
+from the same vectors (k nearest train vectors, a whitened or log-count
+histogram, one bank left out).
 
 Read from a sweep's finished bank-fit and patch-features jobs in a state
 directory (read-only; bank-fit code version 3 or later, which keeps the
@@ -71,6 +74,30 @@ def leave_one_out(x):
     return d.min(1)
 
 
+def standardise(train, test, epsilon):
+    m, sd = train.mean(0), train.std(0, ddof=1) + epsilon
+    return (train - m) / sd, (test - m) / sd
+
+
+def k_nearest(train, test, k):
+    """Mean distance of each test vector to its k nearest train vectors, and
+    the max over train vectors of the same leave-one-out (the max scaling's divisor)."""
+    dt = np.sort(np.sqrt(((test[:, None] - train[None]) ** 2).sum(-1)), 1)[:, :k].mean(1)
+    dr = np.sqrt(((train[:, None] - train[None]) ** 2).sum(-1))
+    np.fill_diagonal(dr, np.inf)
+    return dt, np.sort(dr, 1)[:, :k].mean(1).max()
+
+
+def whiten(train, test, shrink=0.1):
+    """Train covariance (shrunk 10% toward its diagonal) made the identity."""
+    m = train.mean(0)
+    cov = np.cov(train - m, rowvar=False)
+    cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
+    w, v = np.linalg.eigh(cov)
+    t = v / np.sqrt(np.maximum(w, 1e-12))
+    return (train - m) @ t, (test - m) @ t
+
+
 def cv(counts):
     """Mean over foreground classes present of std / mean of the per-image pixel count."""
     mean = counts.mean(0)
@@ -79,7 +106,7 @@ def cv(counts):
 
 
 state = State(args.state)
-spread_rows, noise_rows, held_rows, statistic_rows = [], [], [], []
+spread_rows, noise_rows, held_rows, statistic_rows, variant_rows = [], [], [], [], []
 rng = np.random.default_rng(0)
 for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
@@ -138,6 +165,17 @@ for job, category in state.jobs("bank-fit", args.sweep):
             total = total + test[k] / s.max()
         by_statistic[statistic] = (auroc(total[:good], total[good:good + logical]), auroc(total[:good], total[good + logical:]))
     statistic_rows.append((category, by_statistic))
+    hist = standardise(banks["train_histogram"], banks["test_histogram"], epsilon)
+    comp = standardise(banks["train_composition"], banks["test_composition"], epsilon)
+    scaled = lambda pair, k=1: (lambda d, top: d / top)(*k_nearest(*pair, k))
+    h1, c1, p1 = scaled(hist), scaled(comp), test["p"] / train["p"].max()
+    variants = {"hcp (as the sweep)": h1 + c1 + p1, "hp": h1 + p1, "cp": c1 + p1,
+                "h and c: 3 nearest": scaled(hist, 3) + scaled(comp, 3) + p1,
+                "h and c: 5 nearest": scaled(hist, 5) + scaled(comp, 5) + p1,
+                "h whitened": scaled(whiten(banks["train_histogram"], banks["test_histogram"])) + c1 + p1,
+                "h of log counts": scaled(standardise(np.log1p(banks["train_histogram"]), np.log1p(banks["test_histogram"]), epsilon)) + c1 + p1}
+    variant_rows.append((category, {name: (auroc(v[:good], v[good:good + logical]), auroc(v[:good], v[good + logical:]))
+                                    for name, v in variants.items()}))
 
 if not spread_rows:
     raise SystemExit(f"{args.state}: no finished bank-fit job with test vectors (bank-fit code version 3) and a patch-features job "
@@ -174,3 +212,11 @@ for c, r in statistic_rows:
 if statistic_rows:
     print("| **mean** | " + " | ".join("%.1f / %.1f" % tuple(100 * np.mean([r[k] for _, r in statistic_rows], axis=0))
                                       for k in ("leave-one-out", "reference")) + " |")
+print("\nhcp with max scaling and variants of the h and c banks from the same vectors (the leave-one-out statistic), LA / SA\n")
+if variant_rows:
+    names = list(variant_rows[0][1])
+    print("| category | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for c, r in variant_rows:
+        print(f"| {c} | " + " | ".join(f"{100 * r[n][0]:.1f} / {100 * r[n][1]:.1f}" for n in names) + " |")
+    print("| **mean** | " + " | ".join("%.1f / %.1f" % tuple(100 * np.mean([r[n] for _, r in variant_rows], axis=0)) for n in names) + " |")
