@@ -44,6 +44,52 @@ struct DepthwiseTests {
         }
     }
 
+    /// dL/dx and dL/dw by a tap-by-tap loop in the kernel's order (channel,
+    /// image, output row, tap, output column).
+    static func directBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, _ g: Conv2dGeometry) -> (dx: [Float], dw: [Float]) {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (kh, kw, oh, ow) = (w.shape[2], w.shape[3], dy.shape[2], dy.shape[3])
+        var dx = [Float](repeating: 0, count: x.storage.count), dw = [Float](repeating: 0, count: w.storage.count)
+        for ch in 0..<c {
+            for b in 0..<n {
+                let plane = b * c + ch
+                for i in 0..<oh {
+                    for u in 0..<kh {
+                        let r = i * g.strideY + u * g.dilationY - g.padTop
+                        guard (0..<h).contains(r) else { continue }
+                        for v in 0..<kw {
+                            var acc: Float = 0
+                            for j in 0..<ow {
+                                let q = j * g.strideX + v * g.dilationX - g.padLeft
+                                guard (0..<wd).contains(q) else { continue }
+                                let gy = dy.storage[(plane * oh + i) * ow + j], xi = (plane * h + r) * wd + q
+                                acc += gy * x.storage[xi]
+                                dx[xi] += w.storage[ch * kh * kw + u * kw + v] * gy
+                            }
+                            dw[ch * kh * kw + u * kw + v] += acc
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw)
+    }
+
+    @Test(arguments: [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 1, 0)])
+    func theBackwardPassEqualsTheTapByTapLoop(kernel: Int, stride: Int, padding: Int) {
+        var rng = SeededGenerator(seed: UInt64(kernel * 1000 + stride * 10 + padding))
+        for (h, w) in [(5, 5), (6, 7), (9, 16), (12, 17), (17, 33)] where h + 2 * padding >= kernel && w + 2 * padding >= kernel {
+            let x = Tensor(shape: [2, 3, h, w], storage: (0..<(6 * h * w)).map { _ in rng.nextUniform() * 2 - 1 })
+            let weight = Tensor(shape: [3, 1, kernel, kernel], storage: (0..<(3 * kernel * kernel)).map { _ in rng.nextUniform() * 2 - 1 })
+            let g = Conv2dGeometry(stride: stride, padding: padding, groups: 3)
+            let y = Tensor.conv2d(x, weight: weight, geometry: g)
+            let dy = Tensor(shape: y.shape, storage: (0..<y.storage.count).map { _ in rng.nextUniform() * 2 - 1 })
+            let got = Tensor.conv2dBackward(x, weight: weight, outputGradient: dy, geometry: g), expected = Self.directBackward(x, weight, dy, g)
+            #expect(got.input.storage == expected.dx, "dx, \(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
+            #expect(got.weight.storage == expected.dw, "dw, \(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
+        }
+    }
+
     @Test func asymmetricPaddingAndDilation() {
         var rng = SeededGenerator(seed: 5)
         let x = Tensor(shape: [1, 2, 11, 19], storage: (0..<(2 * 11 * 19)).map { _ in rng.nextUniform() * 2 - 1 })
