@@ -75,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "Bench",
             dependencies: [
-                "Tensor", "Models", "Anomaly", "Shared", "Scheduler",
+                "Tensor", "Models", "Anomaly", "Shared", "Scheduler", "Stages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

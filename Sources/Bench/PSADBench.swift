@@ -12,7 +12,7 @@ struct PSADBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "psad-bench",
         abstract: "Benchmarks of the kernels, the backbones, the k-NN search and the sweep expansion.",
-        subcommands: [Kernels.self, Backbones.self, KNN.self, Expansion.self, FineTuneStep.self])
+        subcommands: [Kernels.self, Backbones.self, KNN.self, Expansion.self, FineTuneStep.self, TrainProfile.self])
 }
 
 struct Kernels: ParsableCommand {

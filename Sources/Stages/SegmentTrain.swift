@@ -63,6 +63,8 @@ public enum SegmentTrain {
         public let epochLosses: [Float]
         /// The trained encoder units' tensors (PyTorch names), when the encoder trained.
         public let encoder: [String: Tensor]?
+        /// Time and arithmetic of the steps' phases (augment, encode, forward, losses, backward, optimiser).
+        public let profile: StepProfile
     }
 
     /// One image's encoder taps (strides 4, 8, 16; with an encoder that
@@ -110,18 +112,21 @@ public enum SegmentTrain {
             return encoder.inputStride == 1 ? nil : taps.filter { $0.key <= encoder.inputStride }
         }
         precondition(p.viewsPerLabelledImage >= 0, "viewsPerLabelledImage must not be negative")
-        /// A labelled view: the image itself, or rotated (the mask and the coordinates with it) and colour-augmented.
-        func makeView(_ sample: SegmentationSample, augmented: Bool) -> Cached {
+        /// A labelled view before encoding: the image itself, or rotated (the mask and the coordinates with it) and colour-augmented.
+        func augment(_ sample: SegmentationSample, augmented: Bool) -> (image: Image, angle: Double, sample: SegmentationSample, labels: [Int32]) {
             guard let mask = sample.mask else { preconditionFailure("a labelled sample without a mask") }
             let angle = augmented ? (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180 : 0
             let image = augmented ? sample.image.rotated(by: angle, nearest: false).colourAugmented(&rng) : sample.image
             let labels = (augmented ? mask.rotated(by: angle, nearest: true) : mask).pixels.map { Int32($0) }
-            return Cached(taps: encode(image), angle: angle, labels: labels,
-                          fractions: SegmentationLoss.areaFractions(labels, batch: 1, pixels: size * size, classes: classes),
-                          productType: sample.productType)
+            return (image, angle, sample, labels)
+        }
+        func encoded(_ view: (image: Image, angle: Double, sample: SegmentationSample, labels: [Int32])) -> Cached {
+            Cached(taps: encode(view.image), angle: view.angle, labels: view.labels,
+                   fractions: SegmentationLoss.areaFractions(view.labels, batch: 1, pixels: size * size, classes: classes),
+                   productType: view.sample.productType)
         }
         let fresh = p.viewsPerLabelledImage == 0
-        let views = labelled.flatMap { sample in (0..<p.viewsPerLabelledImage).map { makeView(sample, augmented: $0 != 0) } }
+        let views = labelled.flatMap { sample in (0..<p.viewsPerLabelledImage).map { encoded(augment(sample, augmented: $0 != 0)) } }
         let pool = unlabelled.indices.map { i in
             Cached(taps: unlabelledTaps.flatMap { prefix(ofTaps: $0[i]) } ?? encode(unlabelled[i].image), angle: 0,
                    labels: nil, fractions: nil, productType: unlabelled[i].productType)
@@ -144,33 +149,49 @@ public enum SegmentTrain {
         let histogram = histogramClasses ?? Array(1..<classes)
         let steps = max(1, unlabelled.count / p.batchPairs)
         var epochLosses: [Float] = []
+        var profile = StepProfile()
         for epoch in 0..<p.epochs {
             let unsupervised = epoch >= p.epochs / 2 && p.lossSet != .sup
             var total: Float = 0
             for _ in 0..<steps {
-                var chosen: [Cached] = [], partners: [Cached] = []
-                for _ in 0..<p.batchPairs {
-                    let view = fresh ? makeView(labelled[rng.int(0...(labelled.count - 1))], augmented: true)
-                        : views[rng.int(0...(views.count - 1))]
-                    let sameType = pool.filter { $0.productType == view.productType }
-                    chosen.append(view)
-                    partners.append((sameType.isEmpty ? pool : sameType)[rng.int(0...((sameType.isEmpty ? pool : sameType).count - 1))])
+                // Views and partners drawn in one pass (the generator's order), fresh views encoded after.
+                var chosen: [Cached] = [], drawn: [(image: Image, angle: Double, sample: SegmentationSample, labels: [Int32])] = []
+                var partners: [Cached] = []
+                profile.time("augment") {
+                    for _ in 0..<p.batchPairs {
+                        let type: Int?
+                        if fresh {
+                            drawn.append(augment(labelled[rng.int(0...(labelled.count - 1))], augmented: true))
+                            type = drawn.last!.sample.productType
+                        } else {
+                            chosen.append(views[rng.int(0...(views.count - 1))])
+                            type = chosen.last!.productType
+                        }
+                        let sameType = pool.filter { $0.productType == type }
+                        partners.append((sameType.isEmpty ? pool : sameType)[rng.int(0...((sameType.isEmpty ? pool : sameType).count - 1))])
+                    }
                 }
+                if fresh { chosen = profile.time("encode") { drawn.map(encoded) } }
                 let tape = Tape()
                 // The losses take the stride-4 logits and upsample inside (fused, SegmentationLoss.supervisedUpsampled).
                 let labels = chosen.flatMap { $0.labels! }
-                var terms = [(tape.supervisedUpsampledLoss(logits: head.logits(headInput(chosen, on: tape), on: tape),
-                                                           labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1), Float(1))]
+                let logits = profile.time("forward") { head.logits(headInput(chosen, on: tape), on: tape) }
+                var terms = [(profile.time("losses") {
+                    tape.supervisedUpsampledLoss(logits: logits, labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1)
+                }, Float(1))]
                 if unsupervised {
                     let fractions = p.lossSet == .supEntropyHistogram
                         ? Tensor(shape: [chosen.count, classes], storage: chosen.flatMap { $0.fractions!.storage }) : nil
-                    terms.append((tape.unsupervisedUpsampledLoss(logits: head.logits(headInput(partners, on: tape), on: tape),
-                                                                 height: size, width: size, entropyWeight: 10, fractions: fractions,
-                                                                 histogramClasses: histogram, histogramWeight: 1), 1))
+                    let unlabelledLogits = profile.time("forward") { head.logits(headInput(partners, on: tape), on: tape) }
+                    terms.append((profile.time("losses") {
+                        tape.unsupervisedUpsampledLoss(logits: unlabelledLogits, height: size, width: size, entropyWeight: 10,
+                                                       fractions: fractions, histogramClasses: histogram, histogramWeight: 1)
+                    }, 1))
                 }
-                let loss = tape.weightedSum(terms)
-                tape.backward(from: loss)
-                optimizer.update()
+                let loss = profile.time("losses") { tape.weightedSum(terms) }
+                profile.time("backward") { tape.backward(from: loss) }
+                profile.time("optimiser") { optimizer.update() }
+                profile.steps += 1
                 total += loss.value.storage[0]
             }
             epochLosses.append(total / Float(steps))
@@ -180,7 +201,7 @@ public enum SegmentTrain {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.
             encoder.recalibrate(stride(from: 0, to: pool.count, by: p.batchPairs).map { batch(pool[$0..<min($0 + p.batchPairs, pool.count)]) })
         }
-        return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors)
+        return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors, profile: profile)
     }
 
     /// Concatenates [1, C, h, w] tensors into one batch.

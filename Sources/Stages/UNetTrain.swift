@@ -23,6 +23,8 @@ public enum UNetTrain {
     public struct Result {
         public let net: UNet
         public let epochLosses: [Float]
+        /// Time and arithmetic of the steps' phases (augment, forward, losses, backward, optimiser).
+        public let profile: StepProfile
     }
 
     public static func run(images: [Image], labels: [[Int32]], classes: Int, parameters p: Parameters,
@@ -33,6 +35,7 @@ public enum UNetTrain {
         let optimizer = AdamW(parameters: net.parameters, learningRate: p.learningRate, weightDecay: p.weightDecay)
         var rng = SeededGenerator(seed: p.seed &+ 7)
         var epochLosses: [Float] = []
+        var profile = StepProfile()
         for epoch in 0..<p.epochs {
             var order = Array(images.indices)
             order.shuffle(using: &rng)
@@ -40,35 +43,40 @@ public enum UNetTrain {
             for first in stride(from: 0, to: order.count, by: p.batch) {
                 let chosen = order[first..<min(first + p.batch, order.count)]
                 var batchImages: [Float] = [], batchLabels: [Int32] = [], views: [SegmentationInput.View] = []
-                for i in chosen {
-                    var image = images[i]
-                    var mask = Image(width: w, height: h, channels: 1, pixels: labels[i].map { UInt8($0) })
-                    // Random flips on both axes, then a rotation; the coordinates follow the content.
-                    var view = SegmentationInput.View(flipX: rng.chance(0.5), flipY: rng.chance(0.5))
-                    if view.flipX { image = image.flippedHorizontally(); mask = mask.flippedHorizontally() }
-                    if view.flipY { image = image.flippedVertically(); mask = mask.flippedVertically() }
-                    view.angle = (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
-                    image = image.rotated(by: view.angle, nearest: false).colourAugmented(&rng)
-                    mask = mask.rotated(by: view.angle, nearest: true)
-                    batchImages += image.tensor().storage
-                    batchLabels += mask.pixels.map { Int32($0) }
-                    views.append(view)
+                profile.time("augment") {
+                    for i in chosen {
+                        var image = images[i]
+                        var mask = Image(width: w, height: h, channels: 1, pixels: labels[i].map { UInt8($0) })
+                        // Random flips on both axes, then a rotation; the coordinates follow the content.
+                        var view = SegmentationInput.View(flipX: rng.chance(0.5), flipY: rng.chance(0.5))
+                        if view.flipX { image = image.flippedHorizontally(); mask = mask.flippedHorizontally() }
+                        if view.flipY { image = image.flippedVertically(); mask = mask.flippedVertically() }
+                        view.angle = (2 * Double(rng.nextUniform()) - 1) * p.rotationDegrees * Double.pi / 180
+                        image = image.rotated(by: view.angle, nearest: false).colourAugmented(&rng)
+                        mask = mask.rotated(by: view.angle, nearest: true)
+                        batchImages += image.tensor().storage
+                        batchLabels += mask.pixels.map { Int32($0) }
+                        views.append(view)
+                    }
                 }
                 let x = Tensor(shape: [chosen.count, images[0].channels, h, w], storage: batchImages)
                 let tape = Tape()
-                let z = net.logits(x, views: views, on: tape)
-                let onehot = Tensor.oneHot(batchLabels, batch: chosen.count, height: h, width: w, classes: classes)
-                let loss = tape.weightedSum([(tape.crossEntropy(logits: z, labels: batchLabels), 10),
+                let z = profile.time("forward") { net.logits(x, views: views, on: tape) }
+                let loss = profile.time("losses") {
+                    let onehot = Tensor.oneHot(batchLabels, batch: chosen.count, height: h, width: w, classes: classes)
+                    return tape.weightedSum([(tape.crossEntropy(logits: z, labels: batchLabels), 10),
                                              (tape.dice(probabilities: tape.softmaxChannels(z), target: onehot), 1)])
-                tape.backward(from: loss)
-                optimizer.update()
+                }
+                profile.time("backward") { tape.backward(from: loss) }
+                profile.time("optimiser") { optimizer.update() }
+                profile.steps += 1
                 total += loss.value.storage[0]
                 steps += 1
             }
             epochLosses.append(total / Float(steps))
             progress(epoch, epochLosses.last!)
         }
-        return Result(net: net, epochLosses: epochLosses)
+        return Result(net: net, epochLosses: epochLosses, profile: profile)
     }
 
     /// The masks the banks use: the UNet's argmax on each image.

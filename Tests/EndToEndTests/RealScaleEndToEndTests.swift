@@ -81,9 +81,9 @@ import Vision
     @Test func aResultTheCoordinatorRefusesFailsItsAttemptWithTheReason() throws {
         let cluster = try Cluster(leaseSeconds: 2)
         try cluster.startCoordinator()
-        try cluster.submit(SweepEndToEndTests.diagnostic("refused", #""jobs": 1, "outputs": 600"#, attempts: 2))
+        try cluster.submit(SweepEndToEndTests.diagnostic("refused", #""jobs": 1, "outputs": 1000"#, attempts: 2))
         // This worker lists every output in the done header, as the protocol
-        // did before manifests: 600 outputs make a header of about 80 KiB.
+        // did before manifests: 1,000 outputs make a binary header of about 100 KiB.
         try cluster.startWorker("old", ["--header-only-results-for-fault-tests"])
         // Refused twice, each time failing the attempt at once (not after a
         // lease expiry, and not never): dead after its two attempts.

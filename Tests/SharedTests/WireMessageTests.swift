@@ -58,9 +58,13 @@ import Testing
     @Test func aMessageThatDoesNotDecodeIsDescribedForItsRefusal() {
         let done = WireMessage.done(.init(token: 42, outputs: [:], metrics: [:], seconds: 0), Data()).encode()
         var oversized = done
-        oversized[2] = Data(#"{"token": 42, "padding": ""#.utf8) + Data(repeating: 0x61, count: WireMessage.maximumHeaderBytes) + Data(#""}"#.utf8)
+        oversized[2] = done[2] + Data(repeating: 0x61, count: WireMessage.maximumHeaderBytes)
         #expect(throws: WireError.self) { try WireMessage.decode(oversized) }
         #expect(WireError.describe(oversized) == ("done", 42))
+        var heartbeat = WireMessage.heartbeat(.init(tokens: [42])).encode()
+        heartbeat[2] = Data(#"{"token": 42, "tokens": "x"}"#.utf8)
+        #expect(WireError.describe(heartbeat) == ("heartbeat", 42))
+        #expect(WireError.describe([done[0], done[1], Data([42, 0, 0])]) == ("done", nil))
         #expect(WireError.describe([Data([2]), Data([0xde, 0x61])]) == ("?a", nil))
         #expect(WireError.describe([Data([2])]) == ("?", nil))
     }
@@ -78,6 +82,24 @@ import Testing
         #expect(problem(good + [Data()])?.contains("unexpected payload") == true)
         #expect(problem([good[0], good[1], Data(count: WireMessage.maximumHeaderBytes + 1)])?.contains("header of") == true)
         #expect(problem([good[0], Data([0xff, 0xfe]), good[2]])?.contains("unreadable message type") == true)
+    }
+
+    /// The binary headers (job, done, ack) name what is wrong with them and where.
+    @Test func malformedBinaryHeadersAreNamedErrors() {
+        let job = WireMessage.job(.init(token: 7, key: Self.key, kind: .bankFit, category: "c", parameters: "{}", inputs: ["r": ["a": "h"]])).encode()
+        let ack = WireMessage.ack(.init(token: 7, accepted: true)).encode()
+        func problem(_ header: Data, like parts: [Data]) -> String? {
+            do { _ = try WireMessage.decode([parts[0], parts[1], header] + parts.dropFirst(3)); return nil } catch { return "\(error)" }
+        }
+        #expect(problem(job[2].dropLast(), like: job)?.contains("job header: inputs manifest's presence runs past the end") == true)
+        #expect(problem(job[2] + Data([0]), like: job)?.contains("1 bytes left over") == true)
+        #expect(problem(ack[2].prefix(8) + Data([2, 0]), like: ack)?.contains("accepted is byte 2") == true)
+        var hugeCount = [UInt8](job[2]); hugeCount[8] = 0xff; hugeCount[9] = 0xff
+        #expect(problem(Data(hugeCount), like: job)?.contains("key's length counts") == true)
+        var badKey = [UInt8](job[2]); badKey[12] = UInt8(ascii: "G")
+        #expect(problem(Data(badKey), like: job)?.contains("is not 64 lowercase hex digits") == true)
+        var badUTF8 = [UInt8](job[2]); badUTF8[12] = 0xff
+        #expect(problem(Data(badUTF8), like: job)?.contains("key is not UTF-8") == true)
     }
 
     /// Random and mutated frames, bounded: decoding returns or throws, never traps or hangs.

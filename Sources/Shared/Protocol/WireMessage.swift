@@ -3,8 +3,11 @@ import Foundation
 /// Every message between coordinator and workers (DESIGN.md, Wire
 /// protocol). On the wire a message is a multipart ZeroMQ message:
 ///
-///     [version: 1 byte] [type: UTF-8 name] [header: JSON object] [payload: bytes, chunk and put only]
+///     [version: 1 byte] [type: UTF-8 name] [header] [payload: bytes, chunk, put and done only]
 ///
+/// The header is a JSON object, except for the messages every job sends
+/// (job, done, ack, ready, and bye and hello-again with it), whose headers
+/// are binary (``BinaryHeader``).
 /// (a ROUTER adds the peer's routing id in front). `decode` validates every
 /// frame; anything malformed is a `WireError`, which the receiver logs and
 /// drops.
@@ -268,20 +271,23 @@ extension WireMessage {
             // Headers are plain structs of strings and numbers: encoding cannot fail.
             [Data([ProtocolVersion.current]), Data(typeName.utf8), try! encoder.encode(header)] + (payload.map { [$0] } ?? [])
         }
+        func binary(_ header: some BinaryHeader, _ payload: Data? = nil) -> [Data] {
+            [Data([ProtocolVersion.current]), Data(typeName.utf8), HeaderWriter.encode(header)] + (payload.map { [$0] } ?? [])
+        }
         switch self {
         case .hello(let h): return frames(h)
         case .welcome(let h): return frames(h)
-        case .ready, .bye, .helloAgain: return frames(Empty())
+        case .ready, .bye, .helloAgain: return binary(Empty())
         case .noJob(let h): return frames(h)
-        case .job(let h): return frames(h)
+        case .job(let h): return binary(h)
         case .heartbeat(let h): return frames(h)
         case .fetch(let h): return frames(h)
         case .chunk(let h, let p): return frames(h, p)
         case .put(let h, let p): return frames(h, p)
         case .putAck(let h): return frames(h)
-        case .done(let h, let p): return frames(h, p)
+        case .done(let h, let p): return binary(h, p)
         case .fail(let h): return frames(h)
-        case .ack(let h): return frames(h)
+        case .ack(let h): return binary(h)
         case .cancel(let h): return frames(h)
         case .refused(let h): return frames(h)
         case .release(let h): return frames(h)
@@ -308,23 +314,24 @@ extension WireMessage {
                 throw WireError(problem: "\(type) header: \(error)")
             }
         }
+        func binary<T: BinaryHeader>(_: T.Type) throws -> T { try HeaderReader.decode(T.self, parts[2], type: type) }
         switch type {
         case "hello": return .hello(try header(Hello.self))
         case "welcome": return .welcome(try header(Welcome.self))
-        case "ready": _ = try header(Empty.self); return .ready
+        case "ready": _ = try binary(Empty.self); return .ready
         case "no-job": return .noJob(try header(NoJob.self))
-        case "job": return .job(try header(Job.self))
+        case "job": return .job(try binary(Job.self))
         case "heartbeat": return .heartbeat(try header(Heartbeat.self))
-        case "hello-again": _ = try header(Empty.self); return .helloAgain
+        case "hello-again": _ = try binary(Empty.self); return .helloAgain
         case "fetch": return .fetch(try header(Fetch.self))
         case "chunk": return .chunk(try header(Chunk.self), parts[3])
         case "put": return .put(try header(Put.self), parts[3])
         case "put-ack": return .putAck(try header(PutAck.self))
-        case "done": return .done(try header(Done.self), parts[3])
+        case "done": return .done(try binary(Done.self), parts[3])
         case "fail": return .fail(try header(Fail.self))
-        case "ack": return .ack(try header(Ack.self))
+        case "ack": return .ack(try binary(Ack.self))
         case "cancel": return .cancel(try header(Cancel.self))
-        case "bye": _ = try header(Empty.self); return .bye
+        case "bye": _ = try binary(Empty.self); return .bye
         case "refused": return .refused(try header(Refused.self))
         case "release": return .release(try header(Release.self))
         default: throw WireError(problem: "unknown message type '\(type.prefix(32))'")
@@ -363,6 +370,12 @@ extension WireError {
     public static func describe(_ parts: [Data]) -> (type: String, token: Int64?) {
         // Printable ASCII only: the type goes into logs and the answer.
         let type = parts.count > 1 ? String(decoding: parts[1].prefix(32).map { (32..<127).contains($0) ? $0 : 63 }, as: UTF8.self) : "?"
+        if ["job", "done", "ack"].contains(type) {
+            // Binary headers start with the token.
+            guard parts.count > 2, parts[2].count >= 8 else { return (type, nil) }
+            var r = HeaderReader(parts[2].prefix(8), type: type)
+            return (type, try? r.int64("token"))
+        }
         guard parts.count > 2, parts[2].count <= 16 << 20,
               let object = try? JSONSerialization.jsonObject(with: parts[2]) as? [String: Any],
               let token = object["token"] as? NSNumber else { return (type, nil) }

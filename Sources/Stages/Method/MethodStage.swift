@@ -58,6 +58,10 @@ public struct StageInputs: Sendable {
 public struct StageOutput: Sendable {
     public var files: [String: Data] = [:]
     public var metrics: [String: Double] = [:]
+    /// A training stage's time and arithmetic per step phase, for benchmarks
+    /// and logs; it is neither sent nor stored (it differs between runs that
+    /// agree, and replicate runs are compared on files and metrics).
+    public var profile: StepProfile?
     public init(files: [String: Data] = [:], metrics: [String: Double] = [:]) { self.files = files; self.metrics = metrics }
 }
 

@@ -65,6 +65,7 @@ public enum SegmentTrainStage: MethodStage {
                                       ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
                               metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
         if let tuned = result.encoder { out.files[ArtifactFormat.fineTunedEncoder] = SafetensorsFile.encode(tuned) }
+        out.profile = result.profile
         return out
     }
 }
@@ -119,6 +120,7 @@ public enum UNetTrainStage: MethodStage {
         var out = StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
         out.files[ArtifactFormat.losses] = try JSONEncoder().encode(unet.epochLosses)
         out.files[ArtifactFormat.unet] = SafetensorsFile.encode(unet.net.tensors)
+        out.profile = unet.profile
         return out
     }
 }

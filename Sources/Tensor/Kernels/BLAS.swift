@@ -13,6 +13,7 @@ public enum BLAS {
         beta: Float = 0,
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        FlopCounter.add(2 * m * n * k)
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,

@@ -9,6 +9,7 @@
 /// right from zero, whichever path computes it: the paths agree bit for bit.
 func depthwiseForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                       _ y: UnsafeMutablePointer<Float>) {
+    FlopCounter.add(2 * s.kh * s.kw * s.n * s.cout * s.oh * s.ow)
     let g = s.geometry
     let ph = s.h + g.padTop + g.padBottom, pw = s.w + g.padLeft + g.padRight
     let xp = SendablePointer(x), wp = SendablePointer(w), yp = SendableMutablePointer(y)
@@ -131,6 +132,7 @@ private func depthwise3x3Row(row: UnsafeMutablePointer<Float>, line: UnsafePoint
 func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                        _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                        _ dw: UnsafeMutablePointer<Float>) {
+    FlopCounter.add(4 * s.kh * s.kw * s.n * s.cout * s.oh * s.ow)
     let g = s.geometry
     let xp = SendablePointer(x), wp = SendablePointer(w), gp = SendablePointer(dy)
     let gxp = SendableMutablePointer(dx), gwp = SendableMutablePointer(dw)
