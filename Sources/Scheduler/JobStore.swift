@@ -17,6 +17,10 @@ public final class JobStore: Sendable {
             // WAL with synchronous=NORMAL: a committed change survives the
             // process being killed (not a power cut, which FULL would add).
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // Statement journals (each batched call's savepoint) and sorts in
+            // memory: as files, each was created and unlinked in /var/tmp,
+            // several times a second per worker.
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
         self.path = path
