@@ -50,19 +50,4 @@ public struct StepProfile: Codable, Equatable, Sendable {
     }
 
     public var seconds: Double { phases.values.reduce(0) { $0 + $1.seconds } }
-
-    /// `<phase>_s` (seconds per step) and `<phase>_gflops` (GFLOP/s) for a
-    /// stage's metrics, with `step_s` and `step_gflops` for the whole step.
-    public var metrics: [String: Double] {
-        let per = Double(max(steps, 1))
-        var out: [String: Double] = [:]
-        for (name, phase) in phases {
-            out["\(name)_s"] = phase.seconds / per
-            out["\(name)_gflops"] = phase.gflopsPerSecond
-        }
-        let flops = phases.values.reduce(0) { $0 + $1.flops }
-        out["step_s"] = seconds / per
-        out["step_gflops"] = seconds > 0 ? flops / seconds / 1e9 : 0
-        return out
-    }
 }
