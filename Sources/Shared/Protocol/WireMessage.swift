@@ -267,13 +267,12 @@ extension WireMessage {
 
     public func encode() -> [Data] {
         let encoder = Self.sharedEncoder
-        func frames(_ header: some Encodable, _ payload: Data? = nil) -> [Data] {
-            // Headers are plain structs of strings and numbers: encoding cannot fail.
-            [Data([ProtocolVersion.current]), Data(typeName.utf8), try! encoder.encode(header)] + (payload.map { [$0] } ?? [])
+        func message(_ header: Data, _ payload: Data?) -> [Data] {
+            [Data([ProtocolVersion.current]), Data(typeName.utf8), header] + (payload.map { [$0] } ?? [])
         }
-        func binary(_ header: some BinaryHeader, _ payload: Data? = nil) -> [Data] {
-            [Data([ProtocolVersion.current]), Data(typeName.utf8), HeaderWriter.encode(header)] + (payload.map { [$0] } ?? [])
-        }
+        // Headers are plain structs of strings and numbers: encoding cannot fail.
+        func frames(_ header: some Encodable, _ payload: Data? = nil) -> [Data] { message(try! encoder.encode(header), payload) }
+        func binary(_ header: some BinaryHeader, _ payload: Data? = nil) -> [Data] { message(HeaderWriter.encode(header), payload) }
         switch self {
         case .hello(let h): return frames(h)
         case .welcome(let h): return frames(h)
@@ -371,7 +370,7 @@ extension WireError {
         // Printable ASCII only: the type goes into logs and the answer.
         let type = parts.count > 1 ? String(decoding: parts[1].prefix(32).map { (32..<127).contains($0) ? $0 : 63 }, as: UTF8.self) : "?"
         if ["job", "done", "ack"].contains(type) {
-            // Binary headers start with the token.
+            // Their binary headers start with the token (``BinaryHeader``).
             guard parts.count > 2, parts[2].count >= 8 else { return (type, nil) }
             var r = HeaderReader(parts[2].prefix(8), type: type)
             return (type, try? r.int64("token"))
