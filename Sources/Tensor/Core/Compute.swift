@@ -26,6 +26,12 @@ public enum Compute {
     /// ``splitAcrossThreads(_:_:)``.
     public static var threads: Int { pthread_getspecific(oneThreadKey) == nil ? _threads : 1 }
 
+    /// The configured count, whichever thread asks.
+    static var configuredThreads: Int { _threads }
+
+    /// Whether the calling thread runs a part of a split (or ``onOneThread(_:)``).
+    static var isOnOneThread: Bool { pthread_getspecific(oneThreadKey) != nil }
+
     /// Whether ``splitAcrossThreads(_:_:)`` splits at all (default true;
     /// `PSAD_SPLIT_BY_IMAGE=0` turns it off, for measuring what it gains).
     /// Off, every part runs as one on the calling thread, each GEMM over
@@ -116,13 +122,14 @@ extension Compute {
     /// than each GEMM split over the cores, and the kernels between GEMMs
     /// (im2col, pooling) run in parallel without waiting on OpenBLAS's
     /// spinning threads. OpenBLAS's thread count is process-wide: it is 1
-    /// until the call returns, so other threads' GEMMs meanwhile run on one
-    /// thread too. Nested calls run their body directly.
+    /// until the call returns, and a GEMM that another thread starts outside
+    /// any split meanwhile waits until it ends (``BLASThreads``). Nested calls
+    /// run their body directly.
     public static func splitAcrossThreads<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
         let parts = splitByImage ? min(threads, count) : 1
         guard parts > 1 else { return [body(0..<count)] }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(_threads)) }
+        BLASThreads.enterSingle()
+        defer { BLASThreads.leaveSingle() }
         return parallelMap(parts) { k in
             let marked = pthread_getspecific(oneThreadKey) != nil
             if !marked { pthread_setspecific(oneThreadKey, UnsafeRawPointer(bitPattern: 1)) }
@@ -138,10 +145,10 @@ extension Compute {
     public static func onOneThread<T>(_ body: () -> T) -> T {
         guard pthread_getspecific(oneThreadKey) == nil else { return body() }
         pthread_setspecific(oneThreadKey, UnsafeRawPointer(bitPattern: 1))
-        openblas_set_num_threads(1)
+        BLASThreads.enterSingle()
         defer {
             pthread_setspecific(oneThreadKey, nil)
-            openblas_set_num_threads(Int32(_threads))
+            BLASThreads.leaveSingle()
         }
         return body()
     }
@@ -157,6 +164,60 @@ extension Compute {
     public static func deterministicSum(_ count: Int, chunks: Int = 64, _ body: (Range<Int>) -> Double) -> Double {
         let n = max(1, min(chunks, count))
         return parallelMap(n) { k in body((count * k / n)..<(count * (k + 1) / n)) }.reduce(0, +)
+    }
+}
+
+/// OpenBLAS's thread count is one process-wide setting, and its GEMMs' digits
+/// follow it (a 480x64x80 product differs in the last bits between one thread
+/// and two: the threaded driver partitions the matrices, and the edge
+/// kernels sum in another order). Two regimes therefore never overlap:
+/// single (inside ``Compute/splitAcrossThreads(_:_:)`` or
+/// ``Compute/onOneThread(_:)``, OpenBLAS on one thread, held until the last
+/// such call in the process returns) and full (a GEMM called outside them,
+/// on all ``Compute/threads``). A GEMM waits for the other regime to end.
+/// Without this, a split ending on one thread put OpenBLAS back on all
+/// threads while another thread's split was still running, and that split's
+/// GEMMs came out in other digits (seen in the test suite, which runs tests
+/// concurrently; a worker computes one stage at a time and never waits here).
+enum BLASThreads {
+    private static let condition = NSCondition()
+    nonisolated(unsafe) private static var single = 0
+    nonisolated(unsafe) private static var full = 0
+
+    static func enterSingle() {
+        condition.lock()
+        while full > 0 { condition.wait() }
+        single += 1
+        if single == 1 { openblas_set_num_threads(1) }
+        condition.unlock()
+    }
+
+    static func leaveSingle() {
+        condition.lock()
+        single -= 1
+        if single == 0 {
+            openblas_set_num_threads(Int32(Compute.configuredThreads))
+            condition.broadcast()
+        }
+        condition.unlock()
+    }
+
+    /// `body` (one OpenBLAS call) in the regime the calling thread is in:
+    /// directly inside a split part, else in the full regime.
+    @inline(__always)
+    static func call<T>(_ body: () -> T) -> T {
+        guard Compute.configuredThreads > 1, !Compute.isOnOneThread else { return body() }
+        condition.lock()
+        while single > 0 { condition.wait() }
+        full += 1
+        condition.unlock()
+        defer {
+            condition.lock()
+            full -= 1
+            if full == 0 { condition.broadcast() }
+            condition.unlock()
+        }
+        return body()
     }
 }
 

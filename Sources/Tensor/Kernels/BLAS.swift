@@ -14,12 +14,14 @@ public enum BLAS {
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         FlopCounter.add(2 * m * n * k)
-        cblas_sgemm(
-            CblasRowMajor,
-            transA ? CblasTrans : CblasNoTrans,
-            transB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha,
-            a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        BLASThreads.call {
+            cblas_sgemm(
+                CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha,
+                a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
     }
 
     @inline(__always)
