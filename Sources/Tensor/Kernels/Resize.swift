@@ -34,15 +34,14 @@ extension Tensor {
         let ty = LinearTaps(input: h, output: oh, alignCorners: alignCorners)
         let tx = LinearTaps(input: w, output: ow, alignCorners: alignCorners)
         var out = Tensor(zeros: [n, c, oh, ow])
+        // Each source row is interpolated along its length once (two held
+        // at a time), then each output row blends its two.
         poolPlanes(x, &out) { src, dst in
+            var rows = CoarseRowPair(size: ow)
+            defer { rows.deallocate() }
             for i in 0..<oh {
-                let r0 = src + ty.i0[i] * w, r1 = src + ty.i1[i] * w
-                let a0 = ty.w0[i], a1 = ty.w1[i]
-                for j in 0..<ow {
-                    let top = tx.w0[j] * r0[tx.i0[j]] + tx.w1[j] * r0[tx.i1[j]]
-                    let bottom = tx.w0[j] * r1[tx.i0[j]] + tx.w1[j] * r1[tx.i1[j]]
-                    dst[i * ow + j] = a0 * top + a1 * bottom
-                }
+                let (r0, r1) = rows.pair(ty.i0[i], ty.i1[i]) { row, out in tx.interpolate(src + row * w, into: out) }
+                blendRows(ty.w0[i], UnsafePointer(r0), ty.w1[i], UnsafePointer(r1), into: dst + i * ow, count: ow)
             }
         }
         return out

@@ -167,18 +167,14 @@ struct UpsampledRows {
     }
 
     /// Interpolates row `i` of image `b` into `logits` ([c, width]) and writes its softmax into `p`.
-    func row(_ b: Int, _ i: Int, logits: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, zp: UnsafePointer<Float>) {
-        let (a0, a1) = (ty.w0[i], ty.w1[i])
-        for k in 0..<c {
-            let plane = zp + (b * c + k) * h * w
-            let r0 = plane + ty.i0[i] * w, r1 = plane + ty.i1[i] * w
-            let out = logits + k * width
-            for j in 0..<width {
-                let top = tx.w0[j] * r0[tx.i0[j]] + tx.w1[j] * r0[tx.i1[j]]
-                let bottom = tx.w0[j] * r1[tx.i0[j]] + tx.w1[j] * r1[tx.i1[j]]
-                out[j] = a0 * top + a1 * bottom
-            }
+    /// The two coarse rows it blends come interpolated horizontally from `rows`.
+    func row(_ b: Int, _ i: Int, logits: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>, zp: UnsafePointer<Float>,
+             rows: inout CoarseRowPair) {
+        let (r0, r1) = rows.pair(b * h + ty.i0[i], b * h + ty.i1[i]) { key, out in
+            let (b, ci) = key.quotientAndRemainder(dividingBy: h)
+            for k in 0..<c { tx.interpolate(zp + ((b * c + k) * h + ci) * w, into: out + k * width) }
         }
+        blendRows(ty.w0[i], UnsafePointer(r0), ty.w1[i], UnsafePointer(r1), into: logits, count: c * width)
         var j = 0
         while j + 16 <= width {
             var top = VectorMath.load(logits + j)
@@ -212,9 +208,10 @@ struct UpsampledRows {
             return Compute.parallelMap(ranges.count) { part -> [Double] in
                 var acc = [Double](repeating: 0, count: count)
                 let logits = UnsafeMutablePointer<Float>.allocate(capacity: c * width), p = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
-                defer { logits.deallocate(); p.deallocate() }
+                var rows = CoarseRowPair(size: c * width)
+                defer { logits.deallocate(); p.deallocate(); rows.deallocate() }
                 for r in ranges[part] {
-                    row(r / height, r % height, logits: logits, p: p, zp: zp.p)
+                    row(r / height, r % height, logits: logits, p: p, zp: zp.p, rows: &rows)
                     body(r / height, r % height, p, logits, &acc)
                 }
                 return acc
@@ -227,7 +224,10 @@ struct UpsampledRows {
 
     /// The gradient with respect to z: `body(image, row, p, g)` fills g
     /// ([c, width]) with dL/d(upsampled logits) of the row, which is
-    /// scattered back through the interpolation.
+    /// scattered back through the interpolation: vertically into the two
+    /// coarse rows' full-width accumulators, and each accumulated coarse
+    /// row horizontally onto the grid once it is no longer needed (rows come
+    /// in order, so each coarse row is spread once per range).
     func scatter(_ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         let parts = z.withUnsafeBufferPointer { zb in
             let zp = SendablePointer(zb.baseAddress!)
@@ -236,26 +236,25 @@ struct UpsampledRows {
                 var dz = [Float](repeating: 0, count: n * c * h * w)
                 let logits = UnsafeMutablePointer<Float>.allocate(capacity: c * width), p = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
                 let g = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
-                defer { logits.deallocate(); p.deallocate(); g.deallocate() }
+                var rows = CoarseRowPair(size: c * width), sums = CoarseRowPair(size: c * width, zeroed: true)
+                defer { logits.deallocate(); p.deallocate(); g.deallocate(); rows.deallocate(); sums.deallocate() }
                 dz.withUnsafeMutableBufferPointer { out in
+                    let dzp = out.baseAddress!
+                    // Spreads an accumulated coarse row over the grid, then clears it for reuse.
+                    let spread = { (key: Int, sum: UnsafeMutablePointer<Float>) in
+                        let (b, ci) = key.quotientAndRemainder(dividingBy: h)
+                        for k in 0..<c { tx.scatter(sum + k * width, onto: dzp + ((b * c + k) * h + ci) * w) }
+                        sum.update(repeating: 0, count: c * width)
+                    }
                     for r in ranges[part] {
                         let (b, i) = (r / height, r % height)
-                        row(b, i, logits: logits, p: p, zp: zp.p)
+                        row(b, i, logits: logits, p: p, zp: zp.p, rows: &rows)
                         body(b, i, p, g)
-                        let (a0, a1) = (ty.w0[i], ty.w1[i])
-                        for k in 0..<c {
-                            let plane = out.baseAddress! + (b * c + k) * h * w
-                            let r0 = plane + ty.i0[i] * w, r1 = plane + ty.i1[i] * w
-                            let gk = g + k * width
-                            for j in 0..<width {
-                                let v = gk[j], v0 = tx.w0[j] * v, v1 = tx.w1[j] * v
-                                r0[tx.i0[j]] += a0 * v0
-                                r0[tx.i1[j]] += a0 * v1
-                                r1[tx.i0[j]] += a1 * v0
-                                r1[tx.i1[j]] += a1 * v1
-                            }
-                        }
+                        let (s0, s1) = sums.pair(b * h + ty.i0[i], b * h + ty.i1[i], evicting: spread)
+                        addScaled(ty.w0[i], UnsafePointer(g), into: s0, count: c * width)
+                        addScaled(ty.w1[i], UnsafePointer(g), into: s1, count: c * width)
                     }
+                    sums.flush(spread)
                 }
                 return dz
             }
@@ -263,5 +262,109 @@ struct UpsampledRows {
         var total = Tensor(zeros: z.shape)
         for part in parts { for i in 0..<total.count { total.storage[i] += part[i] } }
         return total
+    }
+}
+
+/// Two full-width rows of coarse-grid data (all classes of one coarse row
+/// each), keyed by image x coarse row. Output rows taken in order need
+/// coarse rows i0 <= i1 that never go back, so two slots hold every row
+/// while it is needed: each is interpolated (or, for gradients, spread)
+/// once per range of output rows, not once per output row.
+struct CoarseRowPair {
+    private let slots: UnsafeMutablePointer<Float>
+    private let size: Int
+    private var keys = (-1, -1)
+
+    init(size: Int, zeroed: Bool = false) {
+        self.size = size
+        slots = .allocate(capacity: 2 * size)
+        if zeroed { slots.initialize(repeating: 0, count: 2 * size) }
+    }
+
+    func deallocate() { slots.deallocate() }
+
+    private func slot(_ index: Int) -> UnsafeMutablePointer<Float> { slots + index * size }
+
+    private func key(_ index: Int) -> Int { index == 0 ? keys.0 : keys.1 }
+
+    private mutating func setKey(_ index: Int, _ key: Int) { if index == 0 { keys.0 = key } else { keys.1 = key } }
+
+    /// The slots holding rows `k0` and `k1` (one slot when equal). A row not
+    /// held takes a slot not needed now: `fill(key, slot)` writes it, or, for
+    /// accumulators, `evicting(oldKey, slot)` hands on the row it replaces.
+    mutating func pair(_ k0: Int, _ k1: Int, fill: (Int, UnsafeMutablePointer<Float>) -> Void = { _, _ in },
+                       evicting: (Int, UnsafeMutablePointer<Float>) -> Void = { _, _ in })
+        -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        func place(_ k: Int, avoiding other: Int?) -> Int {
+            if key(0) == k { return 0 }
+            if key(1) == k { return 1 }
+            let index = other == 0 || (other == nil && key(0) == k1 && k1 != k) ? 1 : 0
+            if key(index) >= 0 { evicting(key(index), slot(index)) }
+            setKey(index, k)
+            fill(k, slot(index))
+            return index
+        }
+        let first = place(k0, avoiding: nil)
+        let second = k1 == k0 ? first : place(k1, avoiding: first)
+        return (slot(first), slot(second))
+    }
+
+    /// Hands on the rows still held (accumulators at the end of a range).
+    mutating func flush(_ evicting: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        for index in 0..<2 where key(index) >= 0 {
+            evicting(key(index), slot(index))
+            setKey(index, -1)
+        }
+    }
+}
+
+/// out = a0 * r0 + a1 * r1, elementwise, sixteen lanes at a time (each
+/// element rounds as the scalar expression does).
+@inline(__always)
+func blendRows(_ a0: Float, _ r0: UnsafePointer<Float>, _ a1: Float, _ r1: UnsafePointer<Float>,
+               into out: UnsafeMutablePointer<Float>, count: Int) {
+    let v0 = VectorMath.Lanes(repeating: a0), v1 = VectorMath.Lanes(repeating: a1)
+    var j = 0
+    while j + 16 <= count {
+        VectorMath.store(v0 * VectorMath.load(r0 + j) + v1 * VectorMath.load(r1 + j), out + j)
+        j += 16
+    }
+    while j < count { out[j] = a0 * r0[j] + a1 * r1[j]; j += 1 }
+}
+
+/// y += a * x, elementwise, sixteen lanes at a time.
+@inline(__always)
+func addScaled(_ a: Float, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    let v = VectorMath.Lanes(repeating: a)
+    var j = 0
+    while j + 16 <= count {
+        VectorMath.store(VectorMath.load(y + j) + v * VectorMath.load(x + j), y + j)
+        j += 16
+    }
+    while j < count { y[j] += a * x[j]; j += 1 }
+}
+
+extension LinearTaps {
+    /// One row interpolated along its length: out[d] = w0[d] x[i0[d]] + w1[d] x[i1[d]].
+    @inline(__always)
+    func interpolate(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        i0.withUnsafeBufferPointer { i0 in i1.withUnsafeBufferPointer { i1 in
+            w0.withUnsafeBufferPointer { w0 in w1.withUnsafeBufferPointer { w1 in
+                for d in 0..<i0.count { out[d] = w0[d] * x[i0[d]] + w1[d] * x[i1[d]] }
+            } }
+        } }
+    }
+
+    /// The adjoint of ``interpolate(_:into:)``: x[i0[d]] += w0[d] g[d], x[i1[d]] += w1[d] g[d].
+    @inline(__always)
+    func scatter(_ g: UnsafePointer<Float>, onto x: UnsafeMutablePointer<Float>) {
+        i0.withUnsafeBufferPointer { i0 in i1.withUnsafeBufferPointer { i1 in
+            w0.withUnsafeBufferPointer { w0 in w1.withUnsafeBufferPointer { w1 in
+                for d in 0..<i0.count {
+                    x[i0[d]] += w0[d] * g[d]
+                    x[i1[d]] += w1[d] * g[d]
+                }
+            } }
+        } }
     }
 }
