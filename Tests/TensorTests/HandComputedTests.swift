@@ -100,6 +100,29 @@ import TestSupport
         #expect(Tensor.resizeBilinear(x, height: 1, width: 4, alignCorners: false).storage == [0, 0.75, 2.25, 3])
     }
 
+    /// Up and down, both corner conventions: every output is the scalar
+    /// formula's value bit for bit (rows are interpolated once and blended,
+    /// in the formula's order of operations).
+    @Test(arguments: [(5, 7, 19, 37), (9, 12, 4, 5), (3, 3, 3, 3)])
+    func bilinearIsTheScalarFormula(h: Int, w: Int, oh: Int, ow: Int) {
+        let x = Check.random([2, 3, h, w], seed: 57)
+        for align in [true, false] {
+            let ty = LinearTaps(input: h, output: oh, alignCorners: align), tx = LinearTaps(input: w, output: ow, alignCorners: align)
+            var want = [Float]()
+            for plane in 0..<6 {
+                let src = Array(x.storage[(plane * h * w)..<((plane + 1) * h * w)])
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        let top = tx.w0[j] * src[ty.i0[i] * w + tx.i0[j]] + tx.w1[j] * src[ty.i0[i] * w + tx.i1[j]]
+                        let bottom = tx.w0[j] * src[ty.i1[i] * w + tx.i0[j]] + tx.w1[j] * src[ty.i1[i] * w + tx.i1[j]]
+                        want.append(ty.w0[i] * top + ty.w1[i] * bottom)
+                    }
+                }
+            }
+            #expect(Tensor.resizeBilinear(x, height: oh, width: ow, alignCorners: align).storage == want)
+        }
+    }
+
     @Test func argmaxAndOneHotAreInverse() {
         let labels: [Int32] = [2, 0, 1, 1, 0, 2]
         let onehot = Tensor.oneHot(labels, batch: 1, height: 2, width: 3, classes: 3)
