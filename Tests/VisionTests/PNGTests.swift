@@ -126,6 +126,8 @@ import TestSupport
         let image = Self.pattern(width: 5, height: 3, channels: 3)
         let t = image.tensor()
         #expect(t.shape == [1, 3, 3, 5])
+        // Channel planes, each value / 255.
+        #expect(t.storage == (0..<3).flatMap { c in (0..<15).map { Float(image.pixels[$0 * 3 + c]) / 255 } })
         #expect(Image(tensor: t) == image)
     }
 }

@@ -32,12 +32,18 @@ public struct Image: Equatable, Sendable {
 
     /// The image as a [1, channels, height, width] tensor scaled to [0, 1].
     public func tensor() -> Tensor {
-        var t = Tensor(zeros: [1, channels, height, width])
-        let plane = width * height
-        for i in 0..<plane {
-            for c in 0..<channels { t.storage[c * plane + i] = Float(pixels[i * channels + c]) / 255 }
+        let plane = width * height, channels = self.channels
+        // Written once through pointers: element-wise stores into the
+        // tensor's array checked its uniqueness per element (in `perf`, this
+        // function was 2.0% of a segment-train run's samples, now 0.55%).
+        return Tensor(shape: [1, channels, height, width]) { out in
+            pixels.withUnsafeBufferPointer { src in
+                for c in 0..<channels {
+                    let dst = out.baseAddress! + c * plane
+                    for i in 0..<plane { dst[i] = Float(src[i &* channels &+ c]) / 255 }
+                }
+            }
         }
-        return t
     }
 
     /// An image from a [1, C, H, W] tensor in [0, 1] (values clamped, rounded).
