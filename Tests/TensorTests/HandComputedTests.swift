@@ -170,6 +170,19 @@ import TestSupport
         #expect(Check.close(y, reference, rtol: 1e-4, atol: 1e-4) == nil)
     }
 
+    /// The gradient passes strictly inside (low, high) only: zero at both
+    /// kinks, outside, and for NaN; a positive zero where it is cut. 37
+    /// elements, so the sixteen-wide loop and its tail both run.
+    @Test func clampBackwardPassesStrictlyInside() {
+        let pattern: [Float] = [-1, 0, 0.5, 6, 7, .nan, 3, -0.0]
+        let x = Tensor(shape: [37], storage: (0..<37).map { pattern[$0 % pattern.count] })
+        let dy = Tensor(shape: [37], storage: (0..<37).map { -Float($0) - 1 })
+        let got = Tensor.clampBackward(dy, input: x, low: 0, high: 6)
+        let want: [Float] = (0..<37).map { i in [2, 6].contains(i % pattern.count) ? -Float(i) - 1 : 0 }
+        #expect(got.storage == want)
+        #expect(got.storage.allSatisfy { $0 != 0 || $0.sign == .plus })
+    }
+
     @Test func reluAndRelu6() {
         let x = Tensor(shape: [4], storage: [-1, 0.5, 6.5, 3])
         #expect(x.relu().storage == [0, 0.5, 6.5, 3])
