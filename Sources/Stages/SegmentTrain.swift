@@ -18,7 +18,7 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     /// itself), the cheaper option: the segmenter's part areas come out
     /// noisier and hcp/max loses about 2 points of SA on the synthetic
     /// benchmark (BENCHMARKS.md, "Ablations through the system").
-    public var viewsPerLabelledImage = 0
+    public var viewsPerLabelledImage = StageSettings.SegmentTrain.defaultViewsPerLabelledImage
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
     public var rotationDegrees = 20.0

@@ -44,6 +44,19 @@ import Testing
         #expect(StageMemory.estimateMiB(kind: .diagnostic, parameters: [:], size: loco) == 0)
     }
 
+    /// segment-train's cached labelled views: 5 labelled images x 64 views of
+    /// Lite0's taps at 256 px ((64^2 x 24 + 32^2 x 40 + 16^2 x 112) floats)
+    /// and the view's Int32 mask, 933,888 bytes a view: 285 MiB over fresh views.
+    @Test func cachedLabelledViewsAreCounted() {
+        func estimate(_ views: Int?) -> Int {
+            var p = Self.parameters(.segmentTrain, size: 256, backbone: "efficientnet-lite0")
+            if let views { p["views_per_labelled_image"] = .int(views) }
+            return StageMemory.estimateMiB(kind: .segmentTrain, parameters: p, size: .syntheticDefault)
+        }
+        #expect((284...286).contains(estimate(64) - estimate(0)), "\(estimate(64)) - \(estimate(0))")
+        #expect(estimate(nil) == estimate(StageSettings.SegmentTrain.defaultViewsPerLabelledImage))
+    }
+
     @Test func moreImagesOrLargerImagesNeverNeedLess() {
         for kind in StageKind.allCases where kind != .diagnostic && kind != .evaluate && kind != .preprocess {
             var last = 0

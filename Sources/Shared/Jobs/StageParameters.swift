@@ -119,6 +119,8 @@ public enum StageSettings {
         public var seed: UInt64
         /// Training knobs sweeps leave at the stage's defaults (tests shrink them).
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
+        /// Labelled views cached per labelled image where a job does not say (0: a fresh view at every draw).
+        public static let defaultViewsPerLabelledImage = 0
         /// What trains (nil: the head only, as before the field existed).
         public var finetune: Finetune?
         public init(backbone: BackboneName, nShot: Int, epochs: Int, lossSet: LossSet, seed: UInt64,
