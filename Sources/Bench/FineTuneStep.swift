@@ -59,8 +59,8 @@ struct FineTuneStep: ParsableCommand {
         let best = bestTime(seconds: seconds, minimumRuns: 3) {
             let tape = Tape()
             let taps = encoder.map { $0(cached, on: tape) } ?? cached.mapValues { tape.constant($0) }
-            let input = tape.concatChannels([SegmentationInput.features(taps, on: tape), tape.constant(coordinates)])
-            let loss = tape.supervisedUpsampledLoss(logits: head.logits(input, on: tape), labels: labels, height: size, width: size,
+            let logits = head.logits(taps: taps, coordinates: tape.constant(coordinates), on: tape)
+            let loss = tape.supervisedUpsampledLoss(logits: logits, labels: labels, height: size, width: size,
                                                     ceWeight: 10, diceWeight: 1)
             tape.backward(from: loss)
             optimizer.update()

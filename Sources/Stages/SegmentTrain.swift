@@ -68,24 +68,17 @@ public enum SegmentTrain {
     }
 
     /// One image's encoder taps (strides 4, 8, 16; with an encoder that
-    /// trains, its frozen prefix), kept as they come: the
-    /// head's input (the taps upsampled to stride 4 and concatenated, with
-    /// coordinates) is 4x larger and is built per step instead, the same
-    /// bits each time. At 512 px with Wide-ResNet-101-2 that is 29 MB an
-    /// image instead of 118 (DESIGN: a real category's 350 train images).
+    /// trains, its frozen prefix), kept as they come: the head takes them
+    /// as they are (``SegmentationHead/logits(taps:coordinates:on:)``), so
+    /// the stride-4 concatenation, 4x larger, is never formed. At 512 px
+    /// with Wide-ResNet-101-2 that is 29 MB an image instead of 118
+    /// (DESIGN: a real category's 350 train images).
     struct Cached {
         let taps: [Int: Tensor]
         let angle: Double
         let labels: [Int32]?    // [H * W]
         let fractions: Tensor?  // [1, classes]
         let productType: Int?
-
-        /// [1, C + 2, h4, w4] (a frozen encoder's taps)
-        var input: Tensor {
-            let f = SegmentationInput.features(taps)
-            let (_, _, h, w) = f.nchw
-            return Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w, angle: angle)])
-        }
     }
 
     /// - Parameters:
@@ -138,13 +131,13 @@ public enum SegmentTrain {
         func batch(_ items: ArraySlice<Cached>) -> [Int: Tensor] {
             Dictionary(uniqueKeysWithValues: items.first!.taps.keys.map { s in (s, stack(items.map { $0.taps[s]! })) })
         }
-        /// The head's input for a batch: cached, or through the encoder's trained units on `tape`.
-        func headInput(_ items: [Cached], on tape: Tape) -> Variable {
-            guard let encoder else { return tape.constant(stack(items.map(\.input))) }
-            let f = SegmentationInput.features(encoder(batch(items[...]), on: tape), on: tape)
-            let (_, _, h, w) = f.value.nchw
+        /// The head's stride-4 logits for a batch: from the cached taps, or through the encoder's trained units on `tape`.
+        func headLogits(_ items: [Cached], on tape: Tape) -> Variable {
+            let cached = batch(items[...])
+            let taps = encoder.map { $0(cached, on: tape) } ?? cached.mapValues(tape.constant)
+            let (_, _, h, w) = taps[4]!.value.nchw
             let views = items.map { SegmentationInput.View(angle: $0.angle) }
-            return tape.concatChannels([f, tape.constant(SegmentationInput.coordinates(height: h, width: w, views: views))])
+            return head.logits(taps: taps, coordinates: tape.constant(SegmentationInput.coordinates(height: h, width: w, views: views)), on: tape)
         }
         let histogram = histogramClasses ?? Array(1..<classes)
         let steps = max(1, unlabelled.count / p.batchPairs)
@@ -175,14 +168,14 @@ public enum SegmentTrain {
                 let tape = Tape()
                 // The losses take the stride-4 logits and upsample inside (fused, SegmentationLoss.supervisedUpsampled).
                 let labels = chosen.flatMap { $0.labels! }
-                let logits = profile.time("forward") { head.logits(headInput(chosen, on: tape), on: tape) }
+                let logits = profile.time("forward") { headLogits(chosen, on: tape) }
                 var terms = [(profile.time("losses") {
                     tape.supervisedUpsampledLoss(logits: logits, labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1)
                 }, Float(1))]
                 if unsupervised {
                     let fractions = p.lossSet == .supEntropyHistogram
                         ? Tensor(shape: [chosen.count, classes], storage: chosen.flatMap { $0.fractions!.storage }) : nil
-                    let unlabelledLogits = profile.time("forward") { head.logits(headInput(partners, on: tape), on: tape) }
+                    let unlabelledLogits = profile.time("forward") { headLogits(partners, on: tape) }
                     terms.append((profile.time("losses") {
                         tape.unsupervisedUpsampledLoss(logits: unlabelledLogits, height: size, width: size, entropyWeight: 10,
                                                        fractions: fractions, histogramClasses: histogram, histogramWeight: 1)
@@ -229,9 +222,8 @@ extension SegmentTrain {
     /// The same from encoder taps already computed (strides 4, 8, 16), so
     /// that one backbone pass serves the segmenter and the banks.
     public static func pseudoLabels(_ head: SegmentationHead, taps: [Int: Tensor], height: Int, width: Int) -> [Int32] {
-        let f = SegmentationInput.features(taps)
-        let (_, _, h, w) = f.nchw
-        let x = Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w)])
-        return head.predict(x, height: height, width: width).argmaxChannels()
+        guard let (_, _, h, w) = taps[4]?.nchw else { preconditionFailure("pseudo-labels need the stride-4 tap") }
+        return head.predict(taps: taps, coordinates: SegmentationInput.coordinates(batch: 1, height: h, width: w),
+                            height: height, width: width).argmaxChannels()
     }
 }

@@ -82,6 +82,65 @@ import Vision
         #expect(x[1, 3, 7, 7] == taps[8]![1, 0, 3, 3] && x[0, 7, 0, 0] == taps[16]![0, 0, 0, 0])
     }
 
+    /// The head on the taps as they come (each tap against its own slice of
+    /// the first weight, the coarse products upsampled after) against the
+    /// head on the concatenated stride-4 input: the logits and every
+    /// gradient (weights, biases, the taps themselves) agree within the
+    /// rounding of the sums involved. Bound: each side is within n u of the
+    /// exact value times the same computation on absolute values (every term
+    /// of one sign), n the longest sum (a weight gradient's pixels, plus the
+    /// channels and four interpolation taps), u = 2^-24.
+    @Test func theHeadOnTheTapsIsTheHeadOnTheConcatenatedInput() {
+        let n = 2, h = 8, w = 12, classes = 4
+        let taps = [4: Check.random([n, 3, h, w], seed: 1), 8: Check.random([n, 4, h / 2, w / 2], seed: 2),
+                    16: Check.random([n, 5, h / 4, w / 4], seed: 3)]
+        let coordinates = SegmentationInput.coordinates(height: h, width: w, views: [.init(angle: 0.3), .identity])
+        let seed = Check.random([n, classes, h, w], seed: 4)
+        let head = SegmentationHead(inputChannels: 3 + 4 + 5 + 2, classes: classes, seed: 5)
+        let magnitudes = SegmentationHead(inputChannels: 3 + 4 + 5 + 2, classes: classes, seed: 5)
+        func abs(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, storage: t.storage.map { Swift.abs($0) }) }
+        for p in magnitudes.parameters { p.value = abs(p.value) }
+
+        /// Logits, the gradients of the four parameters and of the three taps, with `seed` as dL/dlogits.
+        func run(_ head: SegmentationHead, taps: [Int: Tensor], coordinates: Tensor, seed: Tensor, concatenated: Bool) -> [Tensor] {
+            for p in head.parameters { p.zeroGradient() }
+            let tape = Tape()
+            let variables = taps.mapValues { tape.variable($0) }
+            let z: Variable
+            if concatenated {
+                let up = { (x: Variable) in tape.resizeBilinear(x, height: h, width: w, alignCorners: true) }
+                let x = tape.concatChannels([variables[4]!, up(variables[8]!), up(variables[16]!), tape.constant(coordinates)])
+                let pre = tape.conv2d(x, weight: tape.watch(head.w1), bias: tape.watch(head.b1))
+                z = tape.conv2d(tape.relu(pre), weight: tape.watch(head.w2), bias: tape.watch(head.b2))
+            } else {
+                z = head.logits(taps: variables, coordinates: tape.constant(coordinates), on: tape)
+            }
+            tape.backward(from: z, seed: seed)
+            return [z.value] + head.parameters.map(\.gradient) + [4, 8, 16].map { variables[$0]!.gradient! }
+        }
+        let split = run(head, taps: taps, coordinates: coordinates, seed: seed, concatenated: false)
+        let whole = run(head, taps: taps, coordinates: coordinates, seed: seed, concatenated: true)
+        let bound = run(magnitudes, taps: taps.mapValues(abs), coordinates: coordinates, seed: abs(seed), concatenated: true)
+        let longest = Float(n * h * w + head.inputChannels + head.inputChannels / 2 + 4)
+        let names = ["logits", "w1", "b1", "w2", "b2", "tap 4", "tap 8", "tap 16"]
+        for (k, name) in names.enumerated() {
+            #expect(split[k].shape == whole[k].shape, "\(name)")
+            var worst: Float = 0, differs = false
+            for i in 0..<whole[k].count {
+                let allowed = 2 * longest * 0x1p-24 * bound[k].storage[i]
+                worst = max(worst, Swift.abs(split[k].storage[i] - whole[k].storage[i]) / max(allowed, .leastNormalMagnitude))
+                differs = differs || split[k].storage[i] != whole[k].storage[i]
+            }
+            #expect(worst <= 1, "\(name): off by \(worst) of its rounding bound")
+            if name == "logits" { #expect(differs, "the two ways round the same: the comparison shows nothing") }
+        }
+        // Inference is the same function of the same weights.
+        let tape = Tape()
+        let logits = head.logits(taps: taps.mapValues(tape.constant), coordinates: tape.constant(coordinates), on: tape)
+        #expect(head.predict(taps: taps, coordinates: coordinates, height: 2 * h, width: 2 * w)
+                == Tensor.resizeBilinear(logits.value, height: 2 * h, width: 2 * w, alignCorners: true))
+    }
+
     /// Few-shot segmentation end to end on the synthetic pin_grid: real
     /// EfficientNet-Lite0 features, two labelled images, the head trained with
     /// 10 CE + Dice; the part masks of two other images are recovered.
@@ -89,25 +148,26 @@ import Vision
         let backbone = try EfficientNetLite.pretrainedLite0()
         let category = PinGrid()
         let prep = Preprocessor(targetSize: 128)
-        var inputs: [Tensor] = [], labels: [[Int32]] = []
+        var inputs: [[Int: Tensor]] = [], labels: [[Int32]] = []
         for index in 0..<4 {
             let (_, image, mask) = SyntheticBenchmark.render(category, seed: 5, split: .train, index: index, size: .small)
             let x = ImageNormalization.imagenet(prep.image(image).tensor())
-            let f = SegmentationInput.features(backbone.features(x, strides: [4, 8, 16]))
-            let (_, _, h, w) = f.nchw
-            inputs.append(Tensor.concatChannels([f, SegmentationInput.coordinates(batch: 1, height: h, width: w)]))
+            inputs.append(backbone.features(x, strides: [4, 8, 16]))
             labels.append(prep.mask(mask).pixels.map { Int32($0) })
         }
         let classes = category.classes.count, size = 128
-        let head = SegmentationHead(inputChannels: inputs[0].shape[1], classes: classes, seed: 1)
+        let head = SegmentationHead(inputChannels: [4, 8, 16].map { inputs[0][$0]!.shape[1] }.reduce(2, +), classes: classes, seed: 1)
         let optimizer = AdamW(parameters: head.parameters, learningRate: 1e-2, weightDecay: 0.01)
-        let batch = Tensor(shape: [2] + Array(inputs[0].shape.dropFirst()), storage: inputs[0].storage + inputs[1].storage)
+        let batch = inputs[0].merging(inputs[1]) { Tensor(shape: [2] + Array($0.shape.dropFirst()), storage: $0.storage + $1.storage) }
+        let h4 = size / 4
+        let coordinates = { (n: Int) in SegmentationInput.coordinates(batch: n, height: h4, width: h4) }
         let target = labels[0] + labels[1]
         let onehot = Tensor.oneHot(target, batch: 2, height: size, width: size, classes: classes)
         var first: Float = 0, last: Float = 0
         for step in 0..<60 {
             let tape = Tape()
-            let z = tape.resizeBilinear(head.logits(tape.constant(batch), on: tape), height: size, width: size, alignCorners: true)
+            let logits = head.logits(taps: batch.mapValues(tape.constant), coordinates: tape.constant(coordinates(2)), on: tape)
+            let z = tape.resizeBilinear(logits, height: size, width: size, alignCorners: true)
             let loss = tape.weightedSum([(tape.crossEntropy(logits: z, labels: target), 10),
                                          (tape.dice(probabilities: tape.softmaxChannels(z), target: onehot), 1)])
             tape.backward(from: loss)
@@ -120,7 +180,7 @@ import Vision
         // needle under 1 px, so the needle is not asked for: background, tray
         // and pin heads must be found, separators at least partly.
         for k in 2..<4 {
-            let predicted = head.predict(inputs[k], height: size, width: size).argmaxChannels()
+            let predicted = head.predict(taps: inputs[k], coordinates: coordinates(1), height: size, width: size).argmaxChannels()
             let iou = (0..<classes).map { c -> Double in
                 let inter = zip(predicted, labels[k]).filter { $0 == Int32(c) && $1 == Int32(c) }.count
                 let union = zip(predicted, labels[k]).filter { $0 == Int32(c) || $1 == Int32(c) }.count

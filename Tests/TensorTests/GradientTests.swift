@@ -81,6 +81,31 @@ import TestSupport
         check([x]) { tape, v in tape.resizeBilinear(v[0], height: 2, width: 3, alignCorners: alignCorners) }
     }
 
+    /// The backward pass is the transpose of the resize at the sizes the
+    /// segmentation head meets (16 -> 64 and 32 -> 64 along rows past
+    /// sixteen lanes), odd ratios and downsampling: <up(x), g> = <x, up^T(g)>,
+    /// both sides summed in Double, within the rounding of the Float
+    /// products (each term of up^T(g) is a sum of at most 4 ceil(out/in)^2 products).
+    @Test(arguments: [true, false])
+    func bilinearBackwardIsTheTransposeOfTheResize(alignCorners: Bool) {
+        for (h, w, oh, ow) in [(16, 16, 64, 64), (32, 32, 64, 64), (5, 37, 13, 70), (9, 40, 4, 17)] {
+            let x = Check.random([2, 3, h, w], seed: 40), g = Check.random([2, 3, oh, ow], seed: 41)
+            let up = Tensor.resizeBilinear(x, height: oh, width: ow, alignCorners: alignCorners)
+            let back = Tensor.resizeBilinearBackward(g, inputHeight: h, inputWidth: w, alignCorners: alignCorners)
+            // Both sides' rounding is within `terms` u of sum |x| up^T(|g|).
+            let magnitudes = Tensor.resizeBilinearBackward(Tensor(shape: g.shape, storage: g.storage.map(abs)), inputHeight: h, inputWidth: w,
+                                                           alignCorners: alignCorners)
+            var lhs = 0.0, rhs = 0.0, scale = 0.0
+            for i in 0..<up.count { lhs += Double(up.storage[i]) * Double(g.storage[i]) }
+            for i in 0..<x.count {
+                rhs += Double(x.storage[i]) * Double(back.storage[i])
+                scale += abs(Double(x.storage[i])) * Double(magnitudes.storage[i])
+            }
+            let terms = 4 * Double((oh + h - 1) / h * ((ow + w - 1) / w)) + 4
+            #expect(abs(lhs - rhs) <= 2 * terms * 0x1p-24 * scale, "\(h)x\(w) -> \(oh)x\(ow): \(lhs) vs \(rhs)")
+        }
+    }
+
     @Test func concatAddScaleAndSoftmax() {
         let a = Check.random([2, 2, 3, 3], seed: 15), b = Check.random([2, 3, 3, 3], seed: 16)
         check([a, b]) { tape, v in tape.concatChannels(v) }

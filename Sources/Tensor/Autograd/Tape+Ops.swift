@@ -4,7 +4,8 @@ extension Tape {
         let y = Tensor.conv2d(x.value, weight: weight.value, bias: bias?.value, geometry: geometry)
         return record(y, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
             let (dx, dw, db) = Tensor.conv2dBackward(x.value, weight: weight.value, outputGradient: g,
-                                                     geometry: geometry, inputGradient: x.requiresGradient)
+                                                     geometry: geometry, inputGradient: x.requiresGradient,
+                                                     biasGradient: bias != nil)
             x.accumulate(dx)
             weight.accumulate(dw)
             bias?.accumulate(db)
@@ -57,6 +58,16 @@ extension Tape {
                 p.accumulate(g.channels(offset..<(offset + c)))
                 offset += c
             }
+        }
+    }
+
+    /// The channels `range` of an NCHW variable (a weight's input-channel
+    /// slice); the gradient goes back into those channels.
+    public func channels(_ x: Variable, _ range: Range<Int>) -> Variable {
+        let (n, c, h, w) = x.value.nchw
+        return record(x.value.channels(range), inputs: [x]) { g in
+            x.accumulate(Tensor.concatChannels([Tensor(zeros: [n, range.lowerBound, h, w]), g,
+                                                Tensor(zeros: [n, c - range.upperBound, h, w])]))
         }
     }
 

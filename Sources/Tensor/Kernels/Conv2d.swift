@@ -113,15 +113,19 @@ extension Tensor {
 
     /// Gradients of ``conv2d(_:weight:bias:geometry:)`` given dL/dy.
     /// Returns dL/dx, dL/dw and dL/db.
-    /// With `inputGradient` false, dL/dx is not computed (zeros are
-    /// returned): the input is a constant, such as cached features.
+    /// With `inputGradient` false, dL/dx is not computed (an empty tensor is
+    /// returned; a depthwise convolution computes it anyway): the input is a
+    /// constant, such as cached features. With `biasGradient` false (a
+    /// convolution without bias), dL/db is not summed (zeros).
     public static func conv2dBackward(_ input: Tensor, weight: Tensor, outputGradient dy: Tensor,
-                                      geometry: Conv2dGeometry = Conv2dGeometry(), inputGradient: Bool = true)
+                                      geometry: Conv2dGeometry = Conv2dGeometry(), inputGradient: Bool = true,
+                                      biasGradient: Bool = true)
         -> (input: Tensor, weight: Tensor, bias: Tensor)
     {
         let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
         precondition(dy.shape == [s.n, s.cout, s.oh, s.ow], "conv2d gradient shape \(dy.shape)")
-        var dx = Tensor(zeros: input.shape)
+        let withInput = inputGradient || s.isDepthwise
+        var dx = Tensor(zeros: withInput ? input.shape : [0])
         var dw = Tensor(zeros: weight.shape)
         var db = Tensor(zeros: [s.cout])
         input.withUnsafeBufferPointer { x in
@@ -134,20 +138,24 @@ extension Tensor {
                                                   gx.baseAddress!, gw.baseAddress!)
                             } else {
                                 gemmBackward(s, x.baseAddress!, wt.baseAddress!, g.baseAddress!,
-                                             inputGradient ? gx.baseAddress! : nil, gw.baseAddress!)
+                                             withInput ? gx.baseAddress! : nil, gw.baseAddress!)
                             }
                         }
                     }
+                    guard biasGradient else { return }
                     db.withUnsafeMutableBufferPointer { gb in
                         let gp = SendablePointer(g.baseAddress!), bp = SendableMutablePointer(gb.baseAddress!)
                         Compute.parallelFor(s.cout) { range in
                             for o in range {
-                                var total: Float = 0
+                                // Sixteen running sums (four adds in flight on 4-lane SSE), then the tail.
+                                var lanes = VectorMath.Lanes(repeating: 0), tail: Float = 0
                                 for b in 0..<s.n {
                                     let base = gp.p + (b * s.cout + o) * s.pixels
-                                    for i in 0..<s.pixels { total += base[i] }
+                                    var i = 0
+                                    while i + 16 <= s.pixels { lanes += VectorMath.load(base + i); i += 16 }
+                                    while i < s.pixels { tail += base[i]; i += 1 }
                                 }
-                                bp.p[o] = total
+                                bp.p[o] = lanes.sum() + tail
                             }
                         }
                     }

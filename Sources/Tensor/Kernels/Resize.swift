@@ -48,7 +48,11 @@ extension Tensor {
     }
 
     /// The adjoint of ``resizeBilinear(_:height:width:alignCorners:)``:
-    /// scatters output gradients back to the four source pixels.
+    /// each output gradient goes back to its four source pixels. Output
+    /// rows are added, scaled, into the two source rows they came from, held
+    /// at output width (sixteen lanes at a time), and each source row is
+    /// spread along its length once it is complete (rows come in order, so
+    /// two held rows suffice: ``CoarseRowPair``).
     public static func resizeBilinearBackward(_ dy: Tensor, inputHeight h: Int, inputWidth w: Int,
                                               alignCorners: Bool) -> Tensor {
         let (n, c, oh, ow) = dy.nchw
@@ -59,18 +63,20 @@ extension Tensor {
             dx.withUnsafeMutableBufferPointer { xs in
                 let gp = SendablePointer(gs.baseAddress!), xp = SendableMutablePointer(xs.baseAddress!)
                 Compute.parallelFor(n * c) { planes in
+                    var sums = CoarseRowPair(size: ow, zeroed: true)
+                    defer { sums.deallocate() }
                     for pl in planes {
                         let g = gp.p + pl * oh * ow, d = xp.p + pl * h * w
-                        for i in 0..<oh {
-                            let r0 = d + ty.i0[i] * w, r1 = d + ty.i1[i] * w
-                            for j in 0..<ow {
-                                let v = g[i * ow + j]
-                                r0[tx.i0[j]] += ty.w0[i] * tx.w0[j] * v
-                                r0[tx.i1[j]] += ty.w0[i] * tx.w1[j] * v
-                                r1[tx.i0[j]] += ty.w1[i] * tx.w0[j] * v
-                                r1[tx.i1[j]] += ty.w1[i] * tx.w1[j] * v
-                            }
+                        let spread = { (row: Int, sum: UnsafeMutablePointer<Float>) in
+                            tx.scatter(sum, onto: d + row * w)
+                            sum.update(repeating: 0, count: ow)
                         }
+                        for i in 0..<oh {
+                            let (s0, s1) = sums.pair(ty.i0[i], ty.i1[i], evicting: spread)
+                            addScaled(ty.w0[i], g + i * ow, into: s0, count: ow)
+                            addScaled(ty.w1[i], g + i * ow, into: s1, count: ow)
+                        }
+                        sums.flush(spread)
                     }
                 }
             }
