@@ -111,16 +111,15 @@ public final class SegmentationHead {
         let c4 = t4.value.shape[1], c8 = t8.value.shape[1], c16 = t16.value.shape[1]
         precondition(c4 + c8 + c16 + coordinates.value.shape[1] == inputChannels,
                      "taps of \(c4) + \(c8) + \(c16) channels and \(coordinates.value.shape[1]) coordinates for a head of \(inputChannels) inputs")
-        let (_, _, h, w) = t4.value.nchw
-        let w1 = weight(self.w1)
+        let w1 = weight(self.w1), coarse = c4 + c8 + c16
         func product(_ x: Variable, _ channels: Range<Int>) -> Variable {
             tape.conv2d(x, weight: tape.channels(w1, channels))
         }
-        func upsampled(_ x: Variable) -> Variable { tape.resizeBilinear(x, height: h, width: w, alignCorners: true) }
-        var pre = tape.conv2d(t4, weight: tape.channels(w1, 0..<c4), bias: weight(b1))
-        pre = tape.add(pre, upsampled(product(t8, c4..<(c4 + c8))))
-        pre = tape.add(pre, upsampled(product(t16, (c4 + c8)..<(c4 + c8 + c16))))
-        pre = tape.add(pre, product(coordinates, (c4 + c8 + c16)..<inputChannels))
+        // The stride-4 tap and the coordinates in one product, the coarse products added as they are upsampled.
+        let fine = tape.conv2d(tape.concatChannels([t4, coordinates]),
+                               weight: tape.concatChannels([tape.channels(w1, 0..<c4), tape.channels(w1, coarse..<inputChannels)]),
+                               bias: weight(b1))
+        let pre = tape.addResized(fine, [product(t8, c4..<(c4 + c8)), product(t16, (c4 + c8)..<coarse)], alignCorners: true)
         return tape.conv2d(tape.relu(pre), weight: weight(w2), bias: weight(b2))
     }
 

@@ -106,6 +106,25 @@ import TestSupport
         }
     }
 
+    /// Adding resized maps into a tensor is resizing, then adding, to the
+    /// bit (rows past sixteen lanes and the tail), and its gradient is the
+    /// finite differences'.
+    @Test func addingResizedMapsIsResizingThenAdding() {
+        let a = Check.random([2, 3, 6, 21], seed: 42), x8 = Check.random([2, 3, 3, 11], seed: 43), x16 = Check.random([2, 3, 2, 6], seed: 44)
+        var fused = a
+        for x in [x8, x16] { Tensor.resizeBilinear(x, addingInto: &fused, alignCorners: true) }
+        let separate = a + Tensor.resizeBilinear(x8, height: 6, width: 21, alignCorners: true)
+            + Tensor.resizeBilinear(x16, height: 6, width: 21, alignCorners: true)
+        #expect(fused == separate)
+        check([Check.random([1, 2, 4, 5], seed: 45), Check.random([1, 2, 2, 3], seed: 46), Check.random([1, 2, 1, 2], seed: 47)]) { tape, v in
+            tape.addResized(v[0], [v[1], v[2]], alignCorners: true)
+        }
+    }
+
+    @Test func channelsOfAVariable() {
+        check([Check.random([2, 5, 2, 3], seed: 48)]) { tape, v in tape.channels(v[0], 1..<4) }
+    }
+
     @Test func concatAddScaleAndSoftmax() {
         let a = Check.random([2, 2, 3, 3], seed: 15), b = Check.random([2, 3, 3, 3], seed: 16)
         check([a, b]) { tape, v in tape.concatChannels(v) }

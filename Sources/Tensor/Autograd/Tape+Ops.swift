@@ -50,6 +50,19 @@ extension Tape {
         }
     }
 
+    /// a + resizeBilinear(x) for each x, to a's size (the resized tensors never formed).
+    public func addResized(_ a: Variable, _ xs: [Variable], alignCorners: Bool) -> Variable {
+        var y = a.value
+        for x in xs { Tensor.resizeBilinear(x.value, addingInto: &y, alignCorners: alignCorners) }
+        return record(y, inputs: [a] + xs) { g in
+            a.accumulate(g)
+            for x in xs {
+                let (_, _, h, w) = x.value.nchw
+                x.accumulate(Tensor.resizeBilinearBackward(g, inputHeight: h, inputWidth: w, alignCorners: alignCorners))
+            }
+        }
+    }
+
     public func concatChannels(_ parts: [Variable]) -> Variable {
         let sizes = parts.map { $0.value.shape[1] }
         return record(Tensor.concatChannels(parts.map(\.value)), inputs: parts) { g in

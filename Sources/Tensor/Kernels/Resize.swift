@@ -30,21 +30,33 @@ extension Tensor {
     /// Bilinear resize of every plane to `height x width` (no antialiasing;
     /// PyTorch's `F.interpolate(mode="bilinear")`).
     public static func resizeBilinear(_ x: Tensor, height oh: Int, width ow: Int, alignCorners: Bool) -> Tensor {
-        let (n, c, h, w) = x.nchw
+        var out = Tensor(shape: [x.shape[0], x.shape[1], oh, ow]) { _ in }
+        resizeBilinear(x, into: &out, adding: false, alignCorners: alignCorners)
+        return out
+    }
+
+    /// `out += resizeBilinear(x)` to `out`'s size, without the resized
+    /// tensor (the same bits as resizing, then adding).
+    public static func resizeBilinear(_ x: Tensor, addingInto out: inout Tensor, alignCorners: Bool) {
+        precondition(out.rank == 4 && Array(out.shape.prefix(2)) == Array(x.shape.prefix(2)),
+                     "resize into \(out.shape) from \(x.shape)")
+        resizeBilinear(x, into: &out, adding: true, alignCorners: alignCorners)
+    }
+
+    private static func resizeBilinear(_ x: Tensor, into out: inout Tensor, adding: Bool, alignCorners: Bool) {
+        let (_, _, h, w) = x.nchw, (oh, ow) = (out.shape[2], out.shape[3])
         let ty = LinearTaps(input: h, output: oh, alignCorners: alignCorners)
         let tx = LinearTaps(input: w, output: ow, alignCorners: alignCorners)
-        var out = Tensor(zeros: [n, c, oh, ow])
         // Each source row is interpolated along its length once (two held
-        // at a time), then each output row blends its two.
+        // at a time), then each output row blends its two (every output written).
         poolPlanes(x, &out) { src, dst in
             var rows = CoarseRowPair(size: ow)
             defer { rows.deallocate() }
             for i in 0..<oh {
                 let (r0, r1) = rows.pair(ty.i0[i], ty.i1[i]) { row, out in tx.interpolate(src + row * w, into: out) }
-                blendRows(ty.w0[i], UnsafePointer(r0), ty.w1[i], UnsafePointer(r1), into: dst + i * ow, count: ow)
+                blendRows(ty.w0[i], UnsafePointer(r0), ty.w1[i], UnsafePointer(r1), into: dst + i * ow, count: ow, adding: adding)
             }
         }
-        return out
     }
 
     /// The adjoint of ``resizeBilinear(_:height:width:alignCorners:)``:

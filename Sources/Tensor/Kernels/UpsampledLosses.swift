@@ -318,13 +318,22 @@ struct CoarseRowPair {
     }
 }
 
-/// out = a0 * r0 + a1 * r1, elementwise, sixteen lanes at a time (each
-/// element rounds as the scalar expression does).
+/// out = a0 * r0 + a1 * r1, or with `adding` out += (a0 * r0 + a1 * r1),
+/// elementwise, sixteen lanes at a time (each element rounds as the scalar
+/// expression does).
 @inline(__always)
 func blendRows(_ a0: Float, _ r0: UnsafePointer<Float>, _ a1: Float, _ r1: UnsafePointer<Float>,
-               into out: UnsafeMutablePointer<Float>, count: Int) {
+               into out: UnsafeMutablePointer<Float>, count: Int, adding: Bool = false) {
     let v0 = VectorMath.Lanes(repeating: a0), v1 = VectorMath.Lanes(repeating: a1)
     var j = 0
+    if adding {
+        while j + 16 <= count {
+            VectorMath.store(VectorMath.load(out + j) + (v0 * VectorMath.load(r0 + j) + v1 * VectorMath.load(r1 + j)), out + j)
+            j += 16
+        }
+        while j < count { out[j] += a0 * r0[j] + a1 * r1[j]; j += 1 }
+        return
+    }
     while j + 16 <= count {
         VectorMath.store(v0 * VectorMath.load(r0 + j) + v1 * VectorMath.load(r1 + j), out + j)
         j += 16
