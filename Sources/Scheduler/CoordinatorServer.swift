@@ -46,6 +46,7 @@ public final class CoordinatorServer {
     /// The most messages handled in one transaction.
     static let batchLimit = 64
     static let heartbeatType = Data("heartbeat".utf8)
+    static let resultsType = Data("results".utf8)
     let stateDirectory: URL
     /// Since when the state volume has refused writes (full), when that was last logged, and when a write last failed.
     var volumeFull: (since: Double, logged: Double, last: Double)?
@@ -111,10 +112,11 @@ public final class CoordinatorServer {
     }
 
     /// Group commit: the messages waiting together are handled in one
-    /// transaction and answered once it is committed. One message alone
-    /// commits its calls as they go (no savepoints to pay for).
+    /// transaction and answered once it is committed; so are the results
+    /// of one results message. One other message alone commits its calls
+    /// as they go (no savepoints to pay for).
     func handle(_ waiting: [[Data]]) {
-        guard waiting.count > 1 else {
+        guard waiting.count > 1 || waiting.first.map({ $0.count > 2 && $0[2] == Self.resultsType }) == true else {
             waiting.forEach(handle)
             return
         }
@@ -199,10 +201,10 @@ public final class CoordinatorServer {
             return
         }
         switch message {
-        case .ready:
-            let a = try store.dispatch(worker: peer.worker, machine: peer.machine, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
-                                       leaseSeconds: settings.leaseSeconds)
-            try send(identity, try offer(a))
+        case .ready(let jobs):
+            let offered = try store.dispatch(worker: peer.worker, machine: peer.machine, memoryMiB: peer.memoryMiB, kinds: peer.kinds, now: now,
+                                             leaseSeconds: settings.leaseSeconds, count: jobs)
+            try offer(offered, asked: jobs, to: identity)
         case .heartbeat(let h):
             var alive: [Int64] = [], dropped: [Int64] = []
             for token in h.tokens {
@@ -261,62 +263,11 @@ public final class CoordinatorServer {
                 logger.warning("upload refused", metadata: ["hash": "\(p.hash.prefix(64))", "error": "\(error)"])
                 try send(identity, .putAck(.init(hash: String(p.hash.prefix(64)), received: 0, error: "\(error)")))
             }
-        case .done(var d, let payload):
-            // A refused result fails its attempt with the reason, which the
-            // worker is told; the answer still covers its request for a next job.
-            func refuse(_ problem: String) throws {
-                // Only the attempt's own worker can fail it this way (not a peer quoting another's token).
-                let report = try store.leaseHolder(token: d.token) == peer.worker
-                    ? try store.fail(token: d.token, error: "result refused: \(problem)", permanent: false, now: now, backoff: settings.backoff)
-                    : .stale
-                logger.warning("refused a result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)", "problem": "\(problem)",
-                                                             "report": "\(report)"])
-                try send(identity, .ack(.init(token: d.token, accepted: false, error: problem)))
-                if d.next { try send(identity, .noJob(.init(retryAfterSeconds: 0))) }
-            }
-            if let manifest = d.manifest {
-                do {
-                    let data = try store.smallBlob(manifest.hash) ?? artifacts.read(manifest.hash)
-                    guard d.outputs.isEmpty, data.count == manifest.size else {
-                        throw WireError(problem: "outputs manifest of \(data.count) bytes, announced \(manifest.size), beside \(d.outputs.count) outputs in the header")
-                    }
-                    d.outputs = try Manifest.outputs(data)
-                    d.manifest = nil
-                } catch {
-                    try refuse("outputs manifest \(manifest.hash.prefix(64)): \(error)")
-                    return
-                }
-            }
-            guard let inline = d.inlineOutputs(payload) else {
-                try refuse("the inline outputs do not add up to the \(payload.count)-byte payload")
-                return
-            }
-            var small: [(hash: String, data: Data)] = []
-            for part in inline {
-                guard part.data.count <= JobStore.inlineBlobLimit, ArtifactStore.isValid(part.output.hash),
-                      ArtifactStore.hash(part.data) == part.output.hash else {
-                    try refuse("inline output '\(part.name)' does not match its hash")
-                    return
-                }
-                small.append((part.output.hash, part.data))
-            }
-            if let missing = try d.outputs.first(where: { output in
-                if output.value.inline { return false }
-                let stored = try store.smallBlobSize(output.value.hash) ?? artifacts.size(output.value.hash)
-                return stored != output.value.size
-            }) {
-                try refuse("output '\(missing.key)' was not uploaded whole")
-                return
-            }
-            let next = d.next ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds) : nil
-            let (report, job, quarantined) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
-                                                                metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB),
-                                                                machine: peer.machine, now: now, next: next)
-            if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
-            if let quarantined { logger.error("quarantined a job: \(quarantined)", metadata: ["token": "\(d.token)"]) }
-            try send(identity, .ack(.init(token: d.token, accepted: report == .accepted,
-                                          error: report == .stale ? "the attempt no longer holds its lease" : nil)))
-            if d.next { try send(identity, try offer(job)) }
+        case .done(let d, let payload):
+            try record(d, payload, from: peer, identity: identity, now: now)
+        case .results(let results):
+            // In the batch that handle(_:) opened for it: one transaction for all of them.
+            for r in results { try record(r.done, r.payload, from: peer, identity: identity, now: now) }
         case .fail(let f):
             let report = try store.fail(token: f.token, error: f.error, permanent: f.permanent, now: now, backoff: settings.backoff)
             logger.info("attempt failed", metadata: ["token": "\(f.token)", "permanent": "\(f.permanent)", "error": "\(f.error)"])
@@ -338,11 +289,80 @@ public final class CoordinatorServer {
 }
 
 extension CoordinatorServer {
-    /// A job for the worker, or "nothing now". Inputs too many for a header
+    /// Records one result (a done, or one of a results message's). A
+    /// refused result fails its attempt with the reason, which the worker
+    /// is told; the answer still covers its request for next jobs.
+    func record(_ d: WireMessage.Done, _ payload: Data, from peer: Peer, identity: Data, now: Double) throws {
+        var d = d
+        let wanted = min(max(0, d.next), WireMessage.maximumResults)
+        func refuse(_ problem: String) throws {
+            // Only the attempt's own worker can fail it this way (not a peer quoting another's token).
+            let report = try store.leaseHolder(token: d.token) == peer.worker
+                ? try store.fail(token: d.token, error: "result refused: \(problem)", permanent: false, now: now, backoff: settings.backoff)
+                : .stale
+            logger.warning("refused a result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)", "problem": "\(problem)",
+                                                         "report": "\(report)"])
+            try send(identity, .ack(.init(token: d.token, accepted: false, error: problem)))
+            if wanted > 0 { try send(identity, .noJob(.init(retryAfterSeconds: 0))) }
+        }
+        if let manifest = d.manifest {
+            do {
+                let data = try store.smallBlob(manifest.hash) ?? artifacts.read(manifest.hash)
+                guard d.outputs.isEmpty, data.count == manifest.size else {
+                    throw WireError(problem: "outputs manifest of \(data.count) bytes, announced \(manifest.size), beside \(d.outputs.count) outputs in the header")
+                }
+                d.outputs = try Manifest.outputs(data)
+                d.manifest = nil
+            } catch {
+                try refuse("outputs manifest \(manifest.hash.prefix(64)): \(error)")
+                return
+            }
+        }
+        guard let inline = d.inlineOutputs(payload) else {
+            try refuse("the inline outputs do not add up to the \(payload.count)-byte payload")
+            return
+        }
+        var small: [(hash: String, data: Data)] = []
+        for part in inline {
+            guard part.data.count <= JobStore.inlineBlobLimit, ArtifactStore.isValid(part.output.hash),
+                  ArtifactStore.hash(part.data) == part.output.hash else {
+                try refuse("inline output '\(part.name)' does not match its hash")
+                return
+            }
+            small.append((part.output.hash, part.data))
+        }
+        if let missing = try d.outputs.first(where: { output in
+            if output.value.inline { return false }
+            let stored = try store.smallBlobSize(output.value.hash) ?? artifacts.size(output.value.hash)
+            return stored != output.value.size
+        }) {
+            try refuse("output '\(missing.key)' was not uploaded whole")
+            return
+        }
+        let next = wanted > 0 ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds, wanted) : nil
+        let (report, jobs, quarantined) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
+                                                             metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB),
+                                                             machine: peer.machine, now: now, next: next)
+        if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }
+        if let quarantined { logger.error("quarantined a job: \(quarantined)", metadata: ["token": "\(d.token)"]) }
+        // The jobs before the ack: a worker sends the results it held once its last one is answered, and
+        // asks for more in that message only when the jobs it asked for have come.
+        if wanted > 0 { try offer(jobs, asked: wanted, to: identity) }
+        try send(identity, .ack(.init(token: d.token, accepted: report == .accepted,
+                                      error: report == .stale ? "the attempt no longer holds its lease" : nil)))
+    }
+
+    /// The jobs leased for a worker's request of `asked`, each in its own
+    /// message; fewer than asked are followed by a no-job ("nothing more now").
+    func offer(_ jobs: [Assignment], asked: Int, to identity: Data) throws {
+        for a in jobs { try send(identity, try offer(a)) }
+        if jobs.count < asked { try send(identity, .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds))) }
+    }
+
+    /// A job for the worker. Inputs too many for a header
     /// (a stage that reads one artifact per image of a real-size category)
     /// go as a manifest blob, written here and fetched by the worker.
-    func offer(_ a: Assignment?) throws -> WireMessage {
-        guard let a else { return .noJob(.init(retryAfterSeconds: settings.retryAfterSeconds)) }
+    func offer(_ a: Assignment) throws -> WireMessage {
         var job = WireMessage.Job(token: a.token, key: a.key, kind: a.kind, category: a.category, parameters: a.parameters, inputs: a.inputs)
         // JSON escaping at most sixfold: a job whose strings are this small needs no exact count (one encoding fewer per job).
         let strings = a.parameters.utf8.count + a.category.utf8.count

@@ -27,6 +27,26 @@ extension JobStore {
         }
     }
 
+    /// Up to `count` jobs for one worker, leased in one transaction (a
+    /// worker that holds a window of short jobs asks for several at once).
+    public func dispatch(worker: String, machine: String = "", memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
+                         now: Double, leaseSeconds: Double, count: Int) throws -> [Assignment] {
+        try write { db in
+            try Self.dispatch(db, worker: worker, machine: machine, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds,
+                              count: count)
+        }
+    }
+
+    static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
+                         now: Double, leaseSeconds: Double, count: Int) throws -> [Assignment] {
+        var jobs: [Assignment] = []
+        while jobs.count < count, let a = try dispatch(db, worker: worker, machine: machine, memoryMiB: memoryMiB, kinds: runnable,
+                                                       now: now, leaseSeconds: leaseSeconds) {
+            jobs.append(a)
+        }
+        return jobs
+    }
+
     /// Jobs waiting for verification go first (their readers wait on them),
     /// to a worker that may verify them (``verifyingJob(_:worker:machine:kinds:memoryMiB:)``).
     static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,

@@ -44,24 +44,24 @@ extension JobStore {
 
     /// Records a finished attempt: its outputs (artifacts already stored,
     /// or small ones given here), its metrics (evaluate jobs), and readies
-    /// the jobs that waited on it. With `next`, the worker's next job is
-    /// leased in the same transaction. `cost` is what the worker measured
+    /// the jobs that waited on it. With `next`, the worker's next jobs (up
+    /// to its count) are leased in the same transaction. `cost` is what the worker measured
     /// (wall seconds, peak MiB), kept on the attempt; `machine` the
     /// worker's machine kind (compared when the job is verified).
     /// `quarantined` says why, when this run disagreed with the job's other.
     public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
                          smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, machine: String = "",
-                         now: Double, next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double)? = nil)
-        throws -> (verdict: Verdict, next: Assignment?, quarantined: String?) {
+                         now: Double, next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double, count: Int)? = nil)
+        throws -> (verdict: Verdict, next: [Assignment], quarantined: String?) {
         try write { db in
             let (report, quarantined) = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs,
                                                           machine: machine, now: now)
             if report == .accepted, let cost {
                 try db.run("UPDATE attempt SET seconds = ?, peak_mib = ? WHERE token = ?", arguments: [cost.seconds, cost.peakMiB, token])
             }
-            guard let next else { return (report, nil, quarantined) }
+            guard let next else { return (report, [], quarantined) }
             return (report, try Self.dispatch(db, worker: next.worker, machine: machine, memoryMiB: next.memoryMiB, kinds: next.kinds,
-                                              now: now, leaseSeconds: next.leaseSeconds), quarantined)
+                                              now: now, leaseSeconds: next.leaseSeconds, count: next.count), quarantined)
         }
     }
 

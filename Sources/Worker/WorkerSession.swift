@@ -131,8 +131,9 @@ final class WorkerSession {
     var running: Running?
     /// Leased jobs not started yet, in the order offered.
     var ahead: [WireMessage.Job] = []
-    /// A ready (or a done asking for the next job) is unanswered: since when, last sent when, how many times.
-    var asking: (since: Double, sent: Double, times: Int)?
+    /// A ready (or a result asking for next jobs) is unanswered: since when,
+    /// last sent when, how many times, and how many jobs are still to come.
+    var asking: (since: Double, sent: Double, times: Int, jobs: Int)?
     /// After no-job: the next ready not before this.
     var askAgainAt = -Double.infinity
     /// The last finished job's wall time (nil before the first).
@@ -142,11 +143,22 @@ final class WorkerSession {
     /// Results sent and not answered yet: their attempts are still this worker's.
     var unacknowledged: [Int64: Unacknowledged] = [:]
     struct Unacknowledged {
-        let frames: [Data]
+        let result: WireMessage.Finished
         let since: Double
         var sent: Double
         var times: Int
+        /// The result alone, as a done message (to send it again).
+        var frames: [Data] {
+            var done = result.done
+            done.next = 0
+            return WireMessage.done(done, result.payload).encode()
+        }
     }
+    /// Results finished while earlier ones were unanswered, not sent yet:
+    /// they go together, in one results message, once those are answered
+    /// (at most a round trip later), so that a worker of short jobs sends
+    /// one message and costs one transaction per round trip, not per job.
+    var held: [WireMessage.Finished] = []
     let wakeup: Wakeup
     static let inlineLimit = 64 << 10
 
@@ -165,7 +177,9 @@ final class WorkerSession {
     func send(_ message: WireMessage) throws { try socket.send(message.encode()) }
 
     /// Every attempt this worker holds: the running one, those ahead, and those whose results are unanswered.
-    var heldTokens: [Int64] { (running.map { [$0.job.token] } ?? []) + ahead.map(\.token) + unacknowledged.keys.sorted() }
+    var heldTokens: [Int64] {
+        (running.map { [$0.job.token] } ?? []) + ahead.map(\.token) + unacknowledged.keys.sorted() + held.map(\.done.token)
+    }
 
     var helloMessage: WireMessage {
         .hello(.init(worker: settings.worker, resources: settings.resources, kinds: settings.kinds, inFlight: heldTokens))
@@ -185,13 +199,14 @@ final class WorkerSession {
     /// expired after one) or was restarted (they get two to be re-adopted).
     var cutOff: Bool { leaseSeconds.map { monotonicSeconds() - lastHeard > 2 * $0 } ?? false }
 
-    /// Whether to ask for one more job now (none asked for already). Not
+    /// How many jobs to ask for now (none while some are asked for
+    /// already): enough to hold the running one and the window ahead. Not
     /// while cut off: a job offered across a link that only carries
     /// requests would never arrive and its attempt would expire; the
     /// heartbeats' answers say when the link is back.
-    var wantsJob: Bool {
-        guard !draining.requested, asking == nil, !cutOff else { return false }
-        return running == nil ? ahead.isEmpty : ahead.count < window
+    var wantedJobs: Int {
+        guard !draining.requested, asking == nil, !cutOff else { return 0 }
+        return max(0, window + 1 - ahead.count - (running == nil ? 0 : 1))
     }
 
     /// Runs until drained (SIGTERM) — then says bye and returns.
@@ -200,7 +215,7 @@ final class WorkerSession {
         while true {
             if draining.requested {
                 try handBackAhead(because: "worker \(settings.worker) is draining")
-                if running == nil, unacknowledged.isEmpty {
+                if running == nil, unacknowledged.isEmpty, held.isEmpty {
                     try send(.bye)
                     logger.info("drained; bye")
                     return
@@ -234,9 +249,10 @@ final class WorkerSession {
     /// ends the worker (``NoAnswer``).
     func ask() throws {
         let now = monotonicSeconds()
-        if wantsJob, now >= askAgainAt {
-            try send(.ready)
-            asking = (now, now, 1)
+        if wantedJobs > 0, now >= askAgainAt {
+            let jobs = wantedJobs
+            try send(.ready(jobs))
+            asking = (now, now, 1, jobs)
             return
         }
         guard let a = asking, now - a.sent > settings.replyTimeoutSeconds, !cutOff else { return }
@@ -247,8 +263,8 @@ final class WorkerSession {
         logger.warning("no answer from the coordinator; asking again",
                        metadata: ["request": "ready", "sent": "\(a.times + 1)", "waited s": "\(Int(waited))",
                                   "gives up after s": "\(Int(settings.coordinatorTimeoutSeconds))"])
-        try send(.ready)
-        asking = (a.since, now, a.times + 1)
+        try send(.ready(a.jobs))
+        asking = (a.since, now, a.times + 1, a.jobs)
     }
 
     /// Handles what arrives unasked (heartbeats, cancel, hello-again, job
@@ -290,24 +306,28 @@ final class WorkerSession {
             leaseSeconds = w.leaseSeconds
             if let r = running, w.dropped.contains(r.job.token) { abandon(r, because: "not re-adopted") }
             drop(w.dropped, because: "not re-adopted")
-            // Results the forgetful coordinator never answered go again (those re-adopted).
+            // Results the forgetful coordinator never answered go again (those re-adopted), and those held.
+            for r in held { unacknowledged[r.done.token] = Unacknowledged(result: r, since: monotonicSeconds(), sent: 0, times: 0) }
+            held = []
             for token in unacknowledged.keys.sorted() {
                 if w.dropped.contains(token) {
                     unacknowledged[token] = nil
                     logger.warning("dropped a finished job: not re-adopted", metadata: ["token": "\(token)"])
-                } else if let u = unacknowledged[token] {
+                } else if var u = unacknowledged[token] {
                     try socket.send(u.frames)
+                    (u.sent, u.times) = (monotonicSeconds(), u.times + 1)
+                    unacknowledged[token] = u
                 }
             }
             // A ready the forgetful coordinator never answered goes again.
-            if asking != nil {
-                try send(.ready)
-                asking = (monotonicSeconds(), monotonicSeconds(), 1)
+            if let a = asking {
+                try send(.ready(a.jobs))
+                asking = (monotonicSeconds(), monotonicSeconds(), 1, a.jobs)
             }
             return message
         case .job(let job):
-            asking = nil
-            if running == nil && ahead.isEmpty || ahead.count < window {
+            if let a = asking { asking = a.jobs > 1 ? (a.since, a.sent, a.times, a.jobs - 1) : nil }
+            if ahead.count + (running == nil ? 0 : 1) <= window {
                 ahead.append(job)
             } else {
                 // Offered beyond the window (a repeated ready): handed back, not failed, so it costs no attempt.
@@ -320,6 +340,7 @@ final class WorkerSession {
             askAgainAt = monotonicSeconds() + n.retryAfterSeconds
             return nil
         case .ack(let a) where acknowledge(a):
+            if unacknowledged.isEmpty { try sendHeld() }
             return nil
         case .refused(let r) where r.type == "done" && r.token.map { unacknowledged[$0] != nil } == true:
             // The coordinator could not read the result and failed its attempt: nothing more to send,
@@ -327,6 +348,18 @@ final class WorkerSession {
             unacknowledged[r.token!] = nil
             asking = nil
             logger.error("dropped a job: \(Refused(type: r.type, problem: r.problem))", metadata: ["token": "\(r.token!)"])
+            return nil
+        case .refused(let r) where r.type == "results":
+            // The coordinator could not read a results message (it names no attempt): each result not
+            // answered goes again alone, and its request for next jobs went unread with it.
+            logger.error("\(Refused(type: r.type, problem: r.problem)); sending its results one by one",
+                         metadata: ["tokens": "\(unacknowledged.keys.sorted())"])
+            for (token, var u) in unacknowledged {
+                try socket.send(u.frames)
+                (u.sent, u.times) = (monotonicSeconds(), u.times + 1)
+                unacknowledged[token] = u
+            }
+            asking = nil
             return nil
         default:
             return message
@@ -341,13 +374,14 @@ final class WorkerSession {
     /// cancelled, jobs held ahead and unanswered results are dropped. The
     /// worker goes on asking; once it is heard again it gets new jobs.
     func abandonIfCutOff() {
-        guard let lease = leaseSeconds, cutOff, running != nil || !ahead.isEmpty || !unacknowledged.isEmpty else { return }
+        guard let lease = leaseSeconds, cutOff, running != nil || !ahead.isEmpty || !unacknowledged.isEmpty || !held.isEmpty else { return }
         logger.warning("the coordinator has not been heard from for longer than two leases: the work in hand is abandoned (its leases have expired there)",
                        metadata: ["silent s": "\(String(format: "%.1f", monotonicSeconds() - lastHeard))", "lease s": "\(lease)",
                                   "tokens": "\(heldTokens)"])
         if let r = running { abandon(r, because: "cut off from the coordinator past the lease") }
         ahead = []
         unacknowledged = [:]
+        held = []
     }
 
     /// Forgets jobs held ahead whose leases the coordinator no longer has.
@@ -619,23 +653,42 @@ final class WorkerSession {
             outputs[name] = .init(hash: hash, size: data.count)
         }
         if settings.corruptOutputs, !payload.isEmpty { payload[payload.startIndex] ^= 0xff }
-        // Asking for the next job in the same message saves a round trip.
         lastJobSeconds = monotonicSeconds() - r.started
-        let next = !draining.requested && asking == nil && ahead.count <= window
         var done = WireMessage.Done(token: token, outputs: outputs, metrics: outcome.metrics,
-                                    seconds: monotonicSeconds() - r.started, peakMiB: outcome.peakMiB, next: next)
-        var frames = WireMessage.done(done, payload).encode()
-        if !settings.headerOnlyResults, frames[2].count > WireMessage.manifestThresholdBytes {
+                                    seconds: monotonicSeconds() - r.started, peakMiB: outcome.peakMiB)
+        if !settings.headerOnlyResults, done.headerBytes > WireMessage.manifestThresholdBytes {
             let manifest = Manifest.encode(outputs: outputs), hash = ArtifactStore.hash(manifest)
             try upload(r, name: "the outputs manifest", data: manifest, hash: hash)
             done.outputs = [:]
             done.manifest = .init(hash: hash, size: manifest.count)
-            frames = WireMessage.done(done, payload).encode()
         }
-        // Not waited for: the next job starts while the coordinator records this one.
-        try socket.send(frames)
-        unacknowledged[token] = Unacknowledged(frames: frames, since: monotonicSeconds(), sent: monotonicSeconds(), times: 1)
-        if next { asking = (monotonicSeconds(), monotonicSeconds(), 1) }
+        // Not waited for: the next job starts while the coordinator records this one. While an earlier
+        // result is unanswered this one is held, to go with the others held once it is answered.
+        if held.count + 1 > WireMessage.maximumResults
+            || held.reduce(payload.count, { $0 + $1.payload.count }) > WireMessage.maximumPayloadBytes
+            || held.reduce(done.headerBytes + 8, { $0 + $1.done.headerBytes }) > WireMessage.maximumHeaderBytes {
+            try sendHeld(finishing: r)
+        }
+        held.append(.init(done, payload))
+        if unacknowledged.isEmpty { try sendHeld(finishing: r) }
+    }
+
+    /// Sends the results held, one as a done and several as one results
+    /// message; the last asks for the next jobs (saves a ready round trip).
+    /// `finishing` is the job whose result is among them and which still
+    /// counts as running.
+    func sendHeld(finishing r: Running? = nil) throws {
+        guard !held.isEmpty else { return }
+        let stillRunning = running == nil || running === r ? 0 : 1
+        let next = draining.requested || asking != nil || cutOff ? 0 : max(0, window + 1 - ahead.count - stillRunning)
+        held[held.count - 1].done.next = next
+        let message: WireMessage = held.count == 1 ? .done(held[0].done, held[0].payload) : .results(held)
+        try socket.send(message.encode())
+        if held.count > 1 { logger.info("sent results together", metadata: ["results": "\(held.count)", "next jobs asked": "\(next)"]) }
+        let now = monotonicSeconds()
+        for result in held { unacknowledged[result.done.token] = Unacknowledged(result: result, since: now, sent: now, times: 1) }
+        held = []
+        if next > 0 { asking = (now, now, 1, next) }
     }
 
     /// Takes the coordinator's answer to a result; false when it answers no result of this worker's.
@@ -664,7 +717,7 @@ final class WorkerSession {
                            metadata: ["request": "done", "token": "\(token)", "sent": "\(u.times + 1)", "waited s": "\(Int(waited))",
                                       "gives up after s": "\(Int(settings.jobRequestTimeoutSeconds))"])
             try socket.send(u.frames)
-            unacknowledged[token] = Unacknowledged(frames: u.frames, since: u.since, sent: now, times: u.times + 1)
+            unacknowledged[token] = Unacknowledged(result: u.result, since: u.since, sent: now, times: u.times + 1)
         }
     }
 }

@@ -11,7 +11,7 @@ import Testing
         let socket = try ZeroMQSocket(try ZeroMQContext(), .dealer)
         try socket.connect(cluster.endpoint)
         var rng = SystemRandomNumberGenerator()
-        let valid = WireMessage.ready.encode()
+        let valid = WireMessage.ready(1).encode()
         for i in 0..<2_000 {
             var parts: [Data]
             switch i % 4 {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import Shared
 
 /// Real processes on loopback: a coordinator, workers, and the CLI.
 @Suite(.serialized) struct SweepEndToEndTests {
@@ -146,6 +147,58 @@ import TestSupport
         #expect(log.contains("handed back jobs held ahead"), "\(log)")
         let other = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-b.log"), encoding: .utf8)
         #expect(other.contains("kind=diagnostic"), "worker b took a job handed back: \(other)")
+    }
+
+    /// A worker of short jobs holding a window of 8 asks for several jobs
+    /// at once and sends the results that finished while its last one was
+    /// unanswered together, in one message: each job is recorded once.
+    @Test func shortJobsResultsGoTogetherAndEachIsRecordedOnce() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("many", #""jobs": 400"#, attempts: 1))
+        try cluster.startWorker("a", ["--prefetch", "8"])
+        _ = try cluster.wait("many", seconds: 60) { $0["done"] == 400 }
+        #expect(try cluster.attempts("many") == ["done": 400])
+        let log = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-a.log"), encoding: .utf8)
+        #expect(log.contains("sent results together"), "\(cluster.tail())")
+    }
+
+    /// The coordinator's side, message by message: a ready for 3 gets 3
+    /// jobs; a results message of the 3 asking for 2 more gets those 2
+    /// first, then an ack for each result (all accepted, recorded done); a
+    /// ready for more than are left gets what is left and a no-job.
+    @Test func readiesAndResultsCountJobs() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("n", #""jobs": 6"#, attempts: 1))
+        let socket = try ZeroMQSocket(try ZeroMQContext(), .dealer)
+        try socket.connect(cluster.endpoint)
+        func receive() throws -> WireMessage {
+            guard let parts = try socket.receive(timeoutMilliseconds: 10_000) else { throw CocoaError(.fileReadUnknown) }
+            return try WireMessage.decode(parts)
+        }
+        func jobs(_ messages: [WireMessage]) -> [WireMessage.Job] { messages.compactMap { if case .job(let j) = $0 { j } else { nil } } }
+        try socket.send(WireMessage.hello(.init(worker: "raw", resources: WorkerResources(cores: 1, memoryBytes: 1 << 30),
+                                                kinds: [.diagnostic], inFlight: [])).encode())
+        guard case .welcome = try receive() else { Issue.record("no welcome"); return }
+        try socket.send(WireMessage.ready(3).encode())
+        let first = jobs(try (0..<3).map { _ in try receive() })
+        #expect(first.count == 3 && Set(first.map(\.token)).count == 3)
+        let results = first.enumerated().map { i, job in
+            WireMessage.Finished(.init(token: job.token, outputs: [:], metrics: [:], seconds: 0.001, next: i == 2 ? 2 : 0), Data())
+        }
+        try socket.send(WireMessage.results(results).encode())
+        let answers = try (0..<5).map { _ in try receive() }
+        let acks = answers.compactMap { if case .ack(let a) = $0 { a } else { nil } }
+        #expect(acks.map(\.token) == first.map(\.token) && acks.allSatisfy(\.accepted), "\(answers)")
+        let second = jobs(answers)
+        #expect(second.count == 2, "\(answers)")
+        if case .ack = answers[4] {} else { Issue.record("the jobs asked for with the last result come before its ack: \(answers)") }
+        #expect(try cluster.counts("n")["done"] == 3)
+        try socket.send(WireMessage.ready(4).encode())
+        let last = try (0..<2).map { _ in try receive() }
+        #expect(jobs(last).count == 1, "\(last)")
+        if case .noJob = last[1] {} else { Issue.record("fewer jobs than asked end with a no-job: \(last)") }
     }
 
     /// Coordinator restarts in the middle of a sweep of short jobs on three

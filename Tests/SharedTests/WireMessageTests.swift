@@ -7,7 +7,7 @@ import Testing
     static let all: [WireMessage] = [
         .hello(.init(worker: "w", resources: WorkerResources(cores: 2, memoryBytes: 1 << 30, tags: ["x"]), kinds: [.diagnostic, .evaluate], inFlight: [3])),
         .welcome(.init(adopted: [3], dropped: [4], heartbeatSeconds: 2)),
-        .ready, .noJob(.init(retryAfterSeconds: 0.5)),
+        .ready(1), .ready(3), .noJob(.init(retryAfterSeconds: 0.5)),
         .job(.init(token: 7, key: key, kind: .bankFit, category: "c", parameters: #"{"a":1}"#, inputs: ["masks": ["m.png": String(repeating: "a", count: 64)]])),
         .heartbeat(.init(tokens: [1, 2])), .helloAgain,
         .heartbeat(.init(tokens: [2], progress: [.init(token: 2, done: 34, total: 100, unit: "epochs")])),
@@ -16,7 +16,14 @@ import Testing
         .put(.init(token: 7, hash: String(repeating: "c", count: 64), offset: 0, total: 2), Data([9, 9])),
         .putAck(.init(hash: String(repeating: "c", count: 64), received: 2, error: nil)),
         .done(.init(token: 7, outputs: ["o": .init(hash: String(repeating: "c", count: 64), size: 2, inline: true)],
-                    metrics: ["logical_auroc": 0.9], seconds: 1.5, next: true), Data([4, 2])),
+                    metrics: ["logical_auroc": 0.9], seconds: 1.5, next: 2), Data([4, 2])),
+        .results([.init(.init(token: 9, outputs: ["a": .init(hash: String(repeating: "c", count: 64), size: 2, inline: true),
+                                                  "b": .init(hash: String(repeating: "d", count: 64), size: 1, inline: true)],
+                              metrics: [:], seconds: 0.001), Data([1, 2, 3])),
+                  .init(.init(token: 10, outputs: ["big": .init(hash: String(repeating: "e", count: 64), size: 5_000_000)], metrics: [:],
+                              seconds: 0.002), Data()),
+                  .init(.init(token: 11, outputs: ["a": .init(hash: String(repeating: "f", count: 64), size: 1, inline: true)], metrics: [:],
+                              seconds: 0.003, next: 3), Data([7]))]),
         .fail(.init(token: 7, error: "boom", permanent: true)),
         .ack(.init(token: 7, accepted: false)), .ack(.init(token: 7, accepted: false, error: "output 'x' was not uploaded whole")),
         .cancel(.init(tokens: [7])), .bye,
@@ -70,7 +77,7 @@ import Testing
     }
 
     @Test func badFramesAreNamedErrors() {
-        let good = WireMessage.ready.encode()
+        let good = WireMessage.ready(1).encode()
         func problem(_ parts: [Data]) -> String? {
             do { _ = try WireMessage.decode(parts); return nil } catch { return "\(error)" }
         }
@@ -82,6 +89,29 @@ import Testing
         #expect(problem(good + [Data()])?.contains("unexpected payload") == true)
         #expect(problem([good[0], good[1], Data(count: WireMessage.maximumHeaderBytes + 1)])?.contains("header of") == true)
         #expect(problem([good[0], Data([0xff, 0xfe]), good[2]])?.contains("unreadable message type") == true)
+        #expect(problem(WireMessage.ready(0).encode())?.contains("ready asks for 0 jobs") == true)
+        #expect(problem(WireMessage.ready(WireMessage.maximumResults + 1).encode())?.contains("ready asks for 65 jobs") == true)
+    }
+
+    /// A results message's payload is exactly its results' inline outputs, in order; anything else is named.
+    @Test func malformedResultsAreNamedErrors() throws {
+        func done(_ token: Int64, inline size: Int) -> WireMessage.Done {
+            .init(token: token, outputs: ["o": .init(hash: String(repeating: "a", count: 64), size: size, inline: true)], metrics: [:], seconds: 0)
+        }
+        let two = WireMessage.results([.init(done(1, inline: 2), Data([1, 2])), .init(done(2, inline: 1), Data([3]))]).encode()
+        guard case .results(let decoded) = try WireMessage.decode(two) else { Issue.record("not results"); return }
+        #expect(decoded.map(\.payload) == [Data([1, 2]), Data([3])] && decoded.map(\.done.token) == [1, 2])
+        func problem(_ parts: [Data]) -> String? {
+            do { _ = try WireMessage.decode(parts); return nil } catch { return "\(error)" }
+        }
+        #expect(problem([two[0], two[1], two[2], Data([1, 2])])?.contains("result 2 run past the 2-byte payload") == true)
+        #expect(problem([two[0], two[1], two[2], Data([1, 2, 3, 4])])?.contains("1 payload bytes beyond") == true)
+        #expect(problem(Array(two.prefix(3)))?.contains("results without its payload") == true)
+        #expect(problem([two[0], two[1], Data([0, 0, 0, 0]), Data()])?.contains("0 results") == true)
+        let many = WireMessage.results((0..<Int64(WireMessage.maximumResults + 1)).map { .init(done($0, inline: 0), Data()) }).encode()
+        #expect(problem(many)?.contains("65 results") == true)
+        // A count past the bytes left is caught before anything is read.
+        #expect(problem([two[0], two[1], Data([0xff, 0xff, 0, 0]), Data()])?.contains("results counts 65535") == true)
     }
 
     /// The binary headers (job, done, ack) name what is wrong with them and where.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The headers of the messages every job sends — job, done, ack, ready —
+/// The headers of the messages every job sends — job, done, results, ack, ready —
 /// in a fixed binary layout instead of JSON (JSON encoding and decoding was
 /// a sixth of the coordinator's time per no-op job, and half the workers').
 /// Little-endian; a string is a UInt32 byte count and its UTF-8; a map is a
@@ -138,7 +138,7 @@ extension WireMessage.Done: BinaryHeader {
         self.init(token: try r.int64("token"), outputs: try r.map("outputs") { try WireMessage.Output(reading: &$0) },
                   manifest: try r.optional("manifest") { try WireMessage.Output(reading: &$0) },
                   metrics: try r.map("metrics") { try $0.double("a metric") }, seconds: try r.double("seconds"),
-                  peakMiB: try r.optional("peak") { try $0.double("peak") }, next: try r.bool("next"))
+                  peakMiB: try r.optional("peak") { try $0.double("peak") }, next: try r.int("next"))
     }
     func write(to w: inout HeaderWriter) {
         w.int(token)
@@ -147,8 +147,13 @@ extension WireMessage.Done: BinaryHeader {
         w.map(metrics) { $0.double($1) }
         w.double(seconds)
         w.optional(peakMiB) { $0.double($1) }
-        w.bool(next)
+        w.int(next)
     }
+}
+
+extension WireMessage.Done {
+    /// The bytes of its header on the wire.
+    public var headerBytes: Int { HeaderWriter.encode(self).count }
 }
 
 extension WireMessage.Ack: BinaryHeader {
@@ -156,6 +161,29 @@ extension WireMessage.Ack: BinaryHeader {
         self.init(token: try r.int64("token"), accepted: try r.bool("accepted"), error: try r.optional("error") { try $0.string("error") })
     }
     func write(to w: inout HeaderWriter) { w.int(token); w.bool(accepted); w.optional(error) { $0.string($1) } }
+}
+
+extension WireMessage {
+    /// A ready's header: how many jobs.
+    struct Ready: BinaryHeader {
+        var jobs: Int
+        init(jobs: Int) { self.jobs = jobs }
+        init(reading r: inout HeaderReader) throws { jobs = try r.int("jobs") }
+        func write(to w: inout HeaderWriter) { w.int(jobs) }
+    }
+
+    /// A results message's header: a count, then each result's done header.
+    struct ResultsHeader: BinaryHeader {
+        var results: [Done]
+        init(results: [Done]) { self.results = results }
+        init(reading r: inout HeaderReader) throws {
+            results = try (0..<r.count("results")).map { _ in try Done(reading: &r) }
+        }
+        func write(to w: inout HeaderWriter) {
+            w.count(results.count)
+            for done in results { done.write(to: &w) }
+        }
+    }
 }
 
 extension WireMessage.Empty: BinaryHeader {

@@ -6,8 +6,8 @@ import Foundation
 ///     [version: 1 byte] [type: UTF-8 name] [header] [payload: bytes, chunk, put and done only]
 ///
 /// The header is a JSON object, except for the messages every job sends
-/// (job, done, ack, ready, and bye and hello-again with it), whose headers
-/// are binary (``BinaryHeader``).
+/// (job, done, results, ack, ready, and bye and hello-again with it), whose
+/// headers are binary (``BinaryHeader``).
 /// (a ROUTER adds the peer's routing id in front). `decode` validates every
 /// frame; anything malformed is a `WireError`, which the receiver logs and
 /// drops.
@@ -16,8 +16,9 @@ public enum WireMessage: Equatable, Sendable {
     case hello(Hello)
     /// Coordinator -> worker: registration accepted; which in-flight attempts it keeps.
     case welcome(Welcome)
-    /// Worker -> coordinator: give me a job.
-    case ready
+    /// Worker -> coordinator: give me this many jobs (at least 1). The
+    /// answer is that many job messages, or fewer and a no-job.
+    case ready(Int)
     /// Coordinator -> worker: nothing to do now; ask again later.
     case noJob(NoJob)
     case job(Job)
@@ -39,6 +40,11 @@ public enum WireMessage: Equatable, Sendable {
     /// The attempt's result; small outputs travel inline in the payload
     /// (the concatenation, in name order, of the outputs marked inline).
     case done(Done, Data)
+    /// Several results in one message (a worker's results that finished
+    /// while its last one was unanswered): each is handled as its own done,
+    /// all in one transaction. The payload frame is the concatenation of
+    /// each result's inline outputs, in order.
+    case results([Finished])
     case fail(Fail)
     /// Coordinator -> worker: the answer to done or fail.
     case ack(Ack)
@@ -152,13 +158,16 @@ public enum WireMessage: Equatable, Sendable {
         public var seconds: Double
         /// The stage's peak resident memory in the worker's process, MiB (nil where the worker cannot tell).
         public var peakMiB: Double?
-        /// The worker wants its next job in the answer (saves a ready round trip).
-        public var next: Bool
+        /// How many next jobs the worker wants in the answer (saves a ready round trip; 0: none).
+        public var next: Int
         public init(token: Int64, outputs: [String: Output], manifest: Output? = nil, metrics: [String: Double], seconds: Double,
-                    peakMiB: Double? = nil, next: Bool = false) {
+                    peakMiB: Double? = nil, next: Int = 0) {
             self.token = token; self.outputs = outputs; self.manifest = manifest; self.metrics = metrics; self.seconds = seconds
             self.peakMiB = peakMiB; self.next = next
         }
+
+        /// The bytes its inline outputs take in a payload.
+        var inlineBytes: Int { outputs.values.reduce(0) { $1.inline ? $0 + max(0, $1.size) : $0 } }
 
         /// The inline outputs' bytes, split from a done payload (name order); nil when the sizes do not add up.
         public func inlineOutputs(_ payload: Data) -> [(name: String, output: Output, data: Data)]? {
@@ -172,6 +181,14 @@ public enum WireMessage: Equatable, Sendable {
             return offset == payload.endIndex ? parts : nil
         }
     }
+    /// One result of a results message: its done header and its inline outputs' bytes.
+    public struct Finished: Equatable, Sendable {
+        public var done: Done
+        public var payload: Data
+        public init(_ done: Done, _ payload: Data) { self.done = done; self.payload = payload }
+    }
+    /// The most results one results message carries.
+    public static let maximumResults = 64
     public struct Fail: Codable, Equatable, Sendable {
         public var token: Int64
         public var error: String
@@ -237,6 +254,7 @@ extension WireMessage {
         case .put: "put"
         case .putAck: "put-ack"
         case .done: "done"
+        case .results: "results"
         case .fail: "fail"
         case .ack: "ack"
         case .cancel: "cancel"
@@ -276,7 +294,8 @@ extension WireMessage {
         switch self {
         case .hello(let h): return frames(h)
         case .welcome(let h): return frames(h)
-        case .ready, .bye, .helloAgain: return binary(Empty())
+        case .ready(let jobs): return binary(Ready(jobs: jobs))
+        case .bye, .helloAgain: return binary(Empty())
         case .noJob(let h): return frames(h)
         case .job(let h): return binary(h)
         case .heartbeat(let h): return frames(h)
@@ -285,6 +304,7 @@ extension WireMessage {
         case .put(let h, let p): return frames(h, p)
         case .putAck(let h): return frames(h)
         case .done(let h, let p): return binary(h, p)
+        case .results(let r): return binary(ResultsHeader(results: r.map(\.done)), r.reduce(into: Data()) { $0.append($1.payload) })
         case .fail(let h): return frames(h)
         case .ack(let h): return binary(h)
         case .cancel(let h): return frames(h)
@@ -302,7 +322,7 @@ extension WireMessage {
         }
         guard parts[1].count <= 32, let type = String(data: parts[1], encoding: .utf8) else { throw WireError(problem: "unreadable message type") }
         guard parts[2].count <= maximumHeaderBytes else { throw WireError(problem: "\(type) header of \(parts[2].count) bytes") }
-        let withPayload = type == "chunk" || type == "put" || type == "done"
+        let withPayload = type == "chunk" || type == "put" || type == "done" || type == "results"
         guard (parts.count == 4) == withPayload else {
             throw WireError(problem: withPayload ? "\(type) without its payload frame" : "\(type) with an unexpected payload frame")
         }
@@ -317,7 +337,10 @@ extension WireMessage {
         switch type {
         case "hello": return .hello(try header(Hello.self))
         case "welcome": return .welcome(try header(Welcome.self))
-        case "ready": _ = try binary(Empty.self); return .ready
+        case "ready":
+            let jobs = try binary(Ready.self).jobs
+            guard (1...maximumResults).contains(jobs) else { throw WireError(problem: "ready asks for \(jobs) jobs (1 to \(maximumResults))") }
+            return .ready(jobs)
         case "no-job": return .noJob(try header(NoJob.self))
         case "job": return .job(try binary(Job.self))
         case "heartbeat": return .heartbeat(try header(Heartbeat.self))
@@ -327,6 +350,24 @@ extension WireMessage {
         case "put": return .put(try header(Put.self), parts[3])
         case "put-ack": return .putAck(try header(PutAck.self))
         case "done": return .done(try binary(Done.self), parts[3])
+        case "results":
+            let dones = try binary(ResultsHeader.self).results
+            guard (1...maximumResults).contains(dones.count) else {
+                throw WireError(problem: "results header: \(dones.count) results (1 to \(maximumResults))")
+            }
+            var offset = parts[3].startIndex, finished: [Finished] = []
+            for done in dones {
+                let size = done.inlineBytes
+                guard parts[3].endIndex - offset >= size else {
+                    throw WireError(problem: "results: the inline outputs of result \(finished.count + 1) run past the \(parts[3].count)-byte payload")
+                }
+                finished.append(Finished(done, parts[3].subdata(in: offset..<(offset + size))))
+                offset += size
+            }
+            guard offset == parts[3].endIndex else {
+                throw WireError(problem: "results: \(parts[3].endIndex - offset) payload bytes beyond the results' inline outputs")
+            }
+            return .results(finished)
         case "fail": return .fail(try header(Fail.self))
         case "ack": return .ack(try binary(Ack.self))
         case "cancel": return .cancel(try header(Cancel.self))
