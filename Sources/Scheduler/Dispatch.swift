@@ -39,9 +39,9 @@ extension JobStore {
 
     static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
                          now: Double, leaseSeconds: Double, count: Int) throws -> [Assignment] {
-        var jobs: [Assignment] = []
+        var jobs: [Assignment] = [], verifying = true
         while jobs.count < count, let a = try dispatch(db, worker: worker, machine: machine, memoryMiB: memoryMiB, kinds: runnable,
-                                                       now: now, leaseSeconds: leaseSeconds) {
+                                                       now: now, leaseSeconds: leaseSeconds, verifying: &verifying) {
             jobs.append(a)
         }
         return jobs
@@ -51,10 +51,21 @@ extension JobStore {
     /// to a worker that may verify them (``verifyingJob(_:worker:machine:kinds:memoryMiB:)``).
     static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
+        var verifying = true
+        return try dispatch(db, worker: worker, machine: machine, memoryMiB: memoryMiB, kinds: runnable, now: now, leaseSeconds: leaseSeconds,
+                            verifying: &verifying)
+    }
+
+    /// `verifying`: whether a job waiting for verification may be there for
+    /// this worker; set false once none is (within one transaction none appears).
+    static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
+                         now: Double, leaseSeconds: Double, verifying: inout Bool) throws -> Assignment? {
         let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
         guard !kinds.isEmpty else { return nil }
         let marks = kinds.map { _ in "?" }.joined(separator: ",")
-        guard let row = try verifyingJob(db, worker: worker, machine: machine, kinds: kinds, memoryMiB: memoryMiB) ?? Row.fetchOne(db, cached: """
+        let verify = verifying ? try verifyingJob(db, worker: worker, machine: machine, kinds: kinds, memoryMiB: memoryMiB) : nil
+        verifying = verify != nil
+        guard let row = try verify ?? Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
             WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }

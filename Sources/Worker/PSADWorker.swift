@@ -52,7 +52,7 @@ struct PSADWorker: ParsableCommand {
     var drainSeconds: Double?
 
     @Option(help: "Leased jobs held ahead of the running one while jobs take under --prefetch-below-seconds (0: one job at a time).")
-    var prefetch = 2
+    var prefetch = 8
 
     @Option(help: "Jobs shorter than this are prefetched; a job held ahead of a stage running longer is handed back.")
     var prefetchBelowSeconds = 1.0

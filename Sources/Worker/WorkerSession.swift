@@ -77,7 +77,7 @@ final class WorkerSession {
         /// at once) and the worker leaves; nil: the stage is finished first.
         var drainSeconds: Double?
         /// Leased jobs held ahead of the running one while jobs are short.
-        var prefetch = 2
+        var prefetch = 8
         /// Jobs are short while the last one took less than this; a job
         /// held ahead of a stage running longer is handed back.
         var prefetchBelowSeconds = 1.0

@@ -10,7 +10,8 @@ public struct JobKey: Hashable, Comparable, Codable, Sendable, CustomStringConve
     public let hex: String
 
     public init?(hex: String) {
-        guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
+        // Bytes, not Characters: every job message and dispatch checks a key (Unicode lookups were 3% of the coordinator).
+        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
         self.hex = hex
     }
 
