@@ -89,6 +89,108 @@ public struct NearestNeighbors: Sendable {
 }
 
 extension NearestNeighbors {
+    /// Each memory row's `k` nearest other memory rows outside its own group
+    /// (`groups`: consecutive ranges covering every row, e.g. each train
+    /// image's patches): the leave-one-out search of every row as a query,
+    /// with each pair's distance computed once. A block of rows [a, a + C)
+    /// meets the rows from a on; each block product serves the block's rows
+    /// (a row of it) and the later rows (a column of it), so the products
+    /// cover half the pairs of searching row by row. Both sides use the same
+    /// float expression (|x|^2 + |y|^2 - 2 x.y, the sum commutes) and the
+    /// top-k keeps the smallest (distance, index) pairs whatever the order
+    /// offered, so each row gets the neighbours ``search(_:k:excluding:)``
+    /// gives it with its group excluded, up to the dot product's rounding in
+    /// the GEMM. `k[g]` is group g's count; `done(end)` is told once every
+    /// row below `end` has its neighbours.
+    public func searchWithin(groups: [Range<Int>], k: [Int], done: (Int) -> Void = { _ in }) -> (distances: [[Float]], indices: [[Int]]) {
+        precondition(groups.count == k.count && groups.first?.lowerBound == 0 && groups.last?.upperBound == count
+                     && zip(groups, groups.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound },
+                     "groups must cover the \(count) memory rows in order")
+        precondition(zip(groups, k).allSatisfy { $1 >= 1 && $1 <= count - $0.count }, "each group's k must be 1 to the rows outside it")
+        var group = [Int32](repeating: 0, count: count)
+        for (g, range) in groups.enumerated() { for r in range { group[r] = Int32(g) } }
+        var heaps = (0..<count).map { TopK(k: k[Int(group[$0])]) }
+        let chunk = queryChunk
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: chunk * memoryChunk)
+        defer { block.deallocate() }
+        memory.withUnsafeBufferPointer { mp in
+            memoryNorms.withUnsafeBufferPointer { norms in
+                group.withUnsafeBufferPointer { groupOf in
+                    heaps.withUnsafeMutableBufferPointer { hs in
+                        let hp = SharedPointer(hs.baseAddress!), bp = SendableMutablePointer(block)
+                        let np = SendablePointer(norms.baseAddress!), gp = SharedPointer(UnsafeMutablePointer(mutating: groupOf.baseAddress!))
+                        for a0 in stride(from: 0, to: count, by: chunk) {
+                            let an = min(chunk, count - a0)
+                            for m0 in stride(from: a0, to: count, by: memoryChunk) {
+                                let mn = min(memoryChunk, count - m0)
+                                BLAS.sgemm(transB: true, m: an, n: mn, k: dimension, a: mp.baseAddress! + a0 * dimension, lda: dimension,
+                                           b: mp.baseAddress! + m0 * dimension, ldb: dimension, c: block, ldc: mn)
+                                // The block's rows: every column is a candidate (those of the row's own group skipped).
+                                Compute.parallelFor(an, grain: 8) { rows in
+                                    for r in rows {
+                                        let row = a0 &+ r, mine = gp.p[row]
+                                        Self.scan(row: bp.p + r * mn, norms: np.p + m0, count: mn, queryNorm: np.p[row], into: &hp.p[row]) { j in
+                                            gp.p[m0 &+ j] == mine ? nil : m0 &+ j
+                                        }
+                                    }
+                                }
+                                // The later rows (columns past the block's own rows): each block row is their candidate.
+                                let first = max(0, a0 &+ an &- m0)
+                                guard first < mn else { continue }
+                                Compute.parallelFor(mn - first, grain: 64) { columns in
+                                    Self.scanColumns(block: bp.p, stride: mn, rows: an, rowStart: a0, columns: (first + columns.lowerBound)..<(first + columns.upperBound),
+                                                     columnStart: m0, norms: np.p, group: UnsafePointer(gp.p), into: hp.p)
+                                }
+                            }
+                            done(a0 + an)
+                        }
+                    }
+                }
+            }
+        }
+        let sorted = heaps.map { $0.sorted() }
+        return (sorted.map { $0.map { $0.0.squareRoot() } }, sorted.map { $0.map(\.1) })
+    }
+
+    /// Offers block row r (memory row `rowStart + r`) to the top-k of each
+    /// of `columns` (memory rows `columnStart + j`), sixteen columns at a
+    /// time compared with their own current k-th distances first.
+    static func scanColumns(block: UnsafeMutablePointer<Float>, stride: Int, rows: Int, rowStart: Int, columns: Range<Int>, columnStart: Int,
+                            norms: UnsafePointer<Float>, group: UnsafePointer<Int32>, into heaps: UnsafeMutablePointer<TopK>) {
+        typealias Lanes = SIMD16<Float>
+        let n = columns.count
+        guard n > 0 else { return }
+        let columnNorms = UnsafeMutablePointer<Float>.allocate(capacity: n), worst = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { columnNorms.deallocate(); worst.deallocate() }
+        for c in 0..<n {
+            columnNorms[c] = norms[columnStart &+ columns.lowerBound &+ c]
+            worst[c] = heaps[columnStart &+ columns.lowerBound &+ c].worst
+        }
+        for r in 0..<rows {
+            let candidate = rowStart &+ r, rowNorm = norms[candidate], rowGroup = group[candidate]
+            let dots = block + (r &* stride &+ columns.lowerBound)
+            func offer(_ c: Int) {
+                let d2 = max(columnNorms[c] + rowNorm - 2 * dots[c], 0)
+                let column = columnStart &+ columns.lowerBound &+ c
+                guard d2 < worst[c], group[column] != rowGroup else { return }
+                heaps[column].offer(d2, candidate)
+                worst[c] = heaps[column].worst
+            }
+            let q = Lanes(repeating: rowNorm)
+            var c = 0
+            while c + 16 <= n {
+                let x = UnsafeRawPointer(dots + c).loadUnaligned(as: Lanes.self)
+                let theirs = UnsafeRawPointer(columnNorms + c).loadUnaligned(as: Lanes.self)
+                let below = (theirs + q) - 2 * x .< UnsafeRawPointer(worst + c).loadUnaligned(as: Lanes.self)
+                if any(below) {
+                    for lane in 0..<16 where below[lane] { offer(c + lane) }
+                }
+                c += 16
+            }
+            while c < n { offer(c); c += 1 }
+        }
+    }
+
     /// Offers each of `count` candidates to `top`: squared distance
     /// max(|q|^2 + |m_j|^2 - 2 q.m_j, 0) from `dots` (q.m_j) and `norms`
     /// (|m_j|^2). Sixteen candidates at a time are compared with the current

@@ -36,6 +36,8 @@ public struct PatchMemory: Sendable {
     public let probes: Int
     /// Memory rows of each train image.
     public let imageRows: [Range<Int>]
+    /// Every train patch is in memory (no coreset), in image order.
+    public let keepsEveryPatch: Bool
     public static let neighbours = 9
 
     /// - Parameter coreset: keep only this many patches, chosen by the greedy
@@ -72,6 +74,7 @@ public struct PatchMemory: Sendable {
             rows = ranges
         }
         imageRows = rows
+        keepsEveryPatch = rows.last?.upperBound == start
         index = NearestNeighbors(memory: memory, queryChunk: queryChunk, memoryChunk: memoryChunk)
         self.lists = probes.map { _ in
             InvertedLists(memory: memory, lists: lists ?? InvertedLists.defaultLists(rows: memory.shape[0]), seed: seed)
@@ -85,6 +88,25 @@ public struct PatchMemory: Sendable {
         let k = min(Self.neighbours, index.count - (trainImage.map { imageRows[$0].count } ?? 0))
         let (distances, _) = index.search(patches, k: k, excluding: trainImage.map { imageRows[$0] })
         return (PatchScore.imageScore(neighbourDistances: distances), distances.map { $0[0] })
+    }
+
+    /// Every train image scored leave-one-out, as ``score(_:trainImage:)``
+    /// of each, with each pair of patches' distance computed once
+    /// (``NearestNeighbors/searchWithin(groups:k:done:)``: half the
+    /// arithmetic). Exact search of a memory of every patch only; nil
+    /// otherwise. `scored(n)` is told when the first n images are scored.
+    public func scoreTrainImages(scored: (Int) -> Void = { _ in }) -> [(score: Float, nearest: [Float])]? {
+        guard lists == nil, keepsEveryPatch, imageRows.count >= 2 else { return nil }
+        let k = imageRows.map { min(Self.neighbours, index.count - $0.count) }
+        var reported = 0
+        let (distances, _) = index.searchWithin(groups: imageRows, k: k) { end in
+            while reported < imageRows.count, imageRows[reported].upperBound <= end { reported += 1 }
+            scored(reported)
+        }
+        return imageRows.map { rows in
+            let mine = Array(distances[rows])
+            return (PatchScore.imageScore(neighbourDistances: mine), mine.map { $0[0] })
+        }
     }
 
     /// ``score(_:trainImage:)`` of several images. With inverted lists they

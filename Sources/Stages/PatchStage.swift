@@ -63,7 +63,10 @@ public enum PatchStage {
         let memory = self.memory(trainPatches, coresetFraction: coresetFraction, probes: probes, seed: seed)
         let step = probes == nil ? 1 : batch
         var trainScores: [Float] = [], scores: [Float] = [], distances: [[Float]] = []
-        for start in stride(from: 0, to: trainPatches.count, by: step) {
+        if let train = memory.scoreTrainImages(scored: scored) {
+            trainScores = train.map(\.score)
+        }
+        for start in stride(from: trainScores.count, to: trainPatches.count, by: step) {
             let part = start..<min(start + step, trainPatches.count)
             trainScores += memory.score(Array(trainPatches[part]), trainImages: part).map(\.score)
             scored(part.upperBound)

@@ -29,6 +29,34 @@ import Tensor
         }
     }
 
+    /// Every row against the other groups, each pair computed once, equals
+    /// searching each group's rows with the group excluded. Small integer
+    /// vectors make every dot product exact in Float, so distances, ties and
+    /// indices must agree exactly; chunks smaller than the groups, groups
+    /// spanning chunks, an empty group and per-group k exercise every path.
+    @Test(arguments: [(7, 20), (5, 4), (64, 4096), (16, 16)])
+    func searchWithinGroupsEqualsLeaveOneGroupOut(chunk: Int, memoryChunk: Int) {
+        var rng = SeededGenerator(seed: 9)
+        let sizes = [13, 1, 0, 22, 9, 17, 3, 40]
+        let count = sizes.reduce(0, +), d = 7
+        let memory = Tensor(shape: [count, d], storage: (0..<(count * d)).map { _ in Float(rng.int(0...8) - 4) })
+        var groups: [Range<Int>] = [], start = 0
+        for n in sizes { groups.append(start..<(start + n)); start += n }
+        let k = groups.map { min($0.count % 2 == 0 ? 9 : 4, count - $0.count) }
+        let nn = NearestNeighbors(memory: memory, queryChunk: chunk, memoryChunk: memoryChunk)
+        var reported: [Int] = []
+        let (d2, i2) = nn.searchWithin(groups: groups, k: k) { reported.append($0) }
+        #expect(reported.last == count && reported == reported.sorted())
+        for (g, rows) in groups.enumerated() where !rows.isEmpty {
+            let queries = Tensor(shape: [rows.count, d], storage: Array(memory.storage[(rows.lowerBound * d)..<(rows.upperBound * d)]))
+            let (d1, i1) = nn.search(queries, k: k[g], excluding: rows)
+            #expect(Array(i2[rows]) == i1, "group \(g)")
+            #expect(Array(d2[rows]) == d1, "group \(g)")
+            let expected = bruteForce(queries, memory, k: k[g], excluding: rows)
+            #expect(i1 == expected.map { $0.map(\.1) }, "group \(g) against brute force")
+        }
+    }
+
     @Test func leaveOneOutSkipsTheExcludedRows() {
         let memory = Check.random([40, 6], seed: 3)
         // Queries equal to memory rows 10..<20: excluding them, none finds itself.
@@ -278,6 +306,24 @@ import Tensor
         }
         // Leave-one-out: batched, each train image is still scored without its own patches.
         #expect(approximate.score(train, trainImages: 0..<5).allSatisfy { $0.nearest.allSatisfy { $0 > 0.1 } })
+    }
+
+    /// Train images scored together (each pair of patches once) as each
+    /// scored alone, leave-one-out. The two differ only in how the GEMM
+    /// rounds each dot product (within gamma_D |x||y|, gamma_8 about 5e-7,
+    /// each way): about 1e-6 of these distances, checked at 1e-5.
+    @Test func trainImagesScoredTogetherAsEachAlone() {
+        let train = (0..<6).map { Check.random([10 + $0, 8], seed: 140 + UInt64($0)) }
+        let memory = PatchMemory(trainPatches: train, queryChunk: 8, memoryChunk: 24)
+        guard let together = memory.scoreTrainImages() else { Issue.record("no joint scoring for a memory of every patch"); return }
+        let alone = memory.score(train, trainImages: 0..<6)
+        for (a, b) in zip(together, alone) {
+            #expect(abs(a.score - b.score) <= 1e-5 * max(1, b.score))
+            for (u, v) in zip(a.nearest, b.nearest) { #expect(abs(u - v) <= 1e-5 * max(1, v)) }
+        }
+        // Not for a coreset or inverted lists (their queries are not the memory's rows).
+        #expect(PatchMemory(trainPatches: train, coreset: 20).scoreTrainImages() == nil)
+        #expect(PatchMemory(trainPatches: train, probes: 2, lists: 4).scoreTrainImages() == nil)
     }
 
     @Test func leaveOneOutScoresATrainImageAgainstTheOthers() {

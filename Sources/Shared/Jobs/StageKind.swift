@@ -22,7 +22,7 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
         case .segmentTrain: 4   // 2: a rotated view's coordinates follow its content; the manifest's rotation range; 3: a fresh labelled view per draw by default; 4: the head on the taps as they come, the transposed resize summed per source row, bias gradients in sixteen lanes (other rounding)
         case .bankFit: 4   // 2: banks.safetensors holds the standardisation and train statistics too (8 tensors); 3: and the test vectors (10); 4: the masks' transposed resize summed per source row (other rounding)
         case .unetTrain: 5   // 2: convolution weight gradients of a batch summed per thread, then added (other rounding); 3: flips on both axes, coordinates follow each view, the manifest's rotation range; 4: unet.safetensors (the network, for export); 5: the transposed resize summed per source row, bias gradients in sixteen lanes (other rounding)
-        case .patchFeatures: 5   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties); 3: defect types in scores.json; 4: the FPR limit and the maps' scale in scores.json; 5: PatchCore's own input (patch_image_size, patch_resize), maps brought to the preprocessed frame
+        case .patchFeatures: 6   // 2: the coreset's distances summed in 16 lanes (other rounding, other picks on near-ties); 3: defect types in scores.json; 4: the FPR limit and the maps' scale in scores.json; 5: PatchCore's own input (patch_image_size, patch_resize), maps brought to the preprocessed frame; 6: train images scored together, each pair's distance once (a few train scores' last bits)
         case .evaluate: 3   // 2: roc.json; 3: defect_types.json
         }
     }

@@ -161,9 +161,12 @@ public enum StageMemory {
             let patches = pp / 64 * (c8 + c16) * 4, patchTaps = (pp / 64 * c8 + pp / 256 * c16) * 4
             // Taps of the kept train and all test images (PatchStage holds them
             // all), their patch embeddings, the memory's concatenated copy of the
-            // train patches and its norms, the test maps in both frames, one k-NN block.
+            // train patches and its norms, the test maps in both frames, one k-NN block, and
+            // the running nine nearest of every train patch while the train images are scored together
+            // (nine (Float, Int) pairs, 144 bytes, in an array with its header, and the heap itself: about 208 bytes a patch).
             bytes += weights + imagesInFlight * 3 * 32 * max(pp, pixels) * 4 + (kept + n.test) * (3 * pp + patchTaps)
                 + (2 * kept + n.test) * patches + kept * pp / 64 * 4 + n.test * (pixels + pp) * 4 * 2 + 512 * 4096 * 4
+                + kept * pp / 64 * 208
         case .bankFit:
             let dims = c4 + c8 + c16
             bytes += weights + forward + max(kept, n.test) * taps4816 + (kept + n.test) * (image + mask)
