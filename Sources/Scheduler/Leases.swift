@@ -55,10 +55,7 @@ extension JobStore {
         throws -> (verdict: Verdict, next: [Assignment], quarantined: String?) {
         try write { db in
             let (report, quarantined) = try Self.complete(db, token: token, outputs: outputs, metrics: metrics, smallBlobs: smallBlobs,
-                                                          machine: machine, now: now)
-            if report == .accepted, let cost {
-                try db.run("UPDATE attempt SET seconds = ?, peak_mib = ? WHERE token = ?", arguments: [cost.seconds, cost.peakMiB, token])
-            }
+                                                          cost: cost, machine: machine, now: now)
             guard let next else { return (report, [], quarantined) }
             return (report, try Self.dispatch(db, worker: next.worker, machine: machine, memoryMiB: next.memoryMiB, kinds: next.kinds,
                                               now: now, leaseSeconds: next.leaseSeconds, count: next.count), quarantined)
@@ -72,7 +69,8 @@ extension JobStore {
     }
 
     static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
-                         smallBlobs: [(hash: String, data: Data)], machine: String, now: Double) throws -> (Verdict, String?) {
+                         smallBlobs: [(hash: String, data: Data)], cost: (seconds: Double, peakMiB: Double?)?, machine: String,
+                         now: Double) throws -> (Verdict, String?) {
         guard let lease = try Row.fetchOne(db, cached: "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
                                            arguments: [token]) else {
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)", arguments: [now, token])
@@ -83,7 +81,9 @@ extension JobStore {
             try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
         }
         try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
-        try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
+        // The attempt's outcome and its cost (as the worker measured it) in one statement.
+        try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ?, seconds = coalesce(?, seconds), peak_mib = coalesce(?, peak_mib) WHERE token = ?",
+                   arguments: [now, cost?.seconds, cost?.peakMiB, token])
         for (_, artifact) in outputs {
             try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)", arguments: [artifact.hash, artifact.size, now])
         }
@@ -109,10 +109,11 @@ extension JobStore {
                 SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
                 """, arguments: [metric, value, key])
         }
-        try db.run("UPDATE job SET waiting = waiting - 1 WHERE key IN (SELECT child FROM edge WHERE parent = ?)", arguments: [key])
+        // Its children wait for one parent fewer; those pending and waiting for none are ready.
         try db.run("""
-            UPDATE job SET state = \(JobState.ready.sql) WHERE state = \(JobState.pending.sql) AND waiting <= 0
-            AND key IN (SELECT child FROM edge WHERE parent = ?)
+            UPDATE job SET waiting = waiting - 1,
+                state = CASE WHEN state = \(JobState.pending.sql) AND waiting - 1 <= 0 THEN \(JobState.ready.sql) ELSE state END
+            WHERE key IN (SELECT child FROM edge WHERE parent = ?)
             """, arguments: [key])
     }
 
