@@ -313,10 +313,8 @@ final class WorkerSession {
                 if w.dropped.contains(token) {
                     unacknowledged[token] = nil
                     logger.warning("dropped a finished job: not re-adopted", metadata: ["token": "\(token)"])
-                } else if var u = unacknowledged[token] {
-                    try socket.send(u.frames)
-                    (u.sent, u.times) = (monotonicSeconds(), u.times + 1)
-                    unacknowledged[token] = u
+                } else {
+                    try sendAgain(token)
                 }
             }
             // A ready the forgetful coordinator never answered goes again.
@@ -354,11 +352,7 @@ final class WorkerSession {
             // answered goes again alone, and its request for next jobs went unread with it.
             logger.error("\(Refused(type: r.type, problem: r.problem)); sending its results one by one",
                          metadata: ["tokens": "\(unacknowledged.keys.sorted())"])
-            for (token, var u) in unacknowledged {
-                try socket.send(u.frames)
-                (u.sent, u.times) = (monotonicSeconds(), u.times + 1)
-                unacknowledged[token] = u
-            }
+            for token in unacknowledged.keys.sorted() { try sendAgain(token) }
             asking = nil
             return nil
         default:
@@ -716,9 +710,16 @@ final class WorkerSession {
             logger.warning("no answer from the coordinator; asking again",
                            metadata: ["request": "done", "token": "\(token)", "sent": "\(u.times + 1)", "waited s": "\(Int(waited))",
                                       "gives up after s": "\(Int(settings.jobRequestTimeoutSeconds))"])
-            try socket.send(u.frames)
-            unacknowledged[token] = Unacknowledged(result: u.result, since: u.since, sent: now, times: u.times + 1)
+            try sendAgain(token)
         }
+    }
+
+    /// Sends an unanswered result again, alone (as a done asking for no job), and counts it.
+    func sendAgain(_ token: Int64) throws {
+        guard var u = unacknowledged[token] else { return }
+        try socket.send(u.frames)
+        (u.sent, u.times) = (monotonicSeconds(), u.times + 1)
+        unacknowledged[token] = u
     }
 }
 
