@@ -47,7 +47,7 @@ struct TrainProfile: ParsableCommand {
         let peak = sgemm()
         let segmenter = try SegmentTrainStage.run(
             OnData(data, .init(backbone: .efficientNetLite0, nShot: 5, epochs: epochs, lossSet: .supEntropyHistogram, seed: 0,
-                               viewsPerLabelledImage: labelledViews, finetune: finetune == .head ? nil : finetune)),
+                               viewsPerLabelledImage: labelledViews, finetune: finetune)),
             inputs: StageInputs(), context: context)
         var profiles = [("segment-train", segmenter.profile!)]
         if unetEpochs > 0 {

@@ -104,6 +104,11 @@ struct Submit: ParsableCommand {
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
             print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
+            if summary.notInSweep > 0 {
+                warn("warning: the file expands today to \(summary.notInSweep) job(s) sweep \(summary.sweep) does not hold (the code or a "
+                     + "stage's defaults changed since it was submitted): its results are those of its jobs as they were; submit it "
+                     + "under a new name (--name) to run today's")
+            }
         } else {
             print("sweep \(summary.sweep): \(summary.jobs) jobs, \(summary.created) new, \(summary.reused) reused (done), \(summary.existing) already queued\(summary.requeued > 0 ? " (\(summary.requeued) of them queued again after another sweep's cancel)" : "")")
         }

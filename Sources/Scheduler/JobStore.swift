@@ -77,6 +77,9 @@ public final class JobStore: Sendable {
         public var requeued = 0
         /// The same sweep file was submitted before: nothing was added.
         public var alreadySubmitted = false
+        /// Of a sweep submitted before: jobs its file expands to today that it
+        /// does not hold (the code or a stage's defaults changed since).
+        public var notInSweep = 0
     }
 
     public enum StoreError: Error, CustomStringConvertible, Equatable {
@@ -166,6 +169,17 @@ public final class JobStore: Sendable {
                     summary.jobs += n
                     if try row.value("state", of: "sweep \(sweep.name)'s job count") as JobState == .done { summary.reused += n } else { summary.existing += n }
                 }
+                // Its results stay those of its jobs as they were; count what today's expansion adds.
+                let held = try db.makeStatement(sql: """
+                    SELECT 1 FROM sweep_job JOIN sweep ON sweep.id = sweep_job.sweep_id WHERE sweep.name = ? AND sweep_job.job = ?
+                    """)
+                var failure: (any Error)?
+                SweepExpander.stream(sweep, job: { job in
+                    guard failure == nil else { return }
+                    do { if try Int.fetchOne(held, arguments: [sweep.name, job.key.hex]) == nil { summary.notInSweep += 1 } }
+                    catch { failure = error }
+                }, evaluation: { _ in })
+                if let failure { throw failure }
                 return summary
             }
             try db.execute(sql: "INSERT INTO sweep (name, file, priority, max_attempts, created_at, data_digests, verify) VALUES (?, ?, ?, ?, ?, ?, ?)",

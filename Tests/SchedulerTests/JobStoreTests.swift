@@ -101,7 +101,14 @@ import Shared
         var sweep = Self.methodSweep()
         sweep.dataDigests = ["a": "d1"]
         #expect(try store.submit(sweep, file: "{}").created == 7)
-        #expect(try store.submit(sweep, file: "{}").alreadySubmitted)
+        let same = try store.submit(sweep, file: "{}")
+        #expect(same.alreadySubmitted && same.notInSweep == 0 && same.jobs == 7)
+        // The same file expanding to other jobs (as after a code version changed): still a
+        // no-op, the new jobs counted so the command can say so.
+        var expandsOtherwise = sweep
+        expandsOtherwise.grid.memoryTypes = ["h", "p"].compactMap(MemoryCombination.init)
+        let changed = try store.submit(expandsOtherwise, file: "{}")
+        #expect(changed.alreadySubmitted && changed.created == 0 && changed.notInSweep == 1 && changed.jobs == 7)
         // Submitted without reading the data (--no-data-digest): nothing to compare, a no-op.
         var blind = sweep
         blind.dataDigests = [:]

@@ -85,20 +85,27 @@ import Testing
     }
 
     /// labelled_views and finetune reach segment-train only where the grid
-    /// names them: absent, the keys are those of a grid without the field;
-    /// two values make two segmenters and results for each; a bad value is refused.
-    @Test(arguments: [("labelled_views", "[0, 8]", "views_per_labelled_image", Set<ParameterValue>([.int(0), .int(8)]), "-1"),
-                      ("finetune", #"["head", "all"]"#, "finetune", Set<ParameterValue>([.string("head"), .string("all")]), #""encoder""#)])
-    func segmentTrainSettingsOnlyWhereNamed(field: String, values: String, parameter: String, expected: Set<ParameterValue>, bad: String) throws {
+    /// names them and not as the stage's default: absent or the default, the
+    /// segmenter's key is that of a grid without the field; two values make
+    /// two segmenters and results for each (the setting names both); a bad
+    /// value is refused.
+    @Test(arguments: [("labelled_views", "[0, 8]", "0", "views_per_labelled_image", ParameterValue.int(8), "-1"),
+                      ("finetune", #"["head", "all"]"#, #""head""#, "finetune", ParameterValue.string("all"), #""encoder""#)])
+    func segmentTrainSettingsOnlyWhereNamed(field: String, values: String, defaultValue: String, parameter: String,
+                                            other: ParameterValue, bad: String) throws {
         func sweep(_ grid: String) throws -> Sweep {
             try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json")
         }
+        func segmenters(_ plan: SweepPlan) -> Set<JobKey> { Set(plan.jobs.filter { $0.kind == .segmentTrain }.map(\.key)) }
         let plainPlan = SweepExpander.expand(try sweep("")), bothPlan = SweepExpander.expand(try sweep(#", "grid": {"\#(field)": \#(values)}"#))
+        let defaultPlan = SweepExpander.expand(try sweep(#", "grid": {"\#(field)": \#(defaultValue)}"#))
         #expect(plainPlan.jobs.allSatisfy { $0.parameters[parameter] == nil })
-        let segmenters = bothPlan.jobs.filter { $0.kind == .segmentTrain }
-        #expect(Set(segmenters.compactMap { $0.parameters[parameter] }) == expected)
+        #expect(Set(defaultPlan.jobs.map(\.key)) == Set(plainPlan.jobs.map(\.key)))
+        #expect(segmenters(bothPlan).isSuperset(of: segmenters(plainPlan)) && segmenters(bothPlan).count == 2)
+        #expect(Set(bothPlan.jobs.filter { $0.kind == .segmentTrain }.map { $0.parameters[parameter] }) == [nil, other])
         #expect(bothPlan.evaluations.count == 2 * plainPlan.evaluations.count)
         #expect(bothPlan.evaluations.allSatisfy { $0.setting.contains(#""\#(field)":"#) })
+        #expect(defaultPlan.evaluations.allSatisfy { $0.setting.contains(#""\#(field)":"#) })
         #expect(plainPlan.evaluations.allSatisfy { !$0.setting.contains(field) })
         #expect(throws: SweepError.self) { try sweep(#", "grid": {"\#(field)": \#(bad)}"#) }
     }

@@ -126,8 +126,11 @@ public enum StageSettings {
         public init(backbone: BackboneName, nShot: Int, epochs: Int, lossSet: LossSet, seed: UInt64,
                     viewsPerLabelledImage: Int? = nil, batchPairs: Int? = nil, learningRate: Float? = nil, finetune: Finetune? = nil) {
             self.backbone = backbone; self.nShot = nShot; self.epochs = epochs; self.lossSet = lossSet; self.seed = seed
-            self.viewsPerLabelledImage = viewsPerLabelledImage; self.batchPairs = batchPairs; self.learningRate = learningRate
-            self.finetune = finetune
+            self.batchPairs = batchPairs; self.learningRate = learningRate
+            // A stage default named explicitly is left out, so a sweep that names
+            // it shares the segmenter (its key) with one that does not.
+            self.viewsPerLabelledImage = viewsPerLabelledImage == Self.defaultViewsPerLabelledImage ? nil : viewsPerLabelledImage
+            self.finetune = finetune == .head ? nil : finetune
         }
     }
 
