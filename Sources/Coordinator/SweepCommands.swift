@@ -103,7 +103,7 @@ struct Submit: ParsableCommand {
         try Self.checkShots(parsed)
         let summary = try state.open().submit(parsed, file: String(decoding: try Data(contentsOf: url), as: UTF8.self))
         if summary.alreadySubmitted {
-            print("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
+            say("sweep \(summary.sweep) was submitted before (same file): \(summary.reused) of \(summary.jobs) jobs done")
             if summary.notInSweep > 0 {
                 warn("warning: the file expands today to \(summary.notInSweep) job(s) sweep \(summary.sweep) does not hold (the code or a "
                      + "stage's defaults changed since it was submitted): its results are those of its jobs as they were; submit it "
