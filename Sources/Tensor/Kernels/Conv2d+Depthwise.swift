@@ -9,8 +9,10 @@
 /// phase c mod s at c / s), so a strided row reads s contiguous phase rows.
 /// Every output sums its taps in the same order, row by row and left to
 /// right from zero, whichever path computes it: the paths agree bit for bit.
+/// With an `epilogue`, each plane gets its bias and activation as soon as it
+/// is computed, while it is still in cache (the same values as a pass after).
 func depthwiseForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                      _ y: UnsafeMutablePointer<Float>) {
+                      _ y: UnsafeMutablePointer<Float>, epilogue: Epilogue? = nil) {
     FlopCounter.add(2 * s.kh * s.kw * s.n * s.cout * s.oh * s.ow)
     let g = s.geometry
     let ph = s.h + g.padTop + g.padBottom, pw = s.w + g.padLeft + g.padRight
@@ -122,6 +124,7 @@ func depthwiseForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoin
                     j &+= 1
                 }
             }
+            epilogue?.apply(plane: dst, channel: plane % s.cout, count: s.pixels)
         }
     }
 }

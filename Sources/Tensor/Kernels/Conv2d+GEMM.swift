@@ -103,11 +103,12 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
             let xg = x + (b * s.cin + grp * s.cinPerGroup) * s.h * s.w
             let yg = y + (b * s.cout + grp * s.coutPerGroup) * s.pixels
             let wg = w + grp * s.coutPerGroup * s.patch
+            let planes = (grp * s.coutPerGroup)..<((grp + 1) * s.coutPerGroup), image = y + b * s.cout * s.pixels
             if pointwise {
+                let biased = epilogue.prefill(image, channels: planes, channelCount: s.cout, columns: 0..<s.pixels, stride: s.pixels)
                 BLAS.sgemm(m: s.coutPerGroup, n: s.pixels, k: s.patch,
-                           a: wg, lda: s.patch, b: xg, ldb: s.pixels, c: yg, ldc: s.pixels)
-                epilogue.apply(y + b * s.cout * s.pixels, channels: (grp * s.coutPerGroup)..<((grp + 1) * s.coutPerGroup),
-                               channelCount: s.cout, columns: 0..<s.pixels, stride: s.pixels)
+                           a: wg, lda: s.patch, b: xg, ldb: s.pixels, beta: biased ? 1 : 0, c: yg, ldc: s.pixels)
+                epilogue.apply(image, channels: planes, channelCount: s.cout, columns: 0..<s.pixels, stride: s.pixels, withBias: false)
                 continue
             }
             // y[:, tile] = W_g * im2col(tile), one tile of output rows at a time.
@@ -115,10 +116,11 @@ func gemmForward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePointer<F
                 let rows = first..<min(first + rowsPerTile, s.oh)
                 let width = rows.count * s.ow
                 im2col(s, xg, col, outputRows: rows)
+                let columns = (first * s.ow)..<(first * s.ow + width)
+                let biased = epilogue.prefill(image, channels: planes, channelCount: s.cout, columns: columns, stride: s.pixels)
                 BLAS.sgemm(m: s.coutPerGroup, n: width, k: s.patch,
-                           a: wg, lda: s.patch, b: col, ldb: width, c: yg + first * s.ow, ldc: s.pixels)
-                epilogue.apply(y + b * s.cout * s.pixels, channels: (grp * s.coutPerGroup)..<((grp + 1) * s.coutPerGroup),
-                               channelCount: s.cout, columns: (first * s.ow)..<(first * s.ow + width), stride: s.pixels)
+                           a: wg, lda: s.patch, b: col, ldb: width, beta: biased ? 1 : 0, c: yg + first * s.ow, ldc: s.pixels)
+                epilogue.apply(image, channels: planes, channelCount: s.cout, columns: columns, stride: s.pixels, withBias: false)
             }
         }
     }

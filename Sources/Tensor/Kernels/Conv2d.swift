@@ -93,16 +93,13 @@ extension Tensor {
                               activation: ConvActivation = .identity) -> Tensor {
         let s = ConvShape(input: input.shape, weight: weight.shape, geometry: geometry)
         if let bias { precondition(bias.shape == [s.cout], "bias shape \(bias.shape), expected [\(s.cout)]") }
-        let epilogue = Epilogue(bias: bias?.storage ?? [Float](repeating: 0, count: s.cout), bounds: activation.bounds,
-                                active: bias != nil || activation != .identity)
+        let epilogue = Epilogue(bias: bias?.storage, bounds: activation.bounds)
         // Both kernels write every output element.
         return Tensor(shape: [s.n, s.cout, s.oh, s.ow]) { y in
             input.withUnsafeBufferPointer { x in
                 weight.withUnsafeBufferPointer { wt in
                     if s.isDepthwise {
-                        depthwiseForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!)
-                        epilogue.apply(y.baseAddress!, channels: 0..<(s.n * s.cout), channelCount: s.cout,
-                                       columns: 0..<s.pixels, stride: s.pixels)
+                        depthwiseForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!, epilogue: epilogue)
                     } else {
                         gemmForward(s, x.baseAddress!, wt.baseAddress!, y.baseAddress!, epilogue: epilogue)
                     }
@@ -181,25 +178,55 @@ package struct SendableMutablePointer: @unchecked Sendable {
     package init(_ p: UnsafeMutablePointer<Float>) { self.p = p }
 }
 
-/// Bias and activation applied to output planes after their GEMM.
+/// Bias and activation applied to output planes: after a depthwise
+/// convolution both in one pass over each plane as it is computed; around a GEMM the bias is written first
+/// (``prefill``) and the GEMM adds its product to it (beta 1: OpenBLAS then
+/// skips its own pass that zeroes the output), so only the activation is
+/// left for ``apply``.
 struct Epilogue {
-    let bias: [Float]
+    let bias: [Float]?
     let bounds: (Float, Float)
-    let active: Bool
+
+    var clamps: Bool { bounds.0 > -.infinity || bounds.1 < .infinity }
 
     /// For each plane p in `channels` (channel p % channelCount), columns
-    /// `columns` of the plane starting at y + p * stride.
-    func apply(_ y: UnsafeMutablePointer<Float>, channels: Range<Int>, channelCount: Int, columns: Range<Int>, stride: Int) {
-        guard active else { return }
+    /// `columns` of the plane starting at y + p * stride: the bias (with
+    /// `withBias`) and the activation.
+    func apply(_ y: UnsafeMutablePointer<Float>, channels: Range<Int>, channelCount: Int, columns: Range<Int>, stride: Int,
+               withBias: Bool = true) {
+        let bias = withBias ? self.bias : nil
+        guard bias != nil || clamps else { return }
         let yp = SendableMutablePointer(y)
         let (low, high) = bounds
         Compute.parallelFor(channels.count, grain: max(1, 4096 / max(columns.count, 1))) { range in
             for k in range {
                 let plane = channels.lowerBound + k
-                let b = bias[plane % channelCount]
+                let b = bias?[plane % channelCount] ?? 0
                 let base = yp.p + plane * stride
                 for i in columns { base[i] = Swift.min(Swift.max(base[i] + b, low), high) }
             }
         }
+    }
+
+    /// The bias and activation over one plane of `count` values of channel `channel`.
+    func apply(plane: UnsafeMutablePointer<Float>, channel: Int, count: Int) {
+        let b = bias?[channel] ?? 0
+        guard bias != nil || clamps else { return }
+        let (low, high) = bounds
+        for i in 0..<count { plane[i] = Swift.min(Swift.max(plane[i] + b, low), high) }
+    }
+
+    /// Writes the bias into the same planes and columns before a GEMM adds to
+    /// them; false (nothing written) without a bias.
+    func prefill(_ y: UnsafeMutablePointer<Float>, channels: Range<Int>, channelCount: Int, columns: Range<Int>, stride: Int) -> Bool {
+        guard let bias else { return false }
+        let yp = SendableMutablePointer(y)
+        Compute.parallelFor(channels.count, grain: max(1, 4096 / max(columns.count, 1))) { range in
+            for k in range {
+                let plane = channels.lowerBound + k
+                (yp.p + plane * stride + columns.lowerBound).update(repeating: bias[plane % channelCount], count: columns.count)
+            }
+        }
+        return true
     }
 }
