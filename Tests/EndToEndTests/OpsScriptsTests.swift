@@ -56,7 +56,7 @@ import Vision
             """.write(to: sweep, atomically: true, encoding: .utf8)
         let environment = ["BIN": Cluster.binaries.path, "DATA": data.path, "STATE": state.path, "SWEEP": sweep.path, "WORKERS": "1"]
         let first = try Self.script("ops/nightly/psad-nightly", environment.merging(["NIGHTLY_DATE": "2026-11-29"]) { $1 })
-        #expect(first.status == 0 && first.output.contains("the first nightly"), "\(first.output)")
+        #expect(first.status == 0 && first.output.contains("no earlier nightly"), "\(first.output)")
         let second = try Self.script("ops/nightly/psad-nightly", environment.merging(["NIGHTLY_DATE": "2026-11-30", "MAX_DROP": "0"]) { $1 })
         #expect(second.status == 0 && second.output.contains("nightly-2026-11-30 against nightly-2026-11-29"), "\(second.output)")
         #expect(second.output.contains("no drop of more than 0.0 points against 'nightly-2026-11-29'"), "\(second.output)")
@@ -85,6 +85,28 @@ import Vision
         #expect(run.output.contains("sweep gone did not finish: ") && run.output.contains("1 preprocess dead")
                 && run.output.contains("1 evaluate blocked") && run.output.contains("missing split folder train/good"), "\(run.output)")
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("reports/gone/report.html").path))
+    }
+
+    /// A nightly that did not finish every job (here its preprocess dies) is
+    /// no baseline: the next night compares with none rather than with a
+    /// partial grid.
+    @Test func aNightlyWithDeadJobsIsNotTheNextOnesBaseline() throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.url.appendingPathComponent("data"), state = dir.url.appendingPathComponent("state")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: data.appendingPathComponent(".complete").path, contents: nil)
+        let sweep = dir.url.appendingPathComponent("gone.json")
+        try """
+            {"name": "gone", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
+             "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h"]}}
+            """.write(to: sweep, atomically: true, encoding: .utf8)
+        let environment = ["BIN": Cluster.binaries.path, "DATA": data.path, "STATE": state.path, "SWEEP": sweep.path,
+                           "WORKERS": "1", "NO_DATA_DIGEST": "1"]
+        for night in ["2026-11-29", "2026-11-30"] {
+            let run = try Self.script("ops/nightly/psad-nightly", environment.merging(["NIGHTLY_DATE": night]) { $1 })
+            #expect(run.status == 4 && run.output.contains("nightly-\(night) did NOT FINISH"), "\(run.output)")
+            #expect(run.output.contains("no earlier nightly") && !run.output.contains(" against nightly-"), "\(run.output)")
+        }
     }
 
     /// The chaos script, short: a small method sweep run cleanly, then with a
