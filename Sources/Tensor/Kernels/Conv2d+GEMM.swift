@@ -46,6 +46,9 @@ func im2col(_ s: ConvShape, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePoint
 
 /// The adjoint of ``im2col``: accumulates column gradients into the image.
 /// Parallel over input channels, which own disjoint rows of the column matrix.
+/// Each row adds only the output columns whose source lies inside the
+/// image (the bounds ``im2col`` uses), so a unit-stride row is one
+/// branch-free run of adds, in the same order as an element-by-element check.
 func col2im(_ s: ConvShape, _ col: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>) {
     let g = s.geometry
     let xp = SendableMutablePointer(x), cp = SendablePointer(col)
@@ -55,14 +58,17 @@ func col2im(_ s: ConvShape, _ col: UnsafePointer<Float>, _ x: UnsafeMutablePoint
             for u in 0..<s.kh {
                 for v in 0..<s.kw {
                     let src = cp.p + ((c * s.kh + u) * s.kw + v) * s.pixels
+                    let offset = -g.padLeft + v * g.dilationX
+                    let jStart = min(s.ow, offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX)
+                    let jEnd = max(jStart, min(s.ow, offset >= s.w ? 0 : (s.w - 1 - offset) / g.strideX + 1))
                     for i in 0..<s.oh {
                         let y = i * g.strideY - g.padTop + u * g.dilationY
                         if y < 0 || y >= s.h { continue }
-                        let dst = plane + y * s.w
-                        var x0 = -g.padLeft + v * g.dilationX
-                        for j in 0..<s.ow {
-                            if x0 >= 0 && x0 < s.w { dst[x0] += src[i * s.ow + j] }
-                            x0 += g.strideX
+                        let dst = plane + y * s.w + offset, row = src + i * s.ow
+                        if g.strideX == 1 {
+                            for j in jStart..<jEnd { dst[j] += row[j] }
+                        } else {
+                            for j in jStart..<jEnd { dst[j * g.strideX] += row[j] }
                         }
                     }
                 }
