@@ -20,10 +20,8 @@ func im2col(_ s: ConvShape, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePoint
             let c = row / (s.kh * s.kw), u = (row / s.kw) % s.kh, v = row % s.kw
             let plane = x + c * s.h * s.w
             let out = col + row * width
-            // Output columns j whose source x = j * stride + offset lies inside the image.
-            let offset = -g.padLeft + v * g.dilationX
-            let jStart = min(s.ow, offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX)
-            let jEnd = max(jStart, min(s.ow, offset >= s.w ? 0 : (s.w - 1 - offset) / g.strideX + 1))
+            let (offset, inside) = s.insideColumns(tap: v)
+            let jStart = inside.lowerBound, jEnd = inside.upperBound
             for (t, i) in rows.enumerated() {
                 let y = i * g.strideY - g.padTop + u * g.dilationY
                 let dst = out + t * s.ow
@@ -47,7 +45,7 @@ func im2col(_ s: ConvShape, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePoint
 /// The adjoint of ``im2col``: accumulates column gradients into the image.
 /// Parallel over input channels, which own disjoint rows of the column matrix.
 /// Each row adds only the output columns whose source lies inside the
-/// image (the bounds ``im2col`` uses), so a unit-stride row is one
+/// image (``ConvShape/insideColumns(tap:)``, as ``im2col``), so a unit-stride row is one
 /// branch-free run of adds, in the same order as an element-by-element check.
 func col2im(_ s: ConvShape, _ col: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>) {
     let g = s.geometry
@@ -58,22 +56,33 @@ func col2im(_ s: ConvShape, _ col: UnsafePointer<Float>, _ x: UnsafeMutablePoint
             for u in 0..<s.kh {
                 for v in 0..<s.kw {
                     let src = cp.p + ((c * s.kh + u) * s.kw + v) * s.pixels
-                    let offset = -g.padLeft + v * g.dilationX
-                    let jStart = min(s.ow, offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX)
-                    let jEnd = max(jStart, min(s.ow, offset >= s.w ? 0 : (s.w - 1 - offset) / g.strideX + 1))
+                    let (offset, inside) = s.insideColumns(tap: v)
                     for i in 0..<s.oh {
                         let y = i * g.strideY - g.padTop + u * g.dilationY
                         if y < 0 || y >= s.h { continue }
                         let dst = plane + y * s.w + offset, row = src + i * s.ow
                         if g.strideX == 1 {
-                            for j in jStart..<jEnd { dst[j] += row[j] }
+                            for j in inside { dst[j] += row[j] }
                         } else {
-                            for j in jStart..<jEnd { dst[j * g.strideX] += row[j] }
+                            for j in inside { dst[j * g.strideX] += row[j] }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+extension ConvShape {
+    /// For the kernel column `tap`: the source column of output column 0
+    /// (x = j * stride + offset for output column j) and the output columns
+    /// whose source lies inside the image.
+    func insideColumns(tap v: Int) -> (offset: Int, columns: Range<Int>) {
+        let g = geometry
+        let offset = -g.padLeft + v * g.dilationX
+        let start = min(ow, offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX)
+        let end = max(start, min(ow, offset >= w ? 0 : (w - 1 - offset) / g.strideX + 1))
+        return (offset, start..<end)
     }
 }
 
