@@ -45,11 +45,15 @@ struct DepthwiseTests {
     }
 
     /// dL/dx and dL/dw by a tap-by-tap loop in the kernel's order (channel,
-    /// image, output row, tap, output column).
-    static func directBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, _ g: Conv2dGeometry) -> (dx: [Float], dw: [Float]) {
+    /// image, output row, tap, output column); for dL/dw also the exact sum
+    /// (in Double) and the sum of its terms' magnitudes, which bound the
+    /// rounding of any order of summation.
+    static func directBackward(_ x: Tensor, _ w: Tensor, _ dy: Tensor, _ g: Conv2dGeometry)
+        -> (dx: [Float], dw: [Float], dwExact: [Double], dwMagnitude: [Double], dwTerms: Int) {
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (kh, kw, oh, ow) = (w.shape[2], w.shape[3], dy.shape[2], dy.shape[3])
         var dx = [Float](repeating: 0, count: x.storage.count), dw = [Float](repeating: 0, count: w.storage.count)
+        var exact = [Double](repeating: 0, count: w.storage.count), magnitude = exact
         for ch in 0..<c {
             for b in 0..<n {
                 let plane = b * c + ch
@@ -64,6 +68,8 @@ struct DepthwiseTests {
                                 guard (0..<wd).contains(q) else { continue }
                                 let gy = dy.storage[(plane * oh + i) * ow + j], xi = (plane * h + r) * wd + q
                                 acc += gy * x.storage[xi]
+                                exact[ch * kh * kw + u * kw + v] += Double(gy) * Double(x.storage[xi])
+                                magnitude[ch * kh * kw + u * kw + v] += abs(Double(gy) * Double(x.storage[xi]))
                                 dx[xi] += w.storage[ch * kh * kw + u * kw + v] * gy
                             }
                             dw[ch * kh * kw + u * kw + v] += acc
@@ -72,7 +78,7 @@ struct DepthwiseTests {
                 }
             }
         }
-        return (dx, dw)
+        return (dx, dw, exact, magnitude, n * oh * ow)
     }
 
     @Test(arguments: [(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 1, 0)])
@@ -86,7 +92,13 @@ struct DepthwiseTests {
             let dy = Tensor(shape: y.shape, storage: (0..<y.storage.count).map { _ in rng.nextUniform() * 2 - 1 })
             let got = Tensor.conv2dBackward(x, weight: weight, outputGradient: dy, geometry: g), expected = Self.directBackward(x, weight, dy, g)
             #expect(got.input.storage == expected.dx, "dx, \(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
-            #expect(got.weight.storage == expected.dw, "dw, \(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
+            // dL/dw sums its n terms in lanes: any order is within n u sum|terms| of the exact sum
+            // (u = 2^-24, each product's own rounding included), and no further from the scalar order's.
+            let u = Double(Float.ulpOfOne) / 2, bound = Double(expected.dwTerms + 1) * u
+            for (i, value) in got.weight.storage.enumerated() {
+                #expect(abs(Double(value) - expected.dwExact[i]) <= bound * expected.dwMagnitude[i],
+                        "dw[\(i)] \(value) against \(expected.dwExact[i]), \(kernel)x\(kernel) stride \(stride) padding \(padding), \(h)x\(w)")
+            }
         }
     }
 

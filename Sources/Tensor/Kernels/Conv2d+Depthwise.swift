@@ -210,18 +210,20 @@ func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoi
                             var acc: Float = 0, j = jStart
                             if g.strideX == 1 {
                                 // Eight at a time: dL/dx in SIMD, each element updated as in the scalar
-                                // loop; the kernel's products in SIMD, summed in the scalar loop's order.
+                                // loop; the kernel's products summed in eight lanes, then across them
+                                // (one add chain per lane instead of one for the row: other rounding
+                                // than the scalar order, within the bound DepthwiseTests checks).
                                 let wv = SIMD8<Float>(repeating: weight)
+                                var lanes = SIMD8<Float>(repeating: 0)
                                 while j &+ 8 <= jEnd {
                                     let r = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
                                     let xs = UnsafeRawPointer(src + (base &+ j)).loadUnaligned(as: SIMD8<Float>.self)
                                     let gx = UnsafeMutableRawPointer(gsrc + (base &+ j))
                                     gx.storeBytes(of: gx.loadUnaligned(as: SIMD8<Float>.self) + wv * r, as: SIMD8<Float>.self)
-                                    let p = r * xs
-                                    acc += p[0]; acc += p[1]; acc += p[2]; acc += p[3]
-                                    acc += p[4]; acc += p[5]; acc += p[6]; acc += p[7]
+                                    lanes += r * xs
                                     j &+= 8
                                 }
+                                acc = lanes.sum()
                             }
                             while j < jEnd {
                                 let xi = base &+ j &* g.strideX
