@@ -185,6 +185,8 @@ func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoi
     let g = s.geometry
     let xp = SendablePointer(x), wp = SendablePointer(w), gp = SendablePointer(dy)
     let gxp = SendableMutablePointer(dx), gwp = SendableMutablePointer(dw)
+    // Each tap column's output columns whose source lies inside the image (and where it starts).
+    let inside = (0..<s.kw).map { s.insideColumns(tap: $0) }
     // Parallel over channels so that each thread owns its kernel's gradient.
     Compute.parallelFor(s.cin) { channels in
         for c in channels {
@@ -201,20 +203,19 @@ func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoi
                         let yy = i * g.strideY - g.padTop + u * g.dilationY
                         if yy < 0 || yy >= s.h { continue }
                         for v in 0..<s.kw {
-                            let offset = -g.padLeft + v * g.dilationX
-                            let jStart = offset >= 0 ? 0 : (-offset + g.strideX - 1) / g.strideX
-                            let jEnd = min(s.ow, offset >= s.w ? 0 : (s.w - 1 - offset) / g.strideX + 1)
+                            let (offset, columns) = inside[v]
+                            let jStart = columns.lowerBound, jEnd = columns.upperBound
                             if jStart >= jEnd { continue }
                             let weight = k[u * s.kw + v]
                             let base = yy &* s.w &+ offset
                             var acc: Float = 0, j = jStart
+                            // Eight at a time: dL/dx in SIMD, each element updated as in the scalar
+                            // loop; the kernel's products summed in eight lanes, then across them
+                            // (one add chain per lane instead of one for the row: other rounding
+                            // than the scalar order, within the bound DepthwiseTests checks).
+                            let wv = SIMD8<Float>(repeating: weight)
+                            var lanes = SIMD8<Float>(repeating: 0)
                             if g.strideX == 1 {
-                                // Eight at a time: dL/dx in SIMD, each element updated as in the scalar
-                                // loop; the kernel's products summed in eight lanes, then across them
-                                // (one add chain per lane instead of one for the row: other rounding
-                                // than the scalar order, within the bound DepthwiseTests checks).
-                                let wv = SIMD8<Float>(repeating: weight)
-                                var lanes = SIMD8<Float>(repeating: 0)
                                 while j &+ 8 <= jEnd {
                                     let r = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
                                     let xs = UnsafeRawPointer(src + (base &+ j)).loadUnaligned(as: SIMD8<Float>.self)
@@ -223,8 +224,23 @@ func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoi
                                     lanes += r * xs
                                     j &+= 8
                                 }
-                                acc = lanes.sum()
+                            } else if g.strideX == 2 {
+                                // Sixteen source columns hold eight outputs' sources (the even
+                                // ones); the odd ones are written back unchanged. Strictly before
+                                // jEnd, so the sixteenth column is still inside the row.
+                                while j &+ 8 < jEnd {
+                                    let r = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
+                                    let at = base &+ 2 &* j
+                                    let xs = UnsafeRawPointer(src + at).loadUnaligned(as: SIMD16<Float>.self).evenHalf
+                                    let gx = UnsafeMutableRawPointer(gsrc + at)
+                                    var both = gx.loadUnaligned(as: SIMD16<Float>.self)
+                                    both.evenHalf += wv * r
+                                    gx.storeBytes(of: both, as: SIMD16<Float>.self)
+                                    lanes += r * xs
+                                    j &+= 8
+                                }
                             }
+                            acc = lanes.sum()
                             while j < jEnd {
                                 let xi = base &+ j &* g.strideX
                                 acc += row[j] * src[xi]
