@@ -53,23 +53,42 @@ extension Tensor {
         precondition(c == p.channels, "batch norm has \(p.channels) channels, input has \(c)")
         let plane = h * w, count = n * plane
         precondition(count > 1, "batch norm training needs more than one value per channel")
-        // Per channel: mean and biased variance, accumulated in Double.
+        // Per channel: mean and biased variance, accumulated in Double (eight lanes, then across them).
         let statistics = x.withUnsafeBufferPointer { xs in
-            Compute.parallelMap(c) { ch -> (mean: Float, variance: Float) in
+            let xp = SendablePointer(xs.baseAddress!)
+            return Compute.parallelMap(c) { ch -> (mean: Float, variance: Float) in
                 var total = 0.0
-                for b in 0..<n { for i in 0..<plane { total += Double(xs[(b * c + ch) * plane + i]) } }
+                for b in 0..<n { total += doubleSum(xp.p + (b * c + ch) * plane, count: plane) }
                 let m = total / Double(count)
                 var sq = 0.0
-                for b in 0..<n {
-                    for i in 0..<plane { let d = Double(xs[(b * c + ch) * plane + i]) - m; sq += d * d }
-                }
+                for b in 0..<n { sq += doubleSum(xp.p + (b * c + ch) * plane, count: plane, minus: m, squared: true) }
                 return (Float(m), Float(sq / Double(count)))
             }
         }
         let mean = statistics.map(\.mean), variance = statistics.map(\.variance)
         let inverseStd = variance.map { 1 / ($0 + p.eps).squareRoot() }
-        let normalized = channelAffine(x, scale: inverseStd, shift: (0..<c).map { -mean[$0] * inverseStd[$0] })
-        let y = channelAffine(normalized, scale: p.gamma.storage, shift: p.beta.storage)
+        // The normalised input and the output in one pass (the same values as two affine passes).
+        var normalized = Tensor(zeros: [0])
+        let gamma = p.gamma.storage, beta = p.beta.storage
+        let y = Tensor(shape: x.shape) { ys in
+            normalized = Tensor(shape: x.shape) { ns in
+                x.withUnsafeBufferPointer { xs in
+                    let xp = SendablePointer(xs.baseAddress!), np = SendableMutablePointer(ns.baseAddress!)
+                    let yp = SendableMutablePointer(ys.baseAddress!)
+                    Compute.parallelFor(n * c) { planes in
+                        for pl in planes {
+                            let ch = pl % c, a = inverseStd[ch], b = -mean[ch] * inverseStd[ch], gm = gamma[ch], bt = beta[ch]
+                            let src = xp.p + pl * plane, xhat = np.p + pl * plane, out = yp.p + pl * plane
+                            for i in 0..<plane {
+                                let v = src[i] * a + b
+                                xhat[i] = v
+                                out[i] = v * gm + bt
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let unbiased = Float(count) / Float(count - 1)
         for ch in 0..<c {
             p.runningMean.storage[ch] = (1 - p.momentum) * p.runningMean.storage[ch] + p.momentum * mean[ch]
@@ -90,13 +109,19 @@ extension Tensor {
         var dx = Tensor(zeros: dy.shape)
         var dgamma = Tensor(zeros: [c]), dbeta = Tensor(zeros: [c])
         let xhat = cache.normalized.storage, g = dy.storage
-        let sums = Compute.parallelMap(c) { ch -> (dy: Double, dyXhat: Double) in
-            var sumDy = 0.0, sumDyXhat = 0.0
-            for b in 0..<n {
-                let base = (b * c + ch) * plane
-                for i in 0..<plane { sumDy += Double(g[base + i]); sumDyXhat += Double(g[base + i] * xhat[base + i]) }
+        let sums = g.withUnsafeBufferPointer { gs in
+            xhat.withUnsafeBufferPointer { xs in
+                let gp = SendablePointer(gs.baseAddress!), xp = SendablePointer(xs.baseAddress!)
+                return Compute.parallelMap(c) { ch -> (dy: Double, dyXhat: Double) in
+                    var sumDy = 0.0, sumDyXhat = 0.0
+                    for b in 0..<n {
+                        let base = (b * c + ch) * plane
+                        sumDy += doubleSum(gp.p + base, count: plane)
+                        sumDyXhat += doubleProductSum(gp.p + base, xp.p + base, count: plane)
+                    }
+                    return (sumDy, sumDyXhat)
+                }
             }
-            return (sumDy, sumDyXhat)
         }
         dgamma.storage = sums.map { Float($0.dyXhat) }
         dbeta.storage = sums.map { Float($0.dy) }
@@ -159,4 +184,39 @@ extension BatchNormParameters {
         for o in 0..<channels { b.storage[o] = (bias?.storage[o] ?? 0) * scale[o] + shift[o] }
         return (w, b)
     }
+}
+
+/// The sum of Double(x[i]) - shift, squared with `squared`, over `count`
+/// floats, in eight Double lanes and then across them (eight add chains
+/// instead of one).
+@inline(__always)
+private func doubleSum(_ x: UnsafePointer<Float>, count: Int, minus shift: Double = 0, squared: Bool = false) -> Double {
+    var lanes = SIMD8<Double>(repeating: 0), i = 0
+    let m = SIMD8<Double>(repeating: shift)
+    while i + 8 <= count {
+        let d = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)) - m
+        lanes += squared ? d * d : d
+        i += 8
+    }
+    var total = lanes.sum()
+    while i < count {
+        let d = Double(x[i]) - shift
+        total += squared ? d * d : d
+        i += 1
+    }
+    return total
+}
+
+/// The sum of Double(a[i] * b[i]) (the product rounded to Float, as the
+/// scalar expression), in eight Double lanes.
+@inline(__always)
+private func doubleProductSum(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Double {
+    var lanes = SIMD8<Double>(repeating: 0), i = 0
+    while i + 8 <= count {
+        lanes += SIMD8<Double>(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
+        i += 8
+    }
+    var total = lanes.sum()
+    while i < count { total += Double(a[i] * b[i]); i += 1 }
+    return total
 }
