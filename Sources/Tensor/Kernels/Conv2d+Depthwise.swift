@@ -224,6 +224,15 @@ func depthwiseBackward(_ s: ConvShape, _ x: UnsafePointer<Float>, _ w: UnsafePoi
                                     lanes += r * xs
                                     j &+= 8
                                 }
+                                // Then four (rows of 16-32 outputs at strides 8 and 16 leave up to seven).
+                                if j &+ 4 <= jEnd {
+                                    let r = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD4<Float>.self)
+                                    let xs = UnsafeRawPointer(src + (base &+ j)).loadUnaligned(as: SIMD4<Float>.self)
+                                    let gx = UnsafeMutableRawPointer(gsrc + (base &+ j))
+                                    gx.storeBytes(of: gx.loadUnaligned(as: SIMD4<Float>.self) + SIMD4(repeating: weight) * r, as: SIMD4<Float>.self)
+                                    lanes.lowHalf += r * xs
+                                    j &+= 4
+                                }
                             } else if g.strideX == 2 {
                                 // Sixteen source columns hold eight outputs' sources (the even
                                 // ones); the odd ones are written back unchanged. Strictly before
