@@ -14,7 +14,7 @@ directory (read-only; bank-fit code version 3 or later, which keeps the
 test vectors). Standard library and numpy only.
 
     python3 ops/bench/bank_spread.py STATE DATASET [--sweep NAME] [--loss-set sup+H+hist] [--unet-epochs 0]
-        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0]
+        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0] [--finetune head]
 
 The held-out scaling is simulated on the test set itself: the good test
 images are split in two at random, one half gives each bank's statistics
@@ -35,6 +35,7 @@ parser.add_argument("--unet-epochs", type=int, default=0)
 parser.add_argument("--patch-backbone", default="efficientnet-lite0")
 parser.add_argument("--patch-resize", default="square")
 parser.add_argument("--labelled-views", type=int, default=0, help="segment-train's views per labelled image (0: fresh, the default)")
+parser.add_argument("--finetune", default="head", help="what segment-train trained: head (the default), last or all")
 args = parser.parse_args()
 
 
@@ -113,6 +114,7 @@ for job, category in state.jobs("bank-fit", args.sweep):
     if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
     if up.get("unet-train", {}).get("unet_epochs", 0) != args.unet_epochs: continue
     if state.labelled_views(job) != args.labelled_views: continue
+    if up.get("segment-train", {}).get("finetune", "head") != args.finetune: continue
     outputs = state.outputs(job)
     patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
                   if (lambda q: q["backbone"] == args.patch_backbone and q.get("patch_resize", "square") == args.patch_resize)(state.parameters(k))]
