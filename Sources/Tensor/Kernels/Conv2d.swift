@@ -194,26 +194,22 @@ struct Epilogue {
     /// `withBias`) and the activation.
     func apply(_ y: UnsafeMutablePointer<Float>, channels: Range<Int>, channelCount: Int, columns: Range<Int>, stride: Int,
                withBias: Bool = true) {
-        let bias = withBias ? self.bias : nil
-        guard bias != nil || clamps else { return }
+        guard (withBias && bias != nil) || clamps else { return }
         let yp = SendableMutablePointer(y)
-        let (low, high) = bounds
         Compute.parallelFor(channels.count, grain: max(1, 4096 / max(columns.count, 1))) { range in
             for k in range {
                 let plane = channels.lowerBound + k
-                let b = bias?[plane % channelCount] ?? 0
-                let base = yp.p + plane * stride
-                for i in columns { base[i] = Swift.min(Swift.max(base[i] + b, low), high) }
+                apply(plane: yp.p + plane * stride + columns.lowerBound, channel: plane % channelCount, count: columns.count, withBias: withBias)
             }
         }
     }
 
-    /// The bias and activation over one plane of `count` values of channel `channel`.
-    func apply(plane: UnsafeMutablePointer<Float>, channel: Int, count: Int) {
-        let b = bias?[channel] ?? 0
-        guard bias != nil || clamps else { return }
-        let (low, high) = bounds
-        for i in 0..<count { plane[i] = Swift.min(Swift.max(plane[i] + b, low), high) }
+    /// The bias (with `withBias`) and activation over `count` values of channel `channel`.
+    func apply(plane: UnsafeMutablePointer<Float>, channel: Int, count: Int, withBias: Bool = true) {
+        let b = withBias ? bias?[channel] : nil
+        guard b != nil || clamps else { return }
+        let (low, high, add) = (bounds.0, bounds.1, b ?? 0)
+        for i in 0..<count { plane[i] = Swift.min(Swift.max(plane[i] + add, low), high) }
     }
 
     /// Writes the bias into the same planes and columns before a GEMM adds to
