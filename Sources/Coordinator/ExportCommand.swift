@@ -81,6 +81,7 @@ struct Export: ParsableCommand {
         let inputs = InspectionExport.Inputs(
             sweep: sweep, setting: chosen.setting,
             segment: try parameters(segmenter, as: OnData<StageSettings.SegmentTrain>.self),
+            pseudo: try parameters(pseudo, as: OnData<StageSettings.PseudoLabel>.self).settings,
             patch: try parameters(patch, as: OnData<StageSettings.PatchFeatures>.self),
             bank: try parameters(banks, as: OnData<StageSettings.BankFit>.self),
             evaluate: try parameters(evaluation, as: StageSettings.Evaluate.self),

@@ -177,6 +177,7 @@ extension JobStore {
     public func resume(sweep name: String, kinds: [StageKind]? = nil) throws -> Int {
         try write { db in
             let id = try sweepID(db, name)
+            try db.execute(sql: "UPDATE sweep SET cancelled_at = NULL WHERE id = ?", arguments: [id])
             let keys = try String.fetchAll(db, sql: """
                 SELECT job.key FROM sweep_job JOIN job ON job.key = sweep_job.job
                 WHERE sweep_job.sweep_id = ? AND job.state IN (\(JobState.failed.sql), \(JobState.dead.sql), \(JobState.blocked.sql), \(JobState.cancelled.sql)) ORDER BY job.seq
@@ -204,15 +205,18 @@ extension JobStore {
         }
     }
 
-    /// Cancels a sweep's unfinished jobs that no other sweep needs; their
-    /// leases end, so a late result from a worker is refused.
+    /// Cancels a sweep's unfinished jobs that no other sweep needs (a
+    /// cancelled sweep needs none: of two sweeps sharing a job, cancelling
+    /// both cancels it); their leases end, so a late result from a worker is
+    /// refused.
     @discardableResult
     public func cancel(sweep name: String, now: Double) throws -> Int {
         try write { db in
             let id = try sweepID(db, name)
+            try db.execute(sql: "UPDATE sweep SET cancelled_at = ? WHERE id = ?", arguments: [now, id])
             let condition = """
                 key IN (SELECT job FROM sweep_job WHERE sweep_id = ?)
-                AND key NOT IN (SELECT job FROM sweep_job WHERE sweep_id != ?)
+                AND key NOT IN (SELECT job FROM sweep_job WHERE sweep_id != ? AND sweep_id NOT IN (SELECT id FROM sweep WHERE cancelled_at IS NOT NULL))
                 AND state NOT IN (\(JobState.done.sql), \(JobState.dead.sql), \(JobState.cancelled.sql))
                 """
             try db.execute(sql: """

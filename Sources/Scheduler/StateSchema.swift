@@ -149,6 +149,11 @@ enum StateSchema {
                 CREATE INDEX check_run_job ON check_run(job);
                 """)
         }
+        migrator.registerMigration("v9-sweep-cancelled") { db in
+            // When the sweep was cancelled (NULL: it was not, or it was resumed
+            // since): a cancelled sweep no longer holds the jobs it shares.
+            try db.execute(sql: "ALTER TABLE sweep ADD COLUMN cancelled_at REAL")
+        }
         return migrator
     }
 }

@@ -211,19 +211,55 @@ public enum SegmentTrain {
 extension SegmentTrain {
     /// SPEC-PSAD stage 3 (pseudo-label): the segmenter's argmax on each
     /// image, laid out [H * W] per image.
-    public static func pseudoLabels(_ head: SegmentationHead, images: [Image], backbone: any Backbone,
+    /// `angles`: the test-time views (``pseudoLabels(_:image:taps:angles:backbone:normalization:)``).
+    public static func pseudoLabels(_ head: SegmentationHead, images: [Image], backbone: any Backbone, angles: [Double] = [],
                                     normalization: ImageNormalization = .imagenet) -> [[Int32]] {
         Compute.mapAcrossThreads(images.count) { i in
-            pseudoLabels(head, taps: backbone.features(normalization(images[i].tensor()), strides: [4, 8, 16]),
-                         height: images[i].height, width: images[i].width)
+            pseudoLabels(head, image: images[i], taps: backbone.features(normalization(images[i].tensor()), strides: [4, 8, 16]),
+                         angles: angles, backbone: backbone, normalization: normalization)
         }
     }
 
     /// The same from encoder taps already computed (strides 4, 8, 16), so
     /// that one backbone pass serves the segmenter and the banks.
     public static func pseudoLabels(_ head: SegmentationHead, taps: [Int: Tensor], height: Int, width: Int) -> [Int32] {
+        logits(head, taps: taps, angle: 0, height: height, width: width).argmaxChannels()
+    }
+
+    /// Test-time augmentation: the image and its views rotated by each of
+    /// `angles` (radians; the coordinates rotated with each, as the labelled
+    /// views were in training), each view's class probabilities rotated back
+    /// to the image and summed; the argmax of the sum. A pixel a view did not
+    /// see takes nothing from it (``Tensor/rotatedPlanes(by:)``), so every
+    /// pixel's classes are weighed over the views that saw it. `taps` are the
+    /// image's own (strides 4, 8, 16); the rotated views are encoded here.
+    public static func pseudoLabels(_ head: SegmentationHead, image: Image, taps: [Int: Tensor], angles: [Double], backbone: any Backbone,
+                                    normalization: ImageNormalization = .imagenet) -> [Int32] {
+        guard !angles.isEmpty else { return pseudoLabels(head, taps: taps, height: image.height, width: image.width) }
+        var sum = logits(head, taps: taps, angle: 0, height: image.height, width: image.width).softmaxChannels()
+        for angle in angles {
+            let view = image.rotated(by: angle, nearest: false)
+            let viewTaps = backbone.features(normalization(view.tensor()), strides: [4, 8, 16])
+            sum = sum + logits(head, taps: viewTaps, angle: angle, height: image.height, width: image.width).softmaxChannels().rotatedPlanes(by: -angle)
+        }
+        return sum.argmaxChannels()
+    }
+
+    /// The views of ``pseudoLabels(_:image:taps:angles:backbone:normalization:)``
+    /// for `count` views and a category trained on rotations up to
+    /// `rotationDegrees` either way: half that range and fractions of it,
+    /// alternately either way (2 views: +-r/2; 4: +-r/4, +-r/2), so every
+    /// view is one the segmenter saw the like of in training.
+    public static func testTimeAngles(count: Int, rotationDegrees: Double) -> [Double] {
+        precondition(count >= 0, "a negative count of test-time views")
+        let pairs = (count + 1) / 2, half = rotationDegrees / 2 * Double.pi / 180
+        return (0..<count).map { k in (k % 2 == 0 ? 1 : -1) * half * Double(k / 2 + 1) / Double(pairs) }
+    }
+
+    /// Class logits [1, C, height, width] of one view rotated by `angle`.
+    static func logits(_ head: SegmentationHead, taps: [Int: Tensor], angle: Double, height: Int, width: Int) -> Tensor {
         guard let (_, _, h, w) = taps[4]?.nchw else { preconditionFailure("pseudo-labels need the stride-4 tap") }
-        return head.predict(taps: taps, coordinates: SegmentationInput.coordinates(batch: 1, height: h, width: w),
-                            height: height, width: width).argmaxChannels()
+        return head.predict(taps: taps, coordinates: SegmentationInput.coordinates(batch: 1, height: h, width: w, angle: angle),
+                            height: height, width: width)
     }
 }

@@ -53,6 +53,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "PatchCore's search: 0 exact (the reference); N: inverted lists (4 sqrt(patches) k-means lists), each patch searching its N nearest lists.")
     var patchProbes = 0
 
+    @Option(help: "Rotated views the pseudo-labels average with each image's own (test-time augmentation); 0 none (the reference).")
+    var ttaViews = 0
+
     @Option(help: "PatchCore's input side.")
     var patchImageSize = 256
 
@@ -113,6 +116,8 @@ struct MethodCommand: ParsableCommand {
         settings.coresetFraction = coreset
         guard patchProbes >= 0 else { throw ValidationError("--patch-probes must not be negative") }
         settings.patchProbes = patchProbes == 0 ? nil : patchProbes
+        guard (0...Sweep.Grid.maxTTAViews).contains(ttaViews) else { throw ValidationError("--tta-views must be between 0 and \(Sweep.Grid.maxTTAViews)") }
+        settings.ttaViews = ttaViews == 0 ? nil : ttaViews
         settings.memoryTypes = try memoryTypes.split(separator: ",").map { letters in
             guard let memory = MemoryCombination(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c and p") }
             return memory

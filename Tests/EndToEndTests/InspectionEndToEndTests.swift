@@ -1,6 +1,7 @@
 import Foundation
 import Scheduler
 import Shared
+import Stages
 import Testing
 import TestSupport
 import Vision
@@ -15,7 +16,8 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"], "unet_epochs": [0, 1]}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"], "unet_epochs": [0, 1],
+                      "tta_views": 2}}
             """)
         try cluster.startWorker("a")
         let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 11 }
@@ -65,6 +67,8 @@ import Vision
         // The verdicts at the threshold give the rates the export recorded.
         let description = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("model.json"))) as? [String: Any] ?? [:]
         let calibration = description["calibration"] as? [String: Any] ?? [:]
+        // The segmenter's test-time views travel with the model (the masks, and so the scores above, depend on them).
+        #expect((description["ttaAngles"] as? [Double])?.count == 2, "\(description["ttaAngles"] ?? "none")")
         for (split, field) in [("good", "testFPR"), ("logical_anomalies", "testLogicalTPR"), ("structural_anomalies", "testStructuralTPR")] {
             let verdicts = zip(lines, expected).filter { $0.1.split == split }.map { $0.0["anomalous"] as? Bool == true }
             let rate = Double(verdicts.filter { $0 }.count) / Double(verdicts.count)
@@ -89,7 +93,7 @@ import Vision
         let damaged = try runProgram(worker, ["predict", model.path, folders[0]])
         #expect(damaged.status != 0 && damaged.output.contains("does not match its recorded SHA-256"), "\(damaged.output)")
         var text = try String(contentsOf: model.appendingPathComponent("model.json"), encoding: .utf8)
-        text = text.replacingOccurrences(of: "\"format\" : 1", with: "\"format\" : 99")
+        text = text.replacingOccurrences(of: "\"format\" : \(InspectionModel.formatVersion)", with: "\"format\" : 99")
         try text.write(to: model.appendingPathComponent("model.json"), atomically: true, encoding: .utf8)
         let future = try runProgram(worker, ["predict", model.path, folders[0]])
         #expect(future.status != 0 && future.output.contains("format 99"), "\(future.output)")

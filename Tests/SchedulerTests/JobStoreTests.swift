@@ -268,6 +268,24 @@ import Shared
         #expect(try store.status(sweep: "d")[0].count(.cancelled) == 2)
     }
 
+    /// Two sweeps sharing unfinished jobs: cancelling one leaves what the
+    /// other needs; cancelling the other then cancels the shared jobs (the
+    /// first no longer needs them), and resuming a sweep claims them again.
+    @Test func jobsSharedByTwoCancelledSweepsAreCancelled() throws {
+        try store.submit(Self.methodSweep("first", memory: ["h"]), file: "{first}")
+        let second = try store.submit(Self.methodSweep("second", memory: ["h", "hcp"]), file: "{second}")
+        let shared = second.jobs - second.created
+        #expect(shared > 0 && second.created > 0)
+        #expect(try store.cancel(sweep: "first", now: 0) == 0)
+        #expect(try store.cancel(sweep: "second", now: 1) == second.jobs)
+        #expect(try store.status(sweep: "first")[0].count(.cancelled) == shared)
+        // Resumed, the first holds its jobs again: cancelling the second leaves them.
+        #expect(try store.resume(sweep: "first") == shared)
+        #expect(try store.resume(sweep: "second") == second.jobs - shared)
+        #expect(try store.cancel(sweep: "second", now: 2) == second.jobs - shared)
+        #expect(try store.status(sweep: "first")[0].count(.cancelled) == 0)
+    }
+
     @Test func aJobCancelledWithOneSweepRunsForTheNextThatNeedsIt() throws {
         try store.submit(Self.methodSweep("first", memory: ["h"]), file: "{first}")
         let cancelled = try store.cancel(sweep: "first", now: 0)

@@ -110,20 +110,23 @@ import Testing
         #expect(throws: SweepError.self) { try sweep(#", "grid": {"\#(field)": \#(bad)}"#) }
     }
 
-    /// patch_probes 0 is exact search: the same jobs as a grid without the
-    /// field; another value adds a patch-features job with the inverted lists.
-    @Test func patchProbesReachPatchFeaturesAndZeroIsTheExactSearch() throws {
+    /// patch_probes 0 is exact search and tta_views 0 no test-time views:
+    /// the same jobs as a grid without the field; another value adds a job
+    /// of the stage that reads it (and the stages after it), its value in the key.
+    @Test(arguments: [("patch_probes", StageKind.patchFeatures, 16, ["-1"]),
+                      ("tta_views", StageKind.pseudoLabel, 4, ["-1", "17"])])
+    func aSearchOrViewFieldOfZeroIsItsAbsence(field: String, kind: StageKind, value: Int, bad: [String]) throws {
         func plan(_ grid: String) throws -> SweepPlan {
             SweepExpander.expand(try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json"))
         }
-        let plain = try plan(""), zero = try plan(#", "grid": {"patch_probes": 0}"#), both = try plan(#", "grid": {"patch_probes": [0, 16]}"#)
+        let plain = try plan(""), zero = try plan(#", "grid": {"\#(field)": 0}"#), both = try plan(#", "grid": {"\#(field)": [0, \#(value)]}"#)
         #expect(Set(zero.jobs.map(\.key)) == Set(plain.jobs.map(\.key)))
         #expect(zero.evaluations.map(\.setting) == plain.evaluations.map(\.setting))
-        let patches = both.jobs.filter { $0.kind == .patchFeatures }
-        #expect(patches.count == 2 && Set(patches.map { $0.parameters["patch_probes"] }) == [nil, .int(16)])
+        let reading = both.jobs.filter { $0.kind == kind }
+        #expect(reading.count == 2 && Set(reading.map { $0.parameters[field] }) == [nil, .int(value)])
         #expect(both.evaluations.count == 2 * plain.evaluations.count)
-        #expect(both.evaluations.filter { $0.setting.contains(#""patch_probes":16"#) }.count == plain.evaluations.count)
-        #expect(throws: SweepError.self) { try plan(#", "grid": {"patch_probes": -1}"#) }
+        #expect(both.evaluations.filter { $0.setting.contains(#""\#(field)":\#(value)"#) }.count == plain.evaluations.count)
+        for b in bad { #expect(throws: SweepError.self) { try plan(#", "grid": {"\#(field)": \#(b)}"#) } }
     }
 
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
@@ -196,7 +199,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes, tta_views)")) {
             try parse(text)
         }
     }

@@ -37,6 +37,42 @@ import Shared
                 #expect(Double(inter) / Double(union) > 0.7, "class \(c)")
             }
         }
+
+        // Test-time views. A rotated view's probabilities turned back by the
+        // opposite angle land on the image's own segmentation (the head was
+        // trained on rotated views with their coordinates); turned the wrong
+        // way they do not (the check can fail).
+        let image = others[0].image, truth = others[0].mask!.pixels.map { Int32($0) }, a = 0.3
+        let taps = backbone.features(ImageNormalization.imagenet(image.tensor()), strides: [4, 8, 16])
+        let own = SegmentTrain.logits(result.head, taps: taps, angle: 0, height: 128, width: 128).argmaxChannels()
+        let view = image.rotated(by: a, nearest: false)
+        let viewProbabilities = SegmentTrain.logits(result.head, taps: backbone.features(ImageNormalization.imagenet(view.tensor()), strides: [4, 8, 16]),
+                                                    angle: a, height: 128, width: 128).softmaxChannels()
+        /// Share of the pixels the view saw whole (probabilities summing to 1) whose class is the image's own.
+        func agreement(_ back: Tensor) -> Double {
+            let labels = back.argmaxChannels(), area = 128 * 128
+            let seen = (0..<area).filter { i in abs((0..<5).reduce(Float(0)) { $0 + back.storage[$1 * area + i] } - 1) < 1e-3 }
+            return Double(seen.filter { labels[$0] == own[$0] }.count) / Double(max(seen.count, 1))
+        }
+        let back = agreement(viewProbabilities.rotatedPlanes(by: -a)), wrongWay = agreement(viewProbabilities.rotatedPlanes(by: a))
+        #expect(back > 0.9 && wrongWay < back - 0.05, "turned back: \(back), the wrong way: \(wrongWay)")
+        // The image with two views either way segments as well as the image alone; no views is the image alone.
+        let tta = SegmentTrain.pseudoLabels(result.head, image: image, taps: taps, angles: SegmentTrain.testTimeAngles(count: 2, rotationDegrees: 40),
+                                            backbone: backbone)
+        for c in [Int32(0), 1] {
+            let inter = zip(tta, truth).filter { $0 == c && $1 == c }.count, union = zip(tta, truth).filter { $0 == c || $1 == c }.count
+            #expect(Double(inter) / Double(union) > 0.7, "class \(c) with test-time views")
+        }
+        #expect(SegmentTrain.pseudoLabels(result.head, image: image, taps: taps, angles: [], backbone: backbone) == own)
+    }
+
+    @Test func testTimeAnglesSpreadOverHalfTheTrainingRange() {
+        let degree = Double.pi / 180
+        func close(_ a: [Double], _ b: [Double]) -> Bool { a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1 * degree) < 1e-12 } }
+        #expect(SegmentTrain.testTimeAngles(count: 0, rotationDegrees: 20).isEmpty)
+        #expect(close(SegmentTrain.testTimeAngles(count: 2, rotationDegrees: 20), [10, -10]))
+        #expect(close(SegmentTrain.testTimeAngles(count: 4, rotationDegrees: 20), [5, -5, 10, -10]))
+        #expect(close(SegmentTrain.testTimeAngles(count: 3, rotationDegrees: 180), [45, -45, 90]))
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import Tensor
 @testable import Vision
 
 @Suite struct PreprocessTests {
@@ -210,6 +211,45 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         var agree = 0, labelled = 0
         for i in 0..<rm.pixels.count where rm.pixels[i] == 1 { labelled += 1; if ri.pixels[i * 3] > 127 { agree += 1 } }
         #expect(labelled > 150 && Double(agree) / Double(labelled) > 0.95)
+    }
+
+    /// A float tensor's planes rotate as the image does: the same sampling,
+    /// before the image's rounding to a byte (so within half a level).
+    @Test func tensorPlanesRotateAsTheImage() {
+        var image = Image(width: 23, height: 17, channels: 2)
+        var state: UInt32 = 7
+        for i in image.pixels.indices { state = state &* 1_664_525 &+ 1_013_904_223; image.pixels[i] = UInt8(state >> 24) }
+        var planes = Tensor(zeros: [1, 2, 17, 23])
+        for c in 0..<2 { for y in 0..<17 { for x in 0..<23 { planes[0, c, y, x] = Float(image[x: x, y: y, channel: c]) } } }
+        for angle in [0.4, -1.1, 2.9] {
+            let turned = image.rotated(by: angle, nearest: false), turnedPlanes = planes.rotatedPlanes(by: angle)
+            var worst: Float = 0
+            for c in 0..<2 { for y in 0..<17 { for x in 0..<23 {
+                worst = max(worst, abs(turnedPlanes[0, c, y, x] - Float(turned[x: x, y: y, channel: c])))
+            } } }
+            // 0.5 of the rounding, plus float against double sums of four terms under 256.
+            #expect(worst <= 0.5 + 1e-3, "angle \(angle): \(worst)")
+        }
+    }
+
+    /// Turning by -a undoes turning by a where every sample stayed inside:
+    /// bilinear sampling reproduces a linear plane exactly; outside, 0.
+    @Test func rotatingPlanesBackRestoresTheInterior() {
+        let h = 40, w = 50
+        var plane = Tensor(zeros: [1, 1, h, w])
+        for y in 0..<h { for x in 0..<w { plane[0, 0, y, x] = 2 * Float(x) + 3 * Float(y) + 1 } }
+        let a = 0.35
+        let back = plane.rotatedPlanes(by: a).rotatedPlanes(by: -a)
+        var worst: Float = 0, compared = 0
+        for y in 0..<h { for x in 0..<w {
+            let dx = Double(x) + 0.5 - Double(w) / 2, dy = Double(y) + 0.5 - Double(h) / 2
+            guard (dx * dx + dy * dy).squareRoot() < Double(min(h, w)) / 2 - 2 else { continue }
+            worst = max(worst, abs(back[0, 0, y, x] - plane[0, 0, y, x])); compared += 1
+        } }
+        #expect(compared > 900 && worst < 1e-3, "\(compared) pixels, worst \(worst)")
+        // A corner turned by 45 degrees samples outside: 0; the centre keeps its value.
+        let ones = Tensor(zeros: [1, 1, h, w], value: 1).rotatedPlanes(by: Double.pi / 4)
+        #expect(ones[0, 0, 0, 0] == 0 && ones[0, 0, h / 2, w / 2] == 1)
     }
 
     @Test func colourOperationsByHand() {

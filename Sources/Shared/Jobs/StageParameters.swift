@@ -136,7 +136,13 @@ public enum StageSettings {
 
     public struct PseudoLabel: Codable, Hashable, Sendable {
         public var backbone: BackboneName
-        public init(backbone: BackboneName) { self.backbone = backbone }
+        /// Rotated views averaged with each image's own at test time
+        /// (``SegmentTrain/testTimeAngles(count:rotationDegrees:)``); nil, the
+        /// default and the reference's, none (0 is the same key).
+        public var ttaViews: Int?
+        public init(backbone: BackboneName, ttaViews: Int? = nil) {
+            self.backbone = backbone; self.ttaViews = ttaViews == 0 ? nil : ttaViews
+        }
     }
 
     public struct UNetTrain: Codable, Hashable, Sendable {

@@ -61,6 +61,8 @@ public struct Sweep: Equatable, Sendable {
         public var finetunes: [Finetune]?
         /// PatchCore's search: probes of inverted lists; 0 or absent: exact.
         public var patchProbes: [Int]?
+        /// Rotated views the pseudo-labels average with each image's own; 0 or absent: none.
+        public var ttaViews: [Int]?
         public init() {}
     }
 
@@ -181,7 +183,7 @@ extension Sweep.Grid: Decodable {
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
              patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views",
-             finetunes = "finetune", patchProbes = "patch_probes"
+             finetunes = "finetune", patchProbes = "patch_probes", ttaViews = "tta_views"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -207,7 +209,11 @@ extension Sweep.Grid: Decodable {
         labelledViews = try f.optionalList(.labelledViews, atLeast: 0)
         finetunes = try f.optionalList(.finetunes)
         patchProbes = try f.optionalList(.patchProbes, atLeast: 0)
+        ttaViews = try f.optionalList(.ttaViews, atLeast: 0) { $0 <= Self.maxTTAViews ? nil : "\($0) views is more than \(Self.maxTTAViews)" }
     }
+
+    /// Each test-time view is an encoder pass over every image of the category.
+    public static let maxTTAViews = 16
 }
 
 extension Sweep.Diagnostic: Decodable {

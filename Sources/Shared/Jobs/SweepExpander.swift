@@ -118,7 +118,8 @@ public enum SweepExpander {
                                                                                            lossSet: lossSet, seed: UInt64(seed),
                                                                                            viewsPerLabelledImage: views, finetune: finetune)),
                                                    inputs: ["preprocessed": prep])
-                            let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: encoder)),
+                            for tta in Set(g.ttaViews.map { $0.map { $0 == 0 ? nil : $0 } } ?? [nil]).sorted(by: { ($0 ?? 0) < ($1 ?? 0) }) {
+                            let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: encoder, ttaViews: tta)),
                                                   inputs: ["segmenter": segment])
                             for unetEpochs in g.unetEpochs {
                                 let masks = unetEpochs == 0 ? pseudo
@@ -139,9 +140,10 @@ public enum SweepExpander {
                                             lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
                                             bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize,
-                                            labelledViews: views, finetune: finetune, patchProbes: probes)))
+                                            labelledViews: views, finetune: finetune, patchProbes: probes, ttaViews: tta)))
                                     } }
                                 } } }
+                            }
                             }
                         }
                         }
@@ -179,25 +181,27 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     public var finetune: Finetune?
     /// Set only where the grid names a search other than exact.
     public var patchProbes: Int?
+    /// Set only where the grid names test-time views.
+    public var ttaViews: Int?
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
                 scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
                 patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil,
-                patchProbes: Int? = nil) {
+                patchProbes: Int? = nil, ttaViews: Int? = nil) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
         self.patchImageSize = patchImageSize; self.patchResize = patchResize; self.labelledViews = labelledViews
-        self.finetune = finetune; self.patchProbes = patchProbes
+        self.finetune = finetune; self.patchProbes = patchProbes; self.ttaViews = ttaViews
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
              memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize,
-             labelledViews, finetune, patchProbes
+             labelledViews, finetune, patchProbes, ttaViews
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -217,6 +221,7 @@ extension Sweep.Grid {
             scaleType: scaleTypes.contains(.max) ? .max : scaleTypes[0], coresetFraction: coresetFractions[0],
             patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
             patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
-            finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0]).canonicalJSON
+            finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0],
+            ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0]).canonicalJSON
     }
 }

@@ -16,6 +16,8 @@ public enum InspectionExport {
         public var sweep: String
         public var setting: String
         public var segment: OnData<StageSettings.SegmentTrain>
+        /// The pseudo-labels' settings (their test-time views).
+        public var pseudo: StageSettings.PseudoLabel
         public var patch: OnData<StageSettings.PatchFeatures>
         public var bank: OnData<StageSettings.BankFit>
         public var evaluate: StageSettings.Evaluate
@@ -26,10 +28,10 @@ public enum InspectionExport {
         public var masks: [String: Data], banks: [String: Data], patchScores: Data, evaluation: [String: Data]
         /// The UNet's settings when the masks are a retrained UNet's (`masks` then holds unet-train's files).
         public var unet: OnData<StageSettings.UNetTrain>?
-        public init(sweep: String, setting: String, segment: OnData<StageSettings.SegmentTrain>, patch: OnData<StageSettings.PatchFeatures>,
+        public init(sweep: String, setting: String, segment: OnData<StageSettings.SegmentTrain>, pseudo: StageSettings.PseudoLabel, patch: OnData<StageSettings.PatchFeatures>,
                     bank: OnData<StageSettings.BankFit>, evaluate: StageSettings.Evaluate, segmenter: [String: Data], masks: [String: Data],
                     banks: [String: Data], patchScores: Data, evaluation: [String: Data], unet: OnData<StageSettings.UNetTrain>? = nil) {
-            self.sweep = sweep; self.setting = setting; self.segment = segment; self.patch = patch; self.bank = bank
+            self.sweep = sweep; self.setting = setting; self.segment = segment; self.pseudo = pseudo; self.patch = patch; self.bank = bank
             self.evaluate = evaluate; self.segmenter = segmenter; self.masks = masks; self.banks = banks; self.patchScores = patchScores
             self.evaluation = evaluation; self.unet = unet
         }
@@ -94,7 +96,9 @@ public enum InspectionExport {
         var description = InspectionModel.Description(
             format: InspectionModel.formatVersion, category: input.category.name, sweep: i.sweep, setting: i.setting,
             classes: input.classes, cropMargin: input.prep.cropMargin, imageSize: input.size,
-            unet: unetShape, segmentBackbone: i.segment.settings.backbone, patchBackbone: p.backbone, bankBackbone: i.bank.settings.backbone,
+            unet: unetShape,
+            ttaAngles: i.pseudo.ttaViews.map { SegmentTrain.testTimeAngles(count: $0, rotationDegrees: input.manifest.augmentationRotationDegrees) },
+            segmentBackbone: i.segment.settings.backbone, patchBackbone: p.backbone, bankBackbone: i.bank.settings.backbone,
             patchImageSize: p.patchImageSize, patchResize: p.patchResize, patchProbes: p.patchProbes, seed: p.seed ?? 0,
             epsilon: i.bank.settings.epsilon, trainStatistic: i.bank.settings.trainStatistic,
             memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, mapScale: scores.mapScale ?? 1,

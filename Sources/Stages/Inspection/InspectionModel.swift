@@ -20,7 +20,8 @@ import Vision
 /// and evaluate's scaled sum, with the same code, so a test image scores
 /// what the sweep's `scores.csv` says it scored.
 public struct InspectionModel {
-    public static let formatVersion = 1
+    /// 2: the segmenter's test-time views (``Description/ttaAngles``).
+    public static let formatVersion = 2
     public static let descriptionName = "model.json"
     static let headName = "segmenter.safetensors", encoderName = "encoder.safetensors"
     static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors", unetName = "unet.safetensors"
@@ -36,6 +37,8 @@ public struct InspectionModel {
         public var imageSize: Int
         /// The retrained UNet whose masks the banks use (nil: the segmenter's).
         public var unet: UNetShape?
+        /// The segmenter's test-time views, radians (nil: the image alone; pseudo-label's `tta_views`).
+        public var ttaAngles: [Double]?
         public var segmentBackbone: BackboneName
         public var patchBackbone: BackboneName
         public var bankBackbone: BackboneName
@@ -99,7 +102,7 @@ public struct InspectionModel {
             switch self {
             case .notABundle(let p): "\(p) is not an exported model (no readable \(InspectionModel.descriptionName))"
             case .version(let found, let supported, let path):
-                "\(path) is a model of format \(found); this build reads format \(supported): export it again with this version"
+                "\(path) is a model of format \(found); this build reads formats 1 to \(supported): export it again with this version"
             case .digest(let file, let expected, let found): "\(file) does not match its recorded SHA-256 (\(expected.prefix(16))..., found \(found.prefix(16))...): the bundle is damaged"
             case .weights(let b, let expected, let found):
                 "the installed \(b) weights (SHA-256 \(found.prefix(16))...) are not the ones the model was trained with (\(expected.prefix(16))...)"
@@ -123,7 +126,8 @@ public struct InspectionModel {
         guard let data = FileManager.default.contents(atPath: describing.path) else { throw BundleError.notABundle(folder.path) }
         struct Format: Decodable { var format: Int }
         guard let format = try? JSONDecoder().decode(Format.self, from: data) else { throw BundleError.notABundle(folder.path) }
-        guard format.format == Self.formatVersion else { throw BundleError.version(found: format.format, supported: Self.formatVersion, path: folder.path) }
+        // Format 1 is format 2 without test-time views.
+        guard (1...Self.formatVersion).contains(format.format) else { throw BundleError.version(found: format.format, supported: Self.formatVersion, path: folder.path) }
         let d = try ArtifactFormat.decode(Description.self, data, name: describing.path)
         var files: [String: Data] = [:]
         for (name, expected) in d.files {
@@ -218,7 +222,7 @@ public struct InspectionModel {
                                    patchTaps: patchTaps)
                 }
                 let segmentTaps = segmentEncoder.features(ImageNormalization.imagenet(x.tensor()), strides: [4, 8, 16])
-                let parts = SegmentTrain.pseudoLabels(head, taps: segmentTaps, height: size, width: size)
+                let parts = SegmentTrain.pseudoLabels(head, image: x, taps: segmentTaps, angles: d.ttaAngles ?? [], backbone: segmentEncoder)
                 let bankTaps = d.bankBackbone == d.segmentBackbone && !finetuned ? segmentTaps
                     : bankEncoder.features(ImageNormalization.imagenet(x.tensor()), strides: [4, 8, 16])
                 return Encoded(image: x, parts: parts, bankTaps: bankTaps, patchTaps: patchTaps)

@@ -44,6 +44,8 @@ public enum MethodChain {
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
         /// What trains in segment-train besides the head (nil: the head only).
         public var finetune: Finetune?
+        /// Rotated views the pseudo-labels average with each image's own (nil: none).
+        public var ttaViews: Int?
         public var unetWidth: Int?, unetDepth: Int?, unetBatch: Int?
         public init() {}
     }
@@ -105,7 +107,7 @@ public enum MethodChain {
                                                       inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
             try write(segmenter, "\(tag)/segment-train")
             clock.lap("segment-train[\(tag)]")
-            let pseudo = try PseudoLabelStage.run(OnData(data, .init(backbone: s.backbone)),
+            let pseudo = try PseudoLabelStage.run(OnData(data, .init(backbone: s.backbone, ttaViews: s.ttaViews)),
                                                   inputs: StageInputs(["segmenter": segmenter.files]), context: context)
             try write(pseudo, "\(tag)/pseudo-label")
             clock.lap("pseudo-label[\(tag)]")

@@ -79,19 +79,27 @@ public enum PseudoLabelStage: MethodStage {
         let input = try job.data.input(), p = job.settings
         let backbone = try context.backbone(p.backbone)
         let head = try SegmentationHead(file: try SafetensorsFile(data: try inputs.file("segmenter", ArtifactFormat.head), source: ArtifactFormat.head))
+        let angles = SegmentTrain.testTimeAngles(count: p.ttaViews ?? 0, rotationDegrees: input.manifest.augmentationRotationDegrees)
         let masks: [[Int32]]
         if let tuned = try inputs.role("segmenter")[ArtifactFormat.fineTunedEncoder] {
             // The encoder trained with the head: its units laid over the installed weights.
             let file = try SafetensorsFile(data: tuned, source: ArtifactFormat.fineTunedEncoder)
             let tensors = try Dictionary(uniqueKeysWithValues: file.entries.map { ($0.name, try file.tensor($0.name)) })
             let encoder = try p.backbone.load(weights: WeightSet(overlay: tensors, over: p.backbone.weights()))
-            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: encoder)
+            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: encoder, angles: angles)
         } else if context.cachesTaps {
             let taps = try context.taps(.train, of: input, backbone: p.backbone) + context.taps(.test, of: input, backbone: p.backbone)
-            masks = taps.map { SegmentTrain.pseudoLabels(head, taps: $0, height: input.size, width: input.size) }
+            if angles.isEmpty {
+                masks = taps.map { SegmentTrain.pseudoLabels(head, taps: $0, height: input.size, width: input.size) }
+            } else {
+                let images = try input.images(.train) + input.testImages()
+                masks = Compute.mapAcrossThreads(images.count) { i in
+                    SegmentTrain.pseudoLabels(head, image: images[i], taps: taps[i], angles: angles, backbone: backbone)
+                }
+            }
         } else {
             // One image's taps at a time (a category's are hundreds of MB).
-            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: backbone)
+            masks = SegmentTrain.pseudoLabels(head, images: try input.images(.train) + input.testImages(), backbone: backbone, angles: angles)
         }
         return StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
     }

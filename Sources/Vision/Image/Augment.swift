@@ -15,35 +15,28 @@ extension Image {
     /// pixel, with the same mapping.
     public func rotated(by angle: Double, nearest: Bool) -> Image {
         var out = Image(width: width, height: height, channels: channels)
-        let cx = Double(width) / 2, cy = Double(height) / 2, c = cos(angle), s = sin(angle)
         let (width, height, channels) = (self.width, self.height, self.channels)
         pixels.withUnsafeBufferPointer { src in
             out.pixels.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<height {
-                    let dy = Double(y) + 0.5 - cy
-                    for x in 0..<width {
-                        // Inverse rotation of the output pixel centre.
-                        let dx = Double(x) + 0.5 - cx
-                        let sx = c * dx + s * dy + cx - 0.5, sy = -s * dx + c * dy + cy - 0.5
-                        let o = (y &* width &+ x) &* channels
-                        if nearest {
-                            let ix = Int(sx.rounded()), iy = Int(sy.rounded())
-                            guard ix >= 0, iy >= 0, ix < width, iy < height else { continue }
-                            let i = (iy &* width &+ ix) &* channels
-                            for k in 0..<channels { dst[o &+ k] = src[i &+ k] }
-                        } else {
-                            let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
-                            guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { continue }
-                            let fx = sx - Double(x0), fy = sy - Double(y0)
-                            for k in 0..<channels {
-                                func at(_ xx: Int, _ yy: Int) -> Double {
-                                    (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(src[(yy &* width &+ xx) &* channels &+ k]) : 0
-                                }
-                                let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
-                                let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
-                                let v: Double = (1 - fy) * top + fy * bottom
-                                dst[o &+ k] = UInt8(min(max(v.rounded(), 0), 255))
+                RotationGrid.forEachPixel(width: width, height: height, angle: angle) { x, y, sx, sy in
+                    let o = (y &* width &+ x) &* channels
+                    if nearest {
+                        let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                        guard ix >= 0, iy >= 0, ix < width, iy < height else { return }
+                        let i = (iy &* width &+ ix) &* channels
+                        for k in 0..<channels { dst[o &+ k] = src[i &+ k] }
+                    } else {
+                        let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                        guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { return }
+                        let fx = sx - Double(x0), fy = sy - Double(y0)
+                        for k in 0..<channels {
+                            func at(_ xx: Int, _ yy: Int) -> Double {
+                                (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(src[(yy &* width &+ xx) &* channels &+ k]) : 0
                             }
+                            let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
+                            let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
+                            let v: Double = (1 - fy) * top + fy * bottom
+                            dst[o &+ k] = UInt8(min(max(v.rounded(), 0), 255))
                         }
                     }
                 }
@@ -166,6 +159,60 @@ extension Image {
         let row = width * channels
         for y in 0..<height {
             out.pixels.replaceSubrange(y * row..<(y + 1) * row, with: pixels[(height - 1 - y) * row..<(height - y) * row])
+        }
+        return out
+    }
+}
+
+/// Where a rotation about the image centre samples: ``Image/rotated(by:nearest:)``
+/// and ``Tensor/rotatedPlanes(by:)`` share it, so that rotating by `-angle`
+/// undoes rotating by `angle` (up to the resampling).
+enum RotationGrid {
+    /// Calls `body(x, y, sx, sy)` for every output pixel: (sx, sy) is the
+    /// source position (pixel centres at integers) the inverse rotation of
+    /// the output pixel's centre lands on.
+    @inline(__always)
+    static func forEachPixel(width: Int, height: Int, angle: Double, _ body: (Int, Int, Double, Double) -> Void) {
+        let cx = Double(width) / 2, cy = Double(height) / 2, c = cos(angle), s = sin(angle)
+        for y in 0..<height {
+            let dy = Double(y) + 0.5 - cy
+            for x in 0..<width {
+                let dx = Double(x) + 0.5 - cx
+                body(x, y, c * dx + s * dy + cx - 0.5, -s * dx + c * dy + cy - 0.5)
+            }
+        }
+    }
+}
+
+extension Tensor {
+    /// Every [H, W] plane of an [N, C, H, W] tensor rotated by `angle`
+    /// radians about its centre as ``Image/rotated(by:nearest:)`` rotates an
+    /// image (bilinear, 0 outside): rotating a view's class probabilities by
+    /// `-angle` brings them back to the frame of the image the view was
+    /// rotated from; a pixel the view did not see gets 0 in every plane, one
+    /// it saw partly the share it saw.
+    public func rotatedPlanes(by angle: Double) -> Tensor {
+        let (n, c, h, w) = nchw
+        var out = Tensor(zeros: shape)
+        let planes = n * c, area = h * w
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                RotationGrid.forEachPixel(width: w, height: h, angle: angle) { x, y, sx, sy in
+                    let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                    guard x0 >= -1, y0 >= -1, x0 < w, y0 < h else { return }
+                    let fx = Float(sx - Double(x0)), fy = Float(sy - Double(y0))
+                    // The four corners' weights, 0 for a corner outside the plane.
+                    let inX0 = x0 >= 0, inX1 = x0 + 1 < w, inY0 = y0 >= 0, inY1 = y0 + 1 < h
+                    let w00: Float = inX0 && inY0 ? (1 - fx) * (1 - fy) : 0, w10: Float = inX1 && inY0 ? fx * (1 - fy) : 0
+                    let w01: Float = inX0 && inY1 ? (1 - fx) * fy : 0, w11: Float = inX1 && inY1 ? fx * fy : 0
+                    let cx0 = Swift.max(x0, 0), cx1 = Swift.min(x0 + 1, w - 1), cy0 = Swift.max(y0, 0), cy1 = Swift.min(y0 + 1, h - 1)
+                    let i00 = cy0 * w + cx0, i10 = cy0 * w + cx1, i01 = cy1 * w + cx0, i11 = cy1 * w + cx1, o = y * w + x
+                    for p in 0..<planes {
+                        let b = p * area
+                        dst[b + o] = w00 * src[b + i00] + w10 * src[b + i10] + w01 * src[b + i01] + w11 * src[b + i11]
+                    }
+                }
+            }
         }
         return out
     }
