@@ -14,7 +14,7 @@ directory (read-only; bank-fit code version 3 or later, which keeps the
 test vectors). Standard library and numpy only.
 
     python3 ops/bench/bank_spread.py STATE DATASET [--sweep NAME] [--loss-set sup+H+hist] [--unet-epochs 0]
-        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0] [--finetune head]
+        [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0] [--finetune head] [--tta-views 0]
 
 The held-out scaling is simulated on the test set itself: the good test
 images are split in two at random, one half gives each bank's statistics
@@ -36,6 +36,7 @@ parser.add_argument("--patch-backbone", default="efficientnet-lite0")
 parser.add_argument("--patch-resize", default="square")
 parser.add_argument("--labelled-views", type=int, default=0, help="segment-train's views per labelled image (0: fresh, the default)")
 parser.add_argument("--finetune", default="head", help="what segment-train trained: head (the default), last or all")
+parser.add_argument("--tta-views", type=int, default=0, help="pseudo-label's test-time views (0: none, the default)")
 args = parser.parse_args()
 
 
@@ -115,8 +116,11 @@ for job, category in state.jobs("bank-fit", args.sweep):
     if up.get("unet-train", {}).get("unet_epochs", 0) != args.unet_epochs: continue
     if state.labelled_views(job) != args.labelled_views: continue
     if up.get("segment-train", {}).get("finetune", "head") != args.finetune: continue
+    if up.get("pseudo-label", {}).get("tta_views", 0) != args.tta_views: continue
     outputs = state.outputs(job)
-    patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
+    # The sweep's own patch-features job where a sweep is named (earlier code versions share the preprocess job).
+    in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
+    patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features") if in_sweep is None or k in in_sweep
                   if (lambda q: q["backbone"] == args.patch_backbone and q.get("patch_resize", "square") == args.patch_resize)(state.parameters(k))]
     if not patch_jobs or "banks.safetensors" not in outputs: continue
     banks = safetensors(state.blob(outputs["banks.safetensors"]))
