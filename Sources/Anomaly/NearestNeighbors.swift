@@ -102,7 +102,7 @@ extension NearestNeighbors {
     /// gives it with its group excluded, up to the dot product's rounding in
     /// the GEMM. `k[g]` is group g's count; `done(end)` is told once every
     /// row below `end` has its neighbours.
-    public func searchWithin(groups: [Range<Int>], k: [Int], done: (Int) -> Void = { _ in }) -> (distances: [[Float]], indices: [[Int]]) {
+    public func searchWithin(groups: [Range<Int>], k: [Int], done: (Int) throws -> Void = { _ in }) rethrows -> (distances: [[Float]], indices: [[Int]]) {
         precondition(groups.count == k.count && groups.first?.lowerBound == 0 && groups.last?.upperBound == count
                      && zip(groups, groups.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound },
                      "groups must cover the \(count) memory rows in order")
@@ -113,10 +113,10 @@ extension NearestNeighbors {
         let chunk = queryChunk
         let block = UnsafeMutablePointer<Float>.allocate(capacity: chunk * memoryChunk)
         defer { block.deallocate() }
-        memory.withUnsafeBufferPointer { mp in
-            memoryNorms.withUnsafeBufferPointer { norms in
-                group.withUnsafeBufferPointer { groupOf in
-                    heaps.withUnsafeMutableBufferPointer { hs in
+        try memory.withUnsafeBufferPointer { mp in
+            try memoryNorms.withUnsafeBufferPointer { norms in
+                try group.withUnsafeBufferPointer { groupOf in
+                    try heaps.withUnsafeMutableBufferPointer { hs in
                         let hp = SharedPointer(hs.baseAddress!), bp = SendableMutablePointer(block)
                         let np = SendablePointer(norms.baseAddress!), gp = SharedPointer(UnsafeMutablePointer(mutating: groupOf.baseAddress!))
                         for a0 in stride(from: 0, to: count, by: chunk) {
@@ -142,7 +142,7 @@ extension NearestNeighbors {
                                                      columnStart: m0, norms: np.p, group: UnsafePointer(gp.p), into: hp.p)
                                 }
                             }
-                            done(a0 + an)
+                            try done(a0 + an)
                         }
                     }
                 }

@@ -95,13 +95,13 @@ public struct PatchMemory: Sendable {
     /// (``NearestNeighbors/searchWithin(groups:k:done:)``: half the
     /// arithmetic). Exact search of a memory of every patch only; nil
     /// otherwise. `scored(n)` is told when the first n images are scored.
-    public func scoreTrainImages(scored: (Int) -> Void = { _ in }) -> [(score: Float, nearest: [Float])]? {
+    public func scoreTrainImages(scored: (Int) throws -> Void = { _ in }) rethrows -> [(score: Float, nearest: [Float])]? {
         guard lists == nil, keepsEveryPatch, imageRows.count >= 2 else { return nil }
         let k = imageRows.map { min(Self.neighbours, index.count - $0.count) }
         var reported = 0
-        let (distances, _) = index.searchWithin(groups: imageRows, k: k) { end in
+        let (distances, _) = try index.searchWithin(groups: imageRows, k: k) { end in
             while reported < imageRows.count, imageRows[reported].upperBound <= end { reported += 1 }
-            scored(reported)
+            try scored(reported)
         }
         return imageRows.map { rows in
             let mine = Array(distances[rows])

@@ -32,7 +32,7 @@ public enum PatchStage {
             return PatchFeatures.embed(stride8: taps[8]!, stride16: taps[16]!)[0]
         }
         return run(trainPatches: Compute.mapAcrossThreads(train.count) { patches(train[$0]) },
-                   testPatches: Compute.mapAcrossThreads(test.count) { patches(test[$0]) }, grid: (size + 7) / 8)
+                   testPatches: Compute.mapAcrossThreads(test.count) { patches(test[$0]) }, grid: (size + 7) / 8, scored: { _ in })
     }
 
     /// From encoder taps (strides 8 and 16) already computed on `size`-square images.
@@ -40,8 +40,8 @@ public enum PatchStage {
     /// `probes` searches approximately (inverted lists, ``PatchMemory``), nil exactly.
     /// `scored` is told after each image is scored (train images first, then test).
     public static func run(trainTaps: [[Int: Tensor]], testTaps: [[Int: Tensor]], coresetFraction: Double = 1, probes: Int? = nil,
-                           seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
-        return run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2],
+                           seed: UInt64 = 0, scored: (Int) throws -> Void = { _ in }) rethrows -> Result {
+        return try run(trainPatches: trainTaps.map(patches), testPatches: testTaps.map(patches), grid: trainTaps[0][8]!.shape[2],
                    coresetFraction: coresetFraction, probes: probes, seed: seed, scored: scored)
     }
 
@@ -59,17 +59,17 @@ public enum PatchStage {
     static let batch = 16
 
     static func run(trainPatches: [Tensor], testPatches: [Tensor], grid: Int, coresetFraction: Double = 1, probes: Int? = nil,
-                    seed: UInt64 = 0, scored: (Int) -> Void = { _ in }) -> Result {
+                    seed: UInt64 = 0, scored: (Int) throws -> Void = { _ in }) rethrows -> Result {
         let memory = self.memory(trainPatches, coresetFraction: coresetFraction, probes: probes, seed: seed)
         let step = probes == nil ? 1 : batch
         var trainScores: [Float] = [], scores: [Float] = [], distances: [[Float]] = []
-        if let train = memory.scoreTrainImages(scored: scored) {
+        if let train = try memory.scoreTrainImages(scored: scored) {
             trainScores = train.map(\.score)
         }
         for start in stride(from: trainScores.count, to: trainPatches.count, by: step) {
             let part = start..<min(start + step, trainPatches.count)
             trainScores += memory.score(Array(trainPatches[part]), trainImages: part).map(\.score)
-            scored(part.upperBound)
+            try scored(part.upperBound)
         }
         for start in stride(from: 0, to: testPatches.count, by: step) {
             let part = start..<min(start + step, testPatches.count)
@@ -77,7 +77,7 @@ public enum PatchStage {
                 scores.append(s)
                 distances.append(nearest)
             }
-            scored(trainPatches.count + part.upperBound)
+            try scored(trainPatches.count + part.upperBound)
         }
         return Result(trainScores: trainScores, testScores: scores, testPatchDistances: distances, gridHeight: grid, gridWidth: grid)
     }

@@ -90,7 +90,7 @@ public enum SegmentTrain {
                            histogramClasses: [Int]? = nil, backbone: any Backbone,
                            normalization: ImageNormalization = .imagenet, parameters p: SegmentTrainParameters,
                            unlabelledTaps: [[Int: Tensor]]? = nil, encoder: FineTunedEncoder? = nil,
-                           progress: (Int, Float) -> Void = { _, _ in }) -> Result {
+                           progress: (Int, Float) throws -> Void = { _, _ in }) rethrows -> Result {
         precondition(!labelled.isEmpty && !unlabelled.isEmpty, "segment-train needs labelled and unlabelled images")
         precondition((encoder == nil) == (p.finetune == .head), "finetune \(p.finetune.rawValue) needs an encoder that trains exactly when not head")
         let size = labelled[0].image.width
@@ -188,7 +188,7 @@ public enum SegmentTrain {
                 total += loss.value.storage[0]
             }
             epochLosses.append(total / Float(steps))
-            progress(epoch, epochLosses.last!)
+            try progress(epoch, epochLosses.last!)
         }
         if let encoder {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.

@@ -28,7 +28,7 @@ public enum UNetTrain {
     }
 
     public static func run(images: [Image], labels: [[Int32]], classes: Int, parameters p: Parameters,
-                           progress: (Int, Float) -> Void = { _, _ in }) -> Result {
+                           progress: (Int, Float) throws -> Void = { _, _ in }) rethrows -> Result {
         precondition(!images.isEmpty && images.count == labels.count)
         let (h, w) = (images[0].height, images[0].width)
         let net = UNet(width: p.width, depth: p.depth, classes: classes, seed: p.seed)
@@ -74,7 +74,7 @@ public enum UNetTrain {
                 steps += 1
             }
             epochLosses.append(total / Float(steps))
-            progress(epoch, epochLosses.last!)
+            try progress(epoch, epochLosses.last!)
         }
         return Result(net: net, epochLosses: epochLosses, profile: profile)
     }

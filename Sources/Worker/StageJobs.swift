@@ -22,12 +22,14 @@ enum StageJobs {
     /// Where a stage says how far it is: done, total, unit.
     typealias ProgressSink = @Sendable (Int, Int, String) -> Void
 
-    static func run(_ message: WireMessage.Job, inputs: [String: [String: Data]], progress: @escaping ProgressSink = { _, _, _ in }) -> StageOutcome {
+    /// `cancelled`: true once the job is abandoned; the stage stops at its next step.
+    static func run(_ message: WireMessage.Job, inputs: [String: [String: Data]], progress: @escaping ProgressSink = { _, _, _ in },
+                    cancelled: @escaping @Sendable () -> Bool = { false }) -> StageOutcome {
         do {
             guard let stage = stages[message.kind] else { throw StageError("\(message.kind.rawValue) jobs are not method stages") }
             let json = Data(message.parameters.utf8)
             try checkData(json)
-            let output = try stage.run(json: json, inputs: StageInputs(inputs), context: StageContext(progress: progress))
+            let output = try stage.run(json: json, inputs: StageInputs(inputs), context: StageContext(progress: progress, isCancelled: cancelled))
             return StageOutcome(outputs: output.files, metrics: output.metrics)
         } catch let e as StageError {
             return StageOutcome(error: e.description, permanent: e.permanent)

@@ -480,7 +480,7 @@ final class WorkerSession {
             }
             switch r.job.kind {
             case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
-            default: outcome = StageJobs.run(r.job, inputs: fetched, progress: progress)
+            default: outcome = StageJobs.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
             }
             recorder.lap(r.job.kind.rawValue, next: false)
             outcome.seconds = recorder.records.last?.seconds ?? 0

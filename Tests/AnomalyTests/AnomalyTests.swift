@@ -312,18 +312,18 @@ import Tensor
     /// scored alone, leave-one-out. The two differ only in how the GEMM
     /// rounds each dot product (within gamma_D |x||y|, gamma_8 about 5e-7,
     /// each way): about 1e-6 of these distances, checked at 1e-5.
-    @Test func trainImagesScoredTogetherAsEachAlone() {
+    @Test func trainImagesScoredTogetherAsEachAlone() throws {
         let train = (0..<6).map { Check.random([10 + $0, 8], seed: 140 + UInt64($0)) }
         let memory = PatchMemory(trainPatches: train, queryChunk: 8, memoryChunk: 24)
-        guard let together = memory.scoreTrainImages() else { Issue.record("no joint scoring for a memory of every patch"); return }
+        guard let together = try memory.scoreTrainImages() else { Issue.record("no joint scoring for a memory of every patch"); return }
         let alone = memory.score(train, trainImages: 0..<6)
         for (a, b) in zip(together, alone) {
             #expect(abs(a.score - b.score) <= 1e-5 * max(1, b.score))
             for (u, v) in zip(a.nearest, b.nearest) { #expect(abs(u - v) <= 1e-5 * max(1, v)) }
         }
         // Not for a coreset or inverted lists (their queries are not the memory's rows).
-        #expect(PatchMemory(trainPatches: train, coreset: 20).scoreTrainImages() == nil)
-        #expect(PatchMemory(trainPatches: train, probes: 2, lists: 4).scoreTrainImages() == nil)
+        #expect(try PatchMemory(trainPatches: train, coreset: 20).scoreTrainImages() == nil)
+        #expect(try PatchMemory(trainPatches: train, probes: 2, lists: 4).scoreTrainImages() == nil)
     }
 
     @Test func leaveOneOutScoresATrainImageAgainstTheOthers() {

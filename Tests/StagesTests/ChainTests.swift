@@ -76,7 +76,7 @@ extension ChainTests {
         // One labelled image per product type (the first three train images), as the reference.
         let labelled = train.prefix(3).map { SegmentationSample(image: $0.image, mask: $0.mask, productType: $0.type) }
         let unlabelled = train.map { SegmentationSample(image: $0.image, productType: $0.type) }
-        let head = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: classes, backbone: backbone, parameters: p).head
+        let head = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: classes, backbone: backbone, parameters: p).head
         let n = 6, good = render(.testGood, n), logical = render(.testLogical, n)
         // One backbone pass per image serves the segmenter and the banks.
         func vectors(_ images: [Image]) -> [(histogram: [Double], composition: [Double])] {

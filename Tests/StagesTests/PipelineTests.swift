@@ -130,6 +130,44 @@ extension PipelineTests {
     }
 }
 
+extension PipelineTests {
+    /// What a stage reported, kept across threads.
+    final class Reports: @unchecked Sendable {
+        private let lock = NSLock()
+        private var done: [Int] = []
+        func append(_ d: Int) { lock.lock(); done.append(d); lock.unlock() }
+        var all: [Int] { lock.lock(); defer { lock.unlock() }; return done }
+    }
+
+    /// A job no longer wanted stops at its next step (a worker's abandoned
+    /// job then frees its core and memory instead of running on beside the
+    /// next one): segment-train after the epoch in which the flag rose,
+    /// patch-features before it encodes the test images; both throw
+    /// StageCancelled.
+    @Test func aCancelledStageStopsAtItsNextStep() throws {
+        let data = try TemporaryDirectory()
+        try SyntheticBenchmark.write(to: data.url, seed: 5, size: .small, only: ["bottle_label"])
+        let on = DataFields(dataset: data.url.path, category: "bottle_label", imageSize: 64)
+        let epochs = Reports()
+        // The flag rises once two reports are in: epoch 0's start and epoch 1's end pass, epoch 2's end throws.
+        let training = StageContext(progress: { done, _, _ in epochs.append(done) }, isCancelled: { epochs.all.count >= 2 })
+        #expect(throws: StageCancelled.self) {
+            try SegmentTrainStage.run(OnData(on, StageSettings.SegmentTrain(
+                backbone: .efficientNetLite0, nShot: 3, epochs: 50, lossSet: .sup, seed: 1, viewsPerLabelledImage: 2, batchPairs: 4)),
+                                      inputs: StageInputs(), context: training)
+        }
+        #expect(epochs.all == [0, 1])
+        let images = Reports()
+        let searching = StageContext(progress: { done, _, _ in images.append(done) }, isCancelled: { images.all.count >= 2 })
+        #expect(throws: StageCancelled.self) {
+            try PatchFeaturesStage.run(OnData(on, StageSettings.PatchFeatures(backbone: .efficientNetLite0, patchImageSize: 64, patchResize: .square,
+                                                                              lessNormalFraction: 1, coresetFraction: 1)),
+                                       inputs: StageInputs(), context: searching)
+        }
+        #expect(images.all.count == 2, "\(images.all)")
+    }
+}
+
 /// The peak resident memory a worker reports per job, read from the
 /// kernel's status text as bytes.
 @Suite struct StageRecorderTests {

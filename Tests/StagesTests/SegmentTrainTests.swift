@@ -24,7 +24,7 @@ import Shared
         var p = SegmentTrainParameters()
         p.epochs = 8; p.batchPairs = 2; p.viewsPerLabelledImage = 3; p.learningRate = 1e-2; p.seed = 3
         let unlabelled = others.map { SegmentationSample(image: $0.image) }
-        let result = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let result = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
         #expect(result.epochLosses.count == 8)
         #expect(result.epochLosses.allSatisfy { $0.isFinite })
         #expect(result.epochLosses[3] < result.epochLosses[0], "\(result.epochLosses)")
@@ -86,8 +86,8 @@ extension SegmentTrainTests {
         let unlabelled = Self.samples(2..<6, size: 64).map { SegmentationSample(image: $0.image) }
         var p = SegmentTrainParameters()
         p.epochs = 6; p.batchPairs = 2; p.learningRate = 1e-2; p.seed = 5; p.viewsPerLabelledImage = 0
-        let fresh = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
-        let again = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let fresh = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let again = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
         #expect(fresh.epochLosses.allSatisfy { $0.isFinite } && fresh.epochLosses.last! < fresh.epochLosses.first!, "\(fresh.epochLosses)")
         // The same draws from the same seed; the encoder's threaded GEMMs may
         // round the last bit differently from run to run (OpenBLAS's Haswell
@@ -95,7 +95,7 @@ extension SegmentTrainTests {
         func drift(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-6) }.max() ?? 0 }
         #expect(drift(fresh.epochLosses, again.epochLosses) < 1e-3, "\(fresh.epochLosses) vs \(again.epochLosses)")
         p.viewsPerLabelledImage = 3
-        let fixed = SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let fixed = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
         #expect(drift(fixed.epochLosses, fresh.epochLosses) > 1e-2, "\(fixed.epochLosses) vs \(fresh.epochLosses)")
     }
 }
@@ -103,12 +103,12 @@ extension SegmentTrainTests {
 @Suite struct UNetTrainTests {
     /// A small UNet learns the part masks of a few pin_grid images from
     /// scratch (here the generator's truth stands in for pseudo-labels).
-    @Test func learnsTheMasksItIsTrainedOn() {
+    @Test func learnsTheMasksItIsTrainedOn() throws {
         let samples = SegmentTrainTests.samples(0..<6, size: 64)
         var p = UNetTrain.Parameters()
         p.width = 8; p.depth = 3; p.epochs = 25; p.batch = 3; p.learningRate = 1e-2; p.seed = 2
         let labels = samples.map { $0.mask!.pixels.map { Int32($0) } }
-        let result = UNetTrain.run(images: samples.map(\.image), labels: labels, classes: 5, parameters: p)
+        let result = try UNetTrain.run(images: samples.map(\.image), labels: labels, classes: 5, parameters: p)
         #expect(result.epochLosses.last! < result.epochLosses.first! * 0.5, "\(result.epochLosses)")
         let masks = UNetTrain.masks(result.net, images: samples.map(\.image))
         let all = labels.flatMap { $0 }
@@ -133,7 +133,7 @@ extension SegmentTrainTests {
         var p = SegmentTrainParameters()
         p.epochs = 6; p.batchPairs = 2; p.viewsPerLabelledImage = 3; p.learningRate = 1e-2; p.seed = 3; p.finetune = finetune
         let backbone = try EfficientNetLite.pretrainedLite0()
-        let result = SegmentTrain.run(labelled: labelled, unlabelled: others.map { SegmentationSample(image: $0.image) }, classes: 5,
+        let result = try SegmentTrain.run(labelled: labelled, unlabelled: others.map { SegmentationSample(image: $0.image) }, classes: 5,
                                       backbone: backbone, parameters: p, encoder: try BackboneName.efficientNetLite0.trainingEncoder(finetune))
         #expect(result.epochLosses.allSatisfy { $0.isFinite } && result.epochLosses.last! < result.epochLosses.first!, "\(result.epochLosses)")
         let tuned = try #require(result.encoder)

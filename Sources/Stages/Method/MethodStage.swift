@@ -66,13 +66,16 @@ public struct StageOutput: Sendable {
 }
 
 /// What a stage gets from the process it runs in: where to report
-/// progress, the backbones (loaded once per process), and an optional
-/// cache of encoder taps for a chain that runs several stages on the same
-/// images in one process.
+/// progress, whether to stop, the backbones (loaded once per process), and
+/// an optional cache of encoder taps for a chain that runs several stages
+/// on the same images in one process.
 public final class StageContext: @unchecked Sendable {
     /// done, total, unit (e.g. 3, 100, "epochs").
     public typealias Progress = @Sendable (Int, Int, String) -> Void
     public let progress: Progress
+    /// True once the job is no longer wanted (its lease lost or cancelled):
+    /// the stage stops at its next ``advance(_:_:_:)``.
+    public let isCancelled: @Sendable () -> Bool
     private let lock = NSLock()
     private var backbones: [BackboneName: any Backbone] = [:]
     private var taps: [String: [[Int: Tensor]]]?
@@ -80,9 +83,19 @@ public final class StageContext: @unchecked Sendable {
     /// - Parameter cacheTaps: keep every image's encoder taps for later
     ///   stages of this process (an in-process chain; memory grows with the
     ///   category).
-    public init(progress: @escaping Progress = { _, _, _ in }, cacheTaps: Bool = false) {
+    public init(progress: @escaping Progress = { _, _, _ in }, cacheTaps: Bool = false, isCancelled: @escaping @Sendable () -> Bool = { false }) {
         self.progress = progress
+        self.isCancelled = isCancelled
         self.taps = cacheTaps ? [:] : nil
+    }
+
+    /// Reports progress, or throws ``StageCancelled`` where the job is no
+    /// longer wanted: every long stage calls it between its steps (epochs,
+    /// blocks of images), so an abandoned job frees its core and memory
+    /// within one step instead of running on beside the next job.
+    public func advance(_ done: Int, _ total: Int, _ unit: String) throws {
+        if isCancelled() { throw StageCancelled(done: done, total: total, unit: unit) }
+        progress(done, total, unit)
     }
 
     /// Whether taps are kept for later stages of this process.
@@ -174,4 +187,10 @@ extension ScaleType {
 extension MemoryType {
     /// The job model's combination.
     public init(_ combination: MemoryCombination) { self = MemoryType(combination.letters)! }
+}
+
+/// A stage stopped because its job is no longer wanted.
+public struct StageCancelled: Error, CustomStringConvertible {
+    public let done: Int, total: Int, unit: String
+    public var description: String { "cancelled after \(done) of \(total) \(unit)" }
 }

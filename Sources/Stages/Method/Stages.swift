@@ -54,13 +54,13 @@ public enum SegmentTrainStage: MethodStage {
         if let v = p.batchPairs { sp.batchPairs = v }
         if let v = p.learningRate { sp.learningRate = v }
         sp.finetune = p.finetune ?? .head
-        context.progress(0, sp.epochs, "epochs")
+        try context.advance(0, sp.epochs, "epochs")
         // The frozen taps, where the head trains on them or the trained units start after them.
         let trainTaps = sp.finetune == .all ? nil : try context.taps(.train, of: input, backbone: p.backbone, loaded: train)
-        let result = SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
+        let result = try SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
                                       classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
                                       parameters: sp, unlabelledTaps: trainTaps, encoder: try p.backbone.trainingEncoder(sp.finetune),
-                                      progress: { epoch, _ in context.progress(epoch + 1, sp.epochs, "epochs") })
+                                      progress: { epoch, _ in try context.advance(epoch + 1, sp.epochs, "epochs") })
         var out = StageOutput(files: [ArtifactFormat.head: SafetensorsFile.encode(result.head.tensors),
                                       ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
                               metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
@@ -121,9 +121,9 @@ public enum UNetTrainStage: MethodStage {
         if let v = p.unetWidth { up.width = v }
         if let v = p.unetDepth { up.depth = v }
         if let v = p.unetBatch { up.batch = v }
-        context.progress(0, up.epochs, "epochs")
-        let unet = UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up,
-                                 progress: { epoch, _ in context.progress(epoch + 1, up.epochs, "epochs") })
+        try context.advance(0, up.epochs, "epochs")
+        let unet = try UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up,
+                                 progress: { epoch, _ in try context.advance(epoch + 1, up.epochs, "epochs") })
         let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
         var out = StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))
         out.files[ArtifactFormat.losses] = try JSONEncoder().encode(unet.epochLosses)
@@ -148,13 +148,13 @@ public enum PatchFeaturesStage: MethodStage {
         let tests = input.testSamples.count
         // Progress: every image encoded (train, then test), then every image scored.
         let count = kept + tests
-        context.progress(0, 2 * count, "image steps")
+        try context.advance(0, 2 * count, "image steps")
         let trainTaps = Array(try context.taps(.train, of: patchInput, backbone: p.backbone).prefix(kept))
-        context.progress(kept, 2 * count, "image steps")
+        try context.advance(kept, 2 * count, "image steps")
         let testTaps = try context.taps(.test, of: patchInput, backbone: p.backbone)
-        context.progress(count, 2 * count, "image steps")
-        let patch = PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, probes: p.patchProbes, seed: p.seed ?? 0,
-                                   scored: { context.progress(count + $0, 2 * count, "image steps") })
+        try context.advance(count, 2 * count, "image steps")
+        let patch = try PatchStage.run(trainTaps: trainTaps, testTaps: testTaps, coresetFraction: p.coresetFraction, probes: p.patchProbes, seed: p.seed ?? 0,
+                                   scored: { try context.advance(count + $0, 2 * count, "image steps") })
         let maps = try input.maps(patch.testMaps(size: patchInput.size), from: patchInput)
         let fprLimit = p.fprLimit ?? 0.05
         let pixel = try input.pixelMetrics(maps: maps, fprLimit: fprLimit)
