@@ -469,7 +469,7 @@ final class WorkerSession {
             return
         }
         fullCachePause = nil
-        let fetched = inputs, wakeup = wakeup
+        let fetched = inputs, wakeup = wakeup, logger = logger
         Thread.detachNewThread { [r] in
             // One job at a time per process: the process's high-water mark, reset here, is the job's.
             var recorder = StageRecorder()
@@ -485,6 +485,12 @@ final class WorkerSession {
             recorder.lap(r.job.kind.rawValue, next: false)
             outcome.seconds = recorder.records.last?.seconds ?? 0
             outcome.peakMiB = recorder.peakIsPerStage ? recorder.records.last?.peakMebibytes : nil
+            if r.cancelled.load(ordering: .relaxed) {
+                // Nobody waits for this outcome: say that the abandoned job's stage has let its core go.
+                logger.info("an abandoned job's stage stopped", metadata: [
+                    "token": "\(token)", "kind": "\(r.job.kind.rawValue)", "seconds": "\(Int(outcome.seconds.rounded()))",
+                    "outcome": "\(outcome.error ?? "finished")"])
+            }
             r.outcome.withLock { $0 = outcome }
             wakeup.signal()
         }

@@ -61,6 +61,40 @@ import Vision
     /// coordinator SIGKILLed and restarted while the replacement worker
     /// holds a job. The faulted run's results equal the clean run's, digit
     /// for digit: a retried or re-adopted stage computes what it would have.
+    /// Cancelling a sweep while a worker trains its segmenter: the worker
+    /// abandons the job and the stage stops at its next epoch (it says so
+    /// in its log) instead of training on beside whatever comes next.
+    @Test func aCancelledSegmenterStopsTraining() throws {
+        let cluster = try Cluster(leaseSeconds: 10)
+        let data = cluster.state.url.appendingPathComponent("data")
+        try SyntheticBenchmark.write(to: data, seed: 3, size: .small, only: ["pin_grid"])
+        try cluster.startCoordinator()
+        try cluster.submit("""
+            {"name": "long", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 100000, "memory_types": ["h"]}}
+            """)
+        try cluster.startWorker("a")
+        let log = cluster.state.url.appendingPathComponent("worker-a.log")
+        /// The worker's log once it says `what`, or as it is after `seconds`.
+        func logOnce(saying what: String, seconds: Double) -> String {
+            let deadline = Date().addingTimeInterval(seconds)
+            var text = ""
+            while Date() < deadline {
+                text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                if text.contains(what) { break }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            return text
+        }
+        // Started (a job held ahead in the worker's window is leased too, but not running).
+        #expect(logOnce(saying: "kind=segment-train token=", seconds: 300).contains("kind=segment-train token="), "\(cluster.tail())")
+        Thread.sleep(forTimeInterval: 3)
+        _ = try cluster.command(["cancel", "long"])
+        let text = logOnce(saying: "an abandoned job's stage stopped", seconds: 60)
+        #expect(text.contains("an abandoned job's stage stopped") && text.contains("kind=segment-train")
+                && text.contains("cancelled after"), "\(cluster.tail())")
+    }
+
     @Test func aSweepThroughKillsEndsWithTheCleanRunsResults() throws {
         let data = try TemporaryDirectory()
         try SyntheticBenchmark.write(to: data.url, seed: 4, size: .small, only: ["pin_grid"])
