@@ -7,7 +7,7 @@ import Tensor
 
 /// The worker: connects to a coordinator and runs the stage jobs it is
 /// given until SIGTERM or SIGINT, which drain it (the job in hand is
-/// finished and reported first).
+/// finished and reported first; a second signal hands it back instead).
 @main
 struct PSADWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,7 +48,7 @@ struct PSADWorker: ParsableCommand {
     @Option(help: "Seconds to wait for any answer to hello or ready before exiting with an error.")
     var coordinatorTimeout: Double = 3600
 
-    @Option(help: "On SIGTERM, hand the running stage back if it has not finished this many seconds after the signal (default: finish it, however long).")
+    @Option(help: "On SIGTERM, hand the running stage back if it has not finished this many seconds after the signal (default: finish it, however long; a second SIGTERM or SIGINT hands it back at once).")
     var drainSeconds: Double?
 
     @Option(help: "Leased jobs held ahead of the running one while jobs take under --prefetch-below-seconds (0: one job at a time).")

@@ -36,7 +36,9 @@ final class Wakeup: @unchecked Sendable {
 /// chunks, report done or fail. A lost lease (cancel) abandons the job; a
 /// coordinator that forgot this worker (restart) gets hello again with the
 /// attempts in flight, which it re-adopts. SIGTERM drains: the job in hand
-/// is finished and reported, jobs held ahead are handed back, then bye.
+/// is finished and reported, jobs held ahead are handed back, then bye. A
+/// second signal, or `drainSeconds` passing, hands the job in hand back
+/// unfinished (its stage stops at its next step; the attempt not counted).
 ///
 /// While its jobs are short (under `prefetchBelowSeconds`), the worker
 /// holds up to `prefetch` leased jobs ahead of the one running, so that
@@ -122,6 +124,8 @@ final class WorkerSession {
     let cache: ArtifactStore
     let logger: Logger
     let draining: TerminationFlag
+    /// The log has said once that the worker drains and what a second signal does.
+    var toldDraining = false
     var heartbeatSeconds = 2.0
     var lastHeartbeat = -Double.infinity
     /// The coordinator's lease, from its welcome (nil: not said).
@@ -230,9 +234,20 @@ final class WorkerSession {
                     try report(current, outcome)
                     continue
                 }
-                if let limit = settings.drainSeconds, let waited = draining.secondsSinceRequest, waited >= limit {
-                    try handBack(current, after: waited)
-                    continue
+                if let waited = draining.secondsSinceRequest {
+                    if draining.count >= 2 {
+                        try handBack(current, after: waited, reason: "a second signal")
+                        continue
+                    }
+                    if let limit = settings.drainSeconds, waited >= limit {
+                        try handBack(current, after: waited, reason: "its --drain-seconds")
+                        continue
+                    }
+                    if !toldDraining {
+                        toldDraining = true
+                        logger.notice("draining: the running stage finishes first (a second SIGTERM or SIGINT hands it back now)",
+                                      metadata: ["kind": "\(current.job.kind.rawValue)", "token": "\(current.job.token)"])
+                    }
                 }
                 if !ahead.isEmpty, !jobsAreShort {
                     try handBackAhead(because: "the stage running on worker \(settings.worker) passed \(settings.prefetchBelowSeconds) s")
@@ -496,10 +511,11 @@ final class WorkerSession {
         }
     }
 
-    /// Gives the running job back unfinished (draining past `drainSeconds`).
-    func handBack(_ r: Running, after waited: Double) throws {
+    /// Gives the running job back unfinished (draining, on a second signal
+    /// or past `drainSeconds`): ready again at once, the attempt not counted.
+    func handBack(_ r: Running, after waited: Double, reason why: String) throws {
         let token = r.job.token
-        let reason = "worker \(settings.worker) drained \(Int(waited)) s after its signal, before the stage finished"
+        let reason = "worker \(settings.worker) drained \(Int(waited)) s after its signal (\(why)), before the stage finished"
         do {
             let reply = try request(.release(.init(token: token, reason: reason)), about: r) {
                 if case .ack(let a) = $0 { a.token == token } else { false }

@@ -127,6 +127,32 @@ import Shared
         #expect(try cluster.command(["explain", try firstDeadKey(cluster)]).contains("done, 1 attempt(s)"))
     }
 
+    /// Without --drain-seconds the first signal lets the stage finish and
+    /// says so; a second hands it back at once, as --drain-seconds would.
+    @Test func aSecondSignalHandsTheRunningStageBack() throws {
+        let cluster = try Cluster()
+        try cluster.startCoordinator()
+        try cluster.submit(Self.diagnostic("s", #""jobs": 1, "seconds": 60"#, attempts: 1))
+        try cluster.startWorker("a")
+        _ = try cluster.wait("s", seconds: 20) { $0["leased"] == 1 }
+        let log = cluster.state.url.appendingPathComponent("worker-a.log")
+        cluster.signalWorker("a", SIGTERM)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, !((try? String(contentsOf: log, encoding: .utf8)) ?? "").contains("draining:") {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(cluster.workers["a"]!.isRunning, "one signal drains: the stage runs on")
+        let signalled = Date()
+        cluster.signalWorker("a", SIGTERM)
+        cluster.workers["a"]!.waitUntilExit()
+        #expect(cluster.workers["a"]!.terminationStatus == 0 && Date().timeIntervalSince(signalled) < 2.5)
+        #expect(try cluster.counts("s") == ["ready": 1])
+        let text = try String(contentsOf: log, encoding: .utf8)
+        #expect(text.contains("a second SIGTERM or SIGINT hands it back now") && text.contains("handed a job back")
+                && text.contains("accepted=true") && text.contains("drained; bye"), "\(text)")
+        #expect(try cluster.attempts("s") == ["handed-back": 1])
+    }
+
     /// Short jobs are held ahead (prefetch); those held ahead of a stage
     /// that turns out long are handed back, taken by another worker, and
     /// cost no attempt (max_attempts 1: one spent would leave a job dead).

@@ -5,11 +5,13 @@ import Synchronization
 
 /// Set when the process receives one of the given signals (SIGTERM and
 /// SIGINT by default), which are then no longer fatal: a serving loop reads
-/// the flag and stops or drains in its own time.
+/// the flag and stops or drains in its own time. It counts the signals, so
+/// that a second one can mean "now" (a worker hands its stage back).
 public final class TerminationFlag: @unchecked Sendable {
     private let value = Atomic<Bool>(false)
     /// When the first signal came (seconds since 1970, as bits; 0: not yet).
     private let since = Atomic<UInt64>(0)
+    private let received = Atomic<Int>(0)
     /// Kept alive with the flag; never changed after init (hence unchecked Sendable).
     private var sources: [DispatchSourceSignal] = []
 
@@ -27,6 +29,9 @@ public final class TerminationFlag: @unchecked Sendable {
 
     public var requested: Bool { value.load(ordering: .relaxed) }
 
+    /// How many times the flag was set (signals and ``set()`` calls).
+    public var count: Int { received.load(ordering: .relaxed) }
+
     /// Seconds since the first signal (nil before one).
     public var secondsSinceRequest: Double? {
         let bits = since.load(ordering: .relaxed)
@@ -36,6 +41,7 @@ public final class TerminationFlag: @unchecked Sendable {
     /// Sets the flag from code (as a signal would).
     public func set() {
         _ = since.compareExchange(expected: 0, desired: monotonicSeconds().bitPattern, ordering: .relaxed)
+        received.add(1, ordering: .relaxed)
         value.store(true, ordering: .relaxed)
     }
 }
