@@ -31,6 +31,9 @@ struct TrainProfile: ParsableCommand {
     @Option(help: "Cached labelled views per image (0: a fresh view every draw, the default).")
     var labelledViews = 0
 
+    @Option(help: "Draws each fresh labelled view serves on average (1: a fresh view every draw, the default).")
+    var viewReuse = 1
+
     @Option(help: "Threads for the kernels and OpenBLAS.")
     var threads = 1
 
@@ -47,7 +50,7 @@ struct TrainProfile: ParsableCommand {
         let peak = sgemm()
         let segmenter = try SegmentTrainStage.run(
             OnData(data, .init(backbone: .efficientNetLite0, nShot: 5, epochs: epochs, lossSet: .supEntropyHistogram, seed: 0,
-                               viewsPerLabelledImage: labelledViews, finetune: finetune)),
+                               viewsPerLabelledImage: labelledViews, finetune: finetune, viewReuse: viewReuse)),
             inputs: StageInputs(), context: context)
         var profiles = [("segment-train", segmenter.profile!)]
         if unetEpochs > 0 {

@@ -19,6 +19,12 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     /// noisier and hcp/max loses about 2 points of SA on the synthetic
     /// benchmark (BENCHMARKS.md, "Ablations through the system").
     public var viewsPerLabelledImage = StageSettings.SegmentTrain.defaultViewsPerLabelledImage
+    /// With fresh views: how many draws a fresh view serves on average. 1
+    /// (the default, the reference's): every draw is a fresh augmentation.
+    /// R > 1: each labelled image keeps its R most recent fresh views, and a
+    /// draw of it is fresh with probability 1/R (always while it has none),
+    /// otherwise one of those at random: a step encodes 1/R of its views.
+    public var viewReuse = 1
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
     public var rotationDegrees = 20.0
@@ -65,6 +71,8 @@ public enum SegmentTrain {
         public let encoder: [String: Tensor]?
         /// Time and arithmetic of the steps' phases (augment, encode, forward, losses, backward, optimiser).
         public let profile: StepProfile
+        /// Labelled views drawn over the run, and how many of them were fresh augmentations.
+        public let draws: Int, freshViews: Int
     }
 
     /// One image's encoder taps (strides 4, 8, 16; with an encoder that
@@ -119,6 +127,9 @@ public enum SegmentTrain {
                    productType: view.sample.productType)
         }
         let fresh = p.viewsPerLabelledImage == 0
+        precondition(p.viewReuse >= 1 && (fresh || p.viewReuse == 1), "viewReuse must be at least 1, and 1 with cached views")
+        /// Each labelled image's most recent fresh views (at most `viewReuse`, oldest first), when they are reused.
+        var recent = [[Cached]](repeating: [], count: labelled.count)
         let views = labelled.flatMap { sample in (0..<p.viewsPerLabelledImage).map { encoded(augment(sample, augmented: $0 != 0)) } }
         let pool = unlabelled.indices.map { i in
             Cached(taps: unlabelledTaps.flatMap { prefix(ofTaps: $0[i]) } ?? encode(unlabelled[i].image), angle: 0,
@@ -143,19 +154,28 @@ public enum SegmentTrain {
         let steps = max(1, unlabelled.count / p.batchPairs)
         var epochLosses: [Float] = []
         var profile = StepProfile()
+        var draws = 0, freshViews = 0
         for epoch in 0..<p.epochs {
             let unsupervised = epoch >= p.epochs / 2 && p.lossSet != .sup
             var total: Float = 0
             for _ in 0..<steps {
                 // Views and partners drawn in one pass (the generator's order), fresh views encoded after.
                 var chosen: [Cached] = [], drawn: [(image: Image, angle: Double, sample: SegmentationSample, labels: [Int32])] = []
+                /// Per draw with fresh views: the labelled image, and the reused view (nil: the next of `drawn`).
+                var picks: [(image: Int, reused: Cached?)] = []
                 var partners: [Cached] = []
                 profile.time("augment") {
                     for _ in 0..<p.batchPairs {
                         let type: Int?
                         if fresh {
-                            drawn.append(augment(labelled[rng.int(0...(labelled.count - 1))], augmented: true))
-                            type = drawn.last!.sample.productType
+                            let i = rng.int(0...(labelled.count - 1))
+                            if p.viewReuse > 1, !recent[i].isEmpty, !rng.chance(1 / Double(p.viewReuse)) {
+                                picks.append((i, recent[i][rng.int(0...(recent[i].count - 1))]))
+                            } else {
+                                picks.append((i, nil))
+                                drawn.append(augment(labelled[i], augmented: true))
+                            }
+                            type = labelled[i].productType
                         } else {
                             chosen.append(views[rng.int(0...(views.count - 1))])
                             type = chosen.last!.productType
@@ -164,7 +184,19 @@ public enum SegmentTrain {
                         partners.append((sameType.isEmpty ? pool : sameType)[rng.int(0...((sameType.isEmpty ? pool : sameType).count - 1))])
                     }
                 }
-                if fresh { chosen = profile.time("encode") { drawn.map(encoded) } }
+                draws += p.batchPairs
+                freshViews += drawn.count
+                if fresh {
+                    var encodedViews = profile.time("encode") { drawn.map(encoded) }[...]
+                    for (i, reused) in picks {
+                        guard let view = reused ?? encodedViews.popFirst() else { preconditionFailure("a fresh draw without its view") }
+                        chosen.append(view)
+                        if reused == nil && p.viewReuse > 1 {
+                            recent[i].append(view)
+                            if recent[i].count > p.viewReuse { recent[i].removeFirst() }
+                        }
+                    }
+                }
                 let tape = Tape()
                 // The losses take the stride-4 logits and upsample inside (fused, SegmentationLoss.supervisedUpsampled).
                 let labels = chosen.flatMap { $0.labels! }
@@ -194,7 +226,7 @@ public enum SegmentTrain {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.
             encoder.recalibrate(stride(from: 0, to: pool.count, by: p.batchPairs).map { batch(pool[$0..<min($0 + p.batchPairs, pool.count)]) })
         }
-        return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors, profile: profile)
+        return Result(head: head, epochLosses: epochLosses, encoder: encoder?.tensors, profile: profile, draws: draws, freshViews: freshViews)
     }
 
     /// Concatenates [1, C, h, w] tensors into one batch.

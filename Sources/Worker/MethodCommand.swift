@@ -65,6 +65,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Augmented views per labelled image in segment-train (default 0: a fresh augmentation at every step, as the reference; N: N fixed views, cheaper).")
     var labelledViews: Int?
 
+    @Option(help: "Draws each fresh labelled view serves on average in segment-train (default 1: a fresh view at every draw, the reference; R: a step encodes 1/R of its views and reuses recent ones).")
+    var viewReuse = 1
+
     @Option(help: "What trains in segment-train: head (on the frozen encoder), last (also the encoder's units after its stride-8 tap) or all (every encoder weight, the reference).")
     var finetune = Finetune.head.rawValue
 
@@ -146,6 +149,11 @@ struct MethodCommand: ParsableCommand {
         if let labelledViews {
             guard labelledViews >= 0 else { throw ValidationError("--labelled-views must not be negative") }
             settings.viewsPerLabelledImage = labelledViews
+        }
+        guard viewReuse >= 1 else { throw ValidationError("--view-reuse must be at least 1") }
+        if viewReuse > 1 {
+            guard (labelledViews ?? 0) == 0 else { throw ValidationError("--view-reuse applies to fresh views; --labelled-views caches them instead") }
+            settings.viewReuse = viewReuse
         }
         guard let finetune = Finetune(rawValue: finetune) else { throw ValidationError("--finetune takes head, last or all, not '\(self.finetune)'") }
         if finetune != .head { settings.finetune = finetune }

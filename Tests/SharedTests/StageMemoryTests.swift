@@ -55,6 +55,11 @@ import Testing
         }
         #expect((284...286).contains(estimate(64) - estimate(0)), "\(estimate(64)) - \(estimate(0))")
         #expect(estimate(nil) == estimate(StageSettings.SegmentTrain.defaultViewsPerLabelledImage))
+        // Reused fresh views: each labelled image keeps its R most recent (5 x 5 views here).
+        var reused = Self.parameters(.segmentTrain, size: 256, backbone: "efficientnet-lite0")
+        reused["view_reuse"] = .int(5)
+        let ring = StageMemory.estimateMiB(kind: .segmentTrain, parameters: reused, size: .syntheticDefault) - estimate(0)
+        #expect((21...23).contains(ring), "\(ring)")
     }
 
     @Test func moreImagesOrLargerImagesNeverNeedLess() {

@@ -129,6 +129,26 @@ import Testing
         for b in bad { #expect(throws: SweepError.self) { try plan(#", "grid": {"\#(field)": \#(b)}"#) } }
     }
 
+    /// view_reuse 1 is a fresh view at every draw, the absence of the field;
+    /// another value adds a segmenter (and everything after it), its value in
+    /// the key; 0 is refused, and so is reuse with cached views.
+    @Test func viewReuseOfOneIsItsAbsence() throws {
+        func plan(_ grid: String) throws -> SweepPlan {
+            SweepExpander.expand(try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json"))
+        }
+        let plain = try plan(""), one = try plan(#", "grid": {"view_reuse": 1}"#), both = try plan(#", "grid": {"view_reuse": [1, 5]}"#)
+        #expect(Set(one.jobs.map(\.key)) == Set(plain.jobs.map(\.key)))
+        #expect(one.evaluations.map(\.setting) == plain.evaluations.map(\.setting))
+        let segmenters = both.jobs.filter { $0.kind == .segmentTrain }
+        #expect(segmenters.count == 2 && Set(segmenters.map { $0.parameters["view_reuse"] }) == [nil, .int(5)])
+        #expect(both.jobs.filter { $0.kind == .patchFeatures }.count == 1)
+        #expect(both.evaluations.filter { $0.setting.contains(#""view_reuse":5"#) }.count == plain.evaluations.count)
+        for bad in [#"{"view_reuse": 0}"#, #"{"view_reuse": 5, "labelled_views": [0, 8]}"#] {
+            #expect(throws: SweepError.self) { try plan(#", "grid": \#(bad)"#) }
+        }
+        _ = try plan(#", "grid": {"view_reuse": 5, "labelled_views": 0}"#)
+    }
+
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
         let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
         var labelled = plain
@@ -199,7 +219,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes, tta_views)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes, tta_views, view_reuse)")) {
             try parse(text)
         }
     }

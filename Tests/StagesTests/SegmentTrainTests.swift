@@ -94,9 +94,35 @@ extension SegmentTrainTests {
         // kernels do), so "the same" is to well within float32 training noise.
         func drift(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-6) }.max() ?? 0 }
         #expect(drift(fresh.epochLosses, again.epochLosses) < 1e-3, "\(fresh.epochLosses) vs \(again.epochLosses)")
+        #expect(fresh.freshViews == fresh.draws && fresh.draws == 6 * 2 * 2)
         p.viewsPerLabelledImage = 3
         let fixed = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
         #expect(drift(fixed.epochLosses, fresh.epochLosses) > 1e-2, "\(fixed.epochLosses) vs \(fresh.epochLosses)")
+        #expect(fixed.freshViews == 0)
+    }
+
+    /// `viewReuse` R: a draw is a fresh view with probability 1/R (always an
+    /// image's first), otherwise one of the image's R most recent: the run
+    /// encodes about 1/R of its draws, trains, is reproducible from its
+    /// seed, and is not the run with a fresh view at every draw.
+    @Test func reusedFreshViewsEncodeAboutOneDrawInR() throws {
+        let backbone = try EfficientNetLite.pretrainedLite0()
+        let labelled = Self.samples(0..<2, size: 64)
+        let unlabelled = Self.samples(2..<6, size: 64).map { SegmentationSample(image: $0.image) }
+        var p = SegmentTrainParameters()
+        p.epochs = 20; p.batchPairs = 2; p.learningRate = 1e-2; p.seed = 5
+        let everyDraw = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        p.viewReuse = 4
+        let reused = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        let again = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: 5, backbone: backbone, parameters: p)
+        // 80 draws: 2 first views, then fresh with probability 1/4 (binomial,
+        // mean 21.5, sd 3.8); 10-33 is 3 sd either way.
+        #expect(reused.draws == 80 && (10...33).contains(reused.freshViews), "\(reused.freshViews) fresh of \(reused.draws)")
+        #expect(again.freshViews == reused.freshViews)
+        #expect(reused.epochLosses.allSatisfy { $0.isFinite } && reused.epochLosses.last! < reused.epochLosses.first!, "\(reused.epochLosses)")
+        func drift(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-6) }.max() ?? 0 }
+        #expect(drift(reused.epochLosses, again.epochLosses) < 1e-3)
+        #expect(drift(reused.epochLosses, everyDraw.epochLosses) > 1e-2)
     }
 }
 

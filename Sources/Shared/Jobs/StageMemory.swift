@@ -98,6 +98,7 @@ public enum StageMemory {
         var patchImageSize: Int?
         var finetune: Finetune?
         var viewsPerLabelledImage: Int?
+        var viewReuse: Int?
     }
 
     /// The process itself: runtime, libraries, OpenBLAS's buffers.
@@ -132,8 +133,10 @@ public enum StageMemory {
             bytes += 1600 * 1600 * 3 * 5 + mask * 2
         case .segmentTrain:
             let inputChannels = c4 + c8 + c16 + 2, hidden = inputChannels / 2
-            // Cached labelled views (fresh views keep none; each step's five are in `forward`).
-            let views = (sizing.nShot ?? 5) * (sizing.viewsPerLabelledImage ?? StageSettings.SegmentTrain.defaultViewsPerLabelledImage)
+            // Cached labelled views (fresh views keep none, or the `viewReuse` most
+            // recent of each labelled image; each step's five are in `forward`).
+            let views = (sizing.nShot ?? 5) * ((sizing.viewsPerLabelledImage ?? StageSettings.SegmentTrain.defaultViewsPerLabelledImage)
+                + (sizing.viewReuse.map { $0 > 1 ? $0 : 0 } ?? 0))
             // A step: 5 labelled views and 5 unlabelled partners through the head
             // (input, hidden and logits at stride 4, logits upsampled, each with its gradient).
             let step = 10 * ((inputChannels + 3 * hidden) * pixels / 16 + 6 * n.classes * pixels) * 4 * 2

@@ -123,14 +123,18 @@ public enum StageSettings {
         public static let defaultViewsPerLabelledImage = 0
         /// What trains (nil: the head only, as before the field existed).
         public var finetune: Finetune?
+        /// Draws a fresh labelled view serves on average (nil: 1, a fresh view at every draw).
+        public var viewReuse: Int?
         public init(backbone: BackboneName, nShot: Int, epochs: Int, lossSet: LossSet, seed: UInt64,
-                    viewsPerLabelledImage: Int? = nil, batchPairs: Int? = nil, learningRate: Float? = nil, finetune: Finetune? = nil) {
+                    viewsPerLabelledImage: Int? = nil, batchPairs: Int? = nil, learningRate: Float? = nil, finetune: Finetune? = nil,
+                    viewReuse: Int? = nil) {
             self.backbone = backbone; self.nShot = nShot; self.epochs = epochs; self.lossSet = lossSet; self.seed = seed
             self.batchPairs = batchPairs; self.learningRate = learningRate
             // A stage default named explicitly is left out, so a sweep that names
             // it shares the segmenter (its key) with one that does not.
             self.viewsPerLabelledImage = viewsPerLabelledImage == Self.defaultViewsPerLabelledImage ? nil : viewsPerLabelledImage
             self.finetune = finetune == .head ? nil : finetune
+            self.viewReuse = viewReuse == 1 ? nil : viewReuse
         }
     }
 

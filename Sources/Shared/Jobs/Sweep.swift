@@ -59,6 +59,8 @@ public struct Sweep: Equatable, Sendable {
         public var labelledViews: [Int]?
         /// What trains in segment-train (nil: the head only).
         public var finetunes: [Finetune]?
+        /// Draws each fresh labelled view serves on average (nil or 1: a fresh view at every draw).
+        public var viewReuse: [Int]?
         /// PatchCore's search: probes of inverted lists; 0 or absent: exact.
         public var patchProbes: [Int]?
         /// Rotated views the pseudo-labels average with each image's own; 0 or absent: none.
@@ -183,7 +185,7 @@ extension Sweep.Grid: Decodable {
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
              patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views",
-             finetunes = "finetune", patchProbes = "patch_probes", ttaViews = "tta_views"
+             finetunes = "finetune", patchProbes = "patch_probes", ttaViews = "tta_views", viewReuse = "view_reuse"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -208,6 +210,10 @@ extension Sweep.Grid: Decodable {
         patchResizes = try f.list(.patchResizes, or: patchResizes)
         labelledViews = try f.optionalList(.labelledViews, atLeast: 0)
         finetunes = try f.optionalList(.finetunes)
+        viewReuse = try f.optionalList(.viewReuse, atLeast: 1)
+        if (viewReuse ?? []).contains(where: { $0 > 1 }), (labelledViews ?? []).contains(where: { $0 > 0 }) {
+            throw f.problem(.viewReuse, "applies to fresh labelled views (labelled_views 0); cached views are reused by design")
+        }
         patchProbes = try f.optionalList(.patchProbes, atLeast: 0)
         ttaViews = try f.optionalList(.ttaViews, atLeast: 0) { $0 <= Self.maxTTAViews ? nil : "\($0) views is more than \(Self.maxTTAViews)" }
     }

@@ -113,10 +113,12 @@ public enum SweepExpander {
                         for nShot in g.nShot { for epochs in g.epochs { for lossSet in g.lossSets { for seed in g.seeds {
                         for views in g.labelledViews.map({ $0.map(Optional.some) }) ?? [nil] {
                         for finetune in g.finetunes.map({ $0.map(Optional.some) }) ?? [nil] {
+                        for reuse in Set(g.viewReuse.map { $0.map { $0 == 1 ? nil : $0 } } ?? [nil]).sorted(by: { ($0 ?? 1) < ($1 ?? 1) }) {
                             let segment = plan.add(.segmentTrain, category: category,
                                                    OnData(data, StageSettings.SegmentTrain(backbone: encoder, nShot: shots(nShot), epochs: epochs,
                                                                                            lossSet: lossSet, seed: UInt64(seed),
-                                                                                           viewsPerLabelledImage: views, finetune: finetune)),
+                                                                                           viewsPerLabelledImage: views, finetune: finetune,
+                                                                                           viewReuse: reuse)),
                                                    inputs: ["preprocessed": prep])
                             for tta in Set(g.ttaViews.map { $0.map { $0 == 0 ? nil : $0 } } ?? [nil]).sorted(by: { ($0 ?? 0) < ($1 ?? 0) }) {
                             let pseudo = plan.add(.pseudoLabel, category: category, OnData(data, StageSettings.PseudoLabel(backbone: encoder, ttaViews: tta)),
@@ -140,11 +142,13 @@ public enum SweepExpander {
                                             lossSet: lossSet, seed: seed, unetEpochs: unetEpochs, epsilon: epsilon, trainStatistic: statistic,
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
                                             bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize,
-                                            labelledViews: views, finetune: finetune, patchProbes: probes, ttaViews: tta)))
+                                            labelledViews: views, finetune: finetune, patchProbes: probes, ttaViews: tta,
+                                            viewReuse: reuse)))
                                     } }
                                 } } }
                             }
                             }
+                        }
                         }
                         }
                         } } } }
@@ -183,25 +187,27 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     public var patchProbes: Int?
     /// Set only where the grid names test-time views.
     public var ttaViews: Int?
+    /// Set only where the grid names a view reuse above 1.
+    public var viewReuse: Int?
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
                 scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
                 patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil,
-                patchProbes: Int? = nil, ttaViews: Int? = nil) {
+                patchProbes: Int? = nil, ttaViews: Int? = nil, viewReuse: Int? = nil) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
         self.patchImageSize = patchImageSize; self.patchResize = patchResize; self.labelledViews = labelledViews
-        self.finetune = finetune; self.patchProbes = patchProbes; self.ttaViews = ttaViews
+        self.finetune = finetune; self.patchProbes = patchProbes; self.ttaViews = ttaViews; self.viewReuse = viewReuse
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
              memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize,
-             labelledViews, finetune, patchProbes, ttaViews
+             labelledViews, finetune, patchProbes, ttaViews, viewReuse
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -222,6 +228,6 @@ extension Sweep.Grid {
             patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
             patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
             finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0],
-            ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0]).canonicalJSON
+            ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0], viewReuse: viewReuse?[0] == 1 ? nil : viewReuse?[0]).canonicalJSON
     }
 }

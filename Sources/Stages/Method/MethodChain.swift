@@ -44,6 +44,8 @@ public enum MethodChain {
         public var viewsPerLabelledImage: Int?, batchPairs: Int?, learningRate: Float?
         /// What trains in segment-train besides the head (nil: the head only).
         public var finetune: Finetune?
+        /// Draws a fresh labelled view serves on average (nil: 1, the reference).
+        public var viewReuse: Int?
         /// Rotated views the pseudo-labels average with each image's own (nil: none).
         public var ttaViews: Int?
         public var unetWidth: Int?, unetDepth: Int?, unetBatch: Int?
@@ -103,7 +105,7 @@ public enum MethodChain {
             let segmenter = try SegmentTrainStage.run(OnData(data, .init(backbone: s.backbone, nShot: s.nShot, epochs: s.epochs, lossSet: lossSet,
                                                                          seed: s.seed, viewsPerLabelledImage: s.viewsPerLabelledImage,
                                                                          batchPairs: s.batchPairs, learningRate: s.learningRate,
-                                                                         finetune: s.finetune)),
+                                                                         finetune: s.finetune, viewReuse: s.viewReuse)),
                                                       inputs: StageInputs(["preprocessed": preprocessed.files]), context: context)
             try write(segmenter, "\(tag)/segment-train")
             clock.lap("segment-train[\(tag)]")

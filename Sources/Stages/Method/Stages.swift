@@ -54,6 +54,7 @@ public enum SegmentTrainStage: MethodStage {
         if let v = p.batchPairs { sp.batchPairs = v }
         if let v = p.learningRate { sp.learningRate = v }
         sp.finetune = p.finetune ?? .head
+        sp.viewReuse = p.viewReuse ?? 1
         try context.advance(0, sp.epochs, "epochs")
         // The frozen taps, where the head trains on them or the trained units start after them.
         let trainTaps = sp.finetune == .all ? nil : try context.taps(.train, of: input, backbone: p.backbone, loaded: train)
