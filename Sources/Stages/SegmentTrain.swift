@@ -24,6 +24,9 @@ public struct SegmentTrainParameters: Codable, Equatable, Sendable {
     /// R > 1: each labelled image keeps its R most recent fresh views, and a
     /// draw of it is fresh with probability 1/R (always while it has none),
     /// otherwise one of those at random: a step encodes 1/R of its views.
+    /// R = 5 halves the step and costs hcp/max about 2.8 points of SA on the
+    /// second benchmark, over two seeds (BENCHMARKS.md, "Each fresh labelled
+    /// view serving five draws").
     public var viewReuse = 1
     /// Largest rotation of a labelled view, in degrees (the reference: any
     /// angle for breakfast_box and screw_bag, 20 for the others).
