@@ -43,6 +43,9 @@ struct TrainProfile: ParsableCommand {
     func run() throws {
         Compute.configure(threads: threads)
         guard let finetune = Finetune(rawValue: finetune) else { throw ValidationError("--finetune takes head, last or all") }
+        guard viewReuse >= 1, viewReuse == 1 || labelledViews == 0 else {
+            throw ValidationError("--view-reuse must be at least 1, and applies to fresh views (--labelled-views 0)")
+        }
         let root = URL(fileURLWithPath: category).standardizedFileURL
         let size = try CategoryInput(root: root, imageSize: nil).size
         let data = DataFields(dataset: root.deletingLastPathComponent().path, category: root.lastPathComponent, imageSize: size)
