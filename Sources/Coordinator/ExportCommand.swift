@@ -14,7 +14,8 @@ struct Export: ParsableCommand {
         abstract: "Pack a trained category (one setting of a finished sweep) into a model folder for `psad-worker predict`.",
         discussion: """
             --setting FIELD=VALUE (repeatable) picks the setting where the sweep has several, with the field names of \
-            `results` (e.g. --setting memory_type=hcp --setting scale_type=max). A setting with a retrained UNet \
+            `results` (e.g. --setting memory_type=hcp --setting scale_type=max; VALUE - picks the settings without the \
+            field, as combine=- the banks' sum where a sweep also lists combine max). A setting with a retrained UNet \
             (unet_epochs > 0) packs the UNet, whose masks its banks read.
             """)
     @OptionGroup var state: StateOption
@@ -39,7 +40,7 @@ struct Export: ParsableCommand {
         }
         let matching = evaluations.filter { e in
             let f = fields(e)
-            return wanted.allSatisfy { f[$0.0] == $0.1 }
+            return wanted.allSatisfy { (f[$0.0] ?? "-") == $0.1 }
         }
         guard let chosen = matching.first else {
             let known = Set(evaluations.flatMap { fields($0).keys }).sorted().joined(separator: ", ")
@@ -92,7 +93,7 @@ struct Export: ParsableCommand {
         let c = d.calibration
         func percent(_ x: Double?) -> String { x.map { String(format: "%.1f%%", 100 * $0) } ?? "-" }
         say("""
-            model written to \(out): \(d.category), \(d.memoryType)/\(d.scaleType.rawValue), threshold \(String(format: "%.6g", d.threshold))
+            model written to \(out): \(d.category), \(d.memoryType)/\(d.scaleType.rawValue)\(d.combine.map { "/\($0.rawValue)" } ?? ""), threshold \(String(format: "%.6g", d.threshold))
               validation/good: \(c.validationImages) images, \(percent(c.validationFPR)) above the threshold (asked: at most \(percent(c.targetFPR)))
               test (\(c.testImages) images): good called anomalous \(percent(c.testFPR)), logical caught \(percent(c.testLogicalTPR)), structural caught \(percent(c.testStructuralTPR)); AUROC LA \(percent(c.testLogicalAUROC)) SA \(percent(c.testStructuralAUROC))
             """)

@@ -3,25 +3,27 @@ import Shared
 
 /// `results --table`: a sweep's image AUROCs as a Markdown table.
 public enum ResultsTable {
-    /// Markdown: a column pair (LA, SA) per memory/scale type, and a row per
+    /// Markdown: a column pair (LA, SA) per memory/scale type (and
+    /// combination, where it is not the sum: `hcp/max/max`), and a row per
     /// category and setting of everything else the sweep varies (named in a
     /// second column, `n_shot=1 loss_set=sup`), so a wide grid reads as a
     /// long table instead of being averaged over; a mean row per setting.
     public static func markdown(_ rows: [(category: String, setting: String, metric: String, value: Double)]) -> String {
         typealias Field = EvaluationSetting.CodingKeys
         let banks = [Field.memoryType.name, Field.scaleType.name], metrics = ["logical_auroc", "structural_auroc"]
+        let combine = Field.combine.name
         let scored = rows.filter { metrics.contains($0.metric) }
         let settings = scored.map { row -> [String: String] in
             let object = (try? JSONSerialization.jsonObject(with: Data(row.setting.utf8))) as? [String: Any] ?? [:]
             return object.mapValues { "\($0)" }
         }
         // The fields (besides the banks) that take more than one value in these results.
-        let names = Set(settings.flatMap(\.keys)).subtracting(banks).sorted()
+        let names = Set(settings.flatMap(\.keys)).subtracting(banks + [combine]).sorted()
         let varied = names.filter { name in Set(settings.map { $0[name] ?? "" }).count > 1 }
         var cells: [String: [String: [String: [Double]]]] = [:]   // row -> column -> metric -> values
         var columns: [String] = [], rowKeys: [[String]] = []      // row key: category, setting label
         for (row, setting) in zip(scored, settings) {
-            let column = banks.map { setting[$0] ?? "?" }.joined(separator: "/")
+            let column = (banks.map { setting[$0] ?? "?" } + [setting[combine]].compactMap { $0 }).joined(separator: "/")
             let label = varied.map { "\($0)=\(setting[$0] ?? "-")" }.joined(separator: " ")
             if !columns.contains(column) { columns.append(column) }
             if !rowKeys.contains([row.category, label]) { rowKeys.append([row.category, label]) }

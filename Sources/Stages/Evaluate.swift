@@ -2,7 +2,7 @@ import Anomaly
 import Shared
 
 /// SPEC-PSAD stages 6-7 (evaluate): each bank's test distance scaled by its
-/// train statistics, the enabled banks summed, and image AUROC of
+/// train statistics, the enabled banks summed (or their maximum), and image AUROC of
 /// test/good against the logical and the structural anomalies.
 public enum Evaluate {
     /// Per-image distances to the three banks, and the train statistics.
@@ -34,17 +34,20 @@ public enum Evaluate {
         }
     }
 
-    /// Final scores: sum over enabled banks of the scaled distances.
-    public static func scores(_ d: BankDistances, train: BankDistances, memory: MemoryType, scale: ScaleType) -> [Double] {
-        var total = [Double](repeating: 0, count: d.patch.count)
+    /// Final scores: the enabled banks' scaled distances, summed (the
+    /// paper's) or their maximum.
+    public static func scores(_ d: BankDistances, train: BankDistances, memory: MemoryType, scale: ScaleType,
+                              combine: BankCombine = .sum) -> [Double] {
+        var total: [Double]?
         func add(_ test: [Double], _ statistics: [Double]) {
             let scaler = BankScaler(trainStatistics: statistics, type: scale)
-            for i in total.indices { total[i] += scaler(test[i]) }
+            let scaled = test.map { scaler($0) }
+            total = total.map { t in zip(t, scaled).map { combine == .sum ? $0 + $1 : Swift.max($0, $1) } } ?? scaled
         }
         if memory.contains(.histogram) { add(d.histogram, train.histogram) }
         if memory.contains(.composition) { add(d.composition, train.composition) }
         if memory.contains(.patch) { add(d.patch, train.patch) }
-        return total
+        return total ?? [Double](repeating: 0, count: d.patch.count)
     }
 
     /// AUROC of good (label 0) against each anomaly split.

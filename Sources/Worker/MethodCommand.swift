@@ -41,6 +41,9 @@ struct MethodCommand: ParsableCommand {
     @Option(help: "Scale types, comma-separated: max, std, none.")
     var scaleTypes = "max,none"
 
+    @Option(help: "How the banks' scaled distances combine, comma-separated: sum (the paper's), max.")
+    var combine = "sum"
+
     @Option(help: "The encoder: efficientnet-lite0, resnet18, wide_resnet50_2, ... (weights where PSAD_WEIGHTS points).")
     var backbone = BackboneName.efficientNetLite0.rawValue
 
@@ -128,6 +131,10 @@ struct MethodCommand: ParsableCommand {
         settings.scaleTypes = try scaleTypes.split(separator: ",").map { name in
             guard let scale = ScaleName(rawValue: String(name)) else { throw ValidationError("--scale-types: '\(name)' is not max, std or none") }
             return scale
+        }
+        settings.combines = try combine.split(separator: ",").map { name in
+            guard let combine = BankCombine(rawValue: String(name)) else { throw ValidationError("--combine: '\(name)' is not sum or max") }
+            return combine
         }
         func backboneNamed(_ name: String, _ option: String) throws -> BackboneName {
             guard let backbone = BackboneName(rawValue: name) else {

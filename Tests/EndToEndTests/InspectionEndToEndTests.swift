@@ -17,27 +17,27 @@ import Vision
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
              "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"], "unet_epochs": [0, 1],
-                      "tta_views": 2}}
+                      "tta_views": 2, "combine": ["sum", "max"]}}
             """)
         try cluster.startWorker("a")
-        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 11 }
-        #expect(counts == ["done": 11], "\(cluster.tail())")
+        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 15 }
+        #expect(counts == ["done": 15], "\(cluster.tail())")
         let model = cluster.state.url.appendingPathComponent("model")
-        // Four settings: they must be named.
+        // Eight settings: they must be named (a field the setting does not hold, as the sum's combine, is "-").
         let ambiguous = try cluster.run(["export", "m", "--category", "pin_grid", "--out", model.path])
-        #expect(ambiguous.status != 0 && ambiguous.errors.contains("4 settings") && ambiguous.errors.contains("memory_type")
-                && ambiguous.errors.contains("unet_epochs"), "\(ambiguous)")
-        let exported = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=0",
-                                            "--out", model.path])
+        #expect(ambiguous.status != 0 && ambiguous.errors.contains("8 settings") && ambiguous.errors.contains("memory_type")
+                && ambiguous.errors.contains("unet_epochs") && ambiguous.errors.contains("combine (-, max)"), "\(ambiguous)")
+        let sumSetting = ["--setting", "memory_type=hcp", "--setting", "unet_epochs=0", "--setting", "combine=-"]
+        let exported = try cluster.command(["export", "m", "--category", "pin_grid"] + sumSetting + ["--out", model.path])
         #expect(exported.contains("model written to") && exported.contains("validation/good: 2 images"), "\(exported)")
-        #expect(try cluster.run(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=0",
-                                 "--out", model.path]).errors.contains("exists"))
+        #expect(try cluster.run(["export", "m", "--category", "pin_grid"] + sumSetting + ["--out", model.path]).errors.contains("exists"))
 
         // The sweep's scores of the test images, from evaluate's scores.csv.
         let store = try JobStore(path: cluster.stateDirectory.appendingPathComponent("state.sqlite").path)
-        func sweepScores(unet: Int) throws -> [(split: String, score: Double)] {
+        func sweepScores(unet: Int, combine: BankCombine = .sum) throws -> [(split: String, score: Double)] {
             let evaluation = try #require(try store.evaluations(sweep: "m", category: "pin_grid").first {
                 $0.setting.contains("\"hcp\"") && $0.setting.contains("\"unet_epochs\":\(unet)")
+                    && $0.setting.contains("\"combine\":\"max\"") == (combine == .max)
             })
             let hash = try #require(try store.record(evaluation.job).outputs[ArtifactFormat.scoresCSV])
             return try ArtifactFormat.readScores(try store.smallBlob(hash) ?? ArtifactStore(root: cluster.stateDirectory).read(hash))
@@ -74,15 +74,20 @@ import Vision
             let rate = Double(verdicts.filter { $0 }.count) / Double(verdicts.count)
             #expect(calibration[field] as? Double == rate, "\(split): \(rate) vs \(calibration)")
         }
+        #expect(description["format"] as? Int == 2 && description["combine"] == nil, "a summing model keeps format 2: \(description)")
         // A setting with a retrained UNet packs the UNet; its banks read the UNet's masks, and the scores are the sweep's too.
+        // This one takes the banks' maximum (format 3), as its evaluate job did.
         let unetModel = cluster.state.url.appendingPathComponent("unet-model")
         _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=1",
-                                 "--out", unetModel.path])
+                                 "--setting", "combine=max", "--out", unetModel.path])
+        let unetDescription = try JSONSerialization.jsonObject(with: Data(contentsOf: unetModel.appendingPathComponent("model.json"))) as? [String: Any] ?? [:]
+        #expect(unetDescription["format"] as? Int == 3 && unetDescription["combine"] as? String == "max", "\(unetDescription)")
         #expect(FileManager.default.fileExists(atPath: unetModel.appendingPathComponent("unet.safetensors").path))
         let unetRun = try runProgram(worker, ["predict", unetModel.path] + folders + ["--json"])
         let unetScores = unetRun.output.split(separator: "\n").filter { $0.hasPrefix("{") }
             .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["score"] as? Double }
-        let unetExpected = try sweepScores(unet: 1)
+        let unetExpected = try sweepScores(unet: 1, combine: .max)
+        #expect(try sweepScores(unet: 1).map(\.score) != unetExpected.map(\.score), "the maximum and the sum score differently")
         #expect(unetScores.count == unetExpected.count && zip(unetScores, unetExpected).allSatisfy { abs($0 - $1.score) <= 1e-9 * max(1, abs($1.score)) },
                 "\(unetScores) vs \(unetExpected.map(\.score))")
         // Loading checks the bundle: a damaged file and another format version are clear errors.
@@ -93,7 +98,7 @@ import Vision
         let damaged = try runProgram(worker, ["predict", model.path, folders[0]])
         #expect(damaged.status != 0 && damaged.output.contains("does not match its recorded SHA-256"), "\(damaged.output)")
         var text = try String(contentsOf: model.appendingPathComponent("model.json"), encoding: .utf8)
-        text = text.replacingOccurrences(of: "\"format\" : \(InspectionModel.formatVersion)", with: "\"format\" : 99")
+        text = text.replacingOccurrences(of: "\"format\" : 2", with: "\"format\" : 99")
         try text.write(to: model.appendingPathComponent("model.json"), atomically: true, encoding: .utf8)
         let future = try runProgram(worker, ["predict", model.path, folders[0]])
         #expect(future.status != 0 && future.output.contains("format 99"), "\(future.output)")

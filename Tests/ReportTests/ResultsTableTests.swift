@@ -4,12 +4,12 @@ import Shared
 import Testing
 
 @Suite struct ResultsTableTests {
-    static func setting(nShot: Int, memory: String, scale: ScaleName) -> String {
+    static func setting(nShot: Int, memory: String, scale: ScaleName, combine: BankCombine? = nil) -> String {
         EvaluationSetting(imageSize: 256, backbone: .efficientNetLite0, lessNormalFraction: 1, nShot: nShot, epochs: 100,
                           lossSet: .supEntropyHistogram, seed: 0, unetEpochs: 0, epsilon: 1e-6, trainStatistic: .leaveOneOut,
                           memoryType: MemoryCombination(memory)!, scaleType: scale, coresetFraction: 1,
                           patchBackbone: .efficientNetLite0, bankBackbone: .efficientNetLite0, patchImageSize: 256,
-                          patchResize: .square).canonicalJSON
+                          patchResize: .square, combine: combine).canonicalJSON
     }
 
     @Test func theStoredSettingKeepsItsFormat() {
@@ -39,5 +39,15 @@ import Testing
         // One setting: no setting column.
         let narrow = ResultsTable.markdown(rows.filter { $0.setting.contains(#""n_shot":1,"#) })
         #expect(narrow.hasPrefix("| category | h/max LA |") && narrow.contains("| **mean** | 60.0 | 61.0 | 65.0 | 66.0 |"), "\(narrow)")
+    }
+
+    @Test func theMaximumOfTheBanksIsItsOwnColumn() throws {
+        func with(_ combine: BankCombine?) throws -> String { Self.setting(nShot: 5, memory: "hcp", scale: .max, combine: combine) }
+        let rows: [(category: String, setting: String, metric: String, value: Double)] = [
+            ("a", try with(nil), "logical_auroc", 0.9), ("a", try with(nil), "structural_auroc", 0.8),
+            ("a", try with(.max), "logical_auroc", 0.85), ("a", try with(.max), "structural_auroc", 0.95)]
+        let lines = ResultsTable.markdown(rows).split(separator: "\n").map(String.init)
+        #expect(lines[0] == "| category | hcp/max LA | hcp/max SA | hcp/max/max LA | hcp/max/max SA |", "\(lines[0])")
+        #expect(lines.contains("| a | 90.0 | 80.0 | 85.0 | 95.0 |"), "\(lines)")
     }
 }

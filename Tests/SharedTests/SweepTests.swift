@@ -149,6 +149,22 @@ import Testing
         _ = try plan(#", "grid": {"view_reuse": 5, "labelled_views": 0}"#)
     }
 
+    @Test func aCombinationOfSumIsItsAbsenceAndMaxAddsOnlyEvaluations() throws {
+        func plan(_ grid: String) throws -> SweepPlan {
+            SweepExpander.expand(try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"]\#(grid)}"#.utf8), file: "v.json"))
+        }
+        let plain = try plan(""), sum = try plan(#", "grid": {"combine": "sum"}"#), both = try plan(#", "grid": {"combine": ["sum", "max"]}"#)
+        #expect(Set(sum.jobs.map(\.key)) == Set(plain.jobs.map(\.key)))
+        #expect(sum.evaluations.map(\.setting) == plain.evaluations.map(\.setting))
+        // Every stage before evaluate is shared; each evaluation gains a max twin.
+        #expect(Set(both.jobs.filter { $0.kind != .evaluate }.map(\.key)) == Set(plain.jobs.filter { $0.kind != .evaluate }.map(\.key)))
+        let evaluations = both.jobs.filter { $0.kind == .evaluate }
+        #expect(evaluations.count == 2 * plain.jobs.filter { $0.kind == .evaluate }.count)
+        #expect(Set(evaluations.map { $0.parameters["combine"] }) == [nil, .string("max")])
+        #expect(both.evaluations.filter { $0.setting.contains(#""combine":"max""#) }.count == plain.evaluations.count)
+        #expect(throws: SweepError.self) { try plan(#", "grid": {"combine": "mean"}"#) }
+    }
+
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {
         let plain = Sweep(name: "r", dataset: "d", categories: ["x", "y"])
         var labelled = plain
@@ -219,7 +235,7 @@ import Testing
             }
             """
         #expect(throws: SweepError(file: "sweep.json", line: 4, field: "grid.n_shots",
-                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes, tta_views, view_reuse)")) {
+                                   problem: "unknown field (expected one of: n_shot, memory_types, scale_types, seeds, backbone, patch_backbone, bank_backbone, image_size, epochs, loss_set, less_normal_fraction, unet_epochs, epsilon, train_statistic, coreset_fraction, patch_image_size, patch_resize, labelled_views, finetune, patch_probes, tta_views, view_reuse, combine)")) {
             try parse(text)
         }
     }

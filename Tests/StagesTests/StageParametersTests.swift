@@ -33,6 +33,23 @@ import Testing
         #expect(try JobParameters.decode(BankFitStage.Parameters.self, from: json, stage: "bank-fit") == value)
     }
 
+    /// The banks' scaled distances summed or their maximum, worked by hand:
+    /// max scaling divides h by 2, c by 4 and p by 1.
+    @Test func banksCombineBySumOrMaximum() {
+        let test = Evaluate.BankDistances(histogram: [1, 6], composition: [2, 2], patch: [0.9, 0.3])
+        let train = Evaluate.BankDistances(histogram: [1, 2], composition: [4, 3], patch: [0.5, 1])
+        let sum = Evaluate.scores(test, train: train, memory: .init("hcp")!, scale: .max)
+        let max = Evaluate.scores(test, train: train, memory: .init("hcp")!, scale: .max, combine: .max)
+        #expect(sum == [0.5 + 0.5 + 0.9, 3 + 0.5 + 0.3])
+        #expect(max == [0.9, 3])
+        // One bank: both are that bank's scaled distance.
+        #expect(Evaluate.scores(test, train: train, memory: .init("c")!, scale: .max, combine: .max) == [0.5, 0.5])
+        // The job model: the sum is the parameter's absence (the keys of summed evaluations stay as they were).
+        #expect(StageSettings.Evaluate(memoryType: .hcp, scaleType: .max, combine: .sum).combine == nil)
+        #expect(ParameterEncoder.parameters(StageSettings.Evaluate(memoryType: .hcp, scaleType: .max, combine: .max))["combine"] == .string("max"))
+        #expect(ParameterEncoder.parameters(StageSettings.Evaluate(memoryType: .hcp, scaleType: .max))["combine"] == nil)
+    }
+
     @Test func aMissingOrMistypedParameterIsNamed() throws {
         let missing = Data(#"{"dataset": "/d", "category": "c", "image_size": 64, "backbone": "resnet18", "epochs": 2, "loss_set": "sup", "seed": 0}"#.utf8)
         #expect(throws: ParameterError.self) { try JobParameters.decode(SegmentTrainStage.Parameters.self, from: missing, stage: "segment-train") }

@@ -29,6 +29,13 @@ public enum ScaleName: String, Codable, CaseIterable, Hashable, Sendable {
     case max, std, none
 }
 
+/// How the enabled banks' scaled distances make an image's score: their sum
+/// (the paper's), or their maximum (an image is as anomalous as its most
+/// anomalous bank; with max scaling each bank's train images lie in [0, 1]).
+public enum BankCombine: String, Codable, CaseIterable, Hashable, Sendable {
+    case sum, max
+}
+
 /// The banks a score adds: letters h, c, p in that order, at least one (Anomaly's `MemoryType`).
 public struct MemoryCombination: Codable, Hashable, Sendable, CustomStringConvertible {
     public let letters: String
@@ -197,7 +204,11 @@ public enum StageSettings {
     public struct Evaluate: Codable, Hashable, Sendable {
         public var memoryType: MemoryCombination
         public var scaleType: ScaleName
-        public init(memoryType: MemoryCombination, scaleType: ScaleName) { self.memoryType = memoryType; self.scaleType = scaleType }
+        /// nil: the sum (the paper's; absent from the key, so sums keep their jobs).
+        public var combine: BankCombine?
+        public init(memoryType: MemoryCombination, scaleType: ScaleName, combine: BankCombine? = nil) {
+            self.memoryType = memoryType; self.scaleType = scaleType; self.combine = combine == .sum ? nil : combine
+        }
     }
 }
 

@@ -65,6 +65,8 @@ public struct Sweep: Equatable, Sendable {
         public var patchProbes: [Int]?
         /// Rotated views the pseudo-labels average with each image's own; 0 or absent: none.
         public var ttaViews: [Int]?
+        /// How the banks' scaled distances combine; absent: their sum.
+        public var combines: [BankCombine]?
         public init() {}
     }
 
@@ -185,7 +187,8 @@ extension Sweep.Grid: Decodable {
              lossSets = "loss_set", lessNormalFractions = "less_normal_fraction", unetEpochs = "unet_epochs",
              epsilons = "epsilon", trainStatistics = "train_statistic", coresetFractions = "coreset_fraction",
              patchImageSizes = "patch_image_size", patchResizes = "patch_resize", labelledViews = "labelled_views",
-             finetunes = "finetune", patchProbes = "patch_probes", ttaViews = "tta_views", viewReuse = "view_reuse"
+             finetunes = "finetune", patchProbes = "patch_probes", ttaViews = "tta_views", viewReuse = "view_reuse",
+             combines = "combine"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -216,6 +219,7 @@ extension Sweep.Grid: Decodable {
         }
         patchProbes = try f.optionalList(.patchProbes, atLeast: 0)
         ttaViews = try f.optionalList(.ttaViews, atLeast: 0) { $0 <= Self.maxTTAViews ? nil : "\($0) views is more than \(Self.maxTTAViews)" }
+        combines = try f.optionalList(.combines)
     }
 
     /// Each test-time view is an encoder pass over every image of the category.

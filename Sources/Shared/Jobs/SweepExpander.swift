@@ -134,8 +134,9 @@ public enum SweepExpander {
                                                                                            lessNormalFraction: fraction)),
                                                         inputs: ["masks": masks, "preprocessed": prep])
                                     for memory in g.memoryTypes { for scale in g.scaleTypes {
+                                    for combine in Set((g.combines ?? [.sum]).map { $0 == .sum ? nil : $0 }).sorted(by: { ($0?.rawValue ?? "") < ($1?.rawValue ?? "") }) {
                                         let evaluate = plan.add(.evaluate, category: category,
-                                                                StageSettings.Evaluate(memoryType: memory, scaleType: scale),
+                                                                StageSettings.Evaluate(memoryType: memory, scaleType: scale, combine: combine),
                                                                 inputs: ["banks": bank, "patch": patch])
                                         plan.add(PlannedEvaluation(key: evaluate, category: category, setting: EvaluationSetting(
                                             imageSize: size, backbone: encoder, lessNormalFraction: fraction, nShot: nShot, epochs: epochs,
@@ -143,8 +144,8 @@ public enum SweepExpander {
                                             memoryType: memory, scaleType: scale, coresetFraction: coreset, patchBackbone: patchBackbone,
                                             bankBackbone: bankBackbone, patchImageSize: patchSize, patchResize: patchResize,
                                             labelledViews: views, finetune: finetune, patchProbes: probes, ttaViews: tta,
-                                            viewReuse: reuse)))
-                                    } }
+                                            viewReuse: reuse, combine: combine)))
+                                    } } }
                                 } } }
                             }
                             }
@@ -189,25 +190,28 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
     public var ttaViews: Int?
     /// Set only where the grid names a view reuse above 1.
     public var viewReuse: Int?
+    /// Set only where the grid names a combination other than the sum.
+    public var combine: BankCombine?
 
     public init(imageSize: Int, backbone: BackboneName, lessNormalFraction: Double, nShot: Int, epochs: Int, lossSet: LossSet,
                 seed: Int, unetEpochs: Int, epsilon: Double, trainStatistic: TrainStatisticName, memoryType: MemoryCombination,
                 scaleType: ScaleName, coresetFraction: Double, patchBackbone: BackboneName, bankBackbone: BackboneName,
                 patchImageSize: Int, patchResize: PatchResize, labelledViews: Int? = nil, finetune: Finetune? = nil,
-                patchProbes: Int? = nil, ttaViews: Int? = nil, viewReuse: Int? = nil) {
+                patchProbes: Int? = nil, ttaViews: Int? = nil, viewReuse: Int? = nil, combine: BankCombine? = nil) {
         self.imageSize = imageSize; self.backbone = backbone; self.lessNormalFraction = lessNormalFraction; self.nShot = nShot
         self.epochs = epochs; self.lossSet = lossSet; self.seed = seed; self.unetEpochs = unetEpochs; self.epsilon = epsilon
         self.trainStatistic = trainStatistic; self.memoryType = memoryType; self.scaleType = scaleType
         self.coresetFraction = coresetFraction; self.patchBackbone = patchBackbone; self.bankBackbone = bankBackbone
         self.patchImageSize = patchImageSize; self.patchResize = patchResize; self.labelledViews = labelledViews
         self.finetune = finetune; self.patchProbes = patchProbes; self.ttaViews = ttaViews; self.viewReuse = viewReuse
+        self.combine = combine == .sum ? nil : combine
     }
 
     /// The fields, for code that names one (a report's titles); `name` is how results spell it.
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case imageSize, backbone, lessNormalFraction, nShot, epochs, lossSet, seed, unetEpochs, epsilon, trainStatistic,
              memoryType, scaleType, coresetFraction, patchBackbone, bankBackbone, patchImageSize, patchResize,
-             labelledViews, finetune, patchProbes, ttaViews, viewReuse
+             labelledViews, finetune, patchProbes, ttaViews, viewReuse, combine
         public var name: String { ParameterEncoder.snake(rawValue) }
     }
 
@@ -228,6 +232,7 @@ extension Sweep.Grid {
             patchBackbone: (patchBackbones ?? backbones)[0], bankBackbone: (bankBackbones ?? backbones)[0],
             patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
             finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0],
-            ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0], viewReuse: viewReuse?[0] == 1 ? nil : viewReuse?[0]).canonicalJSON
+            ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0], viewReuse: viewReuse?[0] == 1 ? nil : viewReuse?[0],
+            combine: combines?[0]).canonicalJSON
     }
 }

@@ -180,3 +180,4 @@ extension LossSet: SweepChoice {}
 extension TrainStatisticName: SweepChoice {}
 extension PatchResize: SweepChoice {}
 extension Finetune: SweepChoice {}
+extension BankCombine: SweepChoice {}

@@ -94,14 +94,14 @@ public enum InspectionExport {
             weights[backbone.rawValue] = try backbone.weightsDigest()
         }
         var description = InspectionModel.Description(
-            format: InspectionModel.formatVersion, category: input.category.name, sweep: i.sweep, setting: i.setting,
+            format: i.evaluate.combine == nil ? 2 : InspectionModel.formatVersion, category: input.category.name, sweep: i.sweep, setting: i.setting,
             classes: input.classes, cropMargin: input.prep.cropMargin, imageSize: input.size,
             unet: unetShape,
             ttaAngles: i.pseudo.ttaViews.map { SegmentTrain.testTimeAngles(count: $0, rotationDegrees: input.manifest.augmentationRotationDegrees) },
             segmentBackbone: i.segment.settings.backbone, patchBackbone: p.backbone, bankBackbone: i.bank.settings.backbone,
             patchImageSize: p.patchImageSize, patchResize: p.patchResize, patchProbes: p.patchProbes, seed: p.seed ?? 0,
             epsilon: i.bank.settings.epsilon, trainStatistic: i.bank.settings.trainStatistic,
-            memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, mapScale: scores.mapScale ?? 1,
+            memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, combine: i.evaluate.combine, mapScale: scores.mapScale ?? 1,
             trainStatistics: .init(histogram: distances.histogramTrainStatistics, composition: distances.compositionTrainStatistics,
                                    patch: scores.train.map(Double.init)),
             weights: weights, files: files.mapValues(ArtifactStore.hash), threshold: .infinity,

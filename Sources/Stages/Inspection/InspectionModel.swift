@@ -17,11 +17,14 @@ import Vision
 ///
 /// Scoring an image repeats the sweep's stages on it alone: preprocess,
 /// segment, the banks' vectors and distances, PatchCore's nearest patches,
-/// and evaluate's scaled sum, with the same code, so a test image scores
+/// and evaluate's scaled sum (or maximum), with the same code, so a test image scores
 /// what the sweep's `scores.csv` says it scored.
 public struct InspectionModel {
-    /// 2: the segmenter's test-time views (``Description/ttaAngles``).
-    public static let formatVersion = 2
+    /// 2: the segmenter's test-time views (``Description/ttaAngles``); 3:
+    /// the banks' maximum instead of their sum (``Description/combine``). A
+    /// model is written in the lowest format that holds it, so a summing
+    /// model stays readable by builds that read format 2.
+    public static let formatVersion = 3
     public static let descriptionName = "model.json"
     static let headName = "segmenter.safetensors", encoderName = "encoder.safetensors"
     static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors", unetName = "unet.safetensors"
@@ -51,6 +54,8 @@ public struct InspectionModel {
         public var trainStatistic: TrainStatisticName
         public var memoryType: MemoryCombination
         public var scaleType: ScaleName
+        /// nil: the sum of the scaled distances (formats 1 and 2 have no other).
+        public var combine: BankCombine?
         /// The scale of the test anomaly maps in the sweep (a map pixel of this value is white).
         public var mapScale: Float
         /// Each enabled bank's train statistics (what the scaling divides by).
@@ -126,7 +131,7 @@ public struct InspectionModel {
         guard let data = FileManager.default.contents(atPath: describing.path) else { throw BundleError.notABundle(folder.path) }
         struct Format: Decodable { var format: Int }
         guard let format = try? JSONDecoder().decode(Format.self, from: data) else { throw BundleError.notABundle(folder.path) }
-        // Format 1 is format 2 without test-time views.
+        // Format 1 is format 2 without test-time views; format 2 is format 3 with the banks summed.
         guard (1...Self.formatVersion).contains(format.format) else { throw BundleError.version(found: format.format, supported: Self.formatVersion, path: folder.path) }
         let d = try ArtifactFormat.decode(Description.self, data, name: describing.path)
         var files: [String: Data] = [:]
@@ -243,7 +248,7 @@ public struct InspectionModel {
         let patchMap = AnomalyMap.from(patchDistances: nearest, gridHeight: patchTaps[8]!.shape[2], gridWidth: patchTaps[8]!.shape[3],
                                        height: d.patchImageSize, width: d.patchImageSize).storage
         let map = CategoryInput.map(patchMap, native: (image.width, image.height), from: patchPrep, to: prep)
-        // Evaluate's sum of the scaled distances, bank by bank.
+        // Evaluate's combination of the scaled distances, bank by bank.
         let memoryType = MemoryType(d.memoryType), scale = ScaleType(d.scaleType)
         var components: [String: Double] = [:]
         func part(_ name: String, _ bank: MemoryType, _ value: Double, _ statistics: [Double]) {
@@ -256,7 +261,7 @@ public struct InspectionModel {
         let score = Evaluate.scores(Evaluate.BankDistances(histogram: [distances.histogram], composition: [distances.composition], patch: [Double(patchScore)]),
                                     train: Evaluate.BankDistances(histogram: d.trainStatistics.histogram, composition: d.trainStatistics.composition,
                                                                   patch: d.trainStatistics.patch),
-                                    memory: memoryType, scale: scale)[0]
+                                    memory: memoryType, scale: scale, combine: d.combine ?? .sum)[0]
         let driver = components.max { $0.value < $1.value }?.key ?? "patch"
         var blamed: Int?
         if driver == "histogram" {

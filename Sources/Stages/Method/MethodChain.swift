@@ -23,6 +23,8 @@ public enum MethodChain {
         public var trainStatistic = TrainStatisticName.leaveOneOut
         public var memoryTypes: [MemoryCombination] = ["h", "c", "p", "hc", "hcp"].compactMap(MemoryCombination.init)
         public var scaleTypes: [ScaleName] = [.max, .none]
+        /// How the banks' scaled distances combine (each gives its own metrics).
+        public var combines: [BankCombine] = [.sum]
         /// Overrides the manifest's target size when set.
         public var imageSize: Int?
         public var backbone = BackboneName.efficientNetLite0
@@ -55,7 +57,7 @@ public enum MethodChain {
     /// What one loss set gives.
     public struct Run: Codable, Sendable {
         public var lossSet: LossSet
-        /// "memory/scale" -> image metrics.
+        /// "memory/scale" (the sum) or "memory/scale/max" -> image metrics.
         public var metrics: [String: Evaluate.Metrics]
         public var segmentLosses: [Float], unetLosses: [Float]
     }
@@ -129,13 +131,14 @@ public enum MethodChain {
             clock.lap("bank-fit[\(tag)]")
             var metrics: [String: Evaluate.Metrics] = [:]
             for memory in s.memoryTypes {
-                for scale in s.scaleTypes {
-                    let evaluated = try EvaluateStage.run(.init(memoryType: memory, scaleType: scale),
+                for scale in s.scaleTypes { for combine in s.combines {
+                    let evaluated = try EvaluateStage.run(.init(memoryType: memory, scaleType: scale, combine: combine),
                                                           inputs: StageInputs(["banks": banks.files, "patch": patch.files]), context: context)
-                    try write(evaluated, "\(tag)/evaluate/\(memory)-\(scale.rawValue)")
-                    metrics["\(memory)/\(scale.rawValue)"] = Evaluate.Metrics(logicalAUROC: evaluated.metrics["logical_auroc"],
-                                                                              structuralAUROC: evaluated.metrics["structural_auroc"])
-                }
+                    let name = "\(memory)/\(scale.rawValue)" + (combine == .sum ? "" : "/\(combine.rawValue)")
+                    try write(evaluated, "\(tag)/evaluate/" + name.replacingOccurrences(of: "/", with: "-"))
+                    metrics[name] = Evaluate.Metrics(logicalAUROC: evaluated.metrics["logical_auroc"],
+                                                     structuralAUROC: evaluated.metrics["structural_auroc"])
+                } }
             }
             clock.lap("evaluate[\(tag)]")
             runs.append(Run(lossSet: lossSet, metrics: metrics, segmentLosses: try losses(segmenter), unetLosses: unetLosses))

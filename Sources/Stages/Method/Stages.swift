@@ -245,7 +245,8 @@ public enum EvaluateStage: MethodStage {
         let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init))
         let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
                                            patch: patch.train.map(Double.init))
-        let scores = Evaluate.scores(test, train: train, memory: MemoryType(p.memoryType), scale: ScaleType(p.scaleType))
+        let scores = Evaluate.scores(test, train: train, memory: MemoryType(p.memoryType), scale: ScaleType(p.scaleType),
+                                     combine: p.combine ?? .sum)
         let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
                                      structural: Array(scores[(d.good + d.logical)...]))
         var metrics = Evaluate.Metrics(logicalAUROC: curves.logical?.area, structuralAUROC: curves.structural?.area).named
