@@ -109,7 +109,8 @@ extension SweepReport {
         guard !record.evaluations.isEmpty else { throw BuildError.notAMethodSweep(name) }
         let headline = try decode(sweep.grid.headlineSetting)
         let evaluations = try record.evaluations.map { Evaluation(category: $0.category, setting: try decode($0.setting), metrics: $0.metrics) }
-        let varied = headline.keys.sorted().filter { key in Set(evaluations.map { $0.setting[key] ?? "" }).count > 1 }
+        let varied = Set(headline.keys).union(evaluations.flatMap(\.setting.keys)).sorted()
+            .filter { key in Set(evaluations.map { $0.setting[key] ?? "" }).count > 1 }
         var notes: [String] = []
         let pending = record.evaluations.filter(\.metrics.isEmpty).count
         if pending > 0 { notes.append("\(pending) of \(record.evaluations.count) evaluations have no results yet (not done, dead or blocked): their cells are empty.") }
@@ -137,7 +138,8 @@ extension SweepReport {
             var byValue: [String: [String: [String: Double]]] = [:]   // value -> category -> metrics
             var order: [String] = []
             for e in matching {
-                let value = group.map { e.setting[$0] ?? "?" }.joined(separator: "/")
+                // Absent: "-" for an optional field at its default, "?" for a result recorded before the field existed.
+                let value = group.map { e.setting[$0] ?? (headline[$0] == nil ? "-" : "?") }.joined(separator: "/")
                 if byValue[value] == nil { order.append(value) }
                 byValue[value, default: [:]][e.category] = e.metrics
             }
@@ -206,8 +208,13 @@ extension SweepReport {
     /// Whether a recorded setting is `headline` apart from the fields in
     /// `except`. A field the setting lacks (recorded before the field
     /// existed, e.g. `patch_backbone`) does not count against it.
+    /// A field the setting lacks matches (results recorded before the field
+    /// existed); a field the headline lacks does not (an optional field, as
+    /// `view_reuse` or `combine`, is absent at its default, so a setting that
+    /// names it is another setting).
     static func matches(_ setting: [String: String], _ headline: [String: String], except: Set<String> = []) -> Bool {
         headline.allSatisfy { key, value in except.contains(key) || (setting[key].map { $0 == value } ?? true) }
+            && setting.keys.allSatisfy { headline[$0] != nil || except.contains($0) }
     }
 
     static func decode(_ setting: String) throws -> [String: String] {

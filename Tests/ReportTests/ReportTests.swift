@@ -117,6 +117,9 @@ import Vision
         #expect(!SweepReport.matches(["n_shot": "1", "memory_type": "hcp"], headline))
         #expect(SweepReport.matches(["n_shot": "5", "memory_type": "h"], headline, except: ["memory_type"]))
         #expect(!SweepReport.matches(["n_shot": "5", "memory_type": "hcp", "patch_backbone": "resnet50"], headline))
+        // An optional field absent from the headline (its default) is another setting where a result names it.
+        #expect(!SweepReport.matches(["n_shot": "5", "memory_type": "hcp", "combine": "max"], headline))
+        #expect(SweepReport.matches(["n_shot": "5", "memory_type": "hcp", "combine": "max"], headline, except: ["combine"]))
     }
 
     @Test func ablationRowsFollowThePapersOrder() {

@@ -163,6 +163,10 @@ import Testing
         #expect(Set(evaluations.map { $0.parameters["combine"] }) == [nil, .string("max")])
         #expect(both.evaluations.filter { $0.setting.contains(#""combine":"max""#) }.count == plain.evaluations.count)
         #expect(throws: SweepError.self) { try plan(#", "grid": {"combine": "mean"}"#) }
+        // The headline is the sum wherever it is listed (the method as published), the maximum only alone.
+        func headline(_ grid: String) throws -> String { try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": \#(grid)}"#.utf8), file: "v.json").grid.headlineSetting }
+        #expect(try !headline(#"{"combine": ["max", "sum"]}"#).contains("combine"))
+        #expect(try headline(#"{"combine": "max"}"#).contains(#""combine":"max""#))
     }
 
     @Test func aRunLabelChangesEveryKeyAndNothingElse() {

@@ -220,8 +220,8 @@ public struct EvaluationSetting: Codable, Hashable, Sendable {
 
 extension Sweep.Grid {
     /// The sweep's headline setting, as canonical JSON: the first value of
-    /// every list, except that memory type hcp and scale type max are
-    /// chosen when listed (the method as published). A report's main table
+    /// every list, except that memory type hcp, scale type max and the
+    /// banks' sum are chosen when listed (the method as published). A report's main table
     /// shows it; each ablation varies one thing away from it.
     public var headlineSetting: String {
         EvaluationSetting(
@@ -233,6 +233,6 @@ extension Sweep.Grid {
             patchImageSize: patchImageSizes[0], patchResize: patchResizes[0], labelledViews: labelledViews?[0],
             finetune: finetunes?[0], patchProbes: patchProbes?[0] == 0 ? nil : patchProbes?[0],
             ttaViews: ttaViews?[0] == 0 ? nil : ttaViews?[0], viewReuse: viewReuse?[0] == 1 ? nil : viewReuse?[0],
-            combine: combines?[0]).canonicalJSON
+            combine: combines?.contains(.sum) != false ? nil : combines?[0]).canonicalJSON
     }
 }
