@@ -9,7 +9,8 @@ import Testing
 
     @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml",
                       "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json",
-                      "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json"])
+                      "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
+                      "combine.json", "varied-combine.json", "third-combine.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
@@ -38,6 +39,7 @@ import Testing
         let plan = SweepExpander.expand(try Sweep.load(Self.folder.appendingPathComponent("default.json")))
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5)
-        #expect(plan.evaluations.count == 5 * 4 * 3)
+        // h, c, p and hcp at three scale types; hcp summed and at its maximum.
+        #expect(plan.evaluations.count == 5 * (4 + 1) * 3)
     }
 }

@@ -158,10 +158,13 @@ import Testing
         #expect(sum.evaluations.map(\.setting) == plain.evaluations.map(\.setting))
         // Every stage before evaluate is shared; each evaluation gains a max twin.
         #expect(Set(both.jobs.filter { $0.kind != .evaluate }.map(\.key)) == Set(plain.jobs.filter { $0.kind != .evaluate }.map(\.key)))
+        // The default grid's memory types are h, c, p and hcp: only hcp gains a maximum (one bank's is its sum).
         let evaluations = both.jobs.filter { $0.kind == .evaluate }
-        #expect(evaluations.count == 2 * plain.jobs.filter { $0.kind == .evaluate }.count)
+        let hcp = plain.jobs.filter { $0.kind == .evaluate && $0.parameters["memory_type"] == .string("hcp") }.count
+        #expect(hcp > 0 && evaluations.count == plain.jobs.filter { $0.kind == .evaluate }.count + hcp)
         #expect(Set(evaluations.map { $0.parameters["combine"] }) == [nil, .string("max")])
-        #expect(both.evaluations.filter { $0.setting.contains(#""combine":"max""#) }.count == plain.evaluations.count)
+        #expect(evaluations.filter { $0.parameters["combine"] != nil }.allSatisfy { $0.parameters["memory_type"] == .string("hcp") })
+        #expect(both.evaluations.filter { $0.setting.contains(#""combine":"max""#) }.count == hcp)
         #expect(throws: SweepError.self) { try plan(#", "grid": {"combine": "mean"}"#) }
         // The headline is the sum wherever it is listed (the method as published), the maximum only alone.
         func headline(_ grid: String) throws -> String { try Sweep.parse(Data(#"{"name": "v", "dataset": "d", "categories": ["x"], "grid": \#(grid)}"#.utf8), file: "v.json").grid.headlineSetting }

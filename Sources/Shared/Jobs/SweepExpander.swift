@@ -134,7 +134,9 @@ public enum SweepExpander {
                                                                                            lessNormalFraction: fraction)),
                                                         inputs: ["masks": masks, "preprocessed": prep])
                                     for memory in g.memoryTypes { for scale in g.scaleTypes {
-                                    for combine in Set((g.combines ?? [.sum]).map { $0 == .sum ? nil : $0 }).sorted(by: { ($0?.rawValue ?? "") < ($1?.rawValue ?? "") }) {
+                                    // One bank's maximum is its sum: the same evaluation.
+                                    for combine in Set((memory.letters.count == 1 ? [.sum] : g.combines ?? [.sum]).map { $0 == .sum ? nil : $0 })
+                                        .sorted(by: { ($0?.rawValue ?? "") < ($1?.rawValue ?? "") }) {
                                         let evaluate = plan.add(.evaluate, category: category,
                                                                 StageSettings.Evaluate(memoryType: memory, scaleType: scale, combine: combine),
                                                                 inputs: ["banks": bank, "patch": patch])

@@ -131,7 +131,8 @@ public enum MethodChain {
             clock.lap("bank-fit[\(tag)]")
             var metrics: [String: Evaluate.Metrics] = [:]
             for memory in s.memoryTypes {
-                for scale in s.scaleTypes { for combine in s.combines {
+                // One bank's maximum is its sum: evaluated once.
+                for scale in s.scaleTypes { for combine in memory.letters.count == 1 ? [.sum] : s.combines {
                     let evaluated = try EvaluateStage.run(.init(memoryType: memory, scaleType: scale, combine: combine),
                                                           inputs: StageInputs(["banks": banks.files, "patch": patch.files]), context: context)
                     let name = "\(memory)/\(scale.rawValue)" + (combine == .sum ? "" : "/\(combine.rawValue)")
