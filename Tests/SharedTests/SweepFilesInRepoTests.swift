@@ -10,7 +10,8 @@ import Testing
     @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml",
                       "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json",
                       "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
-                      "combine.json", "varied-combine.json", "third-combine.json"])
+                      "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "reuse-combine.json",
+                      "varied-reuse-combine.json", "default-reuse.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
