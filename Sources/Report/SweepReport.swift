@@ -207,11 +207,10 @@ extension SweepReport {
 
     /// Whether a recorded setting is `headline` apart from the fields in
     /// `except`. A field the setting lacks (recorded before the field
-    /// existed, e.g. `patch_backbone`) does not count against it.
-    /// A field the setting lacks matches (results recorded before the field
-    /// existed); a field the headline lacks does not (an optional field, as
-    /// `view_reuse` or `combine`, is absent at its default, so a setting that
-    /// names it is another setting).
+    /// existed, e.g. `patch_backbone`) does not count against it; a field
+    /// the headline lacks does (an optional field, as `view_reuse` or
+    /// `combine`, is absent at its default, so a setting that names it is
+    /// another setting).
     static func matches(_ setting: [String: String], _ headline: [String: String], except: Set<String> = []) -> Bool {
         headline.allSatisfy { key, value in except.contains(key) || (setting[key].map { $0 == value } ?? true) }
             && setting.keys.allSatisfy { headline[$0] != nil || except.contains($0) }
