@@ -93,15 +93,20 @@ public struct BankScaler: Sendable {
     public let type: ScaleType
     let a: Double, b: Double
 
-    public init(trainStatistics t: [Double], type: ScaleType) {
+    /// - Parameter floor: the least divisor: a bank whose distances come in
+    ///   whole units (the instance bank: one part more or less is 1) passes
+    ///   that unit, so train images that all match another train image
+    ///   exactly (every statistic 0) do not turn a difference of one into
+    ///   an unbounded score.
+    public init(trainStatistics t: [Double], type: ScaleType, floor: Double = 1e-12) {
         self.type = type
         switch type {
         case .max:
-            a = 0; b = max(t.max() ?? 1, 1e-12)
+            a = 0; b = max(t.max() ?? 1, floor)
         case .std:
             let n = Double(t.count), mean = t.reduce(0, +) / n
             let sd = (t.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / max(n - 1, 1)).squareRoot()
-            a = mean; b = max(sd, 1e-12)
+            a = mean; b = max(sd, floor)
         case .none:
             a = 0; b = 1
         }
@@ -111,7 +116,8 @@ public struct BankScaler: Sendable {
 }
 
 /// Which banks a score sums: any combination of histogram (h), composition
-/// (c) and patch (p); "hcp" is all three.
+/// (c), patch (p) and part instances (n, the project's: ``PartInstances``);
+/// "hcp" is the paper's three.
 public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
@@ -119,8 +125,9 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
     public static let histogram = MemoryType(rawValue: 1)
     public static let composition = MemoryType(rawValue: 2)
     public static let patch = MemoryType(rawValue: 4)
+    public static let instances = MemoryType(rawValue: 8)
 
-    /// Parses letters from "hcp"; nil for anything else or an empty string.
+    /// Parses letters from "hcpn"; nil for anything else or an empty string.
     public init?(_ letters: String) {
         var t: MemoryType = []
         for ch in letters {
@@ -128,6 +135,7 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
             case "h": t.insert(.histogram)
             case "c": t.insert(.composition)
             case "p": t.insert(.patch)
+            case "n": t.insert(.instances)
             default: return nil
             }
         }
@@ -137,5 +145,6 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
 
     public var description: String {
         (contains(.histogram) ? "h" : "") + (contains(.composition) ? "c" : "") + (contains(.patch) ? "p" : "")
+            + (contains(.instances) ? "n" : "")
     }
 }

@@ -5,17 +5,25 @@ import Vision
 
 /// SPEC-PSAD stage 5 (bank-fit): histogram and composition vectors of every
 /// train image from its part mask and frozen features, standardised with
-/// the train statistics, as two memory banks with their train statistics.
+/// the train statistics, as two memory banks with their train statistics;
+/// and the project's third, the part-instance counts (``PartInstances``),
+/// compared unstandardised.
 public struct Banks: Sendable {
     public let histogramStandardizer: Standardizer, compositionStandardizer: Standardizer
-    public let histogram: MemoryBank, composition: MemoryBank
-    public let histogramTrainStatistics: [Double], compositionTrainStatistics: [Double]
+    public let histogram: MemoryBank, composition: MemoryBank, instances: MemoryBank
+    public let histogramTrainStatistics: [Double], compositionTrainStatistics: [Double], instancesTrainStatistics: [Double]
 
-    /// Distances of one image's vectors to the two banks.
-    public func distances(histogram h: [Double], composition c: [Double]) -> (histogram: Double, composition: Double) {
-        (histogram.nearestDistance(histogramStandardizer(h)), composition.nearestDistance(compositionStandardizer(c)))
+    /// Distances of one image's vectors to the three banks.
+    public func distances(_ v: PartVectors) -> (histogram: Double, composition: Double, instances: Double) {
+        (histogram.nearestDistance(histogramStandardizer(v.histogram)), composition.nearestDistance(compositionStandardizer(v.composition)),
+         instances.nearestDistance(v.instances))
     }
 }
+
+/// One image's vectors for the banks: pixel count per class (background
+/// included), the composition (mean feature per foreground class), and the
+/// count of pieces per foreground class.
+public typealias PartVectors = (histogram: [Double], composition: [Double], instances: [Double])
 
 public enum BankFit {
     public struct Parameters: Codable, Equatable, Sendable {
@@ -27,26 +35,29 @@ public enum BankFit {
         public init() {}
     }
 
-    /// Histogram and composition vectors of one image.
+    /// The bank vectors of one image.
     public static func vectors(image: Image, labels: [Int32], classes: Int, backbone: any Backbone,
-                               strides: [Int], normalization: ImageNormalization = .imagenet) -> (histogram: [Double], composition: [Double]) {
+                               strides: [Int], normalization: ImageNormalization = .imagenet) -> PartVectors {
         let taps = backbone.features(normalization(image.tensor()), strides: Set(strides))
         return vectors(taps: taps, labels: labels, height: image.height, width: image.width, classes: classes, strides: strides)
     }
 
     /// The same from taps already computed.
     public static func vectors(taps: [Int: Tensor], labels: [Int32], height: Int, width: Int, classes: Int,
-                               strides: [Int]) -> (histogram: [Double], composition: [Double]) {
-        PartFeatures.vectors(features: strides.map { taps[$0]! }, labels: labels, height: height, width: width, classes: classes)
+                               strides: [Int]) -> PartVectors {
+        let (histogram, composition) = PartFeatures.vectors(features: strides.map { taps[$0]! }, labels: labels, height: height, width: width, classes: classes)
+        return (histogram, composition, PartInstances.counts(labels: labels, height: height, width: width, classes: classes))
     }
 
-    public static func run(trainVectors: [(histogram: [Double], composition: [Double])], parameters p: Parameters) -> Banks {
+    public static func run(trainVectors: [PartVectors], parameters p: Parameters) -> Banks {
         let hs = Standardizer(train: trainVectors.map(\.histogram), epsilon: p.epsilon)
         let cs = Standardizer(train: trainVectors.map(\.composition), epsilon: p.epsilon)
         let hb = MemoryBank(train: trainVectors.map { hs($0.histogram) })
         let cb = MemoryBank(train: trainVectors.map { cs($0.composition) })
+        let nb = MemoryBank(train: trainVectors.map(\.instances))
         let kind = MemoryBank.TrainStatistic(rawValue: p.trainStatistic) ?? .leaveOneOut
-        return Banks(histogramStandardizer: hs, compositionStandardizer: cs, histogram: hb, composition: cb,
-                     histogramTrainStatistics: hb.trainStatistics(kind), compositionTrainStatistics: cb.trainStatistics(kind))
+        return Banks(histogramStandardizer: hs, compositionStandardizer: cs, histogram: hb, composition: cb, instances: nb,
+                     histogramTrainStatistics: hb.trainStatistics(kind), compositionTrainStatistics: cb.trainStatistics(kind),
+                     instancesTrainStatistics: nb.trainStatistics(kind))
     }
 }

@@ -5,11 +5,21 @@ import Shared
 /// train statistics, the enabled banks summed (or their maximum), and image AUROC of
 /// test/good against the logical and the structural anomalies.
 public enum Evaluate {
-    /// Per-image distances to the three banks, and the train statistics.
+    /// Per-image distances to the banks, and the train statistics (the
+    /// part-instance bank's empty where no memory type uses it).
     public struct BankDistances: Sendable {
-        public var histogram: [Double], composition: [Double], patch: [Double]
-        public init(histogram: [Double], composition: [Double], patch: [Double]) {
-            self.histogram = histogram; self.composition = composition; self.patch = patch
+        public var histogram: [Double], composition: [Double], patch: [Double], instances: [Double]
+        public init(histogram: [Double], composition: [Double], patch: [Double], instances: [Double] = []) {
+            self.histogram = histogram; self.composition = composition; self.patch = patch; self.instances = instances
+        }
+        /// One bank's values.
+        public subscript(bank: MemoryType) -> [Double] {
+            switch bank {
+            case .histogram: histogram
+            case .composition: composition
+            case .instances: instances
+            default: patch
+            }
         }
     }
 
@@ -35,19 +45,27 @@ public enum Evaluate {
     }
 
     /// Final scores: the enabled banks' scaled distances, summed (the
-    /// paper's) or their maximum.
+    /// paper's) or their maximum. The part-instance bank's divisor is at
+    /// least 1 (one piece): where every train image's counts match another
+    /// train image's, its statistics are all 0.
     public static func scores(_ d: BankDistances, train: BankDistances, memory: MemoryType, scale: ScaleType,
                               combine: BankCombine = .sum) -> [Double] {
         var total: [Double]?
-        func add(_ test: [Double], _ statistics: [Double]) {
-            let scaler = BankScaler(trainStatistics: statistics, type: scale)
-            let scaled = test.map { scaler($0) }
+        for bank in banks where memory.contains(bank) {
+            let scaler = Self.scaler(bank, statistics: train[bank], scale: scale)
+            let scaled = d[bank].map { scaler($0) }
             total = total.map { t in zip(t, scaled).map { combine == .sum ? $0 + $1 : Swift.max($0, $1) } } ?? scaled
         }
-        if memory.contains(.histogram) { add(d.histogram, train.histogram) }
-        if memory.contains(.composition) { add(d.composition, train.composition) }
-        if memory.contains(.patch) { add(d.patch, train.patch) }
         return total ?? [Double](repeating: 0, count: d.patch.count)
+    }
+
+    /// The banks in the order a score adds them.
+    public static let banks: [MemoryType] = [.histogram, .composition, .patch, .instances]
+
+    /// One bank's scaling by its train statistics. Counts differ by whole
+    /// pieces, so the part-instance bank is never divided by less than one.
+    public static func scaler(_ bank: MemoryType, statistics: [Double], scale: ScaleType) -> BankScaler {
+        BankScaler(trainStatistics: statistics, type: scale, floor: bank == .instances ? 1 : 1e-12)
     }
 
     /// AUROC of good (label 0) against each anomaly split.

@@ -199,6 +199,36 @@ import Tensor
         #expect(MemoryType("p") == .patch)
         #expect(MemoryType("hx") == nil && MemoryType("") == nil)
         #expect(MemoryType("ch")?.description == "hc")
+        #expect(MemoryType("nph")?.description == "hpn" && MemoryType("hcpn")?.contains(.instances) == true)
+    }
+
+    /// Worked by hand. Class 1: the pair at (0,0)-(1,1) touches only
+    /// diagonally, so it is one piece; (0,4) and (3,0)-(3,1) are two more.
+    /// Class 2: an L of three pixels and a lone pixel not touching it.
+    /// Class 3: absent. The 7 is beyond the classes and not counted.
+    @Test func partInstancesAreEightConnectedPiecesPerClass() {
+        let labels: [Int32] = [
+            1, 0, 0, 0, 1,
+            0, 1, 2, 2, 0,
+            0, 0, 2, 0, 7,
+            1, 1, 0, 0, 2,
+        ]
+        #expect(PartInstances.counts(labels: labels, height: 4, width: 5, classes: 4) == [3, 2, 0])
+        // One class filling the image is one piece; a checkerboard of it is one piece too (diagonal neighbours).
+        #expect(PartInstances.counts(labels: [Int32](repeating: 1, count: 12), height: 3, width: 4, classes: 2) == [1])
+        #expect(PartInstances.counts(labels: [1, 0, 1, 0, 1, 0, 1, 0, 1], height: 3, width: 3, classes: 2) == [1])
+        // A one-pixel-wide column and a row.
+        #expect(PartInstances.counts(labels: [1, 0, 1, 0, 1, 0], height: 6, width: 1, classes: 2) == [3])
+        #expect(PartInstances.counts(labels: [1, 1, 0, 1], height: 1, width: 4, classes: 2) == [2])
+    }
+
+    /// A floor on the divisor: train statistics all 0 (every train image's
+    /// counts matched by another) divide by the floor, not by 1e-12.
+    @Test func aScalerNeverDividesByLessThanItsFloor() {
+        #expect(BankScaler(trainStatistics: [0, 0, 0], type: .max, floor: 1)(2) == 2)
+        #expect(BankScaler(trainStatistics: [0, 0, 0], type: .std, floor: 1)(2) == 2)
+        #expect(BankScaler(trainStatistics: [0, 3], type: .max, floor: 1)(3) == 1)
+        #expect(BankScaler(trainStatistics: [0, 0.5], type: .max, floor: 1)(2) == 2)
     }
 }
 

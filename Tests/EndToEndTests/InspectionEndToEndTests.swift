@@ -16,16 +16,16 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp"], "unet_epochs": [0, 1],
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp", "hcpn"], "unet_epochs": [0, 1],
                       "tta_views": 2, "combine": ["sum", "max"]}}
             """)
         try cluster.startWorker("a")
-        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 13 }
-        #expect(counts == ["done": 13], "\(cluster.tail())")
+        let counts = try cluster.wait("m", seconds: 600) { $0["done", default: 0] + $0["dead", default: 0] + $0["blocked", default: 0] == 17 }
+        #expect(counts == ["done": 17], "\(cluster.tail())")
         let model = cluster.state.url.appendingPathComponent("model")
-        // Six settings (h alone has no maximum to take): they must be named (a field the setting does not hold, as the sum's combine, is "-").
+        // Ten settings (h alone has no maximum to take): they must be named (a field the setting does not hold, as the sum's combine, is "-").
         let ambiguous = try cluster.run(["export", "m", "--category", "pin_grid", "--out", model.path])
-        #expect(ambiguous.status != 0 && ambiguous.errors.contains("6 settings") && ambiguous.errors.contains("memory_type")
+        #expect(ambiguous.status != 0 && ambiguous.errors.contains("10 settings") && ambiguous.errors.contains("memory_type")
                 && ambiguous.errors.contains("unet_epochs") && ambiguous.errors.contains("combine (-, max)"), "\(ambiguous)")
         let sumSetting = ["--setting", "memory_type=hcp", "--setting", "unet_epochs=0", "--setting", "combine=-"]
         let exported = try cluster.command(["export", "m", "--category", "pin_grid"] + sumSetting + ["--out", model.path])
@@ -34,9 +34,9 @@ import Vision
 
         // The sweep's scores of the test images, from evaluate's scores.csv.
         let store = try JobStore(path: cluster.stateDirectory.appendingPathComponent("state.sqlite").path)
-        func sweepScores(unet: Int, combine: BankCombine = .sum) throws -> [(split: String, score: Double)] {
+        func sweepScores(unet: Int, memory: String = "hcp", combine: BankCombine = .sum) throws -> [(split: String, score: Double)] {
             let evaluation = try #require(try store.evaluations(sweep: "m", category: "pin_grid").first {
-                $0.setting.contains("\"hcp\"") && $0.setting.contains("\"unet_epochs\":\(unet)")
+                $0.setting.contains("\"\(memory)\"") && $0.setting.contains("\"unet_epochs\":\(unet)")
                     && $0.setting.contains("\"combine\":\"max\"") == (combine == .max)
             })
             let hash = try #require(try store.record(evaluation.job).outputs[ArtifactFormat.scoresCSV])
@@ -76,18 +76,21 @@ import Vision
         }
         #expect(description["format"] as? Int == 2 && description["combine"] == nil, "a summing model keeps format 2: \(description)")
         // A setting with a retrained UNet packs the UNet; its banks read the UNet's masks, and the scores are the sweep's too.
-        // This one takes the banks' maximum (format 3), as its evaluate job did.
+        // This one adds the part-instance bank and takes the banks' maximum (format 4), as its evaluate job did.
         let unetModel = cluster.state.url.appendingPathComponent("unet-model")
-        _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcp", "--setting", "unet_epochs=1",
+        _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcpn", "--setting", "unet_epochs=1",
                                  "--setting", "combine=max", "--out", unetModel.path])
         let unetDescription = try JSONSerialization.jsonObject(with: Data(contentsOf: unetModel.appendingPathComponent("model.json"))) as? [String: Any] ?? [:]
-        #expect(unetDescription["format"] as? Int == 3 && unetDescription["combine"] as? String == "max", "\(unetDescription)")
+        #expect(unetDescription["format"] as? Int == 4 && unetDescription["combine"] as? String == "max"
+                && ((unetDescription["trainStatistics"] as? [String: Any])?["instances"] as? [Double])?.isEmpty == false, "\(unetDescription)")
         #expect(FileManager.default.fileExists(atPath: unetModel.appendingPathComponent("unet.safetensors").path))
         let unetRun = try runProgram(worker, ["predict", unetModel.path] + folders + ["--json"])
-        let unetScores = unetRun.output.split(separator: "\n").filter { $0.hasPrefix("{") }
-            .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["score"] as? Double }
-        let unetExpected = try sweepScores(unet: 1, combine: .max)
-        #expect(try sweepScores(unet: 1).map(\.score) != unetExpected.map(\.score), "the maximum and the sum score differently")
+        let unetLines = unetRun.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let unetScores = unetLines.compactMap { $0["score"] as? Double }
+        #expect(unetLines.allSatisfy { ($0["components"] as? [String: Double])?.keys.sorted() == ["composition", "histogram", "instances", "patch"] })
+        let unetExpected = try sweepScores(unet: 1, memory: "hcpn", combine: .max)
+        #expect(try sweepScores(unet: 1, memory: "hcpn").map(\.score) != unetExpected.map(\.score), "the maximum and the sum score differently")
         #expect(unetScores.count == unetExpected.count && zip(unetScores, unetExpected).allSatisfy { abs($0 - $1.score) <= 1e-9 * max(1, abs($1.score)) },
                 "\(unetScores) vs \(unetExpected.map(\.score))")
         // Loading checks the bundle: a damaged file and another format version are clear errors.

@@ -11,7 +11,8 @@ import Testing
                       "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json",
                       "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
                       "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "reuse-combine.json",
-                      "varied-reuse-combine.json", "default-reuse.json"])
+                      "varied-reuse-combine.json", "default-reuse.json", "fourth.json", "instances.json", "varied-instances.json",
+                      "third-instances.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
@@ -40,7 +41,7 @@ import Testing
         let plan = SweepExpander.expand(try Sweep.load(Self.folder.appendingPathComponent("default.json")))
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5)
-        // h, c, p and hcp at three scale types; hcp summed and at its maximum.
-        #expect(plan.evaluations.count == 5 * (4 + 1) * 3)
+        // h, c, p, n, hcp and hcpn at three scale types; hcp and hcpn summed and at their maximum.
+        #expect(plan.evaluations.count == 5 * (6 + 2) * 3)
     }
 }

@@ -27,14 +27,14 @@ import Vision
         let good = Self.render(.testGood, 6, size: size), logical = Self.render(.testLogical, 6, size: size)
         let structural = Self.render(.testStructural, 6, size: size)
         let strides = [4, 8, 16]
-        func vectors(_ set: [(Image, [Int32])]) -> [(histogram: [Double], composition: [Double])] {
+        func vectors(_ set: [(Image, [Int32])]) -> [PartVectors] {
             set.map { BankFit.vectors(image: $0.0, labels: $0.1, classes: classes, backbone: backbone, strides: strides) }
         }
         var parameters = BankFit.Parameters()
         parameters.epsilon = Standardizer.safeEpsilon
         let banks = BankFit.run(trainVectors: vectors(train), parameters: parameters)
         let test = good + logical + structural
-        let bankDistances = vectors(test).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
+        let bankDistances = vectors(test).map { banks.distances($0) }
         let patch = PatchStage.run(train: train.map(\.0), test: test.map(\.0), backbone: backbone, size: size)
         let d = Evaluate.BankDistances(histogram: bankDistances.map(\.histogram), composition: bankDistances.map(\.composition),
                                        patch: patch.testScores.map(Double.init))
@@ -79,7 +79,7 @@ extension ChainTests {
         let head = try SegmentTrain.run(labelled: labelled, unlabelled: unlabelled, classes: classes, backbone: backbone, parameters: p).head
         let n = 6, good = render(.testGood, n), logical = render(.testLogical, n)
         // One backbone pass per image serves the segmenter and the banks.
-        func vectors(_ images: [Image]) -> [(histogram: [Double], composition: [Double])] {
+        func vectors(_ images: [Image]) -> [PartVectors] {
             images.map { image in
                 let taps = backbone.features(ImageNormalization.imagenet(image.tensor()), strides: [4, 8, 16])
                 let labels = SegmentTrain.pseudoLabels(head, taps: taps, height: size, width: size)
@@ -89,7 +89,7 @@ extension ChainTests {
         var bp = BankFit.Parameters()
         bp.epsilon = Standardizer.safeEpsilon
         let banks = BankFit.run(trainVectors: vectors(train.map(\.image)), parameters: bp)
-        let test = vectors((good + logical).map(\.image)).map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
+        let test = vectors((good + logical).map(\.image)).map { banks.distances($0) }
         let hist = test.map(\.histogram)
         let auroc = ROC.auroc(normal: hist[0..<n].map(Float.init), anomalous: hist[n...].map(Float.init))
         // Measured 0.81: juice colour, fill level and the lower label change part areas;

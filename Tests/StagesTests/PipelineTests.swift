@@ -67,6 +67,8 @@ import Shared
         #expect(try banks.tensor("composition_train_statistics").shape == [8])
         #expect(try banks.tensor("test_histogram").shape == [12, classes])
         #expect(try banks.tensor("test_composition").shape == [12, banks.tensor("train_composition").shape[1]])
+        #expect(try banks.tensor("train_instances").shape == [8, classes - 1] && banks.tensor("test_instances").shape == [12, classes - 1])
+        #expect(try banks.tensor("instances_train_statistics").shape == [8])
         let scores = try String(contentsOf: file("sup/evaluate/hcp-max/scores.csv"), encoding: .utf8).split(separator: "\n")
         #expect(scores.count == 13 && scores[0] == "split,score")
         #expect(FileManager.default.fileExists(atPath: file("sup/evaluate/p-none/metrics.json").path))

@@ -50,6 +50,35 @@ import Testing
         #expect(ParameterEncoder.parameters(StageSettings.Evaluate(memoryType: .hcp, scaleType: .max))["combine"] == nil)
     }
 
+    /// The part-instance bank adds its distance divided by the max of its
+    /// statistics, but never by less than one piece.
+    @Test func theInstanceBankIsScaledInWholePieces() {
+        let test = Evaluate.BankDistances(histogram: [1, 6], composition: [2, 2], patch: [0.9, 0.3], instances: [0, 2])
+        let zeros = Evaluate.BankDistances(histogram: [1, 2], composition: [4, 3], patch: [0.5, 1], instances: [0, 0])
+        #expect(Evaluate.scores(test, train: zeros, memory: .init("n")!, scale: .max) == [0, 2])
+        #expect(Evaluate.scores(test, train: zeros, memory: .init("hcpn")!, scale: .max) == [0.5 + 0.5 + 0.9 + 0, 3 + 0.5 + 0.3 + 2])
+        #expect(Evaluate.scores(test, train: zeros, memory: .init("pn")!, scale: .max, combine: .max) == [0.9, 2])
+        let wide = Evaluate.BankDistances(histogram: [1, 2], composition: [4, 3], patch: [0.5, 1], instances: [0, 4])
+        #expect(Evaluate.scores(test, train: wide, memory: .init("n")!, scale: .max) == [0, 0.5])
+        // The letters: n after h, c and p, whatever order a sweep writes them in.
+        #expect(MemoryCombination("nhcp")?.letters == "hcpn" && MemoryCombination("hn")?.letters == "hn" && MemoryCombination("x") == nil)
+    }
+
+    /// distances.json from bank-fit before code version 6 has no instance
+    /// distances: it still decodes, and an evaluation that needs them says so.
+    @Test func anOldBankFitHasNoInstanceDistances() throws {
+        let old = Data(#"{"histogram": [1], "composition": [2], "histogram_train_statistics": [1, 1], "composition_train_statistics": [1, 1], "good": 1, "logical": 0}"#.utf8)
+        let d = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, old, name: "distances.json")
+        #expect(d.instances == nil && d.instancesTrainStatistics == nil && d.histogram == [1])
+        let inputs = StageInputs(["banks": [ArtifactFormat.bankDistances: old],
+                                  "patch": [ArtifactFormat.patchScores: try ArtifactFormat.encode(ArtifactFormat.PatchScores(
+                                      train: [1, 1], test: [1], pixelAUROC: nil, spro: nil, fprLimit: nil, testDefectTypes: nil, mapScale: nil))]])
+        #expect(throws: StageError.self) {
+            try EvaluateStage.run(.init(memoryType: .init("hcpn")!, scaleType: .max), inputs: inputs, context: StageContext())
+        }
+        _ = try EvaluateStage.run(.init(memoryType: .hcp, scaleType: .max), inputs: inputs, context: StageContext())
+    }
+
     @Test func aMissingOrMistypedParameterIsNamed() throws {
         let missing = Data(#"{"dataset": "/d", "category": "c", "image_size": 64, "backbone": "resnet18", "epochs": 2, "loss_set": "sup", "seed": 0}"#.utf8)
         #expect(throws: ParameterError.self) { try JobParameters.decode(SegmentTrainStage.Parameters.self, from: missing, stage: "segment-train") }

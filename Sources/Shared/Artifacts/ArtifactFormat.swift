@@ -108,16 +108,20 @@ public enum ArtifactFormat {
     }
 
     /// `distances.json` of bank-fit: each test image's distance to the
-    /// histogram and composition banks, and the train statistics scaling uses.
+    /// histogram, composition and part-instance banks, and the train
+    /// statistics scaling uses.
     public struct BankDistances: Codable, Sendable {
         public let histogram: [Double], composition: [Double]
         public let histogramTrainStatistics: [Double], compositionTrainStatistics: [Double]
+        /// The part-instance bank's; nil in what bank-fit wrote before code version 6.
+        public let instances: [Double]?, instancesTrainStatistics: [Double]?
         /// Test images per split, in order: good, logical, then structural (the rest).
         public let good: Int, logical: Int
         public init(histogram: [Double], composition: [Double], histogramTrainStatistics: [Double], compositionTrainStatistics: [Double],
-                    good: Int, logical: Int) {
+                    instances: [Double]? = nil, instancesTrainStatistics: [Double]? = nil, good: Int, logical: Int) {
             self.histogram = histogram; self.composition = composition
             self.histogramTrainStatistics = histogramTrainStatistics; self.compositionTrainStatistics = compositionTrainStatistics
+            self.instances = instances; self.instancesTrainStatistics = instancesTrainStatistics
             self.good = good; self.logical = logical
         }
     }

@@ -36,18 +36,19 @@ public enum BankCombine: String, Codable, CaseIterable, Hashable, Sendable {
     case sum, max
 }
 
-/// The banks a score adds: letters h, c, p in that order, at least one (Anomaly's `MemoryType`).
+/// The banks a score adds: letters h, c, p, n in that order, at least one
+/// (Anomaly's `MemoryType`; n, the part-instance bank, is the project's).
 public struct MemoryCombination: Codable, Hashable, Sendable, CustomStringConvertible {
     public let letters: String
     public init?(_ letters: String) {
-        let order: [Character] = ["h", "c", "p"]
+        let order: [Character] = ["h", "c", "p", "n"]
         guard !letters.isEmpty, letters.allSatisfy(order.contains), Set(letters).count == letters.count else { return nil }
         self.letters = String(order.filter(letters.contains))
     }
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = MemoryCombination(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not a combination of h, c and p"))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not a combination of h, c, p and n"))
         }
         self = value
     }

@@ -64,8 +64,9 @@ public enum InspectionExport {
         let vectors = zip(bankTaps, trainMasks).map {
             BankFit.vectors(taps: $0.0, labels: $0.1, height: input.size, width: input.size, classes: input.classes, strides: BankFit.Parameters().strides)
         }
-        files[InspectionModel.banksName] = try ArtifactFormat.encode(InspectionModel.BankVectors(histogram: vectors.map(\.histogram),
-                                                                                                  composition: vectors.map(\.composition)))
+        let instanceBank = MemoryType(i.evaluate.memoryType).contains(.instances)
+        files[InspectionModel.banksName] = try ArtifactFormat.encode(InspectionModel.BankVectors(
+            histogram: vectors.map(\.histogram), composition: vectors.map(\.composition), instances: instanceBank ? vectors.map(\.instances) : nil))
         if let tuned = i.segmenter[ArtifactFormat.fineTunedEncoder] { files[InspectionModel.encoderName] = tuned }
         var unetShape: InspectionModel.UNetShape?
         if let unet = i.unet {
@@ -87,6 +88,9 @@ public enum InspectionExport {
         let scores = try ArtifactFormat.decode(ArtifactFormat.PatchScores.self, i.patchScores, name: ArtifactFormat.patchScores)
         let distances = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try file(i.banks, ArtifactFormat.bankDistances, of: "bank-fit"),
                                                   name: ArtifactFormat.bankDistances)
+        if instanceBank && (distances.instancesTrainStatistics == nil) {
+            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-instance bank (code version 6): resubmit the sweep, then export")
+        }
         let metrics = try ArtifactFormat.decode([String: Double].self, try file(i.evaluation, ArtifactFormat.metrics, of: "evaluate"), name: ArtifactFormat.metrics)
         let testScores = try ArtifactFormat.readScores(try file(i.evaluation, ArtifactFormat.scoresCSV, of: "evaluate"))
         var weights: [String: String] = [:]
@@ -94,7 +98,7 @@ public enum InspectionExport {
             weights[backbone.rawValue] = try backbone.weightsDigest()
         }
         var description = InspectionModel.Description(
-            format: i.evaluate.combine == nil ? 2 : InspectionModel.formatVersion, category: input.category.name, sweep: i.sweep, setting: i.setting,
+            format: instanceBank ? 4 : i.evaluate.combine == nil ? 2 : 3, category: input.category.name, sweep: i.sweep, setting: i.setting,
             classes: input.classes, cropMargin: input.prep.cropMargin, imageSize: input.size,
             unet: unetShape,
             ttaAngles: i.pseudo.ttaViews.map { SegmentTrain.testTimeAngles(count: $0, rotationDegrees: input.manifest.augmentationRotationDegrees) },
@@ -103,7 +107,7 @@ public enum InspectionExport {
             epsilon: i.bank.settings.epsilon, trainStatistic: i.bank.settings.trainStatistic,
             memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, combine: i.evaluate.combine, mapScale: scores.mapScale ?? 1,
             trainStatistics: .init(histogram: distances.histogramTrainStatistics, composition: distances.compositionTrainStatistics,
-                                   patch: scores.train.map(Double.init)),
+                                   patch: scores.train.map(Double.init), instances: instanceBank ? distances.instancesTrainStatistics : nil),
             weights: weights, files: files.mapValues(ArtifactStore.hash), threshold: .infinity,
             calibration: .init(targetFPR: targetFPR, validationImages: validation.count, validationFPR: 0,
                                testLogicalAUROC: metrics["logical_auroc"], testStructuralAUROC: metrics["structural_auroc"],

@@ -21,10 +21,11 @@ import Vision
 /// what the sweep's `scores.csv` says it scored.
 public struct InspectionModel {
     /// 2: the segmenter's test-time views (``Description/ttaAngles``); 3:
-    /// the banks' maximum instead of their sum (``Description/combine``). A
-    /// model is written in the lowest format that holds it, so a summing
-    /// model stays readable by builds that read format 2.
-    public static let formatVersion = 3
+    /// the banks' maximum instead of their sum (``Description/combine``); 4:
+    /// the part-instance bank (memory type letter n). A model is written in
+    /// the lowest format that holds it, so a summing model of the paper's
+    /// banks stays readable by builds that read format 2.
+    public static let formatVersion = 4
     public static let descriptionName = "model.json"
     static let headName = "segmenter.safetensors", encoderName = "encoder.safetensors"
     static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors", unetName = "unet.safetensors"
@@ -69,9 +70,10 @@ public struct InspectionModel {
         public var calibration: Calibration
     }
 
-    /// The train images' histogram and composition vectors (what the banks hold, before standardisation).
+    /// The train images' histogram, composition and part-instance vectors
+    /// (what the banks hold, before standardisation; no instances before format 4).
     struct BankVectors: Codable {
-        var histogram: [[Double]], composition: [[Double]]
+        var histogram: [[Double]], composition: [[Double]], instances: [[Double]]?
     }
 
     public struct UNetShape: Codable, Equatable, Sendable {
@@ -80,6 +82,8 @@ public struct InspectionModel {
 
     public struct TrainStatistics: Codable, Equatable, Sendable {
         public var histogram: [Double], composition: [Double], patch: [Double]
+        /// The part-instance bank's (format 4).
+        public var instances: [Double]?
     }
 
     /// How the threshold was chosen and what it gives.
@@ -131,7 +135,7 @@ public struct InspectionModel {
         guard let data = FileManager.default.contents(atPath: describing.path) else { throw BundleError.notABundle(folder.path) }
         struct Format: Decodable { var format: Int }
         guard let format = try? JSONDecoder().decode(Format.self, from: data) else { throw BundleError.notABundle(folder.path) }
-        // Format 1 is format 2 without test-time views; format 2 is format 3 with the banks summed.
+        // Format 1 is format 2 without test-time views; format 2 is format 3 with the banks summed; format 3 is format 4 without the instance bank.
         guard (1...Self.formatVersion).contains(format.format) else { throw BundleError.version(found: format.format, supported: Self.formatVersion, path: folder.path) }
         let d = try ArtifactFormat.decode(Description.self, data, name: describing.path)
         var files: [String: Data] = [:]
@@ -187,7 +191,9 @@ public struct InspectionModel {
         var bp = BankFit.Parameters()
         bp.epsilon = d.epsilon
         bp.trainStatistic = (d.trainStatistic == .reference ? MemoryBank.TrainStatistic.reference : .leaveOneOut).rawValue
-        banks = BankFit.run(trainVectors: zip(vectors.histogram, vectors.composition).map { (histogram: $0.0, composition: $0.1) }, parameters: bp)
+        banks = BankFit.run(trainVectors: vectors.histogram.indices.map {
+            (histogram: vectors.histogram[$0], composition: vectors.composition[$0], instances: vectors.instances?[$0] ?? [])
+        }, parameters: bp)
         let memoryRows = try file(Self.memoryName).tensor("memory")
         memory = PatchMemory(trainPatches: [memoryRows], coreset: nil, probes: d.patchProbes, seed: d.seed)
         prep = Preprocessor(cropMargin: d.cropMargin, targetSize: d.imageSize)
@@ -198,12 +204,12 @@ public struct InspectionModel {
     public struct Prediction: Sendable {
         public var score: Double
         public var anomalous: Bool
-        /// Each enabled bank's scaled part of the score ("histogram", "composition", "patch").
+        /// Each enabled bank's scaled part of the score ("histogram", "composition", "patch", "instances").
         public var components: [String: Double]
         /// The bank with the largest part.
         public var drivenBy: String
-        /// For the histogram and composition banks: the part class whose
-        /// standardised values differ most from the nearest train image's.
+        /// For the histogram, composition and instance banks: the part class whose
+        /// (standardised) values differ most from the nearest train image's.
         public var part: Int?
         /// The part segmentation and the anomaly map, in the preprocessed frame (imageSize squared).
         public var parts: [Int32]
@@ -242,30 +248,32 @@ public struct InspectionModel {
 
     func score(_ image: Image, _ parts: [Int32], bankTaps: [Int: Tensor], patchTaps: [Int: Tensor]) -> Prediction {
         let d = description, size = d.imageSize
-        let vectors = BankFit.vectors(taps: bankTaps, labels: parts, height: size, width: size, classes: d.classes, strides: BankFit.Parameters().strides)
-        let distances = banks.distances(histogram: vectors.histogram, composition: vectors.composition)
+        var vectors = BankFit.vectors(taps: bankTaps, labels: parts, height: size, width: size, classes: d.classes, strides: BankFit.Parameters().strides)
+        // A model without the part-instance bank holds no train counts to compare with.
+        if banks.instances.train[0].isEmpty { vectors.instances = [] }
+        let distances = banks.distances(vectors)
         let (patchScore, nearest) = memory.score([PatchStage.patches(patchTaps)])[0]
         let patchMap = AnomalyMap.from(patchDistances: nearest, gridHeight: patchTaps[8]!.shape[2], gridWidth: patchTaps[8]!.shape[3],
                                        height: d.patchImageSize, width: d.patchImageSize).storage
         let map = CategoryInput.map(patchMap, native: (image.width, image.height), from: patchPrep, to: prep)
         // Evaluate's combination of the scaled distances, bank by bank.
         let memoryType = MemoryType(d.memoryType), scale = ScaleType(d.scaleType)
+        let test = Evaluate.BankDistances(histogram: [distances.histogram], composition: [distances.composition], patch: [Double(patchScore)],
+                                          instances: [distances.instances])
+        let train = Evaluate.BankDistances(histogram: d.trainStatistics.histogram, composition: d.trainStatistics.composition,
+                                           patch: d.trainStatistics.patch, instances: d.trainStatistics.instances ?? [])
         var components: [String: Double] = [:]
-        func part(_ name: String, _ bank: MemoryType, _ value: Double, _ statistics: [Double]) {
-            guard memoryType.contains(bank) else { return }
-            components[name] = BankScaler(trainStatistics: statistics, type: scale)(value)
+        for (bank, name) in zip(Evaluate.banks, ["histogram", "composition", "patch", "instances"]) where memoryType.contains(bank) {
+            components[name] = Evaluate.scaler(bank, statistics: train[bank], scale: scale)(test[bank][0])
         }
-        part("histogram", .histogram, distances.histogram, d.trainStatistics.histogram)
-        part("composition", .composition, distances.composition, d.trainStatistics.composition)
-        part("patch", .patch, Double(patchScore), d.trainStatistics.patch)
-        let score = Evaluate.scores(Evaluate.BankDistances(histogram: [distances.histogram], composition: [distances.composition], patch: [Double(patchScore)]),
-                                    train: Evaluate.BankDistances(histogram: d.trainStatistics.histogram, composition: d.trainStatistics.composition,
-                                                                  patch: d.trainStatistics.patch),
-                                    memory: memoryType, scale: scale, combine: d.combine ?? .sum)[0]
+        let score = Evaluate.scores(test, train: train, memory: memoryType, scale: scale, combine: d.combine ?? .sum)[0]
         let driver = components.max { $0.value < $1.value }?.key ?? "patch"
         var blamed: Int?
         if driver == "histogram" {
             blamed = Self.mostDifferent(banks.histogramStandardizer(vectors.histogram), bank: banks.histogram, blockSize: 1)
+        } else if driver == "instances" {
+            // Foreground classes only: index c is part c + 1.
+            blamed = Self.mostDifferent(vectors.instances, bank: banks.instances, blockSize: 1).map { $0 + 1 }
         } else if driver == "composition", d.classes > 1 {
             // Foreground class c's block of every stage's channels: c + 1 is the part.
             let block = vectors.composition.count / (d.classes - 1)

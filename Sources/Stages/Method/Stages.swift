@@ -195,7 +195,7 @@ public enum BankFitStage: MethodStage {
         let masks = try inputs.role("masks")
         let trainMasks = try ArtifactFormat.readMasks(masks, samples: Array(trainSamples.prefix(kept)))
         let testMasks = try ArtifactFormat.readMasks(masks, samples: input.testSamples)
-        func vectors(_ taps: [[Int: Tensor]], _ masks: [[Int32]]) -> [(histogram: [Double], composition: [Double])] {
+        func vectors(_ taps: [[Int: Tensor]], _ masks: [[Int32]]) -> [PartVectors] {
             zip(taps, masks).map { BankFit.vectors(taps: $0.0, labels: $0.1, height: size, width: size, classes: input.classes, strides: bp.strides) }
         }
         let trainTaps = Array(try context.taps(.train, of: input, backbone: p.backbone).prefix(kept))
@@ -203,10 +203,11 @@ public enum BankFitStage: MethodStage {
         let banks = BankFit.run(trainVectors: trainVectors, parameters: bp)
         let testTaps = try context.taps(.test, of: input, backbone: p.backbone)
         let testVectors = vectors(testTaps, testMasks)
-        let test = testVectors.map { banks.distances(histogram: $0.histogram, composition: $0.composition) }
+        let test = testVectors.map(banks.distances)
         let record = ArtifactFormat.BankDistances(histogram: test.map(\.histogram), composition: test.map(\.composition),
                                                   histogramTrainStatistics: banks.histogramTrainStatistics,
                                                   compositionTrainStatistics: banks.compositionTrainStatistics,
+                                                  instances: test.map(\.instances), instancesTrainStatistics: banks.instancesTrainStatistics,
                                                   good: input.category[.testGood].count, logical: input.category[.testLogical].count)
         func matrix(_ rows: [[Double]]) -> Tensor { Tensor(shape: [rows.count, rows.first?.count ?? 0], storage: rows.flatMap { $0.map(Float.init) }) }
         func vector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }
@@ -217,12 +218,15 @@ public enum BankFitStage: MethodStage {
                 "train_composition": matrix(trainVectors.map(\.composition)),
                 "test_histogram": matrix(testVectors.map(\.histogram)),
                 "test_composition": matrix(testVectors.map(\.composition)),
+                "train_instances": matrix(trainVectors.map(\.instances)),
+                "test_instances": matrix(testVectors.map(\.instances)),
                 "histogram_mean": vector(banks.histogramStandardizer.mean),
                 "histogram_std": vector(banks.histogramStandardizer.std),
                 "composition_mean": vector(banks.compositionStandardizer.mean),
                 "composition_std": vector(banks.compositionStandardizer.std),
                 "histogram_train_statistics": vector(banks.histogramTrainStatistics),
-                "composition_train_statistics": vector(banks.compositionTrainStatistics)]),
+                "composition_train_statistics": vector(banks.compositionTrainStatistics),
+                "instances_train_statistics": vector(banks.instancesTrainStatistics)]),
         ])
     }
 }
@@ -242,10 +246,16 @@ public enum EvaluateStage: MethodStage {
         guard patch.test.count == d.histogram.count else {
             throw StageError("patch scores for \(patch.test.count) test images, bank distances for \(d.histogram.count)", permanent: false)
         }
-        let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init))
+        let memory = MemoryType(p.memoryType)
+        if memory.contains(.instances) && (d.instances == nil || d.instancesTrainStatistics == nil) {
+            throw StageError("memory type \(p.memoryType): \(ArtifactFormat.bankDistances) has no part-instance distances "
+                             + "(written by bank-fit before code version 6); resubmit the sweep for a current bank-fit", permanent: true)
+        }
+        let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init),
+                                          instances: d.instances ?? [])
         let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
-                                           patch: patch.train.map(Double.init))
-        let scores = Evaluate.scores(test, train: train, memory: MemoryType(p.memoryType), scale: ScaleType(p.scaleType),
+                                           patch: patch.train.map(Double.init), instances: d.instancesTrainStatistics ?? [])
+        let scores = Evaluate.scores(test, train: train, memory: memory, scale: ScaleType(p.scaleType),
                                      combine: p.combine ?? .sum)
         let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
                                      structural: Array(scores[(d.good + d.logical)...]))
