@@ -53,6 +53,13 @@ public enum InspectionExport {
             guard let data = files[name] else { throw StageError("\(what) wrote no \(name)") }
             return data
         }
+        // Checked before any encoding: an old bank-fit cannot give the part-instance bank.
+        let distances = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try file(i.banks, ArtifactFormat.bankDistances, of: "bank-fit"),
+                                                  name: ArtifactFormat.bankDistances)
+        let instanceBank = MemoryType(i.evaluate.memoryType).contains(.instances)
+        if instanceBank && (distances.instancesTrainStatistics == nil) {
+            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-instance bank (code version 6): resubmit the sweep, then export")
+        }
         var files: [String: Data] = [InspectionModel.headName: try file(i.segmenter, ArtifactFormat.head, of: "segment-train")]
         // The banks' train vectors in double precision, as bank-fit computed them (its banks.safetensors
         // holds them as 32-bit floats: banks rebuilt from those would score other digits).
@@ -64,7 +71,6 @@ public enum InspectionExport {
         let vectors = zip(bankTaps, trainMasks).map {
             BankFit.vectors(taps: $0.0, labels: $0.1, height: input.size, width: input.size, classes: input.classes, strides: BankFit.Parameters().strides)
         }
-        let instanceBank = MemoryType(i.evaluate.memoryType).contains(.instances)
         files[InspectionModel.banksName] = try ArtifactFormat.encode(InspectionModel.BankVectors(
             histogram: vectors.map(\.histogram), composition: vectors.map(\.composition), instances: instanceBank ? vectors.map(\.instances) : nil))
         if let tuned = i.segmenter[ArtifactFormat.fineTunedEncoder] { files[InspectionModel.encoderName] = tuned }
@@ -86,11 +92,6 @@ public enum InspectionExport {
         files[InspectionModel.memoryName] = SafetensorsFile.encode(["memory": memory.index.memory])
 
         let scores = try ArtifactFormat.decode(ArtifactFormat.PatchScores.self, i.patchScores, name: ArtifactFormat.patchScores)
-        let distances = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try file(i.banks, ArtifactFormat.bankDistances, of: "bank-fit"),
-                                                  name: ArtifactFormat.bankDistances)
-        if instanceBank && (distances.instancesTrainStatistics == nil) {
-            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-instance bank (code version 6): resubmit the sweep, then export")
-        }
         let metrics = try ArtifactFormat.decode([String: Double].self, try file(i.evaluation, ArtifactFormat.metrics, of: "evaluate"), name: ArtifactFormat.metrics)
         let testScores = try ArtifactFormat.readScores(try file(i.evaluation, ArtifactFormat.scoresCSV, of: "evaluate"))
         var weights: [String: String] = [:]
