@@ -99,6 +99,25 @@ struct Kernels: ParsableCommand {
             }
             report("unet train step w16 d4 batch 8 @256", flops: 3 * 2 * net.multiplyAdds(height: size, width: size) * Double(batch), seconds: t)
         }
+
+        // segment-train's fused losses on a batch of 5: the head's stride-4
+        // logits (64x64) upsampled to 256x256 inside, value and gradient; 5
+        // classes as the synthetic categories, 26 as LOCO's most. No
+        // arithmetic is counted (they are bound by the exponentials and the
+        // planes' traffic): reported in ms.
+        for classes in [5, 26] {
+            let batch = 5, coarse = 64, size = 256
+            let z = Tensor.randomNormal([batch, classes, coarse, coarse], std: 2, generator: &rng)
+            let labels = (0..<(batch * size * size)).map { _ in Int32(rng.int(0...(classes - 1))) }
+            report("losses CE + Dice, value and gradient, 5x\(classes) 64->256", flops: 0, seconds: measure {
+                _ = SegmentationLoss.supervisedUpsampled(logits: z, labels: labels, height: size, width: size, ceWeight: 10, diceWeight: 1)
+            })
+            let fractions = Tensor(shape: [batch, classes], storage: [Float](repeating: 1 / Float(classes), count: batch * classes))
+            report("losses H + hist, value and gradient, 5x\(classes) 64->256", flops: 0, seconds: measure {
+                _ = SegmentationLoss.unsupervisedUpsampled(logits: z, height: size, width: size, entropyWeight: 10, fractions: fractions,
+                                                           histogramClasses: Array(1..<classes), histogramWeight: 1)
+            })
+        }
     }
 
     func measure(_ body: () -> Void) -> Double { bestTime(seconds: seconds, minimumRuns: 3, body) }

@@ -59,3 +59,29 @@ for name, channels in [("head backward effnet-lite0 178->89->10", 178),
     g = y.detach().clone()
     t = measure(lambda: torch.autograd.grad(y, [x, w1, w2], g, retain_graph=True))
     report(name, 2 * 2 * batch * size * size * (channels * hidden + hidden * classes), t)
+
+
+# segment-train's losses on the head's stride-4 logits, upsampled inside
+# (align_corners), value and gradient: CE x 10 + Dice per image and class;
+# entropy x 10 + histogram matching over the foreground classes.
+for classes in (5, 26):
+    z = (torch.randn(5, classes, 64, 64) * 2).requires_grad_()
+    labels = torch.randint(0, classes, (5, 256, 256))
+    onehot = F.one_hot(labels, classes).permute(0, 3, 1, 2).float()
+    fractions = torch.full((5, classes), 1 / classes)
+
+    def supervised():
+        up = F.interpolate(z, size=(256, 256), mode="bilinear", align_corners=True)
+        p = up.softmax(1)
+        inter, mass = (p * onehot).sum((2, 3)), p.sum((2, 3)) + onehot.sum((2, 3))
+        loss = 10 * F.cross_entropy(up, labels) + 1 - (2 * inter / (mass + 1e-4)).mean()
+        torch.autograd.grad(loss, z)
+
+    def unsupervised():
+        q = F.interpolate(z, size=(256, 256), mode="bilinear", align_corners=True).softmax(1)
+        entropy = -(q * torch.log(q + 1e-5)).mean()
+        hist = (fractions[:, 1:] - q.mean((2, 3))[:, 1:]).abs().sum()
+        torch.autograd.grad(10 * entropy + hist, z)
+
+    report(f"losses CE + Dice, value and gradient, 5x{classes} 64->256", 0, measure(supervised))
+    report(f"losses H + hist, value and gradient, 5x{classes} 64->256", 0, measure(unsupervised))

@@ -20,6 +20,7 @@ extension SegmentationLoss {
     public static func supervisedUpsampled(logits z: Tensor, labels: [Int32], height: Int, width: Int,
                                            ceWeight: Float, diceWeight: Float, eps: Float = 1e-4) -> (value: Float, gradient: Tensor) {
         let rows = UpsampledRows(z, height: height, width: width)
+        defer { rows.release() }
         let (n, c) = (rows.n, rows.c)
         precondition(labels.count == n * height * width, "supervised loss: \(labels.count) labels for \(n)x\(height)x\(width)")
         for label in labels { precondition(label >= 0 && Int(label) < c, "label \(label) outside 0..<\(c)") }
@@ -34,10 +35,23 @@ extension SegmentationLoss {
                 acc[1 + (b * c + y) * 3] += Double(p[y * width + j])
                 acc[1 + (b * c + y) * 3 + 2] += 1
             }
-            for k in 0..<c {
+            // Each class's row sum in pixel order, four classes side by side (independent add chains).
+            var k = 0
+            while k + 4 <= c {
+                let (p0, p1, p2, p3) = (p + k * width, p + (k + 1) * width, p + (k + 2) * width, p + (k + 3) * width)
+                var (s0, s1, s2, s3): (Float, Float, Float, Float) = (0, 0, 0, 0)
+                for j in 0..<width { s0 += p0[j]; s1 += p1[j]; s2 += p2[j]; s3 += p3[j] }
+                acc[1 + (b * c + k) * 3 + 1] += Double(s0)
+                acc[1 + (b * c + k + 1) * 3 + 1] += Double(s1)
+                acc[1 + (b * c + k + 2) * 3 + 1] += Double(s2)
+                acc[1 + (b * c + k + 3) * 3 + 1] += Double(s3)
+                k += 4
+            }
+            while k < c {
                 var s: Float = 0
                 for j in 0..<width { s += p[k * width + j] }
                 acc[1 + (b * c + k) * 3 + 1] += Double(s)
+                k += 1
             }
         }
         let pixels = Double(n * height * width), norm = Float(n * c)
@@ -58,7 +72,24 @@ extension SegmentationLoss {
         let ce = ceWeight / Float(pixels)
         let gradient = rows.scatter { b, i, p, g in
             let row = labels.withUnsafeBufferPointer { $0.baseAddress! + (b * height + i) * width }
-            for j in 0..<width {
+            // Sixteen pixels at a time, each lane the scalar expression below (the same
+            // rounding). g holds the one-hot labels until a block's gradient replaces them.
+            g.update(repeating: 0, count: c * width)
+            for j in 0..<width { g[Int(row[j]) * width + j] = 1 }
+            var start = 0
+            while start + 16 <= width {
+                var dot = VectorMath.Lanes()
+                for k in 0..<c {
+                    let hot = VectorMath.load(g + k * width + start)
+                    dot += VectorMath.load(p + k * width + start) * (VectorMath.Lanes(repeating: bias[b * c + k]) + hot * a[b * c + k])
+                }
+                for k in 0..<c {
+                    let pk = VectorMath.load(p + k * width + start), hot = VectorMath.load(g + k * width + start)
+                    VectorMath.store(ce * (pk - hot) + pk * (VectorMath.Lanes(repeating: bias[b * c + k]) + hot * a[b * c + k] - dot), g + k * width + start)
+                }
+                start += 16
+            }
+            for j in start..<width {
                 let y = Int(row[j])
                 var dot: Float = 0
                 for k in 0..<c { dot += p[k * width + j] * (bias[b * c + k] + (k == y ? a[b * c + k] : 0)) }
@@ -78,6 +109,7 @@ extension SegmentationLoss {
                                              fractions: Tensor?, histogramClasses: [Int], histogramWeight: Float,
                                              eps: Float = 1e-5) -> (value: Float, gradient: Tensor) {
         let rows = UpsampledRows(z, height: height, width: width)
+        defer { rows.release() }
         let (n, c) = (rows.n, rows.c)
         if let fractions { precondition(fractions.shape == [n, c], "histogram matching: fractions \(fractions.shape), expected [\(n), \(c)]") }
         for k in histogramClasses { precondition(k >= 0 && k < c, "histogram class \(k) outside 0..<\(c)") }
@@ -118,7 +150,9 @@ extension SegmentationLoss {
         let h = entropyWeight / count
         let gradient = rows.scatter { b, _, p, g in
             // g = dL/dq first, then through the softmax: q (g - sum_k q_k g_k).
-            var dot = [Float](repeating: 0, count: width)
+            let dot = UnsafeMutablePointer<Float>.allocate(capacity: width)
+            defer { dot.deallocate() }
+            dot.initialize(repeating: 0, count: width)
             for k in 0..<c {
                 let q = p + k * width, out = g + k * width, extra = histogram[b * c + k]
                 var j = 0
@@ -132,10 +166,16 @@ extension SegmentationLoss {
                     out[j] = -h * (logf(q[j] + eps) + q[j] / (q[j] + eps)) + extra
                     j += 1
                 }
-                for j in 0..<width { dot[j] += q[j] * out[j] }
+                addProducts(q, out, into: dot, count: width)
             }
             for k in 0..<c {
-                for j in 0..<width { g[k * width + j] = p[k * width + j] * (g[k * width + j] - dot[j]) }
+                let q = p + k * width, out = g + k * width
+                var j = 0
+                while j + 16 <= width {
+                    VectorMath.store(VectorMath.load(q + j) * (VectorMath.load(out + j) - VectorMath.load(dot + j)), out + j)
+                    j += 16
+                }
+                while j < width { out[j] = q[j] * (out[j] - dot[j]); j += 1 }
             }
         }
         return (value, gradient)
@@ -143,14 +183,20 @@ extension SegmentationLoss {
 }
 
 /// Row-by-row access to softmax(resizeBilinear(z, align_corners)) for the
-/// fused losses: each row is interpolated and normalised in scratch space,
-/// and row gradients are scattered back to the coarse grid. Rows are split
-/// over the threads in fixed contiguous ranges; per-range results are
-/// combined in range order, so results depend only on the thread count.
+/// fused losses: each row is interpolated and normalised, and row gradients
+/// are scattered back to the coarse grid. The probabilities the reducing
+/// pass computes are kept for the gradient pass (n x c x height x width
+/// floats, 34 MB for segment-train's 5 views of 256 x 256 with 26 classes),
+/// so each row's interpolation and softmax run once; the full-size logits
+/// and gradients are never stored. Rows are split over the threads in fixed
+/// contiguous ranges; per-range results are combined in range order, so
+/// results depend only on the thread count.
 struct UpsampledRows {
     let z: Tensor
     let n: Int, c: Int, h: Int, w: Int, height: Int, width: Int
     let ty: LinearTaps, tx: LinearTaps
+    /// Row r's probabilities at `probabilities + r * c * width`, written by ``reduce(accumulators:_:)``.
+    let probabilities: UnsafeMutablePointer<Float>
 
     init(_ z: Tensor, height: Int, width: Int) {
         self.z = z
@@ -159,7 +205,10 @@ struct UpsampledRows {
         self.width = width
         ty = LinearTaps(input: h, output: height, alignCorners: true)
         tx = LinearTaps(input: w, output: width, alignCorners: true)
+        probabilities = .allocate(capacity: n * height * c * width)
     }
+
+    func release() { probabilities.deallocate() }
 
     var ranges: [Range<Int>] {
         let total = n * height, parts = max(1, min(Compute.threads, total))
@@ -207,10 +256,11 @@ struct UpsampledRows {
             let ranges = self.ranges
             return Compute.parallelMap(ranges.count) { part -> [Double] in
                 var acc = [Double](repeating: 0, count: count)
-                let logits = UnsafeMutablePointer<Float>.allocate(capacity: c * width), p = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
+                let logits = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
                 var rows = CoarseRowPair(size: c * width)
-                defer { logits.deallocate(); p.deallocate(); rows.deallocate() }
+                defer { logits.deallocate(); rows.deallocate() }
                 for r in ranges[part] {
+                    let p = probabilities + r * c * width
                     row(r / height, r % height, logits: logits, p: p, zp: zp.p, rows: &rows)
                     body(r / height, r % height, p, logits, &acc)
                 }
@@ -222,42 +272,37 @@ struct UpsampledRows {
         return total
     }
 
-    /// The gradient with respect to z: `body(image, row, p, g)` fills g
+    /// The gradient with respect to z (after ``reduce(accumulators:_:)``, whose probabilities it reads): `body(image, row, p, g)` fills g
     /// ([c, width]) with dL/d(upsampled logits) of the row, which is
     /// scattered back through the interpolation: vertically into the two
     /// coarse rows' full-width accumulators, and each accumulated coarse
     /// row horizontally onto the grid once it is no longer needed (rows come
     /// in order, so each coarse row is spread once per range).
     func scatter(_ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
-        let parts = z.withUnsafeBufferPointer { zb in
-            let zp = SendablePointer(zb.baseAddress!)
-            let ranges = self.ranges
-            return Compute.parallelMap(ranges.count) { part -> [Float] in
-                var dz = [Float](repeating: 0, count: n * c * h * w)
-                let logits = UnsafeMutablePointer<Float>.allocate(capacity: c * width), p = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
-                let g = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
-                var rows = CoarseRowPair(size: c * width), sums = CoarseRowPair(size: c * width, zeroed: true)
-                defer { logits.deallocate(); p.deallocate(); g.deallocate(); rows.deallocate(); sums.deallocate() }
-                dz.withUnsafeMutableBufferPointer { out in
-                    let dzp = out.baseAddress!
-                    // Spreads an accumulated coarse row over the grid, then clears it for reuse.
-                    let spread = { (key: Int, sum: UnsafeMutablePointer<Float>) in
-                        let (b, ci) = key.quotientAndRemainder(dividingBy: h)
-                        for k in 0..<c { tx.scatter(sum + k * width, onto: dzp + ((b * c + k) * h + ci) * w) }
-                        sum.update(repeating: 0, count: c * width)
-                    }
-                    for r in ranges[part] {
-                        let (b, i) = (r / height, r % height)
-                        row(b, i, logits: logits, p: p, zp: zp.p, rows: &rows)
-                        body(b, i, p, g)
-                        let (s0, s1) = sums.pair(b * h + ty.i0[i], b * h + ty.i1[i], evicting: spread)
-                        addScaled(ty.w0[i], UnsafePointer(g), into: s0, count: c * width)
-                        addScaled(ty.w1[i], UnsafePointer(g), into: s1, count: c * width)
-                    }
-                    sums.flush(spread)
+        let ranges = self.ranges
+        let parts = Compute.parallelMap(ranges.count) { part -> [Float] in
+            var dz = [Float](repeating: 0, count: n * c * h * w)
+            let g = UnsafeMutablePointer<Float>.allocate(capacity: c * width)
+            var sums = CoarseRowPair(size: c * width, zeroed: true)
+            defer { g.deallocate(); sums.deallocate() }
+            dz.withUnsafeMutableBufferPointer { out in
+                let dzp = out.baseAddress!
+                // Spreads an accumulated coarse row over the grid, then clears it for reuse.
+                let spread = { (key: Int, sum: UnsafeMutablePointer<Float>) in
+                    let (b, ci) = key.quotientAndRemainder(dividingBy: h)
+                    for k in 0..<c { tx.scatter(sum + k * width, onto: dzp + ((b * c + k) * h + ci) * w) }
+                    sum.update(repeating: 0, count: c * width)
                 }
-                return dz
+                for r in ranges[part] {
+                    let (b, i) = (r / height, r % height)
+                    body(b, i, probabilities + r * c * width, g)
+                    let (s0, s1) = sums.pair(b * h + ty.i0[i], b * h + ty.i1[i], evicting: spread)
+                    addScaled(ty.w0[i], UnsafePointer(g), into: s0, count: c * width)
+                    addScaled(ty.w1[i], UnsafePointer(g), into: s1, count: c * width)
+                }
+                sums.flush(spread)
             }
+            return dz
         }
         var total = Tensor(zeros: z.shape)
         for part in parts { for i in 0..<total.count { total.storage[i] += part[i] } }
@@ -339,6 +384,16 @@ func blendRows(_ a0: Float, _ r0: UnsafePointer<Float>, _ a1: Float, _ r1: Unsaf
         j += 16
     }
     while j < count { out[j] = a0 * r0[j] + a1 * r1[j]; j += 1 }
+}
+
+/// y += a * b, elementwise, sixteen lanes at a time (each element rounds as the scalar expression does).
+func addProducts(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    var j = 0
+    while j + 16 <= count {
+        VectorMath.store(VectorMath.load(y + j) + VectorMath.load(a + j) * VectorMath.load(b + j), y + j)
+        j += 16
+    }
+    while j < count { y[j] += a[j] * b[j]; j += 1 }
 }
 
 /// y += a * x, elementwise, sixteen lanes at a time.
