@@ -108,25 +108,29 @@ extension SegmentationLoss {
     public static func unsupervisedUpsampled(logits z: Tensor, height: Int, width: Int, entropyWeight: Float,
                                              fractions: Tensor?, histogramClasses: [Int], histogramWeight: Float,
                                              eps: Float = 1e-5) -> (value: Float, gradient: Tensor) {
-        let rows = UpsampledRows(z, height: height, width: width)
+        // The logarithms of pass 1 are kept for pass 2 (another n x c x height x width floats).
+        let rows = UpsampledRows(z, height: height, width: width, keepingRowPlanes: true)
         defer { rows.release() }
         let (n, c) = (rows.n, rows.c)
         if let fractions { precondition(fractions.shape == [n, c], "histogram matching: fractions \(fractions.shape), expected [\(n), \(c)]") }
         for k in histogramClasses { precondition(k >= 0 && k < c, "histogram class \(k) outside 0..<\(c)") }
         // Pass 1: the entropy sum and the mean probability of each image and class.
-        let stats = rows.reduce(accumulators: 1 + n * c) { b, _, p, _, acc in
+        // log(q + eps) replaces the row's logits in its kept plane.
+        let stats = rows.reduce(accumulators: 1 + n * c) { b, _, p, logs, acc in
             var h = VectorMath.Lanes()
             for k in 0..<c {
-                let base = p + k * width
+                let base = p + k * width, logBase = logs + k * width
                 var j = 0, mass: Float = 0
                 while j + 16 <= width {
-                    let q = VectorMath.load(base + j)
-                    h += q * VectorMath.log(q + VectorMath.Lanes(repeating: eps))
+                    let q = VectorMath.load(base + j), l = VectorMath.log(q + VectorMath.Lanes(repeating: eps))
+                    VectorMath.store(l, logBase + j)
+                    h += q * l
                     mass += q.sum()
                     j += 16
                 }
                 while j < width {
-                    h[0] += base[j] * logf(base[j] + eps)
+                    logBase[j] = logf(base[j] + eps)
+                    h[0] += base[j] * logBase[j]
                     mass += base[j]
                     j += 1
                 }
@@ -148,22 +152,23 @@ extension SegmentationLoss {
             }
         }
         let h = entropyWeight / count
-        let gradient = rows.scatter { b, _, p, g in
+        let gradient = rows.scatter { b, i, p, g in
+            let logs = rows.keptPlane(b, i)
             // g = dL/dq first, then through the softmax: q (g - sum_k q_k g_k).
             let dot = UnsafeMutablePointer<Float>.allocate(capacity: width)
             defer { dot.deallocate() }
             dot.initialize(repeating: 0, count: width)
             for k in 0..<c {
-                let q = p + k * width, out = g + k * width, extra = histogram[b * c + k]
+                let q = p + k * width, l = logs + k * width, out = g + k * width, extra = histogram[b * c + k]
                 var j = 0
                 while j + 16 <= width {
                     let v = VectorMath.load(q + j)
-                    let d = -h * (VectorMath.log(v + VectorMath.Lanes(repeating: eps)) + v / (v + VectorMath.Lanes(repeating: eps))) + extra
+                    let d = -h * (VectorMath.load(l + j) + v / (v + VectorMath.Lanes(repeating: eps))) + extra
                     VectorMath.store(d, out + j)
                     j += 16
                 }
                 while j < width {
-                    out[j] = -h * (logf(q[j] + eps) + q[j] / (q[j] + eps)) + extra
+                    out[j] = -h * (l[j] + q[j] / (q[j] + eps)) + extra
                     j += 1
                 }
                 addProducts(q, out, into: dot, count: width)
@@ -197,8 +202,12 @@ struct UpsampledRows {
     let ty: LinearTaps, tx: LinearTaps
     /// Row r's probabilities at `probabilities + r * c * width`, written by ``reduce(accumulators:_:)``.
     let probabilities: UnsafeMutablePointer<Float>
+    /// With `keepingRowPlanes`, a second [c, width] plane per row: the reducing
+    /// body gets it (after the row's logits were interpolated into it) and
+    /// may leave values there for the gradient body (``keptPlane(_:_:)``).
+    let kept: UnsafeMutablePointer<Float>?
 
-    init(_ z: Tensor, height: Int, width: Int) {
+    init(_ z: Tensor, height: Int, width: Int, keepingRowPlanes: Bool = false) {
         self.z = z
         (n, c, h, w) = z.nchw
         self.height = height
@@ -206,9 +215,16 @@ struct UpsampledRows {
         ty = LinearTaps(input: h, output: height, alignCorners: true)
         tx = LinearTaps(input: w, output: width, alignCorners: true)
         probabilities = .allocate(capacity: n * height * c * width)
+        kept = keepingRowPlanes ? .allocate(capacity: n * height * c * width) : nil
     }
 
-    func release() { probabilities.deallocate() }
+    func release() { probabilities.deallocate(); kept?.deallocate() }
+
+    /// Row `i` of image `b`'s kept plane.
+    func keptPlane(_ b: Int, _ i: Int) -> UnsafeMutablePointer<Float> {
+        guard let kept else { preconditionFailure("rows not kept") }
+        return kept + (b * height + i) * c * width
+    }
 
     var ranges: [Range<Int>] {
         let total = n * height, parts = max(1, min(Compute.threads, total))
@@ -260,9 +276,9 @@ struct UpsampledRows {
                 var rows = CoarseRowPair(size: c * width)
                 defer { logits.deallocate(); rows.deallocate() }
                 for r in ranges[part] {
-                    let p = probabilities + r * c * width
-                    row(r / height, r % height, logits: logits, p: p, zp: zp.p, rows: &rows)
-                    body(r / height, r % height, p, logits, &acc)
+                    let p = probabilities + r * c * width, scratch = kept.map { $0 + r * c * width } ?? logits
+                    row(r / height, r % height, logits: scratch, p: p, zp: zp.p, rows: &rows)
+                    body(r / height, r % height, p, scratch, &acc)
                 }
                 return acc
             }
