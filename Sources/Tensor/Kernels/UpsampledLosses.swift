@@ -264,7 +264,9 @@ struct UpsampledRows {
         }
     }
 
-    /// Sums `body`'s accumulators over every row: body(image, row, p, logits, accumulators).
+    /// Sums `body`'s accumulators over every row: body(image, row, p, logits, accumulators), where p (kept
+    /// for scatter(_:)) is the row's probabilities and logits its interpolated logits (in its kept plane when
+    /// rows keep planes, which the body may overwrite for the gradient body).
     func reduce(accumulators count: Int,
                 _ body: (Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, inout [Double]) -> Void) -> [Double] {
         let parts = z.withUnsafeBufferPointer { zb in
