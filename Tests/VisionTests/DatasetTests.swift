@@ -213,6 +213,68 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         #expect(labelled > 150 && Double(agree) / Double(labelled) > 0.95)
     }
 
+    /// The rotation rounds without libm; its integers are libm's `floor` and
+    /// `round` (half away from zero) on every kind of value: integers,
+    /// halves, a hair either side of them, negatives.
+    @Test func theRotationsRoundingIsLibms() {
+        var values: [Double] = [0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 255.5, 254.49999999999997, 1 - 1e-16, -1e-300, 1e-300]
+        for n in -40...300 {
+            let x = Double(n)
+            values += [x, x + 0.5, x - 0.5, x.nextUp, x.nextDown, (x + 0.5).nextUp, (x + 0.5).nextDown, x + 0.25, x - 0.75]
+        }
+        var state: UInt64 = 11
+        for _ in 0..<10_000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            values.append(Double(state >> 11) / Double(1 << 53) * 700 - 200)
+        }
+        for x in values {
+            #expect(RotationGrid.floor(x) == Int(x.rounded(.down)), "floor \(x)")
+            #expect(RotationGrid.roundedHalfAway(x) == Int(x.rounded()), "round \(x)")
+        }
+    }
+
+    /// The rotation as it was written with libm's `round` and `floor` and a
+    /// bounds check per corner: the kernel gives its bytes exactly.
+    @Test func theRotationGivesTheSameBytesAsTheLibmVersion() {
+        func reference(_ image: Image, _ angle: Double, nearest: Bool) -> Image {
+            var out = Image(width: image.width, height: image.height, channels: image.channels)
+            let (width, height, channels) = (image.width, image.height, image.channels)
+            RotationGrid.forEachPixel(width: width, height: height, angle: angle) { x, y, sx, sy in
+                let o = (y * width + x) * channels
+                if nearest {
+                    let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                    guard ix >= 0, iy >= 0, ix < width, iy < height else { return }
+                    for k in 0..<channels { out.pixels[o + k] = image.pixels[(iy * width + ix) * channels + k] }
+                } else {
+                    let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                    guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { return }
+                    let fx = sx - Double(x0), fy = sy - Double(y0)
+                    for k in 0..<channels {
+                        func at(_ xx: Int, _ yy: Int) -> Double {
+                            (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(image.pixels[(yy * width + xx) * channels + k]) : 0
+                        }
+                        let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
+                        let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
+                        let v: Double = (1 - fy) * top + fy * bottom
+                        out.pixels[o + k] = UInt8(min(max(v.rounded(), 0), 255))
+                    }
+                }
+            }
+            return out
+        }
+        var state: UInt32 = 3
+        for (w, h, c) in [(37, 29, 3), (16, 16, 1), (5, 41, 3)] {
+            var image = Image(width: w, height: h, channels: c)
+            for i in image.pixels.indices { state = state &* 1_664_525 &+ 1_013_904_223; image.pixels[i] = UInt8(state >> 24) }
+            for angle in [0, 0.3, -0.35, Double.pi / 2, Double.pi, -2.2, 3.0, 0.7853981633974483] {
+                for nearest in [false, true] {
+                    #expect(image.rotated(by: angle, nearest: nearest).pixels == reference(image, angle, nearest: nearest).pixels,
+                            "\(w)x\(h)x\(c), angle \(angle), nearest \(nearest)")
+                }
+            }
+        }
+    }
+
     /// A float tensor's planes rotate as the image does: the same sampling,
     /// before the image's rounding to a byte (so within half a level).
     @Test func tensorPlanesRotateAsTheImage() {

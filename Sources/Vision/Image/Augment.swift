@@ -18,25 +18,30 @@ extension Image {
         let (width, height, channels) = (self.width, self.height, self.channels)
         pixels.withUnsafeBufferPointer { src in
             out.pixels.withUnsafeMutableBufferPointer { dst in
+                let src = src.baseAddress!, dst = dst.baseAddress!
                 RotationGrid.forEachPixel(width: width, height: height, angle: angle) { x, y, sx, sy in
                     let o = (y &* width &+ x) &* channels
                     if nearest {
-                        let ix = Int(sx.rounded()), iy = Int(sy.rounded())
+                        let ix = RotationGrid.roundedHalfAway(sx), iy = RotationGrid.roundedHalfAway(sy)
                         guard ix >= 0, iy >= 0, ix < width, iy < height else { return }
                         let i = (iy &* width &+ ix) &* channels
                         for k in 0..<channels { dst[o &+ k] = src[i &+ k] }
                     } else {
-                        let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                        let x0 = RotationGrid.floor(sx), y0 = RotationGrid.floor(sy)
                         guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { return }
                         let fx = sx - Double(x0), fy = sy - Double(y0)
+                        // A corner outside the image reads 0; the others' offsets.
+                        let inX0 = x0 >= 0, inX1 = x0 &+ 1 < width, inY0 = y0 >= 0, inY1 = y0 &+ 1 < height
+                        let i00 = (y0 &* width &+ x0) &* channels, i10 = i00 &+ channels
+                        let i01 = i00 &+ width &* channels, i11 = i01 &+ channels
                         for k in 0..<channels {
-                            func at(_ xx: Int, _ yy: Int) -> Double {
-                                (xx >= 0 && yy >= 0 && xx < width && yy < height) ? Double(src[(yy &* width &+ xx) &* channels &+ k]) : 0
-                            }
-                            let top: Double = (1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)
-                            let bottom: Double = (1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)
+                            let a: Double = inX0 && inY0 ? Double(src[i00 &+ k]) : 0, b: Double = inX1 && inY0 ? Double(src[i10 &+ k]) : 0
+                            let c: Double = inX0 && inY1 ? Double(src[i01 &+ k]) : 0, d: Double = inX1 && inY1 ? Double(src[i11 &+ k]) : 0
+                            let top: Double = (1 - fx) * a + fx * b
+                            let bottom: Double = (1 - fx) * c + fx * d
                             let v: Double = (1 - fy) * top + fy * bottom
-                            dst[o &+ k] = UInt8(min(max(v.rounded(), 0), 255))
+                            // v >= 0 (a convex mix of bytes): its rounding, then the clamp, as `UInt8(min(max(v.rounded(), 0), 255))`.
+                            dst[o &+ k] = UInt8(truncatingIfNeeded: Swift.min(Swift.max(RotationGrid.roundedHalfAway(v), 0), 255))
                         }
                     }
                 }
@@ -168,6 +173,30 @@ extension Image {
 /// and ``Tensor/rotatedPlanes(by:)`` share it, so that rotating by `-angle`
 /// undoes rotating by `angle` (up to the resampling).
 enum RotationGrid {
+    /// `x.rounded(.down)` as an integer, without a call into libm (baseline
+    /// x86-64 has no rounding instruction): the truncation, one less where
+    /// it rounded up. Exact for |x| < 2^52.
+    @inline(__always)
+    static func floor(_ x: Double) -> Int {
+        let t = Int(x)
+        return t &- RotationGrid.bit(Double(t) > x)
+    }
+
+    /// `x.rounded()` (half away from zero) as an integer, the same way:
+    /// x minus its truncation is exact below 2^52, so comparing it with
+    /// +-0.5 decides as `round` does.
+    @inline(__always)
+    static func roundedHalfAway(_ x: Double) -> Int {
+        let t = Int(x), d = x - Double(t)
+        // Two flags, not branches: which way a sample rounds is a coin toss.
+        return t &+ RotationGrid.bit(d >= 0.5) &- RotationGrid.bit(d <= -0.5)
+    }
+
+    /// 1 or 0 as the flag is set: the comparison's own result (setcc), which
+    /// LLVM otherwise turns back into a branch that mispredicts half the time.
+    @inline(__always)
+    static func bit(_ flag: Bool) -> Int { Int(unsafeBitCast(flag, to: UInt8.self)) }
+
     /// Calls `body(x, y, sx, sy)` for every output pixel: (sx, sy) is the
     /// source position (pixel centres at integers) the inverse rotation of
     /// the output pixel's centre lands on.
@@ -198,7 +227,7 @@ extension Tensor {
         withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 RotationGrid.forEachPixel(width: w, height: h, angle: angle) { x, y, sx, sy in
-                    let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
+                    let x0 = RotationGrid.floor(sx), y0 = RotationGrid.floor(sy)
                     guard x0 >= -1, y0 >= -1, x0 < w, y0 < h else { return }
                     let fx = Float(sx - Double(x0)), fy = Float(sy - Double(y0))
                     // The four corners' weights, 0 for a corner outside the plane.
