@@ -213,9 +213,10 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
         #expect(labelled > 150 && Double(agree) / Double(labelled) > 0.95)
     }
 
-    /// The rotation rounds without libm; its integers are libm's `floor` and
-    /// `round` (half away from zero) on every kind of value: integers,
-    /// halves, a hair either side of them, negatives.
+    /// The rotation, the colour operations and the resizing round without
+    /// libm; the integers and bytes are libm's `floor` and `round` (half away
+    /// from zero) on every kind of value: integers, halves, a hair either
+    /// side of them, negatives, levels past 255.
     @Test func theRotationsRoundingIsLibms() {
         var values: [Double] = [0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 255.5, 254.49999999999997, 1 - 1e-16, -1e-300, 1e-300]
         for n in -40...300 {
@@ -228,8 +229,14 @@ func writeTinyLocoCategory(at root: URL, skip: String? = nil, config: String? = 
             values.append(Double(state >> 11) / Double(1 << 53) * 700 - 200)
         }
         for x in values {
-            #expect(RotationGrid.floor(x) == Int(x.rounded(.down)), "floor \(x)")
-            #expect(RotationGrid.roundedHalfAway(x) == Int(x.rounded()), "round \(x)")
+            #expect(ExactRounding.floor(x) == Int(x.rounded(.down)), "floor \(x)")
+            #expect(ExactRounding.halfAway(x) == Int(x.rounded()), "round \(x)")
+            #expect(ExactRounding.byte(x) == UInt8(min(max(x.rounded(), 0), 255)), "byte \(x)")
+            // The Float path (resizing): the same values as floats, and their neighbours.
+            for f in [Float(x), Float(x).nextUp, Float(x).nextDown] {
+                #expect(ExactRounding.halfAway(f) == Int(f.rounded()), "round \(f)")
+                #expect(ExactRounding.byte(f) == UInt8(min(max(f.rounded(), 0), 255)), "byte \(f)")
+            }
         }
     }
 

@@ -22,12 +22,12 @@ extension Image {
                 RotationGrid.forEachPixel(width: width, height: height, angle: angle) { x, y, sx, sy in
                     let o = (y &* width &+ x) &* channels
                     if nearest {
-                        let ix = RotationGrid.roundedHalfAway(sx), iy = RotationGrid.roundedHalfAway(sy)
+                        let ix = ExactRounding.halfAway(sx), iy = ExactRounding.halfAway(sy)
                         guard ix >= 0, iy >= 0, ix < width, iy < height else { return }
                         let i = (iy &* width &+ ix) &* channels
                         for k in 0..<channels { dst[o &+ k] = src[i &+ k] }
                     } else {
-                        let x0 = RotationGrid.floor(sx), y0 = RotationGrid.floor(sy)
+                        let x0 = ExactRounding.floor(sx), y0 = ExactRounding.floor(sy)
                         guard x0 >= -1, y0 >= -1, x0 < width, y0 < height else { return }
                         let fx = sx - Double(x0), fy = sy - Double(y0)
                         // A corner outside the image reads 0; the others' offsets.
@@ -40,8 +40,7 @@ extension Image {
                             let top: Double = (1 - fx) * a + fx * b
                             let bottom: Double = (1 - fx) * c + fx * d
                             let v: Double = (1 - fy) * top + fy * bottom
-                            // v >= 0 (a convex mix of bytes): its rounding, then the clamp, as `UInt8(min(max(v.rounded(), 0), 255))`.
-                            dst[o &+ k] = UInt8(truncatingIfNeeded: Swift.min(Swift.max(RotationGrid.roundedHalfAway(v), 0), 255))
+                            dst[o &+ k] = ExactRounding.byte(v)
                         }
                     }
                 }
@@ -62,7 +61,7 @@ extension Image {
         for i in 0..<(width * height) {
             let p = i * channels
             let r = 0.299 * Double(pixels[p]), g = 0.587 * Double(pixels[p + 1]), b = 0.114 * Double(pixels[p + 2])
-            let l = UInt8((r + g + b).rounded())
+            let l = ExactRounding.byte(r + g + b)
             out.pixels[p] = l; out.pixels[p + 1] = l; out.pixels[p + 2] = l
         }
         return out
@@ -80,7 +79,7 @@ extension Image {
         let mean = pixels.reduce(0) { $0 + Double($1) } / Double(max(pixels.count, 1))
         return mapValues { v in
             let b = Double(v) * brightness
-            return UInt8(min(max((mean + (b - mean) * contrast).rounded(), 0), 255))
+            return ExactRounding.byte(mean + (b - mean) * contrast)
         }
     }
 
@@ -88,7 +87,7 @@ extension Image {
     public func tinted(gains: [Double]) -> Image {
         var out = self
         for i in 0..<pixels.count {
-            out.pixels[i] = UInt8(min(max((Double(pixels[i]) * gains[i % channels]).rounded(), 0), 255))
+            out.pixels[i] = ExactRounding.byte(Double(pixels[i]) * gains[i % channels])
         }
         return out
     }
@@ -123,7 +122,7 @@ extension Image {
                     for dy in -1...1 { for dx in -1...1 {
                         s += (dx == 0 && dy == 0 ? 32 : -2) * Int(pixels[((y + dy) * width + x + dx) * channels + k])
                     } }
-                    out.pixels[(y * width + x) * channels + k] = UInt8(min(max((Double(s) / 16).rounded(), 0), 255))
+                    out.pixels[(y * width + x) * channels + k] = ExactRounding.byte(Double(s) / 16)
                 }
             }
         }
@@ -173,30 +172,6 @@ extension Image {
 /// and ``Tensor/rotatedPlanes(by:)`` share it, so that rotating by `-angle`
 /// undoes rotating by `angle` (up to the resampling).
 enum RotationGrid {
-    /// `x.rounded(.down)` as an integer, without a call into libm (baseline
-    /// x86-64 has no rounding instruction): the truncation, one less where
-    /// it rounded up. Exact for |x| < 2^52.
-    @inline(__always)
-    static func floor(_ x: Double) -> Int {
-        let t = Int(x)
-        return t &- RotationGrid.bit(Double(t) > x)
-    }
-
-    /// `x.rounded()` (half away from zero) as an integer, the same way:
-    /// x minus its truncation is exact below 2^52, so comparing it with
-    /// +-0.5 decides as `round` does.
-    @inline(__always)
-    static func roundedHalfAway(_ x: Double) -> Int {
-        let t = Int(x), d = x - Double(t)
-        // Two flags, not branches: which way a sample rounds is a coin toss.
-        return t &+ RotationGrid.bit(d >= 0.5) &- RotationGrid.bit(d <= -0.5)
-    }
-
-    /// 1 or 0 as the flag is set: the comparison's own result (setcc), which
-    /// LLVM otherwise turns back into a branch that mispredicts half the time.
-    @inline(__always)
-    static func bit(_ flag: Bool) -> Int { Int(unsafeBitCast(flag, to: UInt8.self)) }
-
     /// Calls `body(x, y, sx, sy)` for every output pixel: (sx, sy) is the
     /// source position (pixel centres at integers) the inverse rotation of
     /// the output pixel's centre lands on.
@@ -227,7 +202,7 @@ extension Tensor {
         withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 RotationGrid.forEachPixel(width: w, height: h, angle: angle) { x, y, sx, sy in
-                    let x0 = RotationGrid.floor(sx), y0 = RotationGrid.floor(sy)
+                    let x0 = ExactRounding.floor(sx), y0 = ExactRounding.floor(sy)
                     guard x0 >= -1, y0 >= -1, x0 < w, y0 < h else { return }
                     let fx = Float(sx - Double(x0)), fy = Float(sy - Double(y0))
                     // The four corners' weights, 0 for a corner outside the plane.

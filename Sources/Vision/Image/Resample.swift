@@ -77,7 +77,7 @@ extension Image {
                                 acc += w[k] * src[at]
                                 at += line
                             }
-                            dst[y * line + i] = UInt8(min(max(acc.rounded(), 0), 255))
+                            dst[y * line + i] = ExactRounding.byte(acc)
                         }
                     }
                 }
