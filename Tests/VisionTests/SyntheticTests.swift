@@ -169,3 +169,45 @@ import TestSupport
         #expect(types?.map { $0.images?.count ?? 0 }.reduce(0, +) == 8)
     }
 }
+
+/// The renderer's per-pixel tests take the rotation's cosine and sine once;
+/// they answer as the formulas that take them for every point.
+@Suite struct SyntheticGeometryTests {
+    @Test func theRenderersContainmentAndInverseAreTheFormulasPerPoint() {
+        var state: UInt64 = 5
+        func uniform(_ lo: Double, _ hi: Double) -> Double {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return lo + (hi - lo) * Double(state >> 11) / Double(1 << 53)
+        }
+        var inside = 0, tested = 0
+        for _ in 0..<40 {
+            let angle = uniform(-4, 4), c = Point(uniform(20, 80), uniform(20, 80))
+            let (w, h, rx, ry) = (uniform(10, 40), uniform(10, 40), uniform(5, 30), uniform(5, 30))
+            let r = min(w, h) * uniform(0, 0.5)
+            let placement = Placement(centre: Point(uniform(0, 100), uniform(0, 100)), angle: uniform(-0.5, 0.5),
+                                      shift: Point(uniform(-9, 9), uniform(-9, 9)), zoom: uniform(0.3, 2))
+            for _ in 0..<500 {
+                let q = Point(uniform(0, 100), uniform(0, 100))
+                // The inverse placement, cos and sin per point.
+                let d = q * (1 / placement.zoom) - placement.shift - placement.centre
+                let (ca, sa) = (cos(placement.angle), sin(placement.angle))
+                let expected = Point(placement.centre.x + ca * d.x + sa * d.y, placement.centre.y - sa * d.x + ca * d.y)
+                let p = placement.inverse(q)
+                #expect(p.x == expected.x && p.y == expected.y)
+                // Ellipse and rounded rectangle, cos and sin of -angle per point.
+                let (u, v) = rotate(p - c, -angle)
+                let inEllipse = (u * u) / (rx * rx) + (v * v) / (ry * ry) <= 1
+                let qx = abs(u) - (w / 2 - r), qy = abs(v) - (h / 2 - r)
+                let inRect = qx <= 0 || qy <= 0 ? abs(u) <= w / 2 && abs(v) <= h / 2 : qx * qx + qy * qy <= r * r
+                let ellipse = Shape.ellipse(centre: c, rx: rx, ry: ry, angle: angle)
+                let rect = Shape.roundedRect(centre: c, width: w, height: h, radius: r, angle: angle)
+                #expect(ellipse.containment(p) == inEllipse && ellipse.contains(p) == inEllipse)
+                #expect(rect.containment(p) == inRect && rect.contains(p) == inRect)
+                inside += (inEllipse ? 1 : 0) + (inRect ? 1 : 0)
+                tested += 2
+            }
+        }
+        // Both answers occur, so the comparison says something.
+        #expect(inside > tested / 20 && inside < tested * 19 / 20)
+    }
+}

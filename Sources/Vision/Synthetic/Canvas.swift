@@ -57,13 +57,14 @@ struct Canvas {
         guard minX <= maxX, minY <= maxY else { return }
         let centre = Point((x0 + x1) / 2, (y0 + y1) / 2)
         let radius = max(x1 - x0, y1 - y0) / 2
+        let inverse = placement.inverse, inside = layer.shape.containment
         for y in minY...maxY {
             for x in minX...maxX {
                 var hits = 0
                 var local = Point(0, 0)
                 for (dx, dy) in [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)] {
-                    let p = placement.invert(Point(Double(x) + dx, Double(y) + dy))
-                    if layer.shape.contains(p) { hits += 1; local = p }
+                    let p = inverse(Point(Double(x) + dx, Double(y) + dy))
+                    if inside(p) { hits += 1; local = p }
                 }
                 guard hits > 0 else { continue }
                 let coverage = Float(hits) / 4

@@ -35,9 +35,25 @@ public struct Placement: Equatable, Sendable {
         return Point(centre.x + c * d.x - s * d.y + shift.x, centre.y + s * d.x + c * d.y + shift.y) * zoom
     }
 
-    public func invert(_ q: Point) -> Point {
-        let d = q * (1 / zoom) - shift - centre, c = cos(angle), s = sin(angle)
-        return Point(centre.x + c * d.x + s * d.y, centre.y - s * d.x + c * d.y)
+    public func invert(_ q: Point) -> Point { inverse(q) }
+
+    /// ``invert(_:)`` with the rotation's cosine and sine taken once: a
+    /// renderer inverts four points per pixel, and libm's `cos` and `sin`
+    /// for each were most of a synthesis' time. The same values.
+    public var inverse: Inverse { Inverse(self) }
+
+    public struct Inverse: Sendable {
+        let centre: Point, shift: Point, zoom: Double, c: Double, s: Double
+
+        init(_ p: Placement) {
+            centre = p.centre; shift = p.shift; zoom = p.zoom; c = cos(p.angle); s = sin(p.angle)
+        }
+
+        @inline(__always)
+        public func callAsFunction(_ q: Point) -> Point {
+            let d = q * (1 / zoom) - shift - centre
+            return Point(centre.x + c * d.x + s * d.y, centre.y - s * d.x + c * d.y)
+        }
     }
 }
 
@@ -56,35 +72,60 @@ public enum Shape: Equatable, Sendable {
     public static func circle(_ c: Point, _ r: Double) -> Shape { .ellipse(centre: c, rx: r, ry: r, angle: 0) }
 
     /// Whether `p` lies inside.
-    public func contains(_ p: Point) -> Bool {
-        switch self {
-        case let .ellipse(c, rx, ry, angle):
-            let (u, v) = rotate(p - c, -angle)
-            return (u * u) / (rx * rx) + (v * v) / (ry * ry) <= 1
-        case let .roundedRect(c, w, h, r, angle):
-            let (u, v) = rotate(p - c, -angle)
-            let qx = abs(u) - (w / 2 - r), qy = abs(v) - (h / 2 - r)
-            if qx <= 0 || qy <= 0 { return abs(u) <= w / 2 && abs(v) <= h / 2 }
-            return qx * qx + qy * qy <= r * r
-        case let .polygon(points):
-            var inside = false
-            var j = points.count - 1
-            for i in 0..<points.count {
-                let a = points[i], b = points[j]
-                if (a.y > p.y) != (b.y > p.y), p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x { inside.toggle() }
-                j = i
+    public func contains(_ p: Point) -> Bool { containment(p) }
+
+    /// ``contains(_:)`` with a rotated shape's cosine and sine taken once
+    /// (a renderer tests four points per pixel; libm's `cos` and `sin` for
+    /// each were a fifth of a synthesis' time). The same answers.
+    public var containment: Containment { Containment(self) }
+
+    public struct Containment: Sendable {
+        let shape: Shape
+        /// cos and sin of minus the shape's angle (0 for unrotated shapes).
+        let c: Double, s: Double
+
+        init(_ shape: Shape) {
+            self.shape = shape
+            switch shape {
+            case let .ellipse(_, _, _, angle), let .roundedRect(_, _, _, _, angle): (c, s) = (cos(-angle), sin(-angle))
+            case .polygon, .stroke, .ring: (c, s) = (1, 0)
             }
-            return inside
-        case let .stroke(points, width):
-            let limit = width * width / 4
-            for i in 0..<max(points.count - 1, 1) {
-                let a = points[i], b = points[min(i + 1, points.count - 1)]
-                if segmentDistanceSquared(p, a, b) <= limit { return true }
+        }
+
+        /// `rotate(d, -angle)`, with the cosine and sine taken.
+        @inline(__always)
+        func unrotated(_ d: Point) -> (Double, Double) { (c * d.x - s * d.y, s * d.x + c * d.y) }
+
+        public func callAsFunction(_ p: Point) -> Bool {
+            switch shape {
+            case let .ellipse(centre, rx, ry, _):
+                let (u, v) = unrotated(p - centre)
+                return (u * u) / (rx * rx) + (v * v) / (ry * ry) <= 1
+            case let .roundedRect(centre, w, h, r, _):
+                let (u, v) = unrotated(p - centre)
+                let qx = abs(u) - (w / 2 - r), qy = abs(v) - (h / 2 - r)
+                if qx <= 0 || qy <= 0 { return abs(u) <= w / 2 && abs(v) <= h / 2 }
+                return qx * qx + qy * qy <= r * r
+            case let .polygon(points):
+                var inside = false
+                var j = points.count - 1
+                for i in 0..<points.count {
+                    let a = points[i], b = points[j]
+                    if (a.y > p.y) != (b.y > p.y), p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x { inside.toggle() }
+                    j = i
+                }
+                return inside
+            case let .stroke(points, width):
+                let limit = width * width / 4
+                for i in 0..<max(points.count - 1, 1) {
+                    let a = points[i], b = points[min(i + 1, points.count - 1)]
+                    if segmentDistanceSquared(p, a, b) <= limit { return true }
+                }
+                return false
+            case let .ring(centre, outer, inner):
+                let d = (p - centre).length
+                return d <= outer && d >= inner
             }
-            return false
-        case let .ring(c, outer, inner):
-            let d = (p - c).length
-            return d <= outer && d >= inner
         }
     }
 
