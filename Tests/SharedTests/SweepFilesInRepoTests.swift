@@ -12,7 +12,7 @@ import Testing
                       "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
                       "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "reuse-combine.json",
                       "varied-reuse-combine.json", "default-reuse.json", "fourth.json", "instances.json", "varied-instances.json",
-                      "third-instances.json", "loco-defaults.json"])
+                      "third-instances.json", "loco-defaults.json", "loco-varied.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
