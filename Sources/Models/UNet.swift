@@ -89,14 +89,33 @@ public final class UNet {
     /// Everything inference needs, by name: the parameters and the batch
     /// norms' running statistics (`<conv>.bn.running_mean`, `.running_var`).
     public var tensors: [String: Tensor] {
-        var out = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) }).merging(runningStatistics) { $1 }
+    }
+
+    /// The batch norms' running statistics, which training changes besides
+    /// the parameters (`<conv>.bn.running_mean`, `.running_var`).
+    public var runningStatistics: [String: Tensor] {
+        var out: [String: Tensor] = [:]
         for conv in convolutions {
-            if let n = conv.norm {
-                out["\(conv.name).bn.running_mean"] = n.runningMean
-                out["\(conv.name).bn.running_var"] = n.runningVar
-            }
+            guard let n = conv.norm else { continue }
+            out["\(conv.name).bn.running_mean"] = n.runningMean
+            out["\(conv.name).bn.running_var"] = n.runningVar
         }
         return out
+    }
+
+    /// Takes over running statistics ``runningStatistics`` gave; false
+    /// (nothing changed) unless they are exactly this network's, each of its shape.
+    public func restoreRunningStatistics(_ statistics: [String: Tensor]) -> Bool {
+        let current = runningStatistics
+        guard Set(statistics.keys) == Set(current.keys), statistics.allSatisfy({ current[$0.key]!.shape == $0.value.shape }) else { return false }
+        for conv in convolutions {
+            guard var n = conv.norm else { continue }
+            n.runningMean = statistics["\(conv.name).bn.running_mean"]!
+            n.runningVar = statistics["\(conv.name).bn.running_var"]!
+            conv.norm = n
+        }
+        return true
     }
 
     /// A UNet of this shape with the values of ``tensors`` (each checked against its shape).

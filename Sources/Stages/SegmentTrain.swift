@@ -97,10 +97,14 @@ public enum SegmentTrain {
     ///     unlabelled images when the caller has them already; computed here otherwise.
     ///   - encoder: `backbone` with its trained units (`p.finetune` last or
     ///     all); nil: the head alone trains.
+    ///   - checkpoints: where the run keeps its state between epochs and
+    ///     resumes from (not with `viewReuse` above 1, whose recent views
+    ///     are not kept); `progress` throwing (the job stopped) saves first.
     public static func run(labelled: [SegmentationSample], unlabelled: [SegmentationSample], classes: Int,
                            histogramClasses: [Int]? = nil, backbone: any Backbone,
                            normalization: ImageNormalization = .imagenet, parameters p: SegmentTrainParameters,
                            unlabelledTaps: [[Int: Tensor]]? = nil, encoder: FineTunedEncoder? = nil,
+                           checkpoints: TrainingCheckpoints? = nil,
                            progress: (Int, Float) throws -> Void = { _, _ in }) rethrows -> Result {
         precondition(!labelled.isEmpty && !unlabelled.isEmpty, "segment-train needs labelled and unlabelled images")
         precondition((encoder == nil) == (p.finetune == .head), "finetune \(p.finetune.rawValue) needs an encoder that trains exactly when not head")
@@ -158,7 +162,25 @@ public enum SegmentTrain {
         var epochLosses: [Float] = []
         var profile = StepProfile()
         var draws = 0, freshViews = 0
-        for epoch in 0..<p.epochs {
+        if p.viewReuse > 1, let checkpoints { checkpoints.log("view_reuse \(p.viewReuse): segment-train keeps no checkpoints") }
+        var clock = CheckpointClock(p.viewReuse > 1 ? nil : checkpoints)
+        func state(_ epochsDone: Int) -> TrainingState {
+            TrainingState(epoch: epochsDone, rng: rng.state, parameters: optimizer.parameters.map(\.value), optimizer: optimizer.state,
+                          epochLosses: epochLosses, counters: ["draws": draws, "fresh_views": freshViews])
+        }
+        var firstEpoch = 0
+        if let saved = clock.checkpoints?.load() {
+            if saved.epoch <= p.epochs, let generator = SeededGenerator(state: saved.rng), TrainingCheckpoints.restore(saved, into: optimizer) {
+                rng = generator
+                epochLosses = saved.epochLosses
+                draws = saved.counters["draws"] ?? 0; freshViews = saved.counters["fresh_views"] ?? 0
+                firstEpoch = saved.epoch
+                clock.checkpoints?.log("resumed after epoch \(saved.epoch) of \(p.epochs) from \(clock.checkpoints!.file.path)")
+            } else {
+                clock.checkpoints?.log("\(clock.checkpoints!.file.path): a state of \(saved.epoch) epochs and \(saved.parameters.count) parameters does not fit this run; starting from the first epoch")
+            }
+        }
+        for epoch in firstEpoch..<p.epochs {
             let unsupervised = epoch >= p.epochs / 2 && p.lossSet != .sup
             var total: Float = 0
             for _ in 0..<steps {
@@ -223,7 +245,13 @@ public enum SegmentTrain {
                 total += loss.value.storage[0]
             }
             epochLosses.append(total / Float(steps))
-            try progress(epoch, epochLosses.last!)
+            clock.epochEnded { state(epoch + 1) }
+            do {
+                try progress(epoch, epochLosses.last!)
+            } catch {
+                clock.epochEnded(force: true) { state(epoch + 1) }
+                throw error
+            }
         }
         if let encoder {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.

@@ -27,7 +27,10 @@ public enum UNetTrain {
         public let profile: StepProfile
     }
 
+    /// - Parameter checkpoints: where the run keeps its state between epochs
+    ///   and resumes from; `progress` throwing (the job stopped) saves first.
     public static func run(images: [Image], labels: [[Int32]], classes: Int, parameters p: Parameters,
+                           checkpoints: TrainingCheckpoints? = nil,
                            progress: (Int, Float) throws -> Void = { _, _ in }) rethrows -> Result {
         precondition(!images.isEmpty && images.count == labels.count)
         let (h, w) = (images[0].height, images[0].width)
@@ -36,7 +39,26 @@ public enum UNetTrain {
         var rng = SeededGenerator(seed: p.seed &+ 7)
         var epochLosses: [Float] = []
         var profile = StepProfile()
-        for epoch in 0..<p.epochs {
+        var clock = CheckpointClock(checkpoints)
+        func state(_ epochsDone: Int) -> TrainingState {
+            TrainingState(epoch: epochsDone, rng: rng.state, parameters: optimizer.parameters.map(\.value),
+                          buffers: net.runningStatistics, optimizer: optimizer.state, epochLosses: epochLosses)
+        }
+        var firstEpoch = 0
+        if let saved = clock.checkpoints?.load() {
+            let before = net.runningStatistics
+            if saved.epoch <= p.epochs, let generator = SeededGenerator(state: saved.rng), net.restoreRunningStatistics(saved.buffers),
+               TrainingCheckpoints.restore(saved, into: optimizer) {
+                rng = generator
+                epochLosses = saved.epochLosses
+                firstEpoch = saved.epoch
+                clock.checkpoints?.log("resumed after epoch \(saved.epoch) of \(p.epochs) from \(clock.checkpoints!.file.path)")
+            } else {
+                _ = net.restoreRunningStatistics(before)
+                clock.checkpoints?.log("\(clock.checkpoints!.file.path): a state of \(saved.epoch) epochs and \(saved.parameters.count) parameters does not fit this run; starting from the first epoch")
+            }
+        }
+        for epoch in firstEpoch..<p.epochs {
             var order = Array(images.indices)
             order.shuffle(using: &rng)
             var total: Float = 0, steps = 0
@@ -74,7 +96,13 @@ public enum UNetTrain {
                 steps += 1
             }
             epochLosses.append(total / Float(steps))
-            try progress(epoch, epochLosses.last!)
+            clock.epochEnded { state(epoch + 1) }
+            do {
+                try progress(epoch, epochLosses.last!)
+            } catch {
+                clock.epochEnded(force: true) { state(epoch + 1) }
+                throw error
+            }
         }
         return Result(net: net, epochLosses: epochLosses, profile: profile)
     }

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import Shared
+import Stages
 import Tensor
 
 /// The worker: connects to a coordinator and runs the stage jobs it is
@@ -26,6 +27,15 @@ struct PSADWorker: ParsableCommand {
 
     @Option(help: "Local artifact cache (default: a folder under the system's temporary directory).")
     var cache: String?
+
+    @Option(help: "Where training stages (segment-train, unet-train) keep their state between epochs, one file per job, so that a job stopped part of the way (this worker killed, its lease lost) goes on from its last saved epoch when it runs again (default: checkpoints/ in the cache). Workers that may take over each other's jobs can share one folder.")
+    var checkpoints: String?
+
+    @Option(help: "Seconds between a training stage's saves of its state (0: every epoch).")
+    var checkpointSeconds: Double = 60
+
+    @Flag(help: "Keep no training state between epochs.")
+    var noCheckpoints = false
 
     @Option(name: .customLong("tag"), help: "A tag this worker offers (repeatable), e.g. --tag gpu.")
     var tags: [String] = []
@@ -72,6 +82,7 @@ struct PSADWorker: ParsableCommand {
     func validate() throws {
         if prefetch < 0 || prefetch > 64 { throw ValidationError("--prefetch takes 0 to 64 jobs, not \(prefetch)") }
         if !(prefetchBelowSeconds >= 0) { throw ValidationError("--prefetch-below-seconds must be 0 or more") }
+        if !(checkpointSeconds >= 0) { throw ValidationError("--checkpoint-seconds must be 0 or more") }
         if (curveServerKey == nil) != (curveSecret == nil) { throw ValidationError("--curve-server-key and --curve-secret go together") }
         if let coordinator, curveSecret == nil, !insecure, !isLocalEndpoint(coordinator) {
             throw ValidationError("\(coordinator) is on another machine: give --curve-server-key and --curve-secret, or --insecure")
@@ -104,6 +115,12 @@ struct PSADWorker: ParsableCommand {
         settings.prefetchBelowSeconds = prefetchBelowSeconds
         settings.jobRequestTimeoutSeconds = jobRequestTimeout
         settings.coordinatorTimeoutSeconds = coordinatorTimeout
+        if !noCheckpoints {
+            let folder = checkpoints.map { URL(fileURLWithPath: $0) } ?? cacheURL.appendingPathComponent("checkpoints")
+            settings.checkpoints = folder
+            settings.checkpointSeconds = checkpointSeconds
+            TrainingCheckpoints.prune(folder, olderThanDays: 14) { logger.notice("\($0)") }
+        }
         if let curveServerKey, let curveSecret {
             settings.curve = (try CurveKeyPair.readKey(curveServerKey), try CurveKeyPair.load(secretFile: curveSecret))
         }

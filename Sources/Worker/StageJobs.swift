@@ -23,13 +23,17 @@ enum StageJobs {
     typealias ProgressSink = @Sendable (Int, Int, String) -> Void
 
     /// `cancelled`: true once the job is abandoned; the stage stops at its next step.
+    /// `checkpoints`: where a training stage keeps its state between epochs
+    /// (and resumes from); forgotten once the stage has finished.
     static func run(_ message: WireMessage.Job, inputs: [String: [String: Data]], progress: @escaping ProgressSink = { _, _, _ in },
-                    cancelled: @escaping @Sendable () -> Bool = { false }) -> StageOutcome {
+                    checkpoints: TrainingCheckpoints? = nil, cancelled: @escaping @Sendable () -> Bool = { false }) -> StageOutcome {
         do {
             guard let stage = stages[message.kind] else { throw StageError("\(message.kind.rawValue) jobs are not method stages") }
             let json = Data(message.parameters.utf8)
             try checkData(json)
-            let output = try stage.run(json: json, inputs: StageInputs(inputs), context: StageContext(progress: progress, isCancelled: cancelled))
+            let output = try stage.run(json: json, inputs: StageInputs(inputs),
+                                       context: StageContext(progress: progress, isCancelled: cancelled, checkpoints: checkpoints))
+            checkpoints?.remove()
             return StageOutcome(outputs: output.files, metrics: output.metrics)
         } catch let e as StageError {
             return StageOutcome(error: e.description, permanent: e.permanent)

@@ -86,6 +86,11 @@ final class WorkerSession {
         /// A full cache volume that clearing the cache did not free: the
         /// worker asks for no job for this long, doubling while it lasts, up to the longest.
         var fullCachePauseSeconds = (first: 2.0, longest: 60.0)
+        /// Where training stages keep their state between epochs, one file
+        /// per job key (resumed from when the job runs again); nil: none kept.
+        var checkpoints: URL?
+        /// Seconds between a training stage's saves (0: every epoch).
+        var checkpointSeconds = 60.0
     }
 
     final class Running: @unchecked Sendable {
@@ -484,7 +489,7 @@ final class WorkerSession {
             return
         }
         fullCachePause = nil
-        let fetched = inputs, wakeup = wakeup, logger = logger
+        let fetched = inputs, wakeup = wakeup, logger = logger, checkpoints = checkpoints(for: r.job)
         Thread.detachNewThread { [r] in
             // One job at a time per process: the process's high-water mark, reset here, is the job's.
             var recorder = StageRecorder()
@@ -495,7 +500,10 @@ final class WorkerSession {
             }
             switch r.job.kind {
             case .diagnostic: outcome = DiagnosticStage.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
-            default: outcome = StageJobs.run(r.job, inputs: fetched, progress: progress) { r.cancelled.load(ordering: .relaxed) }
+            default:
+                outcome = StageJobs.run(r.job, inputs: fetched, progress: progress, checkpoints: checkpoints) {
+                    r.cancelled.load(ordering: .relaxed)
+                }
             }
             recorder.lap(r.job.kind.rawValue, next: false)
             outcome.seconds = recorder.records.last?.seconds ?? 0
@@ -509,6 +517,17 @@ final class WorkerSession {
             r.outcome.withLock { $0 = outcome }
             wakeup.signal()
         }
+    }
+
+    /// Where a training job keeps its state between epochs: a file named by
+    /// its key, so any attempt at the job (by any worker that shares the
+    /// folder) goes on from the last one's epoch.
+    func checkpoints(for job: WireMessage.Job) -> TrainingCheckpoints? {
+        guard let folder = settings.checkpoints, [.segmentTrain, .unetTrain].contains(job.kind) else { return nil }
+        let logger = logger, key = job.key.short
+        return TrainingCheckpoints(file: folder.appendingPathComponent("\(job.key.hex).state"), owner: job.key.hex,
+                                   interval: settings.checkpointSeconds,
+                                   log: { logger.notice("\($0)", metadata: ["key": "\(key)", "stage": "\(job.kind.rawValue)"]) })
     }
 
     /// Gives the running job back unfinished (draining, on a second signal

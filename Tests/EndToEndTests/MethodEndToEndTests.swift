@@ -59,8 +59,11 @@ import Vision
     /// The same method sweep twice on the same data: once cleanly, once with
     /// its worker SIGKILLed in the middle of segment-train and then the
     /// coordinator SIGKILLed and restarted while the replacement worker
-    /// holds a job. The faulted run's results equal the clean run's, digit
-    /// for digit: a retried or re-adopted stage computes what it would have.
+    /// holds a job. The faulted run's workers share a checkpoint folder and
+    /// save every epoch: the replacement goes on from the killed worker's
+    /// last saved epoch. The faulted run's results equal the clean run's,
+    /// digit for digit: a retried, resumed or re-adopted stage computes what
+    /// it would have.
     /// Cancelling a sweep while a worker trains its segmenter: the worker
     /// abandons the job and the stage stops at its next epoch (it says so
     /// in its log) instead of training on beside whatever comes next.
@@ -100,18 +103,24 @@ import Vision
         try SyntheticBenchmark.write(to: data.url, seed: 4, size: .small, only: ["pin_grid"])
         let sweep = """
             {"name": "f", "dataset": "\(data.url.path)", "categories": ["pin_grid"], "max_attempts": 3,
-             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 20, "memory_types": ["h", "p", "hcp"]}}
             """
         func run(faults: Bool) throws -> String {
             let cluster = try Cluster(leaseSeconds: 2)
+            let shared = cluster.state.url.appendingPathComponent("checkpoints")
+            let saving = faults ? ["--checkpoints", shared.path, "--checkpoint-seconds", "0"] : []
             try cluster.startCoordinator()
             try cluster.submit(sweep)
-            try cluster.startWorker("a")
+            try cluster.startWorker("a", saving)
             if faults {
                 _ = try cluster.waitKinds("f", seconds: 300) { $0["segment-train"]?["leased"] == 1 }
-                Thread.sleep(forTimeInterval: 0.5)
+                // Killed once it has saved an epoch (a state file in the shared folder).
+                let deadline = Date().addingTimeInterval(300)
+                while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: shared.path)) ?? []).isEmpty {
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
                 cluster.signalWorker("a", SIGKILL)
-                try cluster.startWorker("b")
+                try cluster.startWorker("b", saving)
                 _ = try cluster.waitKinds("f", seconds: 300) { ($0["bank-fit"]?["leased"] ?? 0) + ($0["patch-features"]?["leased"] ?? 0) == 1 }
                 cluster.killCoordinator()
                 try cluster.startCoordinator()
@@ -126,6 +135,9 @@ import Vision
                         .components(separatedBy: "kind=").count - 1
                 }
                 #expect(runs.reduce(0, +) == 9, "\(runs) \(cluster.tail())")
+                let b = try String(contentsOf: cluster.state.url.appendingPathComponent("worker-b.log"), encoding: .utf8)
+                #expect(b.contains("resumed after epoch ") && b.contains("of 20 from \(shared.path)"), "\(b)")
+                #expect(try FileManager.default.contentsOfDirectory(atPath: shared.path).isEmpty, "the state is removed once the stage is done")
             }
             return try cluster.command(["results", "f"])
         }

@@ -76,6 +76,9 @@ public final class StageContext: @unchecked Sendable {
     /// True once the job is no longer wanted (its lease lost or cancelled):
     /// the stage stops at its next ``advance(_:_:_:)``.
     public let isCancelled: @Sendable () -> Bool
+    /// Where a training stage keeps its state between epochs and resumes
+    /// from (a worker's job); nil: none kept.
+    public let checkpoints: TrainingCheckpoints?
     private let lock = NSLock()
     private var backbones: [BackboneName: any Backbone] = [:]
     private var taps: [String: [[Int: Tensor]]]?
@@ -83,9 +86,11 @@ public final class StageContext: @unchecked Sendable {
     /// - Parameter cacheTaps: keep every image's encoder taps for later
     ///   stages of this process (an in-process chain; memory grows with the
     ///   category).
-    public init(progress: @escaping Progress = { _, _, _ in }, cacheTaps: Bool = false, isCancelled: @escaping @Sendable () -> Bool = { false }) {
+    public init(progress: @escaping Progress = { _, _, _ in }, cacheTaps: Bool = false, isCancelled: @escaping @Sendable () -> Bool = { false },
+                checkpoints: TrainingCheckpoints? = nil) {
         self.progress = progress
         self.isCancelled = isCancelled
+        self.checkpoints = checkpoints
         self.taps = cacheTaps ? [:] : nil
     }
 

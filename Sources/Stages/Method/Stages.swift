@@ -61,7 +61,7 @@ public enum SegmentTrainStage: MethodStage {
         let result = try SegmentTrain.run(labelled: labelled, unlabelled: train.indices.map { SegmentationSample(image: train[$0], productType: types[$0]) },
                                       classes: input.classes, histogramClasses: input.manifest.histogramClasses, backbone: backbone,
                                       parameters: sp, unlabelledTaps: trainTaps, encoder: try p.backbone.trainingEncoder(sp.finetune),
-                                      progress: { epoch, _ in try context.advance(epoch + 1, sp.epochs, "epochs") })
+                                      checkpoints: context.checkpoints, progress: { epoch, _ in try context.advance(epoch + 1, sp.epochs, "epochs") })
         var out = StageOutput(files: [ArtifactFormat.head: SafetensorsFile.encode(result.head.tensors),
                                       ArtifactFormat.losses: try JSONEncoder().encode(result.epochLosses)],
                               metrics: ["final_loss": Double(result.epochLosses.last ?? 0)])
@@ -123,7 +123,7 @@ public enum UNetTrainStage: MethodStage {
         if let v = p.unetDepth { up.depth = v }
         if let v = p.unetBatch { up.batch = v }
         try context.advance(0, up.epochs, "epochs")
-        let unet = try UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up,
+        let unet = try UNetTrain.run(images: train, labels: labels, classes: input.classes, parameters: up, checkpoints: context.checkpoints,
                                  progress: { epoch, _ in try context.advance(epoch + 1, up.epochs, "epochs") })
         let masks = UNetTrain.masks(unet.net, images: train) + UNetTrain.masks(unet.net, images: try input.testImages())
         var out = StageOutput(files: try ArtifactFormat.maskFiles(masks, samples: input.category[.train] + input.testSamples, size: input.size))

@@ -40,6 +40,26 @@ public final class AdamW {
             p.zeroGradient()
         }
     }
+
+    /// The moments and step count: with the parameters' values, what a
+    /// training run resumed from a checkpoint needs to continue as it would have.
+    public struct State: Equatable, Sendable {
+        public var step: Int
+        /// Per parameter, in ``parameters``' order.
+        public var m: [[Float]], v: [[Float]]
+        public init(step: Int, m: [[Float]], v: [[Float]]) { self.step = step; self.m = m; self.v = v }
+    }
+
+    public var state: State { State(step: step, m: m, v: v) }
+
+    /// Takes `state` over; false (nothing changed) unless it has a moment of
+    /// each parameter's size and a step count that is not negative.
+    @discardableResult
+    public func restore(_ state: State) -> Bool {
+        guard state.step >= 0, state.m.map(\.count) == m.map(\.count), state.v.map(\.count) == v.map(\.count) else { return false }
+        step = state.step; m = state.m; v = state.v
+        return true
+    }
 }
 
 #if canImport(Glibc)

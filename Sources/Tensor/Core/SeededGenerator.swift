@@ -15,6 +15,18 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         s = (splitmix(), splitmix(), splitmix(), splitmix())
     }
 
+    /// The generator's whole state: a generator made from it
+    /// (``init(state:)``) continues the same sequence, as a training run
+    /// resumed from a checkpoint draws what the uninterrupted run would.
+    public var state: [UInt64] { [s.0, s.1, s.2, s.3] }
+
+    /// A generator in a state ``state`` gave; nil unless 4 words, not all zero
+    /// (xoshiro's one state that never leaves zero).
+    public init?(state: [UInt64]) {
+        guard state.count == 4, state.contains(where: { $0 != 0 }) else { return nil }
+        s = (state[0], state[1], state[2], state[3])
+    }
+
     public mutating func next() -> UInt64 {
         let result = rotl(s.1 &* 5, 7) &* 9
         let t = s.1 << 17
