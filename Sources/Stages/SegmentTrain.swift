@@ -245,13 +245,7 @@ public enum SegmentTrain {
                 total += loss.value.storage[0]
             }
             epochLosses.append(total / Float(steps))
-            clock.epochEnded { state(epoch + 1) }
-            do {
-                try progress(epoch, epochLosses.last!)
-            } catch {
-                clock.epochEnded(force: true) { state(epoch + 1) }
-                throw error
-            }
+            try clock.epochEnded({ state(epoch + 1) }) { try progress(epoch, epochLosses.last!) }
         }
         if let encoder {
             // The trained batch norms' statistics for the final weights, from the unlabelled images in step-sized batches.

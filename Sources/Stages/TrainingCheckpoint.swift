@@ -160,14 +160,31 @@ struct CheckpointClock {
 
     init(_ checkpoints: TrainingCheckpoints?) { self.checkpoints = checkpoints }
 
-    /// Saves `state()` when due (or `force`); a failed save is said and training goes on.
-    mutating func epochEnded(force: Bool = false, _ state: () -> TrainingState) {
-        guard let checkpoints, force || Date().timeIntervalSince(last) >= checkpoints.interval else { return }
+    /// At the end of an epoch: saves `state()` when due, then calls
+    /// `report` (the stage's progress); where that throws (the job is no
+    /// longer wanted) saves first if it has not, then rethrows.
+    mutating func epochEnded(_ state: () -> TrainingState, report: () throws -> Void) rethrows {
+        let saved = save(state)
+        do {
+            try report()
+        } catch {
+            if !saved { save(force: true, state) }
+            throw error
+        }
+    }
+
+    /// Saves `state()` when due (or `force`); a failed save is said and
+    /// training goes on. Whether it saved.
+    @discardableResult
+    mutating func save(force: Bool = false, _ state: () -> TrainingState) -> Bool {
+        guard let checkpoints, force || Date().timeIntervalSince(last) >= checkpoints.interval else { return false }
+        last = Date()
         do {
             try checkpoints.save(state())
+            return true
         } catch {
             checkpoints.log("\(checkpoints.file.path): could not save the training state (training goes on): \(error)")
+            return false
         }
-        last = Date()
     }
 }

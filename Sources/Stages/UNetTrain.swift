@@ -96,13 +96,7 @@ public enum UNetTrain {
                 steps += 1
             }
             epochLosses.append(total / Float(steps))
-            clock.epochEnded { state(epoch + 1) }
-            do {
-                try progress(epoch, epochLosses.last!)
-            } catch {
-                clock.epochEnded(force: true) { state(epoch + 1) }
-                throw error
-            }
+            try clock.epochEnded({ state(epoch + 1) }) { try progress(epoch, epochLosses.last!) }
         }
         return Result(net: net, epochLosses: epochLosses, profile: profile)
     }
