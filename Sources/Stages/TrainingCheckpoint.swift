@@ -71,8 +71,19 @@ public struct TrainingCheckpoints: Sendable {
         try AtomicFile.write(encode(state), to: file)
     }
 
-    /// Forgets the state (the stage finished).
-    public func remove() { try? FileManager.default.removeItem(at: file) }
+    /// Forgets the state (the stage finished), and what is left of this
+    /// job's writes that never finished (a worker killed while it saved
+    /// leaves its `AtomicFile` partial behind).
+    public func remove() {
+        let fm = FileManager.default
+        try? fm.removeItem(at: file)
+        let folder = file.deletingLastPathComponent()
+        let prefix = ".\(file.lastPathComponent)."
+        for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? []
+        where name.hasPrefix(prefix) && name.hasSuffix(".partial") {
+            try? fm.removeItem(at: folder.appendingPathComponent(name))
+        }
+    }
 
     /// Removes the states in `folder` last written more than `days` ago
     /// (jobs finished elsewhere, or cancelled), and what is left of writes

@@ -114,9 +114,11 @@ import Vision
             try cluster.startWorker("a", saving)
             if faults {
                 _ = try cluster.waitKinds("f", seconds: 300) { $0["segment-train"]?["leased"] == 1 }
-                // Killed once it has saved an epoch (a state file in the shared folder).
+                // Killed once it has saved an epoch: a state file in the shared folder (not
+                // only the partial file of a save under way, which the kill may cut off).
                 let deadline = Date().addingTimeInterval(300)
-                while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: shared.path)) ?? []).isEmpty {
+                while Date() < deadline, !((try? FileManager.default.contentsOfDirectory(atPath: shared.path)) ?? [])
+                        .contains(where: { $0.hasSuffix(".state") && !$0.hasPrefix(".") }) {
                     Thread.sleep(forTimeInterval: 0.05)
                 }
                 cluster.signalWorker("a", SIGKILL)

@@ -59,8 +59,15 @@ import Vision
         }
         try bytes.prefix(40).write(to: checkpoints.file)
         #expect(checkpoints.load() == nil && said.all.last?.contains("too short") == true)
+        // A save cut off by a kill leaves its partial file; the job's end takes it away
+        // with the state, and leaves another job's files alone.
+        let leftover = folder.url.appendingPathComponent(".job.state.0A1B.partial")
+        let others = [".other.state.0A1B.partial", "other.state"].map { folder.url.appendingPathComponent($0) }
+        for file in [leftover] + others { try Data([1, 2, 3]).write(to: file) }
         checkpoints.remove()
         #expect(!FileManager.default.fileExists(atPath: checkpoints.file.path))
+        #expect(!FileManager.default.fileExists(atPath: leftover.path))
+        #expect(others.allSatisfy { FileManager.default.fileExists(atPath: $0.path) })
     }
 
     @Test func theOptimiserTakesOnlyAStateOfItsShape() {
