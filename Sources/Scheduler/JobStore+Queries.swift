@@ -26,10 +26,15 @@ public struct SweepStatus: Codable, Equatable, Sendable {
         public var elapsedSeconds: Double
         /// The stage's own count (epochs, images), when it reports one.
         public var done: Int?, total: Int?, unit: String?
-        /// elapsed x (total - done) / done, once something is done.
+        /// The first count this attempt reported, and the seconds since the
+        /// coordinator heard it: the pace is measured from there (a stage
+        /// resumed from a checkpoint starts its count part of the way).
+        public var baseDone: Int? = nil, sinceBaseSeconds: Double? = nil
+        /// The time the rest takes at the pace since the first count, once
+        /// the count has moved on from it.
         public var remainingSeconds: Double? {
-            guard let done, let total, done > 0, total >= done else { return nil }
-            return elapsedSeconds * Double(total - done) / Double(done)
+            guard let done, let total, total >= done, let baseDone, let sinceBaseSeconds, done > baseDone else { return nil }
+            return sinceBaseSeconds * Double(total - done) / Double(done - baseDone)
         }
     }
 
@@ -130,14 +135,17 @@ extension JobStore {
                 }
                 let running = try Row.fetchAll(db, sql: """
                     SELECT job.key, job.kind, job.category, lease.worker, attempt.started_at,
-                           lease.progress_done, lease.progress_total, lease.progress_unit
+                           lease.progress_done, lease.progress_total, lease.progress_unit,
+                           lease.progress_base, lease.progress_base_at
                     FROM sweep_job JOIN lease ON lease.job = sweep_job.job JOIN job ON job.key = lease.job
                     JOIN attempt ON attempt.token = lease.token
                     WHERE sweep_job.sweep_id = ? ORDER BY attempt.started_at
                     """, arguments: [sweep["id"] as Int64]).map { row in
                     SweepStatus.Running(key: row["key"], kind: row["kind"], category: row["category"], worker: row["worker"],
                                         elapsedSeconds: max(0, now - (row["started_at"] as Double)),
-                                        done: row["progress_done"], total: row["progress_total"], unit: row["progress_unit"])
+                                        done: row["progress_done"], total: row["progress_total"], unit: row["progress_unit"],
+                                        baseDone: row["progress_base"],
+                                        sinceBaseSeconds: (row["progress_base_at"] as Double?).map { max(0, now - $0) })
                 }
                 let overEstimates = try Row.fetchAll(db, sql: """
                     SELECT job.key, job.kind, job.category, job.memory_mib, attempt.worker, attempt.peak_mib

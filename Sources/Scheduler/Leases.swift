@@ -33,8 +33,12 @@ extension JobStore {
     public func heartbeat(token: Int64, now: Double, leaseSeconds: Double, progress: WireMessage.Progress? = nil) throws -> Bool {
         try write { db in
             if let progress {
-                try db.run("UPDATE lease SET expires_at = ?, progress_done = ?, progress_total = ?, progress_unit = ? WHERE token = ?",
-                           arguments: [now + leaseSeconds, progress.done, progress.total, String(progress.unit.prefix(40)), token])
+                try db.run("""
+                    UPDATE lease SET expires_at = ?, progress_done = ?, progress_total = ?, progress_unit = ?,
+                                     progress_base = COALESCE(progress_base, ?), progress_base_at = COALESCE(progress_base_at, ?)
+                    WHERE token = ?
+                    """, arguments: [now + leaseSeconds, progress.done, progress.total, String(progress.unit.prefix(40)),
+                                     progress.done, now, token])
             } else {
                 try db.run("UPDATE lease SET expires_at = ? WHERE token = ?", arguments: [now + leaseSeconds, token])
             }

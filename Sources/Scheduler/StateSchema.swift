@@ -154,6 +154,14 @@ enum StateSchema {
             // since): a cancelled sweep no longer holds the jobs it shares.
             try db.execute(sql: "ALTER TABLE sweep ADD COLUMN cancelled_at REAL")
         }
+        migrator.registerMigration("v10-lease-progress-base") { db in
+            // The first count a lease's heartbeats reported, and when: the
+            // stage's pace is measured from there, so a job that resumed
+            // from a checkpoint at epoch 60 is not taken to have done 60
+            // epochs in this attempt's time.
+            try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_base INTEGER")
+            try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_base_at REAL")
+        }
         return migrator
     }
 }

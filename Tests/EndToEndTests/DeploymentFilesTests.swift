@@ -99,7 +99,7 @@ import Yams
         defer { try? FileManager.default.removeItem(at: broken) }
         try String(contentsOf: Self.k8s.appendingPathComponent("workers.yaml"), encoding: .utf8)
             .replacingOccurrences(of: "terminationGracePeriodSeconds", with: "terminationGracePeriodSecond")
-            .write(to: broken, atomically: true, encoding: .utf8)
+            .write(to: broken, atomically: false, encoding: .utf8)
         #expect(try validate(broken).status != 0)
     }
 

@@ -102,7 +102,7 @@ import Vision
         #expect(damaged.status != 0 && damaged.output.contains("does not match its recorded SHA-256"), "\(damaged.output)")
         var text = try String(contentsOf: model.appendingPathComponent("model.json"), encoding: .utf8)
         text = text.replacingOccurrences(of: "\"format\" : 2", with: "\"format\" : 99")
-        try text.write(to: model.appendingPathComponent("model.json"), atomically: true, encoding: .utf8)
+        try text.write(to: model.appendingPathComponent("model.json"), atomically: false, encoding: .utf8)
         let future = try runProgram(worker, ["predict", model.path, folders[0]])
         #expect(future.status != 0 && future.output.contains("format 99"), "\(future.output)")
     }

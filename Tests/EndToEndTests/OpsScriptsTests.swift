@@ -53,7 +53,7 @@ import Vision
               patch_image_size: 64
               epochs: 2
               memory_types: [h, hcp]
-            """.write(to: sweep, atomically: true, encoding: .utf8)
+            """.write(to: sweep, atomically: false, encoding: .utf8)
         let environment = ["BIN": Cluster.binaries.path, "DATA": data.path, "STATE": state.path, "SWEEP": sweep.path, "WORKERS": "1"]
         let first = try Self.script("ops/nightly/psad-nightly", environment.merging(["NIGHTLY_DATE": "2026-11-29"]) { $1 })
         #expect(first.status == 0 && first.output.contains("no earlier nightly"), "\(first.output)")
@@ -77,7 +77,7 @@ import Vision
         try """
             {"name": "gone", "dataset": "\(dir.url.appendingPathComponent("nowhere").path)", "categories": ["pin_grid"], "max_attempts": 1,
              "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h"]}}
-            """.write(to: sweep, atomically: true, encoding: .utf8)
+            """.write(to: sweep, atomically: false, encoding: .utf8)
         let state = dir.url.appendingPathComponent("state")
         let run = try Self.script("ops/run-sweep", ["BIN": Cluster.binaries.path, "STATE": state.path, "SWEEP": sweep.path,
                                                     "NO_DATA_DIGEST": "1", "WORKERS": "1"])
@@ -99,7 +99,7 @@ import Vision
         try """
             {"name": "gone", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
              "grid": {"n_shot": 2, "image_size": 64, "epochs": 2, "memory_types": ["h"]}}
-            """.write(to: sweep, atomically: true, encoding: .utf8)
+            """.write(to: sweep, atomically: false, encoding: .utf8)
         let environment = ["BIN": Cluster.binaries.path, "DATA": data.path, "STATE": state.path, "SWEEP": sweep.path,
                            "WORKERS": "1", "NO_DATA_DIGEST": "1"]
         for night in ["2026-11-29", "2026-11-30"] {
@@ -123,7 +123,7 @@ import Vision
         try """
             {"name": "chaos", "dataset": "\(dir.url.path)", "categories": ["pin_grid"], "max_attempts": 20,
              "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 6, "memory_types": ["h", "p", "hcp"]}}
-            """.write(to: sweep, atomically: true, encoding: .utf8)
+            """.write(to: sweep, atomically: false, encoding: .utf8)
         let run = try runProgram("/usr/bin/env", ["python3", Self.root.appendingPathComponent("ops/bench/chaos").path, "--sweep", sweep.path,
                                                   "--every", "4", "--lease", "2", "--seed", "2", "--limit", "600", "--max-faults", "6",
                                                   "--bin", Cluster.binaries.path])
@@ -164,7 +164,7 @@ import Vision
         for unit in ["psad-nightly.service", "psad-nightly.timer"] {
             let text = try String(contentsOf: Self.root.appendingPathComponent("ops/nightly/\(unit)"), encoding: .utf8)
             try text.replacingOccurrences(of: "/srv/psad-swift", with: Self.root.path)
-                .write(to: dir.url.appendingPathComponent(unit), atomically: true, encoding: .utf8)
+                .write(to: dir.url.appendingPathComponent(unit), atomically: false, encoding: .utf8)
         }
         let (status, text) = try runProgram("/usr/bin/systemd-analyze", ["verify", "--man=no", "psad-nightly.service", "psad-nightly.timer"], in: dir.url)
         #expect(status == 0 && !text.contains("psad-nightly"), "\(text)")
@@ -275,7 +275,7 @@ final class SlurmNode {
             AccountingStorageType=accounting_storage/none
             NodeName=\(host) NodeAddr=127.0.0.1 CPUs=\(ProcessInfo.processInfo.activeProcessorCount) RealMemory=2048 State=UNKNOWN
             PartitionName=debug Nodes=\(host) Default=YES MaxTime=INFINITE State=UP
-            """.write(to: conf, atomically: true, encoding: .utf8)
+            """.write(to: conf, atomically: false, encoding: .utf8)
         try Self.launch("/usr/sbin/slurmctld", ["-f", conf.path])
         try Self.launch("/usr/sbin/slurmd", ["-f", conf.path])
         let deadline = Date().addingTimeInterval(30)

@@ -139,6 +139,30 @@ import Shared
         #expect(try store.explain(first.key).state == "done")
     }
 
+    /// The time left is the pace since the first count the attempt
+    /// reported: a stage resumed at epoch 60 of 100 that takes 20 s for 10
+    /// epochs has 60 s left, not elapsed x 30 / 70.
+    @Test func timeLeftIsMeasuredFromTheFirstCountAnAttemptReports() throws {
+        try store.submit(Self.diagnostic("d", jobs: 1), file: "{}")
+        let lease = try #require(try store.dispatch(worker: "w1", memoryMiB: 0, now: 0, leaseSeconds: 50))
+        func running(_ now: Double) throws -> SweepStatus.Running {
+            try #require(try store.status(sweep: "d", now: now).first?.running.first)
+        }
+        func beat(_ done: Int, at now: Double) throws {
+            #expect(try store.heartbeat(token: lease.token, now: now, leaseSeconds: 50,
+                                        progress: .init(token: lease.token, done: done, total: 100, unit: "epochs")))
+        }
+        #expect(try running(5).remainingSeconds == nil, "no count yet")
+        try beat(60, at: 10)
+        let first = try running(12)
+        #expect(first.done == 60 && first.elapsedSeconds == 12 && first.remainingSeconds == nil, "one count: no pace yet")
+        try beat(65, at: 20)
+        try beat(70, at: 30)
+        let later = try running(30)
+        #expect(later.baseDone == 60 && later.sinceBaseSeconds == 20)
+        #expect(later.remainingSeconds == 60)
+    }
+
     @Test func retriesRunOutThenTheJobIsDeadAndItsDescendantsBlocked() throws {
         try store.submit(Self.diagnostic("d", jobs: 3, chained: true), file: "{}")
         for attempt in 1...2 {

@@ -22,7 +22,7 @@ import Testing
         func write(_ path: String, _ text: String) throws {
             let url = root.appendingPathComponent(path)
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: true, encoding: .utf8)
+            try text.write(to: url, atomically: false, encoding: .utf8)
         }
         try write("memory.max", "max\n")
         try write("kubepods/pod1/memory.max", "17179869184\n")
