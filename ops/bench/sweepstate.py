@@ -6,8 +6,8 @@ import numpy as np
 
 
 def png_array(path):
-    """An 8-bit grey or palette PNG as a [height, width] uint8 array."""
-    data = open(path, "rb").read()
+    """An 8-bit grey or palette PNG (a path, or the file's bytes) as a [height, width] uint8 array."""
+    data = path if isinstance(path, bytes) else open(path, "rb").read()
     pos, idat = 8, b""
     while pos < len(data):
         n, = struct.unpack(">I", data[pos:pos + 4])

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""A part-geometry bank, measured before it is built: per part class, where
+its pixels lie (centroid) and how they spread (second moments), from the
+pseudo-label masks the sweep's bank-fit jobs read; compared as the paper's
+histogram bank compares part areas (per-dimension standardisation by the
+train vectors, 1-NN Euclidean distance, leave-one-out train statistics,
+max scaling). The histogram bank sees how much of each part there is; this
+sees where it is: a cable joining the wrong slots, a part moved.
+
+Prints image AUROC (LA / SA) per category for the geometry bank alone,
+the paper's hcp (sum, max scaling) and hcp with the geometry bank added,
+by the sum and by the banks' maximum.
+
+Read-only on a state directory; standard library and numpy only.
+
+    python3 ops/bench/geometry_bank.py STATE [--sweep NAME] [--tta-views 4] [--patch-backbone efficientnet-lite1]
+"""
+import argparse, io
+import numpy as np
+from sweepstate import State, png_array
+
+parser = argparse.ArgumentParser()
+parser.add_argument("state")
+parser.add_argument("--sweep")
+parser.add_argument("--loss-set", default="sup+H+hist")
+parser.add_argument("--tta-views", type=int, default=4)
+parser.add_argument("--patch-backbone", default="efficientnet-lite1")
+parser.add_argument("--epsilon", type=float, default=1e-6)
+args = parser.parse_args()
+
+
+def auroc(negatives, positives):
+    n = np.asarray(negatives)[None, :]
+    p = np.asarray(positives)[:, None]
+    return float(((p > n) + 0.5 * (p == n)).mean())
+
+
+def geometry(mask, classes):
+    """Per foreground class: centroid (x, y) and second central moments
+    (xx, yy, xy), in units of the image's width and height; zeros where the
+    class is absent."""
+    h, w = mask.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    xs, ys = (xs + 0.5) / w, (ys + 0.5) / h
+    out = []
+    for c in range(1, classes):
+        m = mask == c
+        n = m.sum()
+        if n == 0:
+            out += [0.0] * 5
+            continue
+        x, y = xs[m], ys[m]
+        cx, cy = x.mean(), y.mean()
+        out += [cx, cy, ((x - cx) ** 2).mean(), ((y - cy) ** 2).mean(), ((x - cx) * (y - cy)).mean()]
+    return out
+
+
+def nearest(train, test):
+    d = np.sqrt(((test[:, None] - train[None]) ** 2).sum(-1))
+    dr = np.sqrt(((train[:, None] - train[None]) ** 2).sum(-1))
+    np.fill_diagonal(dr, np.inf)
+    return d.min(1), dr.min(1)
+
+
+state = State(args.state)
+rows = []
+for job, category in state.jobs("bank-fit", args.sweep):
+    up = state.ancestors(job)
+    if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
+    if up.get("pseudo-label", {}).get("tta_views", 0) != args.tta_views: continue
+    masks_job = state.parent(job, "masks")
+    in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
+    patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
+                  if (in_sweep is None or k in in_sweep) and state.parameters(k)["backbone"] == args.patch_backbone]
+    if not patch_jobs: continue
+    d, p = state.json_output(job, "distances.json"), state.json_output(patch_jobs[0], "scores.json")
+    good, logical = d["good"], d["logical"]
+    names = state.outputs(masks_job, "masks/%")
+    classes = state.json_output(state.parent(job, "preprocessed"), "preprocess.json")["classes"]
+    train_names = sorted(n for n in names if n.startswith("masks/train/"))
+    test_names = sorted(n for n in names if n.startswith("masks/test/good/")) + \
+        sorted(n for n in names if n.startswith("masks/test/logical")) + sorted(n for n in names if n.startswith("masks/test/structural"))
+    if len(test_names) != len(d["histogram"]):
+        raise SystemExit(f"{category}: {len(test_names)} test masks, {len(d['histogram'])} distances")
+    train_masks = [png_array(state.blob(names[n])) for n in train_names]
+    test_masks = [png_array(state.blob(names[n])) for n in test_names]
+    gt = np.array([geometry(m, classes) for m in train_masks])
+    ge = np.array([geometry(m, classes) for m in test_masks])
+    mean, sd = gt.mean(0), gt.std(0, ddof=1) + args.epsilon
+    g_test, g_train = nearest((gt - mean) / sd, (ge - mean) / sd)
+    scaled = {"h": np.array(d["histogram"]) / max(d["histogram_train_statistics"]),
+              "c": np.array(d["composition"]) / max(d["composition_train_statistics"]),
+              "p": np.array(p["test"], float) / max(p["train"]),
+              "g": g_test / g_train.max()}
+    def figures(score):
+        return auroc(score[:good], score[good:good + logical]), auroc(score[:good], score[good + logical:])
+    hcp, hcpg = scaled["h"] + scaled["c"] + scaled["p"], scaled["h"] + scaled["c"] + scaled["p"] + scaled["g"]
+    hcp_max = np.maximum.reduce([scaled["h"], scaled["c"], scaled["p"]])
+    hcpg_max = np.maximum(hcp_max, scaled["g"])
+    rows.append((category, [figures(x) for x in (scaled["g"], hcp, hcpg, hcp_max, hcpg_max)]))
+
+columns = ["g", "hcp/max", "hcpg/max", "hcp/max, banks' maximum", "hcpg/max, banks' maximum"]
+print("| category | " + " | ".join(columns) + " |")
+print("|---|" + "---:|" * len(columns))
+for category, figs in rows:
+    print(f"| {category} | " + " | ".join(f"{100 * a:.1f} / {100 * b:.1f}" for a, b in figs) + " |")
+if rows:
+    means = np.mean([[f for pair in figs for f in pair] for _, figs in rows], 0)
+    print("| **mean** | " + " | ".join(f"{100 * means[2 * i]:.2f} / {100 * means[2 * i + 1]:.2f}" for i in range(len(columns))) + " |")
