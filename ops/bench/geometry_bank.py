@@ -9,7 +9,8 @@ sees where it is: a cable joining the wrong slots, a part moved.
 
 Prints image AUROC (LA / SA) per category for the geometry bank alone,
 the paper's hcp (sum, max scaling) and hcp with the geometry bank added,
-by the sum and by the banks' maximum.
+by the sum and by the banks' maximum; then each logical defect type's
+AUROC per bank.
 
 Read-only on a state directory; standard library and numpy only.
 
@@ -63,7 +64,7 @@ def nearest(train, test):
 
 
 state = State(args.state)
-rows = []
+rows, type_rows = [], []
 for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
     if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
@@ -98,6 +99,10 @@ for job, category in state.jobs("bank-fit", args.sweep):
     hcp_max = np.maximum.reduce([scaled["h"], scaled["c"], scaled["p"]])
     hcpg_max = np.maximum(hcp_max, scaled["g"])
     rows.append((category, [figures(x) for x in (scaled["g"], hcp, hcpg, hcp_max, hcpg_max)]))
+    types = p.get("test_defect_types", [])
+    for kind in sorted({t for ts in types[good:good + logical] for t in ts}):
+        hit = [i for i in range(good, good + logical) if kind in types[i]]
+        type_rows.append((category, kind, len(hit), [auroc(x[:good], x[hit]) for x in (scaled["h"], scaled["c"], scaled["p"], scaled["g"], hcp, hcpg)]))
 
 columns = ["g", "hcp/max", "hcpg/max", "hcp/max, banks' maximum", "hcpg/max, banks' maximum"]
 print("| category | " + " | ".join(columns) + " |")
@@ -107,3 +112,9 @@ for category, figs in rows:
 if rows:
     means = np.mean([[f for pair in figs for f in pair] for _, figs in rows], 0)
     print("| **mean** | " + " | ".join(f"{100 * means[2 * i]:.2f} / {100 * means[2 * i + 1]:.2f}" for i in range(len(columns))) + " |")
+
+print("\nLogical anomalies per defect type: image AUROC against the good test images\n")
+print("| category | defect type | images | h | c | p | g | hcp/max | hcpg/max |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for category, kind, n, figs in type_rows:
+    print(f"| {category} | {kind} | {n} | " + " | ".join(f"{100 * f:.1f}" for f in figs) + " |")
