@@ -117,9 +117,12 @@ import Yams
                 #expect(mode & 0o040 != 0, "\(name): Secret volume \(volume["name"] ?? "?") mode \(String(mode, radix: 8)) is not group-readable")
             }
         }
-        let claim = try #require(docs["PersistentVolumeClaim/psad-data"])
-        let volume = try #require(docs["PersistentVolume/\(Self.at(claim, "spec.volumeName") as? String ?? "?")"])
-        #expect(Self.at(claim, "spec.storageClassName") as? String == "" && Self.at(volume, "spec.storageClassName") as? String == "")
+        for name in ["psad-data", "psad-checkpoints"] {
+            let claim = try #require(docs["PersistentVolumeClaim/\(name)"])
+            let volume = try #require(docs["PersistentVolume/\(Self.at(claim, "spec.volumeName") as? String ?? "?")"])
+            #expect(Self.at(claim, "spec.storageClassName") as? String == "" && Self.at(volume, "spec.storageClassName") as? String == "", "\(name)")
+            #expect(Self.at(claim, "spec.accessModes") as? [String] == Self.at(volume, "spec.accessModes") as? [String], "\(name)")
+        }
         let (workerPod, worker) = try Self.container(docs["Deployment/psad-worker"])
         let command = try #require(worker["command"] as? [String])
         let drain = try #require(command.firstIndex(of: "--drain-seconds").flatMap { Double(command[$0 + 1]) })
@@ -178,6 +181,12 @@ import Yams
         }
         let cache = try Self.volume(holding: try #require(worker.cache), pod: pod, container: container, file: false)
         #expect(cache["emptyDir"] != nil)
+        // Training states on a volume every worker mounts read-write (not the pod's own
+        // cache), so a job handed back on a rollout resumes on another pod.
+        let checkpoints = try Self.volume(holding: try #require(worker.checkpoints), pod: pod, container: container, file: false)
+        let claim = try #require(docs["PersistentVolumeClaim/\(Self.at(checkpoints, "persistentVolumeClaim.claimName") as? String ?? "?")"],
+                                 "the checkpoints are not on a claimed volume")
+        #expect((Self.at(claim, "spec.accessModes") as? [String])?.contains("ReadWriteMany") == true)
         // The memory it offers is 90% of the container's limit, read from its cgroup: none is named here.
         #expect(Self.at(container, "resources.limits.memory") as? String != nil && worker.memoryMib == nil)
         // A drain (SIGTERM on rollout) gets time to finish a stage.
