@@ -10,7 +10,7 @@ import Foundation
 public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
         let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).partial")
+            .appendingPathComponent("\(partialPrefix(url))\(UUID().uuidString).partial")
         do {
             try data.write(to: temporary)
             if rename(temporary.path, url.path) != 0 {
@@ -22,4 +22,16 @@ public enum AtomicFile {
             throw error
         }
     }
+
+    /// Removes what writes to `url` cut off by a kill left beside it (a
+    /// write in progress elsewhere loses its file and fails).
+    public static func removePartials(of url: URL) {
+        let folder = url.deletingLastPathComponent(), prefix = partialPrefix(url)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        where name.hasPrefix(prefix) && name.hasSuffix(".partial") {
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+        }
+    }
+
+    static func partialPrefix(_ url: URL) -> String { ".\(url.lastPathComponent)." }
 }

@@ -75,14 +75,8 @@ public struct TrainingCheckpoints: Sendable {
     /// job's writes that never finished (a worker killed while it saved
     /// leaves its `AtomicFile` partial behind).
     public func remove() {
-        let fm = FileManager.default
-        try? fm.removeItem(at: file)
-        let folder = file.deletingLastPathComponent()
-        let prefix = ".\(file.lastPathComponent)."
-        for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? []
-        where name.hasPrefix(prefix) && name.hasSuffix(".partial") {
-            try? fm.removeItem(at: folder.appendingPathComponent(name))
-        }
+        try? FileManager.default.removeItem(at: file)
+        AtomicFile.removePartials(of: file)
     }
 
     /// Removes the states in `folder` last written more than `days` ago
