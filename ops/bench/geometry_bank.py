@@ -65,12 +65,12 @@ def nearest(train, test):
 
 state = State(args.state)
 rows, type_rows = [], []
+in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
 for job, category in state.jobs("bank-fit", args.sweep):
     up = state.ancestors(job)
     if up.get("segment-train", {}).get("loss_set") != args.loss_set: continue
     if up.get("pseudo-label", {}).get("tta_views", 0) != args.tta_views: continue
     masks_job = state.parent(job, "masks")
-    in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
     patch_jobs = [k for k in state.children(state.parent(job, "preprocessed"), "patch-features")
                   if (in_sweep is None or k in in_sweep) and state.parameters(k)["backbone"] == args.patch_backbone]
     if not patch_jobs: continue
@@ -104,6 +104,10 @@ for job, category in state.jobs("bank-fit", args.sweep):
         hit = [i for i in range(good, good + logical) if kind in types[i]]
         type_rows.append((category, kind, len(hit), [auroc(x[:good], x[hit]) for x in (scaled["h"], scaled["c"], scaled["p"], scaled["g"], hcp, hcpg)]))
 
+if not rows:
+    raise SystemExit(f"{args.state}: no finished bank-fit job with a patch-features job matching --loss-set {args.loss_set} "
+                     f"--tta-views {args.tta_views} --patch-backbone {args.patch_backbone}"
+                     + (f" in sweep {args.sweep}" if args.sweep else ""))
 columns = ["g", "hcp/max", "hcpg/max", "hcp/max, banks' maximum", "hcpg/max, banks' maximum"]
 print("| category | " + " | ".join(columns) + " |")
 print("|---|" + "---:|" * len(columns))
