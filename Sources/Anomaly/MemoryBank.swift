@@ -116,8 +116,8 @@ public struct BankScaler: Sendable {
 }
 
 /// Which banks a score sums: any combination of histogram (h), composition
-/// (c), patch (p) and part instances (n, the project's: ``PartInstances``);
-/// "hcp" is the paper's three.
+/// (c), patch (p), part instances (n, the project's: ``PartInstances``) and
+/// part geometry (g, the project's: ``PartGeometry``); "hcp" is the paper's three.
 public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
@@ -126,8 +126,9 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
     public static let composition = MemoryType(rawValue: 2)
     public static let patch = MemoryType(rawValue: 4)
     public static let instances = MemoryType(rawValue: 8)
+    public static let geometry = MemoryType(rawValue: 16)
 
-    /// Parses letters from "hcpn"; nil for anything else or an empty string.
+    /// Parses letters from "hcpng"; nil for anything else or an empty string.
     public init?(_ letters: String) {
         var t: MemoryType = []
         for ch in letters {
@@ -136,6 +137,7 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
             case "c": t.insert(.composition)
             case "p": t.insert(.patch)
             case "n": t.insert(.instances)
+            case "g": t.insert(.geometry)
             default: return nil
             }
         }
@@ -145,6 +147,6 @@ public struct MemoryType: OptionSet, Hashable, Sendable, CustomStringConvertible
 
     public var description: String {
         (contains(.histogram) ? "h" : "") + (contains(.composition) ? "c" : "") + (contains(.patch) ? "p" : "")
-            + (contains(.instances) ? "n" : "")
+            + (contains(.instances) ? "n" : "") + (contains(.geometry) ? "g" : "")
     }
 }

@@ -193,7 +193,7 @@ extension SweepReport {
     /// Known values in the paper's order (each bank alone, then pairs, then
     /// all three; the method's max scaling first), numbers in numeric order,
     /// the rest by name; "a/b" values part by part.
-    static let knownOrder = ["h", "c", "p", "hc", "hp", "cp", "hcp", "n", "hcpn", "max", "std", "none", "sup", "sup+H", "sup+H+hist"]
+    static let knownOrder = ["h", "c", "p", "hc", "hp", "cp", "hcp", "n", "hcpn", "g", "hcpg", "hcpng", "max", "std", "none", "sup", "sup+H", "sup+H+hist"]
 
     static func ablationOrder(_ a: String, _ b: String) -> Bool {
         let x = a.split(separator: "/").map(String.init), y = b.split(separator: "/").map(String.init)

@@ -6,11 +6,12 @@ import Shared
 /// test/good against the logical and the structural anomalies.
 public enum Evaluate {
     /// Per-image distances to the banks, and the train statistics (the
-    /// part-instance bank's empty where no memory type uses it).
+    /// part-instance and geometry banks' empty where no memory type uses them).
     public struct BankDistances: Sendable {
-        public var histogram: [Double], composition: [Double], patch: [Double], instances: [Double]
-        public init(histogram: [Double], composition: [Double], patch: [Double], instances: [Double] = []) {
+        public var histogram: [Double], composition: [Double], patch: [Double], instances: [Double], geometry: [Double]
+        public init(histogram: [Double], composition: [Double], patch: [Double], instances: [Double] = [], geometry: [Double] = []) {
             self.histogram = histogram; self.composition = composition; self.patch = patch; self.instances = instances
+            self.geometry = geometry
         }
         /// One bank's values.
         public subscript(bank: MemoryType) -> [Double] {
@@ -18,6 +19,7 @@ public enum Evaluate {
             case .histogram: histogram
             case .composition: composition
             case .instances: instances
+            case .geometry: geometry
             default: patch
             }
         }
@@ -60,7 +62,7 @@ public enum Evaluate {
     }
 
     /// The banks in the order a score adds them.
-    public static let banks: [MemoryType] = [.histogram, .composition, .patch, .instances]
+    public static let banks: [MemoryType] = [.histogram, .composition, .patch, .instances, .geometry]
 
     /// One bank's scaling by its train statistics. Counts differ by whole
     /// pieces, so the part-instance bank is never divided by less than one.

@@ -125,7 +125,7 @@ struct MethodCommand: ParsableCommand {
         guard (0...Sweep.Grid.maxTTAViews).contains(ttaViews) else { throw ValidationError("--tta-views must be between 0 and \(Sweep.Grid.maxTTAViews)") }
         settings.ttaViews = ttaViews == 0 ? nil : ttaViews
         settings.memoryTypes = try memoryTypes.split(separator: ",").map { letters in
-            guard let memory = MemoryCombination(String(letters)) else { throw ValidationError("--memory-types: '\(letters)' is not a combination of h, c, p and n") }
+            guard let memory = MemoryCombination(String(letters)) else { throw ValidationError("--memory-types: " + MemoryCombination.invalid(letters)) }
             return memory
         }
         settings.scaleTypes = try scaleTypes.split(separator: ",").map { name in

@@ -200,6 +200,32 @@ import Tensor
         #expect(MemoryType("hx") == nil && MemoryType("") == nil)
         #expect(MemoryType("ch")?.description == "hc")
         #expect(MemoryType("nph")?.description == "hpn" && MemoryType("hcpn")?.contains(.instances) == true)
+        #expect(MemoryType("gnph")?.description == "hpng" && MemoryType("g")?.contains(.geometry) == true && MemoryType("hcpn")?.contains(.geometry) == false)
+    }
+
+    /// Worked by hand on a 4 x 4 mask, pixel centres at 0.125, 0.375, 0.625
+    /// and 0.875. Class 1: (x, y) = (0, 0) and (1, 0): centroid (0.25,
+    /// 0.125), xx = (0.125² + 0.125²) / 2 = 0.015625, no spread in y. Class 2:
+    /// the diagonal (1, 1), (2, 2), (3, 3): centroid (0.625, 0.625), each
+    /// offset -0.25, 0, 0.25, so xx = yy = xy = 0.125 / 3. Class 3: absent,
+    /// zeros. The 9 is beyond the classes and not counted.
+    @Test func partGeometryIsEachClasssCentroidAndSecondMoments() {
+        let labels: [Int32] = [
+            1, 1, 0, 9,
+            0, 2, 0, 0,
+            0, 0, 2, 0,
+            0, 0, 0, 2,
+        ]
+        let g = PartGeometry.vector(labels: labels, height: 4, width: 4, classes: 4)
+        let expected = [0.25, 0.125, 0.015625, 0, 0,
+                        0.625, 0.625, 0.125 / 3, 0.125 / 3, 0.125 / 3,
+                        0, 0, 0, 0, 0]
+        #expect(g.count == 15 && zip(g, expected).allSatisfy { abs($0 - $1) <= 1e-15 }, "\(g)")
+        // Width and height are each their own unit: one pixel at x = 1 of a 2 x 1 mask lies at (0.75, 0.5).
+        #expect(PartGeometry.vector(labels: [0, 1], height: 1, width: 2, classes: 2) == [0.75, 0.5, 0, 0, 0])
+        // An anti-diagonal has negative xy.
+        let anti = PartGeometry.vector(labels: [0, 1, 1, 0], height: 2, width: 2, classes: 2)
+        #expect(abs(anti[4] + 0.0625) <= 1e-15 && abs(anti[2] - 0.0625) <= 1e-15, "\(anti)")
     }
 
     /// Worked by hand. Class 1: the pair at (0,0)-(1,1) touches only

@@ -16,7 +16,7 @@ import Vision
         try cluster.startCoordinator()
         try cluster.submit("""
             {"name": "m", "dataset": "\(data.path)", "categories": ["pin_grid"], "max_attempts": 1,
-             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp", "hcpn"], "unet_epochs": [0, 1],
+             "grid": {"n_shot": 2, "image_size": 64, "patch_image_size": 64, "epochs": 2, "memory_types": ["h", "hcp", "hcpng"], "unet_epochs": [0, 1],
                       "tta_views": 2, "combine": ["sum", "max"]}}
             """)
         try cluster.startWorker("a")
@@ -76,21 +76,22 @@ import Vision
         }
         #expect(description["format"] as? Int == 2 && description["combine"] == nil, "a summing model keeps format 2: \(description)")
         // A setting with a retrained UNet packs the UNet; its banks read the UNet's masks, and the scores are the sweep's too.
-        // This one adds the part-instance bank and takes the banks' maximum (format 4), as its evaluate job did.
+        // This one adds the part-instance and geometry banks and takes the banks' maximum (format 5), as its evaluate job did.
         let unetModel = cluster.state.url.appendingPathComponent("unet-model")
-        _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcpn", "--setting", "unet_epochs=1",
+        _ = try cluster.command(["export", "m", "--category", "pin_grid", "--setting", "memory_type=hcpng", "--setting", "unet_epochs=1",
                                  "--setting", "combine=max", "--out", unetModel.path])
         let unetDescription = try JSONSerialization.jsonObject(with: Data(contentsOf: unetModel.appendingPathComponent("model.json"))) as? [String: Any] ?? [:]
-        #expect(unetDescription["format"] as? Int == 4 && unetDescription["combine"] as? String == "max"
-                && ((unetDescription["trainStatistics"] as? [String: Any])?["instances"] as? [Double])?.isEmpty == false, "\(unetDescription)")
+        #expect(unetDescription["format"] as? Int == 5 && unetDescription["combine"] as? String == "max"
+                && ((unetDescription["trainStatistics"] as? [String: Any])?["instances"] as? [Double])?.isEmpty == false
+                && ((unetDescription["trainStatistics"] as? [String: Any])?["geometry"] as? [Double])?.isEmpty == false, "\(unetDescription)")
         #expect(FileManager.default.fileExists(atPath: unetModel.appendingPathComponent("unet.safetensors").path))
         let unetRun = try runProgram(worker, ["predict", unetModel.path] + folders + ["--json"])
         let unetLines = unetRun.output.split(separator: "\n").filter { $0.hasPrefix("{") }
             .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         let unetScores = unetLines.compactMap { $0["score"] as? Double }
-        #expect(unetLines.allSatisfy { ($0["components"] as? [String: Double])?.keys.sorted() == ["composition", "histogram", "instances", "patch"] })
-        let unetExpected = try sweepScores(unet: 1, memory: "hcpn", combine: .max)
-        #expect(try sweepScores(unet: 1, memory: "hcpn").map(\.score) != unetExpected.map(\.score), "the maximum and the sum score differently")
+        #expect(unetLines.allSatisfy { ($0["components"] as? [String: Double])?.keys.sorted() == ["composition", "geometry", "histogram", "instances", "patch"] })
+        let unetExpected = try sweepScores(unet: 1, memory: "hcpng", combine: .max)
+        #expect(try sweepScores(unet: 1, memory: "hcpng").map(\.score) != unetExpected.map(\.score), "the maximum and the sum score differently")
         #expect(unetScores.count == unetExpected.count && zip(unetScores, unetExpected).allSatisfy { abs($0 - $1.score) <= 1e-9 * max(1, abs($1.score)) },
                 "\(unetScores) vs \(unetExpected.map(\.score))")
         // Loading checks the bundle: a damaged file and another format version are clear errors.

@@ -41,7 +41,7 @@ import Testing
         let plan = SweepExpander.expand(try Sweep.load(Self.folder.appendingPathComponent("default.json")))
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5)
-        // h, c, p, n, hcp and hcpn at three scale types; hcp and hcpn summed and at their maximum.
-        #expect(plan.evaluations.count == 5 * (6 + 2) * 3)
+        // h, c, p, n, g, hcp, hcpn, hcpg and hcpng at three scale types; the four combinations summed and at their maximum.
+        #expect(plan.evaluations.count == 5 * (9 + 4) * 3)
     }
 }

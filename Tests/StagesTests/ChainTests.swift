@@ -54,6 +54,30 @@ import Vision
         #expect(results["p"]!.structuralAUROC! > 0.6, "\(summary)")
         #expect(results["h"]!.structuralAUROC! < results["p"]!.structuralAUROC!, "\(summary)")
     }
+
+    /// A part moved across the image keeps its area, its pieces and (on
+    /// uniform features) its look: the histogram, instance and composition
+    /// banks find it at distance 0, the geometry bank far beyond every train
+    /// image's leave-one-out distance.
+    @Test func aMovedPartIsSeenByTheGeometryBankAlone() {
+        func mask(_ x0: Int, _ y0: Int) -> [Int32] {
+            (0..<64).map { p in (p % 8 - x0) >= 0 && (p % 8 - x0) < 2 && (p / 8 - y0) >= 0 && (p / 8 - y0) < 2 ? 1 : 0 }
+        }
+        let taps = [4: Tensor(shape: [1, 3, 2, 2], storage: [Float](repeating: 0.5, count: 12))]
+        func vectors(_ labels: [Int32]) -> PartVectors {
+            BankFit.vectors(taps: taps, labels: labels, height: 8, width: 8, classes: 2, strides: [4])
+        }
+        var parameters = BankFit.Parameters()
+        parameters.epsilon = Standardizer.safeEpsilon
+        parameters.strides = [4]
+        let banks = BankFit.run(trainVectors: [(0, 0), (1, 0), (0, 1), (1, 1)].map { vectors(mask($0.0, $0.1)) }, parameters: parameters)
+        let moved = banks.distances(vectors(mask(5, 5)))
+        #expect(moved.histogram == 0 && moved.instances == 0 && moved.composition == 0, "\(moved)")
+        let largest = banks.geometryTrainStatistics.max()!
+        #expect(largest > 0 && moved.geometry > 5 * largest, "\(moved.geometry) vs train \(banks.geometryTrainStatistics)")
+        // A train position again is at distance 0.
+        #expect(banks.distances(vectors(mask(1, 0))).geometry == 0)
+    }
 }
 
 extension ChainTests {

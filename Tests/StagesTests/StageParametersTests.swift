@@ -62,6 +62,17 @@ import Testing
         #expect(Evaluate.scores(test, train: wide, memory: .init("n")!, scale: .max) == [0, 0.5])
         // The letters: n after h, c and p, whatever order a sweep writes them in.
         #expect(MemoryCombination("nhcp")?.letters == "hcpn" && MemoryCombination("hn")?.letters == "hn" && MemoryCombination("x") == nil)
+        #expect(MemoryCombination("gnhcp")?.letters == "hcpng" && MemoryCombination("gp")?.letters == "pg" && MemoryCombination("hh") == nil)
+    }
+
+    /// The geometry bank is scaled as the paper's banks are (no floor of a
+    /// whole unit), summed or maximised with the rest.
+    @Test func theGeometryBankIsScaledByItsTrainStatistics() {
+        let test = Evaluate.BankDistances(histogram: [1, 6], composition: [2, 2], patch: [0.9, 0.3], instances: [0, 2], geometry: [0.1, 3])
+        let train = Evaluate.BankDistances(histogram: [1, 2], composition: [4, 3], patch: [0.5, 1], instances: [0, 0], geometry: [0.2, 0.5])
+        #expect(Evaluate.scores(test, train: train, memory: .init("g")!, scale: .max) == [0.2, 6])
+        #expect(Evaluate.scores(test, train: train, memory: .init("hcpg")!, scale: .max) == [0.5 + 0.5 + 0.9 + 0.2, 3 + 0.5 + 0.3 + 6])
+        #expect(Evaluate.scores(test, train: train, memory: .init("hcpng")!, scale: .max, combine: .max) == [0.9, 6])
     }
 
     /// distances.json from bank-fit before code version 6 has no instance
@@ -75,6 +86,10 @@ import Testing
                                       train: [1, 1], test: [1], pixelAUROC: nil, spro: nil, fprLimit: nil, testDefectTypes: nil, mapScale: nil))]])
         #expect(throws: StageError.self) {
             try EvaluateStage.run(.init(memoryType: .init("hcpn")!, scaleType: .max), inputs: inputs, context: StageContext())
+        }
+        #expect(d.geometry == nil && d.geometryTrainStatistics == nil)
+        do { _ = try EvaluateStage.run(.init(memoryType: .init("pg")!, scaleType: .max), inputs: inputs, context: StageContext()); Issue.record("ran") } catch {
+            #expect("\(error)".contains("no part-geometry distances") && "\(error)".contains("code version 7"), "\(error)")
         }
         _ = try EvaluateStage.run(.init(memoryType: .hcp, scaleType: .max), inputs: inputs, context: StageContext())
     }

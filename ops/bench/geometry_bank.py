@@ -27,6 +27,10 @@ parser.add_argument("--loss-set", default="sup+H+hist")
 parser.add_argument("--tta-views", type=int, default=4)
 parser.add_argument("--patch-backbone", default="efficientnet-lite1")
 parser.add_argument("--epsilon", type=float, default=1e-6)
+parser.add_argument("--form", choices=["joint", "parts"], default="joint",
+                    help="joint: 1-NN over all classes' numbers at once (one train image must match every part); "
+                         "parts: each class's five numbers matched to their own nearest train image, the squared "
+                         "distances summed over classes (a moved part is not lost among many classes' neighbours)")
 args = parser.parse_args()
 
 
@@ -63,6 +67,19 @@ def nearest(train, test):
     return d.min(1), dr.min(1)
 
 
+def nearest_per_part(train, test, width=5):
+    """Each class's `width` numbers matched to their own nearest train image
+    (leave-one-out for the train images); the squared distances summed."""
+    d2, dr2 = np.zeros(len(test)), np.zeros(len(train))
+    for c in range(0, train.shape[1], width):
+        a, b = train[:, c:c + width], test[:, c:c + width]
+        d = ((b[:, None] - a[None]) ** 2).sum(-1)
+        dr = ((a[:, None] - a[None]) ** 2).sum(-1)
+        np.fill_diagonal(dr, np.inf)
+        d2 += d.min(1); dr2 += dr.min(1)
+    return np.sqrt(d2), np.sqrt(dr2)
+
+
 state = State(args.state)
 rows, type_rows = [], []
 in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
@@ -88,17 +105,22 @@ for job, category in state.jobs("bank-fit", args.sweep):
     gt = np.array([geometry(m, classes) for m in train_masks])
     ge = np.array([geometry(m, classes) for m in test_masks])
     mean, sd = gt.mean(0), gt.std(0, ddof=1) + args.epsilon
-    g_test, g_train = nearest((gt - mean) / sd, (ge - mean) / sd)
+    g_test, g_train = (nearest if args.form == "joint" else nearest_per_part)((gt - mean) / sd, (ge - mean) / sd)
     scaled = {"h": np.array(d["histogram"]) / max(d["histogram_train_statistics"]),
               "c": np.array(d["composition"]) / max(d["composition_train_statistics"]),
               "p": np.array(p["test"], float) / max(p["train"]),
               "g": g_test / g_train.max()}
+    if d.get("instances") is not None:
+        scaled["n"] = np.array(d["instances"]) / max(max(d["instances_train_statistics"]), 1.0)
     def figures(score):
         return auroc(score[:good], score[good:good + logical]), auroc(score[:good], score[good + logical:])
     hcp, hcpg = scaled["h"] + scaled["c"] + scaled["p"], scaled["h"] + scaled["c"] + scaled["p"] + scaled["g"]
     hcp_max = np.maximum.reduce([scaled["h"], scaled["c"], scaled["p"]])
     hcpg_max = np.maximum(hcp_max, scaled["g"])
-    rows.append((category, [figures(x) for x in (scaled["g"], hcp, hcpg, hcp_max, hcpg_max)]))
+    extra = []
+    if "n" in scaled:
+        extra = [figures(hcp + scaled["n"]), figures(np.maximum(hcp_max, scaled["n"])), figures(np.maximum(hcpg_max, scaled["n"]))]
+    rows.append((category, [figures(x) for x in (scaled["g"], hcp, hcpg, hcp_max, hcpg_max)] + extra))
     types = p.get("test_defect_types", [])
     for kind in sorted({t for ts in types[good:good + logical] for t in ts}):
         hit = [i for i in range(good, good + logical) if kind in types[i]]
@@ -109,6 +131,8 @@ if not rows:
                      f"--tta-views {args.tta_views} --patch-backbone {args.patch_backbone}"
                      + (f" in sweep {args.sweep}" if args.sweep else ""))
 columns = ["g", "hcp/max", "hcpg/max", "hcp/max, banks' maximum", "hcpg/max, banks' maximum"]
+if len(rows[0][1]) > len(columns):
+    columns += ["hcpn/max", "hcpn/max, banks' maximum", "hcpng/max, banks' maximum"]
 print("| category | " + " | ".join(columns) + " |")
 print("|---|" + "---:|" * len(columns))
 for category, figs in rows:

@@ -108,20 +108,24 @@ public enum ArtifactFormat {
     }
 
     /// `distances.json` of bank-fit: each test image's distance to the
-    /// histogram, composition and part-instance banks, and the train
-    /// statistics scaling uses.
+    /// histogram, composition, part-instance and part-geometry banks, and
+    /// the train statistics scaling uses.
     public struct BankDistances: Codable, Sendable {
         public let histogram: [Double], composition: [Double]
         public let histogramTrainStatistics: [Double], compositionTrainStatistics: [Double]
         /// The part-instance bank's; nil in what bank-fit wrote before code version 6.
         public let instances: [Double]?, instancesTrainStatistics: [Double]?
+        /// The part-geometry bank's; nil in what bank-fit wrote before code version 7.
+        public let geometry: [Double]?, geometryTrainStatistics: [Double]?
         /// Test images per split, in order: good, logical, then structural (the rest).
         public let good: Int, logical: Int
         public init(histogram: [Double], composition: [Double], histogramTrainStatistics: [Double], compositionTrainStatistics: [Double],
-                    instances: [Double]? = nil, instancesTrainStatistics: [Double]? = nil, good: Int, logical: Int) {
+                    instances: [Double]? = nil, instancesTrainStatistics: [Double]? = nil,
+                    geometry: [Double]? = nil, geometryTrainStatistics: [Double]? = nil, good: Int, logical: Int) {
             self.histogram = histogram; self.composition = composition
             self.histogramTrainStatistics = histogramTrainStatistics; self.compositionTrainStatistics = compositionTrainStatistics
             self.instances = instances; self.instancesTrainStatistics = instancesTrainStatistics
+            self.geometry = geometry; self.geometryTrainStatistics = geometryTrainStatistics
             self.good = good; self.logical = logical
         }
     }

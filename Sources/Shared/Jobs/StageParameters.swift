@@ -36,19 +36,24 @@ public enum BankCombine: String, Codable, CaseIterable, Hashable, Sendable {
     case sum, max
 }
 
-/// The banks a score adds: letters h, c, p, n in that order, at least one
-/// (Anomaly's `MemoryType`; n, the part-instance bank, is the project's).
+/// The banks a score adds: letters h, c, p, n, g in that order, at least one
+/// (Anomaly's `MemoryType`; n, the part-instance bank, and g, the part-geometry
+/// bank, are the project's).
 public struct MemoryCombination: Codable, Hashable, Sendable, CustomStringConvertible {
     public let letters: String
+    static let order: [Character] = ["h", "c", "p", "n", "g"]
     public init?(_ letters: String) {
-        let order: [Character] = ["h", "c", "p", "n"]
-        guard !letters.isEmpty, letters.allSatisfy(order.contains), Set(letters).count == letters.count else { return nil }
-        self.letters = String(order.filter(letters.contains))
+        guard !letters.isEmpty, letters.allSatisfy(Self.order.contains), Set(letters).count == letters.count else { return nil }
+        self.letters = String(Self.order.filter(letters.contains))
+    }
+    /// What a refusal of `text` says.
+    public static func invalid(_ text: some StringProtocol) -> String {
+        "'\(text)' is not a combination of h, c, p, n and g"
     }
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = MemoryCombination(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not a combination of h, c, p and n"))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: Self.invalid(text)))
         }
         self = value
     }

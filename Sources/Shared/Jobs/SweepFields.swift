@@ -154,7 +154,7 @@ extension MemoryCombination: SweepValue {
     static var noun: (one: String, many: String) { ("a string", "strings") }
     static func read(_ s: Scalar) throws -> MemoryCombination? {
         guard let text = String.read(s) else { return nil }
-        guard let value = MemoryCombination(text) else { throw SweepValueInvalid(text: "'\(text)' is not a combination of h, c, p and n") }
+        guard let value = MemoryCombination(text) else { throw SweepValueInvalid(text: MemoryCombination.invalid(text)) }
         return value
     }
 }

@@ -53,12 +53,16 @@ public enum InspectionExport {
             guard let data = files[name] else { throw StageError("\(what) wrote no \(name)") }
             return data
         }
-        // Checked before any encoding: an old bank-fit cannot give the part-instance bank.
+        // Checked before any encoding: an old bank-fit cannot give the part-instance or geometry bank.
         let distances = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try file(i.banks, ArtifactFormat.bankDistances, of: "bank-fit"),
                                                   name: ArtifactFormat.bankDistances)
         let instanceBank = MemoryType(i.evaluate.memoryType).contains(.instances)
+        let geometryBank = MemoryType(i.evaluate.memoryType).contains(.geometry)
         if instanceBank && (distances.instancesTrainStatistics == nil) {
             throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-instance bank (code version 6): resubmit the sweep, then export")
+        }
+        if geometryBank && (distances.geometryTrainStatistics == nil) {
+            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-geometry bank (code version 7): resubmit the sweep, then export")
         }
         var files: [String: Data] = [InspectionModel.headName: try file(i.segmenter, ArtifactFormat.head, of: "segment-train")]
         // The banks' train vectors in double precision, as bank-fit computed them (its banks.safetensors
@@ -72,7 +76,8 @@ public enum InspectionExport {
             BankFit.vectors(taps: $0.0, labels: $0.1, height: input.size, width: input.size, classes: input.classes, strides: BankFit.Parameters().strides)
         }
         files[InspectionModel.banksName] = try ArtifactFormat.encode(InspectionModel.BankVectors(
-            histogram: vectors.map(\.histogram), composition: vectors.map(\.composition), instances: instanceBank ? vectors.map(\.instances) : nil))
+            histogram: vectors.map(\.histogram), composition: vectors.map(\.composition), instances: instanceBank ? vectors.map(\.instances) : nil,
+            geometry: geometryBank ? vectors.map(\.geometry) : nil))
         if let tuned = i.segmenter[ArtifactFormat.fineTunedEncoder] { files[InspectionModel.encoderName] = tuned }
         var unetShape: InspectionModel.UNetShape?
         if let unet = i.unet {
@@ -99,7 +104,7 @@ public enum InspectionExport {
             weights[backbone.rawValue] = try backbone.weightsDigest()
         }
         var description = InspectionModel.Description(
-            format: instanceBank ? 4 : i.evaluate.combine == nil ? 2 : 3, category: input.category.name, sweep: i.sweep, setting: i.setting,
+            format: geometryBank ? 5 : instanceBank ? 4 : i.evaluate.combine == nil ? 2 : 3, category: input.category.name, sweep: i.sweep, setting: i.setting,
             classes: input.classes, cropMargin: input.prep.cropMargin, imageSize: input.size,
             unet: unetShape,
             ttaAngles: i.pseudo.ttaViews.map { SegmentTrain.testTimeAngles(count: $0, rotationDegrees: input.manifest.augmentationRotationDegrees) },
@@ -108,7 +113,8 @@ public enum InspectionExport {
             epsilon: i.bank.settings.epsilon, trainStatistic: i.bank.settings.trainStatistic,
             memoryType: i.evaluate.memoryType, scaleType: i.evaluate.scaleType, combine: i.evaluate.combine, mapScale: scores.mapScale ?? 1,
             trainStatistics: .init(histogram: distances.histogramTrainStatistics, composition: distances.compositionTrainStatistics,
-                                   patch: scores.train.map(Double.init), instances: instanceBank ? distances.instancesTrainStatistics : nil),
+                                   patch: scores.train.map(Double.init), instances: instanceBank ? distances.instancesTrainStatistics : nil,
+                                   geometry: geometryBank ? distances.geometryTrainStatistics : nil),
             weights: weights, files: files.mapValues(ArtifactStore.hash), threshold: .infinity,
             calibration: .init(targetFPR: targetFPR, validationImages: validation.count, validationFPR: 0,
                                testLogicalAUROC: metrics["logical_auroc"], testStructuralAUROC: metrics["structural_auroc"],

@@ -22,10 +22,11 @@ import Vision
 public struct InspectionModel {
     /// 2: the segmenter's test-time views (``Description/ttaAngles``); 3:
     /// the banks' maximum instead of their sum (``Description/combine``); 4:
-    /// the part-instance bank (memory type letter n). A model is written in
-    /// the lowest format that holds it, so a summing model of the paper's
-    /// banks stays readable by builds that read format 2.
-    public static let formatVersion = 4
+    /// the part-instance bank (memory type letter n); 5: the part-geometry
+    /// bank (letter g). A model is written in the lowest format that holds
+    /// it, so a summing model of the paper's banks stays readable by builds
+    /// that read format 2.
+    public static let formatVersion = 5
     public static let descriptionName = "model.json"
     static let headName = "segmenter.safetensors", encoderName = "encoder.safetensors"
     static let banksName = "bank_vectors.json", memoryName = "patch_memory.safetensors", unetName = "unet.safetensors"
@@ -71,9 +72,9 @@ public struct InspectionModel {
     }
 
     /// The train images' histogram, composition and part-instance vectors
-    /// (what the banks hold, before standardisation; no instances before format 4).
+    /// (what the banks hold, before standardisation; no instances before format 4, no geometry before 5).
     struct BankVectors: Codable {
-        var histogram: [[Double]], composition: [[Double]], instances: [[Double]]?
+        var histogram: [[Double]], composition: [[Double]], instances: [[Double]]?, geometry: [[Double]]?
     }
 
     public struct UNetShape: Codable, Equatable, Sendable {
@@ -84,6 +85,8 @@ public struct InspectionModel {
         public var histogram: [Double], composition: [Double], patch: [Double]
         /// The part-instance bank's (format 4).
         public var instances: [Double]?
+        /// The part-geometry bank's (format 5).
+        public var geometry: [Double]?
     }
 
     /// How the threshold was chosen and what it gives.
@@ -135,7 +138,8 @@ public struct InspectionModel {
         guard let data = FileManager.default.contents(atPath: describing.path) else { throw BundleError.notABundle(folder.path) }
         struct Format: Decodable { var format: Int }
         guard let format = try? JSONDecoder().decode(Format.self, from: data) else { throw BundleError.notABundle(folder.path) }
-        // Format 1 is format 2 without test-time views; format 2 is format 3 with the banks summed; format 3 is format 4 without the instance bank.
+        // Format 1 is format 2 without test-time views; format 2 is format 3 with the banks summed; format 3 is format 4 without the
+        // instance bank; format 4 is format 5 without the geometry bank.
         guard (1...Self.formatVersion).contains(format.format) else { throw BundleError.version(found: format.format, supported: Self.formatVersion, path: folder.path) }
         let d = try ArtifactFormat.decode(Description.self, data, name: describing.path)
         var files: [String: Data] = [:]
@@ -192,7 +196,8 @@ public struct InspectionModel {
         bp.epsilon = d.epsilon
         bp.trainStatistic = (d.trainStatistic == .reference ? MemoryBank.TrainStatistic.reference : .leaveOneOut).rawValue
         banks = BankFit.run(trainVectors: vectors.histogram.indices.map {
-            (histogram: vectors.histogram[$0], composition: vectors.composition[$0], instances: vectors.instances?[$0] ?? [])
+            (histogram: vectors.histogram[$0], composition: vectors.composition[$0], instances: vectors.instances?[$0] ?? [],
+             geometry: vectors.geometry?[$0] ?? [])
         }, parameters: bp)
         let memoryRows = try file(Self.memoryName).tensor("memory")
         memory = PatchMemory(trainPatches: [memoryRows], coreset: nil, probes: d.patchProbes, seed: d.seed)
@@ -204,12 +209,12 @@ public struct InspectionModel {
     public struct Prediction: Sendable {
         public var score: Double
         public var anomalous: Bool
-        /// Each enabled bank's scaled part of the score ("histogram", "composition", "patch", "instances").
+        /// Each enabled bank's scaled part of the score ("histogram", "composition", "patch", "instances", "geometry").
         public var components: [String: Double]
         /// The bank with the largest part.
         public var drivenBy: String
-        /// For the histogram, composition and instance banks: the part class whose
-        /// (standardised) values differ most from the nearest train image's.
+        /// For the histogram, composition, instance and geometry banks: the part
+        /// class whose (standardised) values differ most from the nearest train image's.
         public var part: Int?
         /// The part segmentation and the anomaly map, in the preprocessed frame (imageSize squared).
         public var parts: [Int32]
@@ -249,8 +254,9 @@ public struct InspectionModel {
     func score(_ image: Image, _ parts: [Int32], bankTaps: [Int: Tensor], patchTaps: [Int: Tensor]) -> Prediction {
         let d = description, size = d.imageSize
         var vectors = BankFit.vectors(taps: bankTaps, labels: parts, height: size, width: size, classes: d.classes, strides: BankFit.Parameters().strides)
-        // A model without the part-instance bank holds no train counts to compare with.
+        // A model without the part-instance (geometry) bank holds no train counts (geometry) to compare with.
         if banks.instances.train[0].isEmpty { vectors.instances = [] }
+        if banks.geometry.train[0].isEmpty { vectors.geometry = [] }
         let distances = banks.distances(vectors)
         let (patchScore, nearest) = memory.score([PatchStage.patches(patchTaps)])[0]
         let patchMap = AnomalyMap.from(patchDistances: nearest, gridHeight: patchTaps[8]!.shape[2], gridWidth: patchTaps[8]!.shape[3],
@@ -259,11 +265,12 @@ public struct InspectionModel {
         // Evaluate's combination of the scaled distances, bank by bank.
         let memoryType = MemoryType(d.memoryType), scale = ScaleType(d.scaleType)
         let test = Evaluate.BankDistances(histogram: [distances.histogram], composition: [distances.composition], patch: [Double(patchScore)],
-                                          instances: [distances.instances])
+                                          instances: [distances.instances], geometry: [distances.geometry])
         let train = Evaluate.BankDistances(histogram: d.trainStatistics.histogram, composition: d.trainStatistics.composition,
-                                           patch: d.trainStatistics.patch, instances: d.trainStatistics.instances ?? [])
+                                           patch: d.trainStatistics.patch, instances: d.trainStatistics.instances ?? [],
+                                           geometry: d.trainStatistics.geometry ?? [])
         var components: [String: Double] = [:]
-        for (bank, name) in zip(Evaluate.banks, ["histogram", "composition", "patch", "instances"]) where memoryType.contains(bank) {
+        for (bank, name) in zip(Evaluate.banks, ["histogram", "composition", "patch", "instances", "geometry"]) where memoryType.contains(bank) {
             components[name] = Evaluate.scaler(bank, statistics: train[bank], scale: scale)(test[bank][0])
         }
         let score = Evaluate.scores(test, train: train, memory: memoryType, scale: scale, combine: d.combine ?? .sum)[0]
@@ -274,6 +281,9 @@ public struct InspectionModel {
         } else if driver == "instances" {
             // Foreground classes only: index c is part c + 1.
             blamed = Self.mostDifferent(vectors.instances, bank: banks.instances, blockSize: 1).map { $0 + 1 }
+        } else if driver == "geometry" {
+            // Foreground class c's centroid and moments: c + 1 is the part.
+            blamed = Self.mostDifferent(banks.geometryStandardizer(vectors.geometry), bank: banks.geometry, blockSize: PartGeometry.width).map { $0 + 1 }
         } else if driver == "composition", d.classes > 1 {
             // Foreground class c's block of every stage's channels: c + 1 is the part.
             let block = vectors.composition.count / (d.classes - 1)

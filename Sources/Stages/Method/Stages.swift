@@ -208,6 +208,7 @@ public enum BankFitStage: MethodStage {
                                                   histogramTrainStatistics: banks.histogramTrainStatistics,
                                                   compositionTrainStatistics: banks.compositionTrainStatistics,
                                                   instances: test.map(\.instances), instancesTrainStatistics: banks.instancesTrainStatistics,
+                                                  geometry: test.map(\.geometry), geometryTrainStatistics: banks.geometryTrainStatistics,
                                                   good: input.category[.testGood].count, logical: input.category[.testLogical].count)
         func matrix(_ rows: [[Double]]) -> Tensor { Tensor(shape: [rows.count, rows.first?.count ?? 0], storage: rows.flatMap { $0.map(Float.init) }) }
         func vector(_ v: [Double]) -> Tensor { Tensor(shape: [v.count], storage: v.map(Float.init)) }
@@ -220,13 +221,18 @@ public enum BankFitStage: MethodStage {
                 "test_composition": matrix(testVectors.map(\.composition)),
                 "train_instances": matrix(trainVectors.map(\.instances)),
                 "test_instances": matrix(testVectors.map(\.instances)),
+                "train_geometry": matrix(trainVectors.map(\.geometry)),
+                "test_geometry": matrix(testVectors.map(\.geometry)),
+                "geometry_mean": vector(banks.geometryStandardizer.mean),
+                "geometry_std": vector(banks.geometryStandardizer.std),
                 "histogram_mean": vector(banks.histogramStandardizer.mean),
                 "histogram_std": vector(banks.histogramStandardizer.std),
                 "composition_mean": vector(banks.compositionStandardizer.mean),
                 "composition_std": vector(banks.compositionStandardizer.std),
                 "histogram_train_statistics": vector(banks.histogramTrainStatistics),
                 "composition_train_statistics": vector(banks.compositionTrainStatistics),
-                "instances_train_statistics": vector(banks.instancesTrainStatistics)]),
+                "instances_train_statistics": vector(banks.instancesTrainStatistics),
+                "geometry_train_statistics": vector(banks.geometryTrainStatistics)]),
         ])
     }
 }
@@ -247,14 +253,17 @@ public enum EvaluateStage: MethodStage {
             throw StageError("patch scores for \(patch.test.count) test images, bank distances for \(d.histogram.count)", permanent: false)
         }
         let memory = MemoryType(p.memoryType)
-        if memory.contains(.instances) && (d.instances == nil || d.instancesTrainStatistics == nil) {
-            throw StageError("memory type \(p.memoryType): \(ArtifactFormat.bankDistances) has no part-instance distances "
-                             + "(written by bank-fit before code version 6); resubmit the sweep for a current bank-fit", permanent: true)
+        for (bank, name, version, present) in [(MemoryType.instances, "part-instance", 6, d.instances != nil && d.instancesTrainStatistics != nil),
+                                               (.geometry, "part-geometry", 7, d.geometry != nil && d.geometryTrainStatistics != nil)]
+        where memory.contains(bank) && !present {
+            throw StageError("memory type \(p.memoryType): \(ArtifactFormat.bankDistances) has no \(name) distances "
+                             + "(written by bank-fit before code version \(version)); resubmit the sweep for a current bank-fit", permanent: true)
         }
         let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init),
-                                          instances: d.instances ?? [])
+                                          instances: d.instances ?? [], geometry: d.geometry ?? [])
         let train = Evaluate.BankDistances(histogram: d.histogramTrainStatistics, composition: d.compositionTrainStatistics,
-                                           patch: patch.train.map(Double.init), instances: d.instancesTrainStatistics ?? [])
+                                           patch: patch.train.map(Double.init), instances: d.instancesTrainStatistics ?? [],
+                                           geometry: d.geometryTrainStatistics ?? [])
         let scores = Evaluate.scores(test, train: train, memory: memory, scale: ScaleType(p.scaleType),
                                      combine: p.combine ?? .sum)
         let curves = Evaluate.curves(good: Array(scores[0..<d.good]), logical: Array(scores[d.good..<(d.good + d.logical)]),
