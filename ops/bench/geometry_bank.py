@@ -27,10 +27,11 @@ parser.add_argument("--loss-set", default="sup+H+hist")
 parser.add_argument("--tta-views", type=int, default=4)
 parser.add_argument("--patch-backbone", default="efficientnet-lite1")
 parser.add_argument("--epsilon", type=float, default=1e-6)
-parser.add_argument("--form", choices=["joint", "parts"], default="joint",
+parser.add_argument("--form", choices=["joint", "parts", "centroids"], default="joint",
                     help="joint: 1-NN over all classes' numbers at once (one train image must match every part); "
                          "parts: each class's five numbers matched to their own nearest train image, the squared "
-                         "distances summed over classes (a moved part is not lost among many classes' neighbours)")
+                         "distances summed over classes (a moved part is not lost among many classes' neighbours); "
+                         "centroids: joint, the centroids alone (no second moments)")
 args = parser.parse_args()
 
 
@@ -104,6 +105,9 @@ for job, category in state.jobs("bank-fit", args.sweep):
     test_masks = [png_array(state.blob(names[n])) for n in test_names]
     gt = np.array([geometry(m, classes) for m in train_masks])
     ge = np.array([geometry(m, classes) for m in test_masks])
+    if args.form == "centroids":
+        keep = [i for i in range(gt.shape[1]) if i % 5 < 2]
+        gt, ge = gt[:, keep], ge[:, keep]
     mean, sd = gt.mean(0), gt.std(0, ddof=1) + args.epsilon
     g_test, g_train = (nearest if args.form == "joint" else nearest_per_part)((gt - mean) / sd, (ge - mean) / sd)
     scaled = {"h": np.array(d["histogram"]) / max(d["histogram_train_statistics"]),
