@@ -88,6 +88,10 @@ import Testing
             try EvaluateStage.run(.init(memoryType: .init("hcpn")!, scaleType: .max), inputs: inputs, context: StageContext())
         }
         #expect(d.geometry == nil && d.geometryTrainStatistics == nil)
+        // The reason evaluate and export give, bank by bank.
+        #expect(EvaluateStage.missingBank(d, memory: .init("hcp")!) == nil)
+        #expect(EvaluateStage.missingBank(d, memory: .init("hcpng")!) == "part-instance distances (written by bank-fit before code version 6)")
+        #expect(EvaluateStage.missingBank(d, memory: .init("g")!) == "part-geometry distances (written by bank-fit before code version 7)")
         do { _ = try EvaluateStage.run(.init(memoryType: .init("pg")!, scaleType: .max), inputs: inputs, context: StageContext()); Issue.record("ran") } catch {
             #expect("\(error)".contains("no part-geometry distances") && "\(error)".contains("code version 7"), "\(error)")
         }

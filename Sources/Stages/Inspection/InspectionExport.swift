@@ -58,11 +58,8 @@ public enum InspectionExport {
                                                   name: ArtifactFormat.bankDistances)
         let instanceBank = MemoryType(i.evaluate.memoryType).contains(.instances)
         let geometryBank = MemoryType(i.evaluate.memoryType).contains(.geometry)
-        if instanceBank && (distances.instancesTrainStatistics == nil) {
-            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-instance bank (code version 6): resubmit the sweep, then export")
-        }
-        if geometryBank && (distances.geometryTrainStatistics == nil) {
-            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit predates the part-geometry bank (code version 7): resubmit the sweep, then export")
+        if let missing = EvaluateStage.missingBank(distances, memory: MemoryType(i.evaluate.memoryType)) {
+            throw StageError("memory type \(i.evaluate.memoryType): the sweep's bank-fit wrote no \(missing): resubmit the sweep, then export")
         }
         var files: [String: Data] = [InspectionModel.headName: try file(i.segmenter, ArtifactFormat.head, of: "segment-train")]
         // The banks' train vectors in double precision, as bank-fit computed them (its banks.safetensors

@@ -244,6 +244,15 @@ public enum EvaluateStage: MethodStage {
     public static let name = "evaluate"
     public typealias Parameters = StageSettings.Evaluate
 
+    /// The project's bank a memory type needs that an older bank-fit did not
+    /// write, said as "part-instance distances (written by bank-fit before
+    /// code version 6)"; nil when every bank it needs is there.
+    public static func missingBank(_ d: ArtifactFormat.BankDistances, memory: MemoryType) -> String? {
+        let banks = [(MemoryType.instances, "part-instance", 6, d.instances != nil && d.instancesTrainStatistics != nil),
+                     (.geometry, "part-geometry", 7, d.geometry != nil && d.geometryTrainStatistics != nil)]
+        return banks.first { memory.contains($0.0) && !$0.3 }.map { "\($0.1) distances (written by bank-fit before code version \($0.2))" }
+    }
+
     public static func run(_ p: Parameters, inputs: StageInputs, context: StageContext) throws -> StageOutput {
         let d = try ArtifactFormat.decode(ArtifactFormat.BankDistances.self, try inputs.file("banks", ArtifactFormat.bankDistances),
                                           name: ArtifactFormat.bankDistances)
@@ -253,11 +262,9 @@ public enum EvaluateStage: MethodStage {
             throw StageError("patch scores for \(patch.test.count) test images, bank distances for \(d.histogram.count)", permanent: false)
         }
         let memory = MemoryType(p.memoryType)
-        for (bank, name, version, present) in [(MemoryType.instances, "part-instance", 6, d.instances != nil && d.instancesTrainStatistics != nil),
-                                               (.geometry, "part-geometry", 7, d.geometry != nil && d.geometryTrainStatistics != nil)]
-        where memory.contains(bank) && !present {
-            throw StageError("memory type \(p.memoryType): \(ArtifactFormat.bankDistances) has no \(name) distances "
-                             + "(written by bank-fit before code version \(version)); resubmit the sweep for a current bank-fit", permanent: true)
+        if let missing = Self.missingBank(d, memory: memory) {
+            throw StageError("memory type \(p.memoryType): \(ArtifactFormat.bankDistances) has no \(missing); resubmit the sweep for a current bank-fit",
+                             permanent: true)
         }
         let test = Evaluate.BankDistances(histogram: d.histogram, composition: d.composition, patch: patch.test.map(Double.init),
                                           instances: d.instances ?? [], geometry: d.geometry ?? [])
