@@ -15,6 +15,7 @@ AUROC per bank.
 Read-only on a state directory; standard library and numpy only.
 
     python3 ops/bench/geometry_bank.py STATE [--sweep NAME] [--tta-views 4] [--patch-backbone efficientnet-lite1]
+        [--form joint|parts|centroids] [--lengths] [--scale per-dim|pooled|none] [--floor-pixels N]
 """
 import argparse, io
 import numpy as np
@@ -32,6 +33,15 @@ parser.add_argument("--form", choices=["joint", "parts", "centroids"], default="
                          "parts: each class's five numbers matched to their own nearest train image, the squared "
                          "distances summed over classes (a moved part is not lost among many classes' neighbours); "
                          "centroids: joint, the centroids alone (no second moments)")
+parser.add_argument("--scale", choices=["per-dim", "pooled", "none"], default="per-dim",
+                    help="per-dim: each number standardised by its own train std (the bank as built); pooled: one std per "
+                         "kind of number (x, y, xx, yy, xy) over all classes; none: no standardisation")
+parser.add_argument("--lengths", action="store_true",
+                    help="the second moments as lengths: sqrt(xx), sqrt(yy) and xy / sqrt(xx yy) scaled by sqrt(sqrt(xx yy)), "
+                         "so every number is in units of the image's size")
+parser.add_argument("--floor-pixels", type=float, default=0,
+                    help="no number's std below this many of the mask's pixels (with --lengths every number is a length; "
+                         "a difference under a pixel of the mask is not evidence)")
 args = parser.parse_args()
 
 
@@ -108,7 +118,27 @@ for job, category in state.jobs("bank-fit", args.sweep):
     if args.form == "centroids":
         keep = [i for i in range(gt.shape[1]) if i % 5 < 2]
         gt, ge = gt[:, keep], ge[:, keep]
+    if args.lengths:
+        def as_lengths(v):
+            v = v.copy()
+            xx, yy, xy = v[:, 2::5].copy(), v[:, 3::5].copy(), v[:, 4::5].copy()
+            v[:, 2::5], v[:, 3::5] = np.sqrt(xx), np.sqrt(yy)
+            v[:, 4::5] = np.sign(xy) * np.sqrt(np.abs(xy))
+            return v
+        gt, ge = as_lengths(gt), as_lengths(ge)
     mean, sd = gt.mean(0), gt.std(0, ddof=1) + args.epsilon
+    width = 2 if args.form == "centroids" else 5
+    if args.floor_pixels > 0:
+        if not args.lengths and args.form != "centroids":
+            raise SystemExit("--floor-pixels needs --lengths (the second moments are areas otherwise)")
+        size = train_masks[0].shape
+        floor = np.array([1 / size[1], 1 / size[0], 1 / size[1], 1 / size[0], 1 / min(size)][:width] * (len(sd) // width))
+        sd = np.maximum(sd, args.floor_pixels * floor)
+    if args.scale == "pooled":
+        for k in range(width):
+            sd[k::width] = np.sqrt((gt[:, k::width].var(0, ddof=1)).mean()) + args.epsilon
+    elif args.scale == "none":
+        sd = np.ones_like(sd)
     g_test, g_train = (nearest if args.form == "joint" else nearest_per_part)((gt - mean) / sd, (ge - mean) / sd)
     scaled = {"h": np.array(d["histogram"]) / max(d["histogram_train_statistics"]),
               "c": np.array(d["composition"]) / max(d["composition_train_statistics"]),
