@@ -16,10 +16,11 @@ public struct Assignment: Equatable, Sendable {
 }
 
 /// Dispatch: which ready job a worker gets (DESIGN.md, Coordinator: by
-/// priority, then age, among the jobs whose stage and memory fit it).
+/// priority, then the stage's level (``StageKind/level``: the longest
+/// chain's head first), then age, among the jobs whose stage and memory fit it).
 extension JobStore {
-    /// The highest-priority, oldest ready job whose stage fits the worker,
-    /// leased to it; nil when none.
+    /// The highest-priority ready job whose stage fits the worker, of the
+    /// highest level among those, the oldest among those, leased to it; nil when none.
     public func dispatch(worker: String, machine: String = "", memoryMiB: Int, kinds runnable: Set<StageKind> = Set(StageKind.allCases),
                          now: Double, leaseSeconds: Double) throws -> Assignment? {
         try write { db in
@@ -67,7 +68,7 @@ extension JobStore {
         verifying = verify != nil
         guard let row = try verify ?? Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, seq LIMIT 1
+            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, level DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
         let key: String = try row.value("key", of: "a ready job")
         let what = "job \(key)"

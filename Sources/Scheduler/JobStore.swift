@@ -188,8 +188,8 @@ public final class JobStore: Sendable {
             var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM job") ?? 0
             var summary = SubmitSummary(sweep: sweep.name)
             let insertJob = try db.makeStatement(sql: """
-                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts, memory_mib, verify)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, level, seq, waiting, max_attempts, memory_mib, verify)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             let sample = try db.makeStatement(sql: "UPDATE job SET verify = 1 WHERE key = ? AND verify = 0 AND state != \(JobState.done.sql)")
             let insertEdge = try db.makeStatement(sql: "INSERT OR IGNORE INTO edge (parent, child, role) VALUES (?, ?, ?)")
@@ -225,7 +225,8 @@ public final class JobStore: Sendable {
                 let material = KeyMaterial(kind: job.kind.rawValue, version: job.kind.codeVersion, parameters: job.parameters,
                                            inputs: job.inputs.mapValues(\.hex))
                 let row: [any DatabaseValueConvertible] = [job.key.hex, job.kind.rawValue, job.category, CanonicalJSON.object(job.parameters),
-                                                           material.canonicalText, state.rawValue, sweep.priority, seq, waiting, sweep.maxAttempts,
+                                                           material.canonicalText, state.rawValue, sweep.priority, job.kind.level, seq, waiting,
+                                                           sweep.maxAttempts,
                                                            StageMemory.estimateMiB(kind: job.kind, parameters: job.parameters,
                                                                                    size: sweep.dataSizes[job.category]),
                                                            Self.sampled(job.key, share: sweep.verify) ? 1 : 0]

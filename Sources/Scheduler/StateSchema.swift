@@ -1,4 +1,5 @@
 import GRDB
+import Shared
 
 /// The coordinator's SQLite schema, as GRDB migrations. WAL journal (a
 /// DatabasePool), so that `status` reads while `serve` writes; every state
@@ -161,6 +162,16 @@ enum StateSchema {
             // epochs in this attempt's time.
             try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_base INTEGER")
             try db.execute(sql: "ALTER TABLE lease ADD COLUMN progress_base_at REAL")
+        }
+        migrator.registerMigration("v11-job-level") { db in
+            // The job's level (StageKind.level: how many stages can follow
+            // it): dispatch takes the longest chain's head first among equal
+            // priorities, so the queue's index orders by it before age.
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN level INTEGER NOT NULL DEFAULT 0")
+            for kind in StageKind.allCases where kind.level > 0 {
+                try db.execute(sql: "UPDATE job SET level = ? WHERE kind = ?", arguments: [kind.level, kind.rawValue])
+            }
+            try db.execute(sql: "DROP INDEX job_queue; CREATE INDEX job_queue ON job(state, priority DESC, level DESC, seq)")
         }
         return migrator
     }

@@ -189,7 +189,7 @@ extension JobStore {
             WHERE state = \(JobState.verifying.sql) AND kind IN (\(marks)) AND memory_mib <= ?
             AND NOT EXISTS (SELECT 1 FROM check_run c WHERE c.job = job.key
                             AND (c.worker = ? OR (c.machine != ? AND job.kind NOT IN (\(tolerant)))))
-            ORDER BY priority DESC, seq LIMIT 1
+            ORDER BY priority DESC, level DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds.map { $0 as any DatabaseValueConvertible } + [memoryMiB, worker, machine]))
     }
 }

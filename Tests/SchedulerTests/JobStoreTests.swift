@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 import TestSupport
 import Shared
@@ -95,6 +96,65 @@ import Shared
         #expect(try drain() == [.evaluate])
         #expect(try store.results(sweep: "t").count == 3)
         #expect(try store.status(sweep: "t")[0].finished)
+    }
+
+    /// Among equal priorities the head of the longest chain goes first
+    /// (StageKind.level), then the oldest: every preprocess, then the
+    /// segment-trains, then the pseudo-labels, and the patch-features (older,
+    /// but only evaluate waits on them) fill in after; a higher-priority
+    /// sweep still goes before any level.
+    @Test func theLongestChainsHeadGoesFirstWithinAPriority() throws {
+        var two = Self.methodSweep(memory: ["hcp"])
+        two.categories = ["a", "b"]
+        try store.submit(two, file: "{}")
+        let ran = try drain()
+        #expect(ran == [.preprocess, .preprocess, .segmentTrain, .segmentTrain, .pseudoLabel, .pseudoLabel,
+                        .patchFeatures, .bankFit, .patchFeatures, .bankFit, .evaluate, .evaluate], "\(ran.map(\.rawValue))")
+        // A later sweep of higher priority goes first whole.
+        var low = Self.methodSweep("low", memory: ["p"])
+        low.categories = ["c"]
+        var urgent = Self.methodSweep("urgent", memory: ["p"])
+        urgent.categories = ["d"]
+        urgent.priority = 1
+        try store.submit(low, file: "{}")
+        try store.submit(urgent, file: "{}")
+        var order: [(String, StageKind)] = []
+        while let a = try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 10) {
+            order.append((a.category, a.kind))
+            _ = try store.complete(token: a.token, outputs: ["out": (hash: String(repeating: "a", count: 64), size: 1)],
+                                   metrics: a.kind == .evaluate ? ["logical_auroc": 0.9] : [:], now: 0)
+        }
+        // Every job of the urgent sweep, patch-features (level 1) included, before the other's preprocess (level 5).
+        let lastUrgent = try #require(order.lastIndex { $0.0 == "d" })
+        let firstLow = try #require(order.firstIndex { $0.0 == "c" })
+        #expect(order.count == 12 && lastUrgent == 5 && firstLow == 6, "\(order)")
+    }
+
+    /// A state directory from before levels: opening it gives every queued
+    /// job its kind's level and the queue's index its new order.
+    @Test func aStateFromBeforeLevelsIsGivenThem() throws {
+        let old = try TemporaryDirectory()
+        let path = old.url.appendingPathComponent("state.sqlite").path
+        let pool = try DatabasePool(path: path)
+        try StateSchema.migrator.migrate(pool, upTo: "v10-lease-progress-base")
+        try pool.write { db in
+            for (i, kind) in [StageKind.preprocess, .patchFeatures, .segmentTrain].enumerated() {
+                try db.execute(sql: """
+                    INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
+                    VALUES (?, ?, 'a', '{}', '{}', 'ready', 0, ?, 0, 2)
+                    """, arguments: [String(repeating: "\(i)", count: 64), kind.rawValue, i])
+            }
+        }
+        try pool.close()
+        let store = try JobStore(path: path)
+        let levels = try store.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT kind, level FROM job ORDER BY seq").map { [$0["kind"] as String: $0["level"] as Int] }
+        }
+        #expect(levels == [["preprocess": 5], ["patch-features": 1], ["segment-train": 4]])
+        let order = [try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 10),
+                     try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 10),
+                     try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 10)].map { $0?.kind }
+        #expect(order == [.preprocess, .segmentTrain, .patchFeatures])
     }
 
     @Test func resubmittingASweepIsANoOpUnlessItsDataChanged() throws {

@@ -28,6 +28,31 @@ import Testing
         }
     }
 
+    /// Dispatch orders by ``StageKind/level``, worked out from the kinds'
+    /// declared readers: every edge the expander makes (UNet included) must
+    /// be declared, and every declared reader made somewhere.
+    @Test func theStageLevelsFollowTheEdgesTheExpanderMakes() {
+        var sweep = Self.sweep(["a"])
+        sweep.grid.unetEpochs = [0, 30]
+        let plan = SweepExpander.expand(sweep)
+        let kinds = Dictionary(plan.jobs.map { ($0.key, $0.kind) }, uniquingKeysWith: { a, _ in a })
+        var made = Set<[StageKind]>()
+        for job in plan.jobs {
+            for parent in job.inputs.values {
+                let from = kinds[parent]!
+                #expect(from.readers.contains(job.kind), "\(from.rawValue) -> \(job.kind.rawValue) is not declared")
+                made.insert([from, job.kind])
+            }
+        }
+        let declared = Set(StageKind.allCases.flatMap { k in k.readers.map { [k, $0] } })
+        #expect(made == declared)
+        #expect(StageKind.allCases.map(\.level) == [5, 4, 3, 2, 1, 1, 0, 0])
+        // A job's level is one more than its deepest reader's: a chain of that many stages follows it.
+        for job in plan.jobs {
+            for parent in job.inputs.values { #expect(kinds[parent]!.level > job.kind.level) }
+        }
+    }
+
     @Test func aKeyHoldsOnlyWhatItsStageReads() {
         let base = SweepExpander.expand(Self.sweep(["a"]))
         var other = Self.sweep(["a"])

@@ -12,6 +12,33 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
     /// demand. Kept for the scheduler's load and fault tests.
     case diagnostic
 
+    /// The kinds that read this kind's outputs in a sweep's DAG
+    /// (``SweepExpander``; `SweepExpansionTests` checks every edge it makes
+    /// is listed here).
+    public var readers: [StageKind] {
+        switch self {
+        case .preprocess: [.patchFeatures, .segmentTrain, .bankFit]
+        case .segmentTrain: [.pseudoLabel]
+        case .pseudoLabel: [.unetTrain, .bankFit]
+        case .unetTrain: [.bankFit]
+        case .patchFeatures, .bankFit: [.evaluate]
+        case .evaluate, .diagnostic: []
+        }
+    }
+
+    /// The most stages that can follow this kind's job in the DAG (0 for a
+    /// sink): preprocess 5, segment-train 4, pseudo-label 3, unet-train 2,
+    /// patch-features and bank-fit 1, evaluate 0. Dispatch gives the ready
+    /// job of the highest level first among equal priorities, the longest
+    /// chain's head before the short one's (Hu's rule for a DAG on several
+    /// machines): a category's segment-train, which four stages wait on,
+    /// starts before its patch-features, which only evaluate waits on, so
+    /// the short jobs fill the workers' gaps at the end instead of the long
+    /// chain starting last. Counted in stages, not seconds: no estimate of
+    /// a stage's time is needed, and on the default sweep the order is the
+    /// one measured times would give (BENCHMARKS.md, "The longest chain first").
+    public var level: Int { readers.map { $0.level + 1 }.max() ?? 0 }
+
     /// The stage's code version, part of every job key: bump it when the
     /// stage's output changes for the same inputs, and every job of that
     /// kind (and everything downstream) is computed again.
