@@ -90,6 +90,8 @@ struct PSADWorker: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread allocates: the stages' memory stays in the process, in one arena.
+        Compute.retainFreedMemory()
         var resources = WorkerResources.detect(tags: tags)
         if let memoryMib { resources.memoryBytes = UInt64(max(0, memoryMib)) << 20 }
         resources.machine = machineKind ?? Compute.machineKind

@@ -19,6 +19,11 @@ public enum Compute {
             ?? ProcessInfo.processInfo.activeProcessorCount
         let threads = max(1, value)
         openblas_set_num_threads(Int32(threads))
+        // Every process that runs a kernel keeps its freed memory, whether or
+        // not it called configure(threads:) (a sweep's worker takes its count
+        // from PSAD_THREADS and never did: its training steps page-faulted
+        // their buffers afresh every step).
+        retainFreedMemory()
         return threads
     }()
 
@@ -60,10 +65,20 @@ public enum Compute {
     /// ran 1.9x slower without this, measured). Blocks below 1 GiB now come
     /// from the heap and stay; the process keeps its peak instead, which it
     /// needs again at the next step anyway.
+    ///
+    /// And one arena for every thread: a stage runs on a thread of its own
+    /// (a sweep's worker starts one per job), and glibc gives such a thread
+    /// an arena of 64 MiB heaps of its own. A segment-train job that was
+    /// the first in its worker process took 275 s there and 203 s with one
+    /// arena, the same job and bytes out (BENCHMARKS.md, "One malloc arena
+    /// for the worker's stages"). Takes effect for threads that have not yet
+    /// allocated, so a process calls this before it starts any (the worker
+    /// first thing in `run`).
     public static func retainFreedMemory() {
         #if os(Linux)
         _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
         _ = mallopt(M_TRIM_THRESHOLD, Int32.max)
+        _ = mallopt(M_ARENA_MAX, 1)
         #endif
     }
 
