@@ -70,10 +70,10 @@ public enum Compute {
     /// (a sweep's worker starts one per job), and glibc gives such a thread
     /// an arena of 64 MiB heaps of its own. A segment-train job that was
     /// the first in its worker process took 275 s there and 203 s with one
-    /// arena, the same job and bytes out (BENCHMARKS.md, "One malloc arena
-    /// for the worker's stages"). Takes effect for threads that have not yet
-    /// allocated, so a process calls this before it starts any (the worker
-    /// first thing in `run`).
+    /// arena, the same bytes out (BENCHMARKS.md, "The default sweep within
+    /// 15 minutes"). Takes effect for threads that have not yet allocated,
+    /// so a process calls this before it starts any (the worker first thing
+    /// in `run`).
     public static func retainFreedMemory() {
         #if os(Linux)
         _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
