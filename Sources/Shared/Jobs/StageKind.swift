@@ -36,7 +36,8 @@ public enum StageKind: String, Codable, CaseIterable, Sendable {
     /// the short jobs fill the workers' gaps at the end instead of the long
     /// chain starting last. Counted in stages, not seconds: no estimate of
     /// a stage's time is needed, and on the default sweep the order is the
-    /// one measured times would give (BENCHMARKS.md, "The longest chain first").
+    /// one measured times would give (BENCHMARKS.md, "The default sweep
+    /// within 15 minutes: one malloc arena, and the longest chain first").
     public var level: Int { readers.map { $0.level + 1 }.max() ?? 0 }
 
     /// The stage's code version, part of every job key: bump it when the
