@@ -88,9 +88,6 @@ extension JobStore {
         // The attempt's outcome and its cost (as the worker measured it) in one statement.
         try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ?, seconds = coalesce(?, seconds), peak_mib = coalesce(?, peak_mib) WHERE token = ?",
                    arguments: [now, cost?.seconds, cost?.peakMiB, token])
-        for (_, artifact) in outputs {
-            try db.run("INSERT OR IGNORE INTO artifact (hash, size, created_at) VALUES (?, ?, ?)", arguments: [artifact.hash, artifact.size, now])
-        }
         let hashes = outputs.mapValues(\.hash)
         if try lease.value("verify", of: "job \(key)") as Int > 0 {
             return (.accepted, try recordCheckRun(db, key: key, kind: try lease.value("kind", of: "job \(key)"), token: token, machine: machine,

@@ -173,6 +173,26 @@ enum StateSchema {
             }
             try db.execute(sql: "DROP INDEX job_queue; CREATE INDEX job_queue ON job(state, priority DESC, level DESC, seq)")
         }
+        migrator.registerMigration("v12-no-artifact-registry") { db in
+            // Every result wrote pages of three B-trees keyed by a random hash
+            // or job key that no query needs: the artifact table (never read:
+            // the blob store and small_blob hold the artifacts), the index of
+            // job outputs by hash (collecting unreferenced blobs scans
+            // job_output once), and job_output's rowid table beside its
+            // primary key. job_output is now its primary key alone (WITHOUT
+            // ROWID), its hash no longer a foreign key of the artifact table.
+            try db.execute(sql: """
+                CREATE TABLE job_output_new (
+                    job TEXT NOT NULL REFERENCES job(key),
+                    name TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    PRIMARY KEY (job, name)) WITHOUT ROWID;
+                INSERT INTO job_output_new (job, name, hash) SELECT job, name, hash FROM job_output;
+                DROP TABLE job_output;
+                ALTER TABLE job_output_new RENAME TO job_output;
+                DROP TABLE artifact;
+                """)
+        }
         return migrator
     }
 }

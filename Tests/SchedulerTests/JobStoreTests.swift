@@ -157,6 +157,36 @@ import Shared
         #expect(order == [.preprocess, .segmentTrain, .patchFeatures])
     }
 
+    /// Schema v12 keeps every job output of a v11 state, in a job_output
+    /// that is its primary key alone, and drops the unread artifact registry.
+    @Test func aStateFromBeforeV12KeepsItsOutputs() throws {
+        let old = try TemporaryDirectory()
+        let path = old.url.appendingPathComponent("state.sqlite").path
+        let pool = try DatabasePool(path: path)
+        try StateSchema.migrator.migrate(pool, upTo: "v11-job-level")
+        let key = String(repeating: "1", count: 64), hashes = ["a", "b"].map { String(repeating: $0, count: 64) }
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
+                VALUES (?, 'preprocess', 'a', '{}', '{}', 'done', 0, 0, 0, 2)
+                """, arguments: [key])
+            for (name, hash) in zip(["x", "y"], hashes) {
+                try db.execute(sql: "INSERT INTO artifact (hash, size, created_at) VALUES (?, 1, 0)", arguments: [hash])
+                try db.execute(sql: "INSERT INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, hash])
+            }
+        }
+        try pool.close()
+        let store = try JobStore(path: path)
+        try store.pool.read { db in
+            let outputs = try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ? ORDER BY name", arguments: [key])
+            #expect(outputs.map { [$0["name"] as String, $0["hash"] as String] } == [["x", hashes[0]], ["y", hashes[1]]])
+            #expect(try db.tableExists("artifact") == false)
+            #expect(try db.indexes(on: "job_output").map(\.columns) == [["job", "name"]])
+            #expect(try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'job_output'")?.contains("WITHOUT ROWID") == true)
+        }
+        #expect(try store.referencedArtifacts() == Set(hashes))
+    }
+
     @Test func resubmittingASweepIsANoOpUnlessItsDataChanged() throws {
         var sweep = Self.methodSweep()
         sweep.dataDigests = ["a": "d1"]
