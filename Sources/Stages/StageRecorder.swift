@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tensor
 
 /// Wall time and peak resident memory of each stage of an in-process run.
@@ -43,19 +44,51 @@ public struct StageRecorder {
         if next { start() }
     }
 
+    /// /proc/self/clear_refs, opened once for the process's life (-1: refused).
+    static let clearRefs: Int32 = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)
+
+    /// Writes 5 to /proc/self/clear_refs: the kernel's high-water mark of
+    /// the resident set becomes the resident set now. One system call on a
+    /// file opened once: a worker does this once per job, thousands of
+    /// times a second for short jobs.
     static func resetPeak() -> Bool {
         #if os(Linux)
-        guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
-        defer { try? handle.close() }
-        return (try? handle.write(contentsOf: Data("5".utf8))) != nil
+        let fd = clearRefs
+        guard fd >= 0 else { return false }
+        var five: UInt8 = 0x35
+        guard write(fd, &five, 1) == 1 else { return false }
+        execBound.withLock { if $0 == nil { $0 = maxResidentKiB() } }
+        return true
         #else
         return false
         #endif
     }
 
-    /// VmHWM from /proc/self/status, read as bytes (a worker reads it once
-    /// per job, thousands of times a second for short jobs).
+    /// `getrusage`'s `ru_maxrss` (KiB). On Linux it is the larger of the
+    /// memory map's high-water mark (VmHWM, what ``resetPeak()`` resets)
+    /// and the mark of the map an exec replaced (a launcher's, kept for the
+    /// process's life).
+    static func maxResidentKiB() -> Int? {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0, usage.ru_maxrss > 0 else { return nil }
+        return usage.ru_maxrss
+    }
+
+    /// `ru_maxrss` just after the first reset: at least the exec's mark,
+    /// so a figure above it is the map's own high-water mark (nil: no reset yet).
+    static let execBound = Mutex<Int?>(nil)
+
+    /// The process's peak resident set, MiB: `ru_maxrss` where it is above
+    /// ``execBound`` (one system call), else VmHWM from /proc/self/status
+    /// (where the kernel formats the whole status text: a tenth of a
+    /// worker's time on no-op jobs when it was read every time).
     static func peakMebibytes() -> Double? {
+        if let bound = execBound.withLock({ $0 }), let kib = maxResidentKiB(), kib > bound { return Double(kib) / 1024 }
+        return statusPeakMebibytes()
+    }
+
+    /// VmHWM from /proc/self/status, read as bytes.
+    static func statusPeakMebibytes() -> Double? {
         let fd = open("/proc/self/status", O_RDONLY)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

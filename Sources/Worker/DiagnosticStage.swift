@@ -28,14 +28,18 @@ enum DiagnosticStage {
         var failWhileExists: String
         var outputs: Int?
         var outputBytes: Int?
+
+        /// Named here rather than converted from snake case on every decode.
+        enum CodingKeys: String, CodingKey {
+            case sweep, index, seconds, fail, outputs
+            case failWhileExists = "fail_while_exists", outputBytes = "output_bytes"
+        }
     }
 
     static func run(_ job: WireMessage.Job, inputs: [String: [String: Data]], progress: StageJobs.ProgressSink = { _, _, _ in },
                     cancelled: () -> Bool) -> StageOutcome {
         let p: Parameters
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        do { p = try decoder.decode(Parameters.self, from: Data(job.parameters.utf8)) } catch {
+        do { p = try JSONDecoder().decode(Parameters.self, from: Data(job.parameters.utf8)) } catch {
             return StageOutcome(error: "diagnostic parameters: \(error)", permanent: true)
         }
         let start = Date(), end = start.addingTimeInterval(p.seconds)

@@ -181,4 +181,35 @@ extension PipelineTests {
         // This process's own: a positive figure.
         #expect((StageRecorder.peakMebibytes() ?? 0) > 0)
     }
+
+    /// Above the mark an exec left (`swift test` launches this process
+    /// through one), getrusage's figure is VmHWM itself.
+    @Test func aboveTheExecsMarkThePeakIsVmHWM() throws {
+        #if os(Linux)
+        #expect(StageRecorder.resetPeak())
+        let bound = try #require(StageRecorder.execBound.withLock { $0 })
+        // Resident beyond the bound: 32 MiB more than it, every page touched.
+        let bytes = (bound + 32 << 10) << 10
+        let held = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
+        defer { held.deallocate() }
+        for page in stride(from: 0, to: bytes, by: 4096) { held[page] = 1 }
+        // Other tests run beside this one and move the mark (they allocate, and reset it):
+        // some moment within a few tries has it still, VmHWM the same before and after.
+        var readings: [[Double?]] = []
+        for _ in 0..<20 {
+            let before = StageRecorder.statusPeakMebibytes(), fast = StageRecorder.maxResidentKiB().map { Double($0) / 1024 }
+            let peak = StageRecorder.peakMebibytes(), after = StageRecorder.statusPeakMebibytes()
+            readings.append([before, fast, peak, after])
+            if before == after, let fast, fast > Double(bound) / 1024 { break }
+        }
+        // getrusage reads the resident count from per-CPU counters without summing them (status
+        // sums them): each CPU's share may lag by the counter's batch, max(32, 2 x CPUs) pages.
+        let cpus = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let lag = cpus * max(32, 2 * cpus) * 4 / 1024
+        let steady = try #require(readings.last, "\(readings)")
+        let (status, fast, peak) = (try #require(steady[0]), try #require(steady[1]), try #require(steady[2]))
+        #expect(steady[0] == steady[3] && abs(fast - status) <= lag && peak == fast, "bound \(bound) KiB, lag \(lag) MiB: \(readings)")
+        #expect(held[bytes - 4096] == 1)
+        #endif
+    }
 }
