@@ -84,7 +84,7 @@ extension JobStore {
         for blob in smallBlobs {
             try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
         }
-        try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+        try db.run("DELETE FROM lease WHERE token = ?", arguments: [token])
         // The attempt's outcome and its cost (as the worker measured it) in one statement.
         try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ?, seconds = coalesce(?, seconds), peak_mib = coalesce(?, peak_mib) WHERE token = ?",
                    arguments: [now, cost?.seconds, cost?.peakMiB, token])

@@ -173,14 +173,17 @@ enum StateSchema {
             }
             try db.execute(sql: "DROP INDEX job_queue; CREATE INDEX job_queue ON job(state, priority DESC, level DESC, seq)")
         }
-        migrator.registerMigration("v12-no-artifact-registry") { db in
-            // Every result wrote pages of three B-trees keyed by a random hash
-            // or job key that no query needs: the artifact table (never read:
-            // the blob store and small_blob hold the artifacts), the index of
-            // job outputs by hash (collecting unreferenced blobs scans
-            // job_output once), and job_output's rowid table beside its
-            // primary key. job_output is now its primary key alone (WITHOUT
-            // ROWID), its hash no longer a foreign key of the artifact table.
+        migrator.registerMigration("v12-fewer-btrees-per-result") { db in
+            // Every result wrote pages of B-trees that no query needs: the
+            // artifact table (never read: the blob store and small_blob hold
+            // the artifacts), the index of job outputs by hash (collecting
+            // unreferenced blobs scans job_output once), job_output's rowid
+            // table beside its primary key (now its primary key alone,
+            // WITHOUT ROWID, its hash no longer a foreign key of the artifact
+            // table), and two indexes of the lease table, which holds a row
+            // per job in flight (scanned for expiry four times a second). A
+            // lease is now found by its token, the table's rowid: every
+            // report names one, and it was a scan of the table.
             try db.execute(sql: """
                 CREATE TABLE job_output_new (
                     job TEXT NOT NULL REFERENCES job(key),
@@ -191,6 +194,20 @@ enum StateSchema {
                 DROP TABLE job_output;
                 ALTER TABLE job_output_new RENAME TO job_output;
                 DROP TABLE artifact;
+                CREATE TABLE lease_new (
+                    token INTEGER PRIMARY KEY REFERENCES attempt(token),
+                    job TEXT NOT NULL UNIQUE REFERENCES job(key),
+                    worker TEXT NOT NULL,
+                    expires_at REAL NOT NULL,
+                    progress_done INTEGER,
+                    progress_total INTEGER,
+                    progress_unit TEXT,
+                    progress_base INTEGER,
+                    progress_base_at REAL);
+                INSERT INTO lease_new (token, job, worker, expires_at, progress_done, progress_total, progress_unit, progress_base, progress_base_at)
+                    SELECT token, job, worker, expires_at, progress_done, progress_total, progress_unit, progress_base, progress_base_at FROM lease;
+                DROP TABLE lease;
+                ALTER TABLE lease_new RENAME TO lease;
                 """)
         }
         return migrator

@@ -157,14 +157,16 @@ import Shared
         #expect(order == [.preprocess, .segmentTrain, .patchFeatures])
     }
 
-    /// Schema v12 keeps every job output of a v11 state, in a job_output
-    /// that is its primary key alone, and drops the unread artifact registry.
+    /// Schema v12 keeps every job output and lease of a v11 state, in a
+    /// job_output that is its primary key alone and a lease table keyed by
+    /// token, and drops the unread artifact registry.
     @Test func aStateFromBeforeV12KeepsItsOutputs() throws {
         let old = try TemporaryDirectory()
         let path = old.url.appendingPathComponent("state.sqlite").path
         let pool = try DatabasePool(path: path)
         try StateSchema.migrator.migrate(pool, upTo: "v11-job-level")
-        let key = String(repeating: "1", count: 64), hashes = ["a", "b"].map { String(repeating: $0, count: 64) }
+        let key = String(repeating: "1", count: 64), running = String(repeating: "2", count: 64)
+        let hashes = ["a", "b"].map { String(repeating: $0, count: 64) }
         try pool.write { db in
             try db.execute(sql: """
                 INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
@@ -174,6 +176,15 @@ import Shared
                 try db.execute(sql: "INSERT INTO artifact (hash, size, created_at) VALUES (?, 1, 0)", arguments: [hash])
                 try db.execute(sql: "INSERT INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, hash])
             }
+            try db.execute(sql: """
+                INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts)
+                VALUES (?, 'segment-train', 'a', '{}', '{}', 'leased', 0, 1, 0, 2)
+                """, arguments: [running])
+            try db.execute(sql: "INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, 'w', 0, 'running')", arguments: [running])
+            try db.execute(sql: """
+                INSERT INTO lease (job, token, worker, expires_at, progress_done, progress_total, progress_unit, progress_base, progress_base_at)
+                VALUES (?, 1, 'w', 30, 7, 100, 'epochs', 2, 5)
+                """, arguments: [running])
         }
         try pool.close()
         let store = try JobStore(path: path)
@@ -183,8 +194,15 @@ import Shared
             #expect(try db.tableExists("artifact") == false)
             #expect(try db.indexes(on: "job_output").map(\.columns) == [["job", "name"]])
             #expect(try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'job_output'")?.contains("WITHOUT ROWID") == true)
+            #expect(try db.primaryKey("lease").rowIDColumn == "token")
+            #expect(try db.indexes(on: "lease").map(\.columns) == [["job"]])
         }
         #expect(try store.referencedArtifacts() == Set(hashes))
+        // The lease as it was, found by its token; its worker's result completes the job.
+        #expect(try store.leasedJob(token: 1)?.hex == running && store.leaseHolder(token: 1) == "w")
+        #expect(try store.heartbeat(token: 1, now: 1, leaseSeconds: 10))
+        #expect(try store.complete(token: 1, now: 2) == .accepted)
+        #expect(try store.leasedJob(token: 1) == nil)
     }
 
     @Test func resubmittingASweepIsANoOpUnlessItsDataChanged() throws {
