@@ -97,6 +97,14 @@ extension JobStore {
         return (.accepted, nil)
     }
 
+    /// A metric of a finished job, recorded for every sweep that evaluates
+    /// it (found through `evaluation_job`: without it, a scan of every
+    /// evaluation per metric, 12-19 ms each in a 94,500-evaluation state).
+    static let recordMetricSQL = """
+        INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
+        SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
+        """
+
     /// A job is done with these outputs and metrics: they are recorded and
     /// the jobs that waited on it are ready once nothing else holds them.
     static func finish(_ db: Database, key: String, outputs: [String: String], metrics: [String: Double], now: Double) throws {
@@ -105,10 +113,7 @@ extension JobStore {
             try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, hash])
         }
         for (metric, value) in metrics {
-            try db.run("""
-                INSERT OR REPLACE INTO result (sweep_id, job, category, setting, metric, value)
-                SELECT sweep_id, job, category, setting, ?, ? FROM evaluation WHERE job = ?
-                """, arguments: [metric, value, key])
+            try db.run(recordMetricSQL, arguments: [metric, value, key])
         }
         // Its children wait for one parent fewer; those pending and waiting for none are ready.
         try db.run("""

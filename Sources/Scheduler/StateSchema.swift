@@ -183,7 +183,9 @@ enum StateSchema {
             // table), and two indexes of the lease table, which holds a row
             // per job in flight (scanned for expiry four times a second). A
             // lease is now found by its token, the table's rowid: every
-            // report names one, and it was a scan of the table.
+            // report names one, and it was a scan of the table. And an
+            // evaluation is found by its job: each metric of a finished job
+            // was a scan of every sweep's evaluations.
             try db.execute(sql: """
                 CREATE TABLE job_output_new (
                     job TEXT NOT NULL REFERENCES job(key),
@@ -208,6 +210,7 @@ enum StateSchema {
                     SELECT token, job, worker, expires_at, progress_done, progress_total, progress_unit, progress_base, progress_base_at FROM lease;
                 DROP TABLE lease;
                 ALTER TABLE lease_new RENAME TO lease;
+                CREATE INDEX evaluation_job ON evaluation(job);
                 """)
         }
         return migrator

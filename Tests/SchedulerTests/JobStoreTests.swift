@@ -196,6 +196,7 @@ import Shared
             #expect(try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'job_output'")?.contains("WITHOUT ROWID") == true)
             #expect(try db.primaryKey("lease").rowIDColumn == "token")
             #expect(try db.indexes(on: "lease").map(\.columns) == [["job"]])
+            #expect(try db.indexes(on: "evaluation").map(\.columns).contains(["job"]))
         }
         #expect(try store.referencedArtifacts() == Set(hashes))
         // The lease as it was, found by its token; its worker's result completes the job.
@@ -203,6 +204,23 @@ import Shared
         #expect(try store.heartbeat(token: 1, now: 1, leaseSeconds: 10))
         #expect(try store.complete(token: 1, now: 2) == .accepted)
         #expect(try store.leasedJob(token: 1) == nil)
+    }
+
+    /// The statements a result runs find their rows through an index:
+    /// none scans a table whose size is the sweep's (in a 94,500-evaluation
+    /// state each metric's scan of the evaluations took 12-19 ms).
+    @Test func aResultsStatementsScanNoSweepSizedTable() throws {
+        let statements = [JobStore.recordMetricSQL, "SELECT name, hash FROM job_output WHERE job = ?",
+                          "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
+                          "SELECT role, parent FROM edge WHERE child = ?", "SELECT data FROM small_blob WHERE hash = ?"]
+        try store.pool.read { db in
+            for sql in statements {
+                let values: [any DatabaseValueConvertible] = ["m", 1.0, "k"]
+                let arguments = StatementArguments(Array(values.suffix(sql.filter { $0 == "?" }.count)).map { $0.databaseValue })
+                let plan = try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: arguments).map { $0["detail"] as String }
+                #expect(!plan.contains { $0.hasPrefix("SCAN") }, "\(sql): \(plan)")
+            }
+        }
     }
 
     @Test func resubmittingASweepIsANoOpUnlessItsDataChanged() throws {
