@@ -340,7 +340,7 @@ extension CoordinatorServer {
             return
         }
         let next = wanted > 0 ? (peer.worker, peer.memoryMiB, peer.kinds, settings.leaseSeconds, wanted) : nil
-        let (report, jobs, quarantined) = try store.complete(token: d.token, outputs: d.outputs.mapValues { (hash: $0.hash, size: $0.size) },
+        let (report, jobs, quarantined) = try store.complete(token: d.token, outputs: d.outputs.mapValues(\.hash),
                                                              metrics: d.metrics, smallBlobs: small, cost: (d.seconds, d.peakMiB),
                                                              machine: peer.machine, now: now, next: next)
         if report == .stale { logger.warning("refused a stale result", metadata: ["token": "\(d.token)", "worker": "\(peer.worker)"]) }

@@ -46,14 +46,15 @@ extension JobStore {
         }
     }
 
-    /// Records a finished attempt: its outputs (artifacts already stored,
-    /// or small ones given here), its metrics (evaluate jobs), and readies
+    /// Records a finished attempt: its outputs (name -> hash of an artifact
+    /// already stored, or of a small one given here; the server has checked
+    /// each stored size against the announced one), its metrics (evaluate jobs), and readies
     /// the jobs that waited on it. With `next`, the worker's next jobs (up
     /// to its count) are leased in the same transaction. `cost` is what the worker measured
     /// (wall seconds, peak MiB), kept on the attempt; `machine` the
     /// worker's machine kind (compared when the job is verified).
     /// `quarantined` says why, when this run disagreed with the job's other.
-    public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
+    public func complete(token: Int64, outputs: [String: String] = [:], metrics: [String: Double] = [:],
                          smallBlobs: [(hash: String, data: Data)] = [], cost: (seconds: Double, peakMiB: Double?)? = nil, machine: String = "",
                          now: Double, next: (worker: String, memoryMiB: Int, kinds: Set<StageKind>, leaseSeconds: Double, count: Int)? = nil)
         throws -> (verdict: Verdict, next: [Assignment], quarantined: String?) {
@@ -67,12 +68,12 @@ extension JobStore {
     }
 
     /// As above, without a next job.
-    public func complete(token: Int64, outputs: [String: (hash: String, size: Int)] = [:], metrics: [String: Double] = [:],
+    public func complete(token: Int64, outputs: [String: String] = [:], metrics: [String: Double] = [:],
                          machine: String = "", now: Double) throws -> Verdict {
         try complete(token: token, outputs: outputs, metrics: metrics, smallBlobs: [], machine: machine, now: now, next: nil).0
     }
 
-    static func complete(_ db: Database, token: Int64, outputs: [String: (hash: String, size: Int)], metrics: [String: Double],
+    static func complete(_ db: Database, token: Int64, outputs: [String: String], metrics: [String: Double],
                          smallBlobs: [(hash: String, data: Data)], cost: (seconds: Double, peakMiB: Double?)?, machine: String,
                          now: Double) throws -> (Verdict, String?) {
         guard let lease = try Row.fetchOne(db, cached: "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
@@ -88,12 +89,11 @@ extension JobStore {
         // The attempt's outcome and its cost (as the worker measured it) in one statement.
         try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ?, seconds = coalesce(?, seconds), peak_mib = coalesce(?, peak_mib) WHERE token = ?",
                    arguments: [now, cost?.seconds, cost?.peakMiB, token])
-        let hashes = outputs.mapValues(\.hash)
         if try lease.value("verify", of: "job \(key)") as Int > 0 {
             return (.accepted, try recordCheckRun(db, key: key, kind: try lease.value("kind", of: "job \(key)"), token: token, machine: machine,
-                                                  outputs: hashes, metrics: metrics, now: now))
+                                                  outputs: outputs, metrics: metrics, now: now))
         }
-        try finish(db, key: key, outputs: hashes, metrics: metrics, now: now)
+        try finish(db, key: key, outputs: outputs, metrics: metrics, now: now)
         return (.accepted, nil)
     }
 

@@ -77,7 +77,7 @@ import Shared
         var ran: [StageKind] = []
         while let a = try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: now, leaseSeconds: 10) {
             ran.append(a.kind)
-            #expect(try store.complete(token: a.token, outputs: ["out": (hash: String(repeating: "a", count: 64), size: 1)],
+            #expect(try store.complete(token: a.token, outputs: ["out": String(repeating: "a", count: 64)],
                                        metrics: a.kind == .evaluate ? ["logical_auroc": 0.9] : [:], now: now) == .accepted)
         }
         return ran
@@ -121,7 +121,7 @@ import Shared
         var order: [(String, StageKind)] = []
         while let a = try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 0, leaseSeconds: 10) {
             order.append((a.category, a.kind))
-            _ = try store.complete(token: a.token, outputs: ["out": (hash: String(repeating: "a", count: 64), size: 1)],
+            _ = try store.complete(token: a.token, outputs: ["out": String(repeating: "a", count: 64)],
                                    metrics: a.kind == .evaluate ? ["logical_auroc": 0.9] : [:], now: 0)
         }
         // Every job of the urgent sweep, patch-features (level 1) included, before the other's preprocess (level 5).

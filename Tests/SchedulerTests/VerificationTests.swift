@@ -32,7 +32,7 @@ import Shared
 
     func run(_ worker: String, machine: String = zen, output: Character = "a", metric: Double = 1, now: Double = 1) throws -> (Assignment, String?)? {
         guard let a = try store.dispatch(worker: worker, machine: machine, memoryMiB: 1 << 20, now: now, leaseSeconds: 10) else { return nil }
-        let result = try store.complete(token: a.token, outputs: ["echo.json": (hash: Self.hash(output), size: 1)], metrics: ["index": metric],
+        let result = try store.complete(token: a.token, outputs: ["echo.json": Self.hash(output)], metrics: ["index": metric],
                                         smallBlobs: [], machine: machine, now: now)
         #expect(result.verdict == .accepted)
         return (a, result.quarantined)
@@ -127,7 +127,7 @@ import Shared
         try store.submit(s, file: "m")
         let preprocess = try #require(try store.dispatch(worker: "zen", machine: Self.zen, memoryMiB: 1 << 20, now: 1, leaseSeconds: 10))
         #expect(preprocess.kind == .preprocess)
-        _ = try store.complete(token: preprocess.token, outputs: ["x": (hash: Self.hash("a"), size: 1)], machine: Self.zen, now: 1)
+        _ = try store.complete(token: preprocess.token, outputs: ["x": Self.hash("a")], machine: Self.zen, now: 1)
         #expect(try store.dispatch(worker: "haswell", machine: Self.haswell, memoryMiB: 1 << 20, now: 2, leaseSeconds: 10) == nil)
         #expect(try store.dispatch(worker: "zen2", machine: Self.zen, memoryMiB: 1 << 20, now: 2, leaseSeconds: 10)?.key == preprocess.key)
     }
