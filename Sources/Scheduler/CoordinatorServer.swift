@@ -22,6 +22,8 @@ public final class CoordinatorServer {
         public var curve: (keys: CurveKeyPair, allowed: Set<String>)?
         /// Leases, backoff and attempt times: wall time at start plus monotonic time since.
         public var clock = CoordinatorClock()
+        /// Seconds between WAL checkpoints, run beside the serving thread (``BackgroundCheckpoints``).
+        public var checkpointSeconds = 0.05
         public init() {}
     }
 
@@ -79,6 +81,13 @@ public final class CoordinatorServer {
     public func run(until stop: () -> Bool) throws {
         var now = settings.clock.now()
         try store.resetDeadlines(now: now, grace: 2 * settings.leaseSeconds, longestBackoff: settings.backoff.longest)
+        // Checkpoints beside the serving thread (the writer connection checkpoints by itself only past a fallback).
+        try store.setWriterCheckpointPages(BackgroundCheckpoints.writerFallbackPages)
+        let checkpoints = try BackgroundCheckpoints(path: store.path, interval: settings.checkpointSeconds, logger: logger)
+        defer {
+            checkpoints.stop()
+            try? store.setWriterCheckpointPages(JobStore.defaultCheckpointPages)
+        }
         var lastTick = 0.0
         while !stop() {
             if let first = try socket.receive(timeoutMilliseconds: 100) {

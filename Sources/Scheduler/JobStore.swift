@@ -27,6 +27,14 @@ public final class JobStore: Sendable {
         try StateSchema.migrator.migrate(pool)
     }
 
+    /// SQLite's default: the commit that takes the WAL past this many pages checkpoints.
+    static let defaultCheckpointPages = 1000
+
+    /// Sets the page count past which the writer connection's commits checkpoint the WAL.
+    func setWriterCheckpointPages(_ pages: Int) throws {
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = \(pages)") }
+    }
+
     /// A transaction that several of this store's calls share (``batch(_:)``).
     struct OpenBatch: @unchecked Sendable {
         let store: ObjectIdentifier
