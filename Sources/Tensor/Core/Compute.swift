@@ -66,9 +66,9 @@ public enum Compute {
     /// from the heap and stay; the process keeps its peak instead, which it
     /// needs again at the next step anyway.
     ///
-    /// And one arena for every thread: a stage runs on a thread of its own
-    /// (a sweep's worker starts one per job), and glibc gives such a thread
-    /// an arena of 64 MiB heaps of its own. A segment-train job that was
+    /// And one arena for every thread: a stage runs on a thread other than
+    /// the main one (a worker's stage threads), and glibc gives such a
+    /// thread an arena of 64 MiB heaps of its own. A segment-train job that was
     /// the first in its worker process took 275 s there and 203 s with one
     /// arena, the same bytes out (BENCHMARKS.md, "The default sweep within
     /// 15 minutes"). Takes effect for threads that have not yet allocated,
