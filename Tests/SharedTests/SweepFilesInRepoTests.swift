@@ -12,7 +12,9 @@ import Testing
                       "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
                       "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "reuse-combine.json",
                       "varied-reuse-combine.json", "default-reuse.json", "fourth.json", "instances.json", "varied-instances.json",
-                      "third-instances.json", "loco-defaults.json", "loco-varied.json"])
+                      "third-instances.json", "loco-defaults.json", "loco-varied.json", "segment-backbone.json",
+                      "varied-segment-backbone.json", "reference-statistic.json", "varied-reference-statistic.json",
+                      "third-reference-statistic.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
@@ -41,7 +43,9 @@ import Testing
         let plan = SweepExpander.expand(try Sweep.load(Self.folder.appendingPathComponent("default.json")))
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5)
-        // h, c, p, n, g, hcp, hcpn, hcpg and hcpng at three scale types; the four combinations summed and at their maximum.
-        #expect(plan.evaluations.count == 5 * (9 + 4) * 3)
+        // h, c, p, n, g, hcp, hcpn, hcpg and hcpng at three scale types; the four combinations summed and at their maximum;
+        // each with the banks' leave-one-out train statistic and the reference code's (two bank-fit jobs per category).
+        #expect(plan.jobs.filter { $0.kind == .bankFit }.count == 5 * 2)
+        #expect(plan.evaluations.count == 5 * (9 + 4) * 3 * 2)
     }
 }
