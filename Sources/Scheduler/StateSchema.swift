@@ -213,6 +213,14 @@ enum StateSchema {
                 CREATE INDEX evaluation_job ON evaluation(job);
                 """)
         }
+        migrator.registerMigration("v13-ready-jobs-by-fit") { db in
+            // The ready jobs by kind and memory (a partial index: a job enters
+            // it when it becomes ready and leaves when it is leased). An idle
+            // worker asks every 0.2 s; whether any ready job fits it is a seek
+            // per kind here, where the dispatch order's scan passed every ready
+            // job that did not fit.
+            try db.execute(sql: "CREATE INDEX job_ready_fit ON job(kind, memory_mib) WHERE state = \(JobState.ready.sql)")
+        }
         return migrator
     }
 }

@@ -339,6 +339,32 @@ import Shared
         #expect(big.inputs["preprocessed"]?["out"] == nil)   // preprocess recorded no outputs here
     }
 
+    /// A worker's request (it has nothing in hand, or was told there was
+    /// nothing, and asks again every 0.2 s) first looks up whether any ready
+    /// job fits it, in the partial index of ready jobs by kind and memory:
+    /// a search, not the scan of every ready job that a worker fitting none
+    /// of them made before. What it is offered is what the scan offers.
+    @Test func aRequestFindsWhetherAnyReadyJobFitsWithoutScanningThem() throws {
+        try store.submit(Self.methodSweep(), file: "{}")
+        #expect(try store.dispatch(worker: "tiny", memoryMiB: 1, now: 0, leaseSeconds: 5, count: 4).isEmpty)
+        let preprocess = try #require(try store.dispatch(worker: "small", memoryMiB: 600, now: 0, leaseSeconds: 5, count: 4).first)
+        #expect(preprocess.kind == .preprocess)
+        _ = try store.complete(token: preprocess.token, now: 1)
+        // segment-train and patch-features are ready, each above 600 MiB.
+        #expect(try store.dispatch(worker: "small", memoryMiB: 600, now: 2, leaseSeconds: 5, count: 4).isEmpty)
+        #expect(try store.dispatch(worker: "evaluator", memoryMiB: 4096, kinds: [.evaluate], now: 2, leaseSeconds: 5, count: 4).isEmpty)
+        let big = try store.dispatch(worker: "big", memoryMiB: 4096, now: 2, leaseSeconds: 5, count: 4)
+        #expect(Set(big.map(\.kind)) == [.segmentTrain, .patchFeatures])
+        // Leased jobs leave the index: nothing ready fits even a large worker now.
+        #expect(try store.dispatch(worker: "big2", memoryMiB: 1 << 20, now: 2, leaseSeconds: 5, count: 4).isEmpty)
+        try store.pool.read { db in
+            #expect(try !JobStore.anyReadyJobFits(db, memoryMiB: 1 << 20, kinds: Set(StageKind.allCases)))
+            let plan = try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + JobStore.anyReadyJobFitsSQL(kinds: 2),
+                                        arguments: ["segment-train", "evaluate", 600]).map { $0["detail"] as String }
+            #expect(!plan.contains { $0.hasPrefix("SCAN") } && plan.contains { $0.contains("job_ready_fit") }, "\(plan)")
+        }
+    }
+
     /// What a done attempt cost is kept with it; a peak above the job's
     /// estimate is listed by status (the estimate is too low for that data).
     @Test func anAttemptsMeasuredCostIsKeptAndAPeakAboveTheEstimateIsListed() throws {
