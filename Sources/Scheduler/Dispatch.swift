@@ -65,18 +65,25 @@ extension JobStore {
     /// a seek per kind in `job_ready_fit` (the ready jobs by kind and
     /// memory, a partial index), however many ready jobs there are.
     static func anyReadyJobFits(_ db: Database, memoryMiB: Int, kinds runnable: Set<StageKind>) throws -> Bool {
-        let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
+        let kinds = kindNames(runnable)
         guard !kinds.isEmpty else { return false }
         return try Bool.fetchOne(db, cached: anyReadyJobFitsSQL(kinds: kinds.count), arguments: StatementArguments(kinds + [memoryMiB])) ?? false
     }
 
     static func anyReadyJobFitsSQL(kinds: Int) -> String {
-        let marks = Array(repeating: "?", count: kinds).joined(separator: ",")
-        return """
-            SELECT 1 FROM job INDEXED BY job_ready_fit
-            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? LIMIT 1
-            """
+        """
+        SELECT 1 FROM job INDEXED BY job_ready_fit
+        WHERE state = \(JobState.ready.sql) AND kind IN (\(marks(kinds))) AND memory_mib <= ? LIMIT 1
+        """
     }
+
+    /// The stage kinds a worker runs, by name, in a fixed order (so a cached statement is reused).
+    static func kindNames(_ runnable: Set<StageKind>) -> [String] {
+        StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
+    }
+
+    /// `count` SQL parameter marks for an IN list.
+    static func marks(_ count: Int) -> String { Array(repeating: "?", count: count).joined(separator: ",") }
 
     /// Jobs waiting for verification go first (their readers wait on them),
     /// to a worker that may verify them (``verifyingJob(_:worker:machine:kinds:memoryMiB:)``).
@@ -92,15 +99,14 @@ extension JobStore {
     /// `scanReady`: false when no ready job fits (only a verification may).
     static func dispatch(_ db: Database, worker: String, machine: String, memoryMiB: Int, kinds runnable: Set<StageKind>,
                          now: Double, leaseSeconds: Double, verifying: inout Bool, scanReady: Bool = true) throws -> Assignment? {
-        let kinds = StageKind.allCases.filter { runnable.contains($0) }.map(\.rawValue)
+        let kinds = kindNames(runnable)
         guard !kinds.isEmpty else { return nil }
-        let marks = kinds.map { _ in "?" }.joined(separator: ",")
         let verify = verifying ? try verifyingJob(db, worker: worker, machine: machine, kinds: kinds, memoryMiB: memoryMiB) : nil
         verifying = verify != nil
         guard scanReady || verify != nil else { return nil }
         guard let row = try verify ?? Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks)) AND memory_mib <= ? ORDER BY priority DESC, level DESC, seq LIMIT 1
+            WHERE state = \(JobState.ready.sql) AND kind IN (\(marks(kinds.count))) AND memory_mib <= ? ORDER BY priority DESC, level DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
         let key: String = try row.value("key", of: "a ready job")
         let what = "job \(key)"

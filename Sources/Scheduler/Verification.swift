@@ -182,11 +182,10 @@ extension JobStore {
     /// not one it ran already, and of its machine kind unless the stage
     /// compares metrics across kinds.
     static func verifyingJob(_ db: Database, worker: String, machine: String, kinds: [String], memoryMiB: Int) throws -> Row? {
-        let marks = kinds.map { _ in "?" }.joined(separator: ",")
         let tolerant = StageKind.allCases.filter { $0.metricTolerance != nil }.map(\.sql).joined(separator: ",")
         return try Row.fetchOne(db, cached: """
             SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
-            WHERE state = \(JobState.verifying.sql) AND kind IN (\(marks)) AND memory_mib <= ?
+            WHERE state = \(JobState.verifying.sql) AND kind IN (\(marks(kinds.count))) AND memory_mib <= ?
             AND NOT EXISTS (SELECT 1 FROM check_run c WHERE c.job = job.key
                             AND (c.worker = ? OR (c.machine != ? AND job.kind NOT IN (\(tolerant)))))
             ORDER BY priority DESC, level DESC, seq LIMIT 1
