@@ -15,6 +15,7 @@ test vectors). Standard library and numpy only.
 
     python3 ops/bench/bank_spread.py STATE DATASET [--sweep NAME] [--loss-set sup+H+hist] [--unet-epochs 0]
         [--patch-backbone efficientnet-lite0] [--patch-resize square] [--labelled-views 0] [--finetune head] [--tta-views 0]
+        [--seed N] [--statistic leave-one-out|reference]
 
 The held-out scaling is simulated on the test set itself: the good test
 images are split in two at random, one half gives each bank's statistics
@@ -37,6 +38,8 @@ parser.add_argument("--patch-resize", default="square")
 parser.add_argument("--labelled-views", type=int, default=0, help="segment-train's views per labelled image (0: fresh, the default)")
 parser.add_argument("--finetune", default="head", help="what segment-train trained: head (the default), last or all")
 parser.add_argument("--tta-views", type=int, default=0, help="pseudo-label's test-time views (0: none, the default)")
+parser.add_argument("--seed", type=int, help="segment-train's seed (default: every seed, a row each)")
+parser.add_argument("--statistic", help="the bank-fit's train statistic (default: every one, a row each)")
 args = parser.parse_args()
 
 
@@ -117,6 +120,8 @@ for job, category in state.jobs("bank-fit", args.sweep):
     if state.labelled_views(job) != args.labelled_views: continue
     if up.get("segment-train", {}).get("finetune", "head") != args.finetune: continue
     if up.get("pseudo-label", {}).get("tta_views", 0) != args.tta_views: continue
+    if args.seed is not None and up.get("segment-train", {}).get("seed", 0) != args.seed: continue
+    if args.statistic and state.parameters(job).get("train_statistic", "leave-one-out") != args.statistic: continue
     outputs = state.outputs(job)
     # The sweep's own patch-features job where a sweep is named (earlier code versions share the preprocess job).
     in_sweep = {k for k, _ in state.jobs("patch-features", args.sweep)} if args.sweep else None
