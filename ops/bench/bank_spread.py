@@ -39,7 +39,7 @@ parser.add_argument("--labelled-views", type=int, default=0, help="segment-train
 parser.add_argument("--finetune", default="head", help="what segment-train trained: head (the default), last or all")
 parser.add_argument("--tta-views", type=int, default=0, help="pseudo-label's test-time views (0: none, the default)")
 parser.add_argument("--seed", type=int, help="segment-train's seed (default: every seed, a row each)")
-parser.add_argument("--statistic", help="the bank-fit's train statistic (default: every one, a row each)")
+parser.add_argument("--statistic", choices=["leave-one-out", "reference"], help="the bank-fit's train statistic (default: every one, a row each)")
 args = parser.parse_args()
 
 
@@ -191,7 +191,8 @@ for job, category in state.jobs("bank-fit", args.sweep):
 if not spread_rows:
     raise SystemExit(f"{args.state}: no finished bank-fit job with test vectors (bank-fit code version 3) and a patch-features job "
                      f"matching --loss-set {args.loss_set} --unet-epochs {args.unet_epochs} --labelled-views {args.labelled_views} "
-                     f"--patch-backbone {args.patch_backbone} --patch-resize {args.patch_resize}")
+                     f"--patch-backbone {args.patch_backbone} --patch-resize {args.patch_resize} --tta-views {args.tta_views}"
+                     + (f" --seed {args.seed}" if args.seed is not None else "") + (f" --statistic {args.statistic}" if args.statistic else ""))
 print("Each bank's distance over the max of its train statistics (loss set %s, UNet epochs %d)\n" % (args.loss_set, args.unet_epochs))
 print("| category | bank | good mean | good sd | logical mean | structural mean | (structural - good) / good sd |")
 print("|---|---|---:|---:|---:|---:|---:|")
