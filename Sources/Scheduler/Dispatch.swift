@@ -105,24 +105,24 @@ extension JobStore {
         verifying = verify != nil
         guard scanReady || verify != nil else { return nil }
         guard let row = try verify ?? Row.fetchOne(db, cached: """
-            SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
+            SELECT id, key, kind, category, parameters FROM job INDEXED BY job_queue
             WHERE state = \(JobState.ready.sql) AND kind IN (\(marks(kinds.count))) AND memory_mib <= ? ORDER BY priority DESC, level DESC, seq LIMIT 1
             """, arguments: StatementArguments(kinds + [memoryMiB])) else { return nil }
-        let key: String = try row.value("key", of: "a ready job")
+        let job = try JobRef(row, of: "a ready job"), key = job.key
         let what = "job \(key)"
         let kind: StageKind = try row.value("kind", of: what)
         guard let jobKey = JobKey(hex: key) else { throw JobStore.StoreError.corrupt("\(what): the key is not 64 hex digits") }
         try db.run("INSERT INTO attempt (job, worker, started_at, outcome) VALUES (?, ?, ?, \(AttemptOutcome.running.sql))",
-                   arguments: [key, worker, now])
+                   arguments: [job.id, worker, now])
         let token = db.lastInsertedRowID
-        try db.run("UPDATE job SET state = \(JobState.leased.sql), attempts = attempts + 1 WHERE key = ?", arguments: [key])
+        try db.run("UPDATE job SET state = \(JobState.leased.sql), attempts = attempts + 1 WHERE id = ?", arguments: [job.id])
         try db.run("INSERT OR REPLACE INTO lease (job, token, worker, expires_at) VALUES (?, ?, ?, ?)",
-                   arguments: [key, token, worker, now + leaseSeconds])
+                   arguments: [job.id, token, worker, now + leaseSeconds])
         var inputs: [String: [String: String]] = [:]
-        for edge in try Row.fetchAll(db, cached: "SELECT role, parent FROM edge WHERE child = ?", arguments: [key]) {
+        for edge in try Row.fetchAll(db, cached: inputsSQL, arguments: [key]) {
             let parent: String = try edge.value("parent", of: "\(what)'s input"), role: String = try edge.value("role", of: "\(what)'s input")
             var named: [String: String] = [:]
-            for output in try Row.fetchAll(db, cached: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [parent]) {
+            for output in try Row.fetchAll(db, cached: outputsSQL, arguments: [try edge.value("id", of: "\(what)'s input") as Int64]) {
                 named[try output.value("name", of: "output of job \(parent)")] = try output.value("hash", of: "output of job \(parent)")
             }
             inputs[role] = named
@@ -130,4 +130,9 @@ extension JobStore {
         return Assignment(token: token, key: jobKey, kind: kind, category: try row.value("category", of: what),
                           parameters: try row.value("parameters", of: what), inputs: inputs)
     }
+
+    /// A job's inputs by its key: role, the input's key and its id.
+    static let inputsSQL = "SELECT edge.role, edge.parent, job.id FROM edge JOIN job ON job.key = edge.parent WHERE edge.child = ?"
+    /// A job's outputs by its id.
+    static let outputsSQL = "SELECT name, hash FROM job_output WHERE job = ?"
 }

@@ -58,3 +58,26 @@ extension Row {
         }
     }
 }
+
+/// A job as the tables name it: by its integer id in those every job
+/// writes to (attempt, lease, job_output), by its key in the others.
+struct JobRef: Sendable {
+    let id: Int64
+    let key: String
+
+    init(id: Int64, key: String) {
+        self.id = id
+        self.key = key
+    }
+
+    /// From a row with `id` and `key` columns.
+    init(_ row: Row, of what: @autoclosure () -> String) throws {
+        id = try row.value("id", of: what())
+        key = try row.value("key", of: what())
+    }
+
+    /// The job with this key, if there is one.
+    static func find(_ db: Database, key: String) throws -> JobRef? {
+        try Int64.fetchOne(db, cached: "SELECT id FROM job WHERE key = ?", arguments: [key]).map { JobRef(id: $0, key: key) }
+    }
+}

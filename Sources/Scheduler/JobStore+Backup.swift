@@ -132,7 +132,7 @@ extension JobStore {
             for token in leased {
                 try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.handedBack.sql), ended_at = ?, error = ? WHERE token = ?",
                            arguments: [now, "handed back by a restore from a backup", token])
-                try db.run("UPDATE job SET state = \(JobState.runnableSQL), attempts = MAX(0, attempts - 1) WHERE key = (SELECT job FROM lease WHERE token = ?)",
+                try db.run("UPDATE job SET state = \(JobState.runnableSQL), attempts = MAX(0, attempts - 1) WHERE id = (SELECT job FROM lease WHERE token = ?)",
                            arguments: [token])
             }
             try db.run("DELETE FROM lease")

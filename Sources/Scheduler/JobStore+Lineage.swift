@@ -55,7 +55,7 @@ extension JobStore {
                 inputs[try edge.value("role", of: "\(what)'s input")] = parentKey
             }
             var outputs: [String: String] = [:]
-            for output in try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [key.hex]) {
+            for output in try Row.fetchAll(db, sql: Self.outputsOfKeySQL, arguments: [key.hex]) {
                 outputs[try output.value("name", of: "output of \(what)")] = try output.value("hash", of: "output of \(what)")
             }
             return JobRecord(key: key, kind: try row.value("kind", of: what), category: try row.value("category", of: what),

@@ -137,7 +137,7 @@ extension JobStore {
                     SELECT job.key, job.kind, job.category, lease.worker, attempt.started_at,
                            lease.progress_done, lease.progress_total, lease.progress_unit,
                            lease.progress_base, lease.progress_base_at
-                    FROM sweep_job JOIN lease ON lease.job = sweep_job.job JOIN job ON job.key = lease.job
+                    FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN lease ON lease.job = job.id
                     JOIN attempt ON attempt.token = lease.token
                     WHERE sweep_job.sweep_id = ? ORDER BY attempt.started_at
                     """, arguments: [sweep["id"] as Int64]).map { row in
@@ -149,7 +149,7 @@ extension JobStore {
                 }
                 let overEstimates = try Row.fetchAll(db, sql: """
                     SELECT job.key, job.kind, job.category, job.memory_mib, attempt.worker, attempt.peak_mib
-                    FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt ON attempt.job = job.key
+                    FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt ON attempt.job = job.id
                     WHERE sweep_job.sweep_id = ? AND attempt.outcome = \(AttemptOutcome.done.sql) AND attempt.peak_mib > job.memory_mib
                     ORDER BY job.seq LIMIT ?
                     """, arguments: [sweep["id"] as Int64, Self.problemLimit]).map { row in
@@ -160,7 +160,7 @@ extension JobStore {
                                          running: running)
                 status.overEstimates = overEstimates
                 for row in try Row.fetchAll(db, sql: """
-                    SELECT attempt.outcome, COUNT(*) AS n FROM sweep_job JOIN attempt ON attempt.job = sweep_job.job
+                    SELECT attempt.outcome, COUNT(*) AS n FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt ON attempt.job = job.id
                     WHERE sweep_job.sweep_id = ? GROUP BY attempt.outcome
                     """, arguments: [sweep["id"] as Int64]) {
                     status.attempts[row["outcome"]] = row["n"]
@@ -229,9 +229,9 @@ extension JobStore {
                 """
             try db.execute(sql: """
                 UPDATE attempt SET outcome = \(AttemptOutcome.cancelled.sql), ended_at = ? WHERE outcome = \(AttemptOutcome.running.sql)
-                AND job IN (SELECT key FROM job WHERE \(condition))
+                AND job IN (SELECT id FROM job WHERE \(condition))
                 """, arguments: [now, id, id])
-            try db.execute(sql: "DELETE FROM lease WHERE job IN (SELECT key FROM job WHERE \(condition))", arguments: [id, id])
+            try db.execute(sql: "DELETE FROM lease WHERE job IN (SELECT id FROM job WHERE \(condition))", arguments: [id, id])
             try db.execute(sql: "UPDATE job SET state = \(JobState.cancelled.sql) WHERE \(condition)", arguments: [id, id])
             return db.changesCount
         }
@@ -255,7 +255,7 @@ extension JobStore {
             explanation.memoryMiB = row["memory_mib"]
             explanation.checkRuns = try Self.checkRuns(db, key: key.hex)
             if let run = try Row.fetchOne(db, sql: "SELECT worker, seconds, peak_mib FROM attempt WHERE job = ? AND outcome = \(AttemptOutcome.done.sql) ORDER BY token DESC",
-                                          arguments: [key.hex]) {
+                                          arguments: [row["id"] as Int64]) {
                 explanation.run = .init(worker: run["worker"], seconds: run["seconds"], peakMiB: run["peak_mib"])
             }
             guard explanation.state != JobState.done.rawValue else { return explanation }

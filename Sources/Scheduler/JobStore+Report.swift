@@ -65,7 +65,7 @@ extension JobStore {
                 SELECT job.kind AS kind, SUM(a.outcome = \(AttemptOutcome.done.sql)) AS ran,
                        TOTAL(CASE WHEN a.outcome = \(AttemptOutcome.done.sql) THEN a.ended_at - a.started_at END) AS seconds,
                        SUM(a.outcome NOT IN (\(AttemptOutcome.done.sql), \(AttemptOutcome.running.sql))) AS failed
-                FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt a ON a.job = job.key
+                FROM sweep_job JOIN job ON job.key = sweep_job.job JOIN attempt a ON a.job = job.id
                 WHERE sweep_job.sweep_id = ? AND a.started_at >= ? GROUP BY job.kind
                 """, arguments: [id, createdAt]) {
                 stages[row["kind"]]?.ran = row["ran"]
@@ -81,10 +81,12 @@ extension JobStore {
     /// A done job's outputs: name -> artifact hash.
     public func outputs(of job: String) throws -> [String: String] {
         try read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [job])
-                .map { ($0["name"], $0["hash"]) })
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: Self.outputsOfKeySQL, arguments: [job]).map { ($0["name"], $0["hash"]) })
         }
     }
+
+    /// A job's outputs (name, hash) by the job's key.
+    static let outputsOfKeySQL = "SELECT job_output.name, job_output.hash FROM job JOIN job_output ON job_output.job = job.id WHERE job.key = ?"
 
     /// The job that feeds `job` in `role` (an edge of the DAG).
     public func input(of job: String, role: String) throws -> String? {

@@ -19,7 +19,8 @@ extension JobStore {
     /// The job `token` holds the lease of, if it still does.
     public func leasedJob(token: Int64) throws -> JobKey? {
         try read { db in
-            try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]).flatMap(JobKey.init(hex:))
+            try String.fetchOne(db, cached: "SELECT job.key FROM lease JOIN job ON job.id = lease.job WHERE lease.token = ?",
+                                arguments: [token]).flatMap(JobKey.init(hex:))
         }
     }
 
@@ -76,12 +77,11 @@ extension JobStore {
     static func complete(_ db: Database, token: Int64, outputs: [String: String], metrics: [String: Double],
                          smallBlobs: [(hash: String, data: Data)], cost: (seconds: Double, peakMiB: Double?)?, machine: String,
                          now: Double) throws -> (Verdict, String?) {
-        guard let lease = try Row.fetchOne(db, cached: "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
-                                           arguments: [token]) else {
+        guard let lease = try Row.fetchOne(db, cached: Self.leasedJobSQL, arguments: [token]) else {
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)", arguments: [now, token])
             return (.stale, nil)
         }
-        let key: String = try lease.value("job", of: "lease \(token)")
+        let job = try JobRef(lease, of: "lease \(token)"), key = job.key
         for blob in smallBlobs {
             try db.run("INSERT OR IGNORE INTO small_blob (hash, data) VALUES (?, ?)", arguments: [blob.hash, blob.data])
         }
@@ -90,12 +90,15 @@ extension JobStore {
         try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.done.sql), ended_at = ?, seconds = coalesce(?, seconds), peak_mib = coalesce(?, peak_mib) WHERE token = ?",
                    arguments: [now, cost?.seconds, cost?.peakMiB, token])
         if try lease.value("verify", of: "job \(key)") as Int > 0 {
-            return (.accepted, try recordCheckRun(db, key: key, kind: try lease.value("kind", of: "job \(key)"), token: token, machine: machine,
+            return (.accepted, try recordCheckRun(db, job: job, kind: try lease.value("kind", of: "job \(key)"), token: token, machine: machine,
                                                   outputs: outputs, metrics: metrics, now: now))
         }
-        try finish(db, key: key, outputs: outputs, metrics: metrics, now: now)
+        try finish(db, job: job, outputs: outputs, metrics: metrics, now: now)
         return (.accepted, nil)
     }
+
+    /// The job a lease (by token) holds: its id, key, kind and verification state.
+    static let leasedJobSQL = "SELECT job.id, job.key, job.kind, job.verify FROM lease JOIN job ON job.id = lease.job WHERE lease.token = ?"
 
     /// A metric of a finished job, recorded for every sweep that evaluates
     /// it (found through `evaluation_job`: without it, a scan of every
@@ -107,33 +110,33 @@ extension JobStore {
 
     /// A job is done with these outputs and metrics: they are recorded and
     /// the jobs that waited on it are ready once nothing else holds them.
-    static func finish(_ db: Database, key: String, outputs: [String: String], metrics: [String: Double], now: Double) throws {
-        try db.run("UPDATE job SET state = \(JobState.done.sql), error = NULL, finished_at = ? WHERE key = ?", arguments: [now, key])
+    static func finish(_ db: Database, job: JobRef, outputs: [String: String], metrics: [String: Double], now: Double) throws {
+        try db.run("UPDATE job SET state = \(JobState.done.sql), error = NULL, finished_at = ? WHERE id = ?", arguments: [now, job.id])
         for (name, hash) in outputs {
-            try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [key, name, hash])
+            try db.run("INSERT OR REPLACE INTO job_output (job, name, hash) VALUES (?, ?, ?)", arguments: [job.id, name, hash])
         }
         for (metric, value) in metrics {
-            try db.run(recordMetricSQL, arguments: [metric, value, key])
+            try db.run(recordMetricSQL, arguments: [metric, value, job.key])
         }
         // Its children wait for one parent fewer; those pending and waiting for none are ready.
         try db.run("""
             UPDATE job SET waiting = waiting - 1,
                 state = CASE WHEN state = \(JobState.pending.sql) AND waiting - 1 <= 0 THEN \(JobState.ready.sql) ELSE state END
             WHERE key IN (SELECT child FROM edge WHERE parent = ?)
-            """, arguments: [key])
+            """, arguments: [job.key])
     }
 
     /// Records a failed attempt. A transient failure is retried after a
     /// backoff while attempts remain; a permanent one (bad input) is dead at once.
     public func fail(token: Int64, error: String, permanent: Bool, now: Double, backoff: Backoff = Backoff()) throws -> Verdict {
         try write { db in
-            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else {
+            guard let lease = try Row.fetchOne(db, cached: Self.leasedJobSQL, arguments: [token]) else {
                 try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.refused.sql), ended_at = ?, error = ? WHERE token = ? AND outcome = \(AttemptOutcome.running.sql)",
                                arguments: [now, error, token])
                 return .stale
             }
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.failed.sql), ended_at = ?, error = ? WHERE token = ?", arguments: [now, error, token])
-            try Self.failLeased(db, key: key, error: error, permanent: permanent, now: now, backoff: backoff)
+            try Self.failLeased(db, job: try JobRef(lease, of: "lease \(token)"), error: error, permanent: permanent, now: now, backoff: backoff)
             return .accepted
         }
     }
@@ -143,14 +146,16 @@ extension JobStore {
     @discardableResult
     public func expireLeases(now: Double, backoff: Backoff = Backoff()) throws -> [JobKey] {
         try write { db in
-            let expired = try Row.fetchAll(db, cached: "SELECT job, token, worker FROM lease WHERE expires_at < ?", arguments: [now])
+            let expired = try Row.fetchAll(db, cached: """
+                SELECT job.id, job.key, lease.token, lease.worker FROM lease JOIN job ON job.id = lease.job WHERE lease.expires_at < ?
+                """, arguments: [now])
             for lease in expired {
-                let key: String = lease["job"], worker: String = lease["worker"]
-                try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.expired.sql), ended_at = ? WHERE token = ?", arguments: [now, lease["token"] as Int64])
-                try Self.failLeased(db, key: key, error: "lease expired: worker \(worker) missed its heartbeats",
+                let token: Int64 = try lease.value("token", of: "an expired lease"), worker: String = try lease.value("worker", of: "lease \(token)")
+                try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.expired.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
+                try Self.failLeased(db, job: try JobRef(lease, of: "lease \(token)"), error: "lease expired: worker \(worker) missed its heartbeats",
                                     permanent: false, now: now, backoff: backoff)
             }
-            return expired.compactMap { JobKey(hex: $0["job"]) }
+            return expired.compactMap { JobKey(hex: $0["key"]) }
         }
     }
 
@@ -167,10 +172,10 @@ extension JobStore {
     /// the attempt not counted against the job.
     public func handBack(token: Int64, now: Double) throws -> Verdict {
         try write { db in
-            guard let key = try String.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
-            try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
+            guard let job = try Int64.fetchOne(db, cached: "SELECT job FROM lease WHERE token = ?", arguments: [token]) else { return .stale }
+            try db.run("DELETE FROM lease WHERE token = ?", arguments: [token])
             try db.run("UPDATE attempt SET outcome = \(AttemptOutcome.handedBack.sql), ended_at = ? WHERE token = ?", arguments: [now, token])
-            try db.run("UPDATE job SET state = \(JobState.runnableSQL), attempts = MAX(0, attempts - 1) WHERE key = ?", arguments: [key])
+            try db.run("UPDATE job SET state = \(JobState.runnableSQL), attempts = MAX(0, attempts - 1) WHERE id = ?", arguments: [job])
             return .accepted
         }
     }
@@ -208,16 +213,16 @@ extension JobStore {
         }
     }
 
-    static func failLeased(_ db: Database, key: String, error: String, permanent: Bool, now: Double, backoff: Backoff) throws {
-        try db.run("DELETE FROM lease WHERE job = ?", arguments: [key])
-        guard let job = try Row.fetchOne(db, cached: "SELECT attempts, max_attempts FROM job WHERE key = ?", arguments: [key]) else { return }
-        let attempts: Int = job["attempts"], limit: Int = job["max_attempts"]
+    static func failLeased(_ db: Database, job: JobRef, error: String, permanent: Bool, now: Double, backoff: Backoff) throws {
+        try db.run("DELETE FROM lease WHERE job = ?", arguments: [job.id])
+        guard let row = try Row.fetchOne(db, cached: "SELECT attempts, max_attempts FROM job WHERE id = ?", arguments: [job.id]) else { return }
+        let attempts: Int = try row.value("attempts", of: "job \(job.key)"), limit: Int = try row.value("max_attempts", of: "job \(job.key)")
         if permanent || attempts >= limit {
-            try db.run("UPDATE job SET state = \(JobState.dead.sql), error = ?, finished_at = ? WHERE key = ?", arguments: [error, now, key])
-            try blockDescendants(db, of: key)
+            try db.run("UPDATE job SET state = \(JobState.dead.sql), error = ?, finished_at = ? WHERE id = ?", arguments: [error, now, job.id])
+            try blockDescendants(db, of: job.key)
         } else {
-            try db.run("UPDATE job SET state = \(JobState.failed.sql), error = ?, not_before = ? WHERE key = ?",
-                           arguments: [error, now + backoff.delay(afterAttempt: attempts), key])
+            try db.run("UPDATE job SET state = \(JobState.failed.sql), error = ?, not_before = ? WHERE id = ?",
+                           arguments: [error, now + backoff.delay(afterAttempt: attempts), job.id])
         }
     }
 

@@ -221,6 +221,90 @@ enum StateSchema {
             // job that did not fit.
             try db.execute(sql: "CREATE INDEX job_ready_fit ON job(kind, memory_mib) WHERE state = \(JobState.ready.sql)")
         }
+        migrator.registerMigration("v14-integer-job-references") { db in
+            // The tables every job writes (attempt, lease, job_output) name
+            // it by an integer id instead of its 64-character key. Jobs get
+            // their ids in submit order, the order they are dispatched in, so
+            // a batch of results appends to one page of each of these B-trees
+            // where the keys (SHA-256, uniform) put each result on a page of
+            // its own; and the job's row is found by its id without a search
+            // of the key index. The tables written at submit (edge,
+            // sweep_job, evaluation, result, check_run) keep the key.
+            let attemptSequence = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'attempt'") ?? 0
+            try db.execute(sql: """
+                CREATE TABLE job_new (
+                    id INTEGER PRIMARY KEY,
+                    key TEXT NOT NULL UNIQUE,
+                    kind TEXT NOT NULL,
+                    category TEXT NOT NULL,
+                    parameters TEXT NOT NULL,
+                    material TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    priority INTEGER NOT NULL,
+                    seq INTEGER NOT NULL,
+                    waiting INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    max_attempts INTEGER NOT NULL,
+                    not_before REAL NOT NULL DEFAULT 0,
+                    error TEXT,
+                    finished_at REAL,
+                    memory_mib INTEGER NOT NULL DEFAULT 0,
+                    verify INTEGER NOT NULL DEFAULT 0,
+                    level INTEGER NOT NULL DEFAULT 0);
+                INSERT INTO job_new (id, key, kind, category, parameters, material, state, priority, seq, waiting, attempts, max_attempts,
+                                     not_before, error, finished_at, memory_mib, verify, level)
+                    SELECT rowid, key, kind, category, parameters, material, state, priority, seq, waiting, attempts, max_attempts,
+                           not_before, error, finished_at, memory_mib, verify, level FROM job ORDER BY seq;
+                CREATE TABLE attempt_new (
+                    token INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job INTEGER NOT NULL REFERENCES job(id),
+                    worker TEXT NOT NULL,
+                    started_at REAL NOT NULL,
+                    ended_at REAL,
+                    outcome TEXT NOT NULL,
+                    error TEXT,
+                    seconds REAL,
+                    peak_mib REAL);
+                INSERT INTO attempt_new (token, job, worker, started_at, ended_at, outcome, error, seconds, peak_mib)
+                    SELECT a.token, j.id, a.worker, a.started_at, a.ended_at, a.outcome, a.error, a.seconds, a.peak_mib
+                    FROM attempt a JOIN job_new j ON j.key = a.job ORDER BY a.token;
+                CREATE TABLE lease_new (
+                    token INTEGER PRIMARY KEY REFERENCES attempt(token),
+                    job INTEGER NOT NULL UNIQUE REFERENCES job(id),
+                    worker TEXT NOT NULL,
+                    expires_at REAL NOT NULL,
+                    progress_done INTEGER,
+                    progress_total INTEGER,
+                    progress_unit TEXT,
+                    progress_base INTEGER,
+                    progress_base_at REAL);
+                INSERT INTO lease_new (token, job, worker, expires_at, progress_done, progress_total, progress_unit, progress_base, progress_base_at)
+                    SELECT l.token, j.id, l.worker, l.expires_at, l.progress_done, l.progress_total, l.progress_unit, l.progress_base, l.progress_base_at
+                    FROM lease l JOIN job_new j ON j.key = l.job;
+                CREATE TABLE job_output_new (
+                    job INTEGER NOT NULL REFERENCES job(id),
+                    name TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    PRIMARY KEY (job, name)) WITHOUT ROWID;
+                INSERT INTO job_output_new (job, name, hash) SELECT j.id, o.name, o.hash FROM job_output o JOIN job_new j ON j.key = o.job;
+                DROP TABLE lease;
+                DROP TABLE job_output;
+                DROP TABLE attempt;
+                DROP TABLE job;
+                ALTER TABLE job_new RENAME TO job;
+                ALTER TABLE attempt_new RENAME TO attempt;
+                ALTER TABLE lease_new RENAME TO lease;
+                ALTER TABLE job_output_new RENAME TO job_output;
+                CREATE INDEX job_queue ON job(state, priority DESC, level DESC, seq);
+                CREATE INDEX job_ready_fit ON job(kind, memory_mib) WHERE state = \(JobState.ready.sql);
+                CREATE INDEX attempt_job ON attempt(job);
+                """)
+            // Fencing tokens only grow: the sequence goes on from where it was, not from the highest token kept.
+            try db.execute(sql: "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'attempt'", arguments: [attemptSequence])
+            if db.changesCount == 0, attemptSequence > 0 {
+                try db.execute(sql: "INSERT INTO sqlite_sequence (name, seq) VALUES ('attempt', ?)", arguments: [attemptSequence])
+            }
+        }
         return migrator
     }
 }

@@ -101,8 +101,9 @@ extension JobStore {
     /// with it: agreeing, the job is done with the first run's outputs;
     /// disagreeing, it is quarantined and its descendants blocked (the
     /// reason, naming both workers, is returned).
-    static func recordCheckRun(_ db: Database, key: String, kind: StageKind, token: Int64, machine: String,
+    static func recordCheckRun(_ db: Database, job: JobRef, kind: StageKind, token: Int64, machine: String,
                                outputs: [String: String], metrics: [String: Double], now: Double) throws -> String? {
+        let key = job.key
         guard let worker = try String.fetchOne(db, cached: "SELECT worker FROM attempt WHERE token = ?", arguments: [token]) else {
             throw StoreError.corrupt("attempt \(token) of job \(key) is not in the attempt table")
         }
@@ -125,7 +126,7 @@ extension JobStore {
             try blockDescendants(db, of: key)
             return error
         }
-        try finish(db, key: key, outputs: first.outputs, metrics: first.metrics, now: now)
+        try finish(db, job: job, outputs: first.outputs, metrics: first.metrics, now: now)
         return nil
     }
 
@@ -135,7 +136,8 @@ extension JobStore {
     @discardableResult
     public func resolve(_ key: JobKey, keep resolution: Resolution, now: Double = Date().timeIntervalSince1970) throws -> Int {
         try write { db in
-            guard let state = try String.fetchOne(db, sql: "SELECT state FROM job WHERE key = ?", arguments: [key.hex]) else {
+            guard let job = try JobRef.find(db, key: key.hex),
+                  let state = try String.fetchOne(db, sql: "SELECT state FROM job WHERE id = ?", arguments: [job.id]) else {
                 throw StoreError.unknownJob(key.hex)
             }
             guard state == JobState.quarantined.rawValue else { throw ResolveError.notQuarantined(key.hex, state: state) }
@@ -145,7 +147,7 @@ extension JobStore {
                 guard let run = runs.first(where: { $0.token == token }) else {
                     throw ResolveError.noSuchRun(key.hex, token: token, runs: runs.map(\.token))
                 }
-                try Self.finish(db, key: key.hex, outputs: run.outputs, metrics: run.metrics, now: now)
+                try Self.finish(db, job: job, outputs: run.outputs, metrics: run.metrics, now: now)
                 try db.run("UPDATE job SET verify = 4 WHERE key = ?", arguments: [key.hex])
             case .rerun:
                 let waiting = try Int.fetchOne(db, sql: """
@@ -184,7 +186,7 @@ extension JobStore {
     static func verifyingJob(_ db: Database, worker: String, machine: String, kinds: [String], memoryMiB: Int) throws -> Row? {
         let tolerant = StageKind.allCases.filter { $0.metricTolerance != nil }.map(\.sql).joined(separator: ",")
         return try Row.fetchOne(db, cached: """
-            SELECT key, kind, category, parameters FROM job INDEXED BY job_queue
+            SELECT id, key, kind, category, parameters FROM job INDEXED BY job_queue
             WHERE state = \(JobState.verifying.sql) AND kind IN (\(marks(kinds.count))) AND memory_mib <= ?
             AND NOT EXISTS (SELECT 1 FROM check_run c WHERE c.job = job.key
                             AND (c.worker = ? OR (c.machine != ? AND job.kind NOT IN (\(tolerant)))))

@@ -189,7 +189,7 @@ import Shared
         try pool.close()
         let store = try JobStore(path: path)
         try store.pool.read { db in
-            let outputs = try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ? ORDER BY name", arguments: [key])
+            let outputs = try Row.fetchAll(db, sql: JobStore.outputsOfKeySQL + " ORDER BY name", arguments: [key])
             #expect(outputs.map { [$0["name"] as String, $0["hash"] as String] } == [["x", hashes[0]], ["y", hashes[1]]])
             #expect(try db.tableExists("artifact") == false)
             #expect(try db.indexes(on: "job_output").map(\.columns) == [["job", "name"]])
@@ -206,13 +206,57 @@ import Shared
         #expect(try store.leasedJob(token: 1) == nil)
     }
 
+    /// Schema v14 names jobs by integer id in attempt, lease and job_output:
+    /// a v13 state keeps its attempts, lease and outputs, each on the right
+    /// job (its id is its old rowid), and the fencing tokens go on from the
+    /// old sequence (not from the highest token kept).
+    @Test func aStateFromBeforeV14KeepsItsAttemptsLeasesAndOutputs() throws {
+        let old = try TemporaryDirectory()
+        let path = old.url.appendingPathComponent("state.sqlite").path
+        let pool = try DatabasePool(path: path)
+        try StateSchema.migrator.migrate(pool, upTo: "v13-ready-jobs-by-fit")
+        // Inserted out of submit order, so that rowid and seq differ (a submit inserts in seq order).
+        let done = String(repeating: "b", count: 64), running = String(repeating: "a", count: 64), ready = String(repeating: "c", count: 64)
+        try pool.write { db in
+            for (key, state, seq) in [(ready, "ready", 2), (done, "done", 0), (running, "leased", 1)] {
+                try db.execute(sql: """
+                    INSERT INTO job (key, kind, category, parameters, material, state, priority, seq, waiting, max_attempts, level)
+                    VALUES (?, 'preprocess', 'a', '{}', '{}', ?, 0, ?, 0, 2, 5)
+                    """, arguments: [key, state, seq])
+            }
+            try db.execute(sql: "INSERT INTO edge (parent, child, role) VALUES (?, ?, 'input')", arguments: [done, ready])
+            try db.execute(sql: "INSERT INTO job_output (job, name, hash) VALUES (?, 'x', ?)", arguments: [done, String(repeating: "d", count: 64)])
+            try db.execute(sql: "INSERT INTO attempt (token, job, worker, started_at, outcome, seconds) VALUES (3, ?, 'w', 0, 'done', 1.5)",
+                           arguments: [done])
+            try db.execute(sql: "INSERT INTO attempt (token, job, worker, started_at, outcome) VALUES (8, ?, 'w', 0, 'running')", arguments: [running])
+            try db.execute(sql: "INSERT INTO lease (token, job, worker, expires_at) VALUES (8, ?, 'w', 30)", arguments: [running])
+            // An attempt removed since (a restore does): the sequence stays at 9.
+            try db.execute(sql: "INSERT INTO attempt (token, job, worker, started_at, outcome) VALUES (9, ?, 'w', 0, 'failed')", arguments: [running])
+            try db.execute(sql: "DELETE FROM attempt WHERE token = 9")
+        }
+        try pool.close()
+        let store = try JobStore(path: path)
+        try store.pool.read { (db: Database) throws -> Void in
+            #expect(try String.fetchAll(db, sql: "SELECT key FROM job ORDER BY id") == [ready, done, running])
+            #expect(try Row.fetchAll(db, sql: "SELECT typeof(job) AS t FROM attempt UNION SELECT typeof(job) FROM lease UNION SELECT typeof(job) FROM job_output")
+                .map { $0["t"] as String } == ["integer"])
+            #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0)
+            #expect(try Double.fetchOne(db, sql: "SELECT seconds FROM attempt JOIN job ON job.id = attempt.job WHERE job.key = ?", arguments: [done]) == 1.5)
+            #expect(try db.indexes(on: "job").map(\.name).sorted() == ["job_queue", "job_ready_fit", "sqlite_autoindex_job_1"])
+        }
+        #expect(try store.leasedJob(token: 8)?.hex == running)
+        #expect(try store.complete(token: 8, now: 2) == .accepted)
+        let next = try #require(try store.dispatch(worker: "w", memoryMiB: 1 << 20, now: 3, leaseSeconds: 10))
+        #expect(next.key.hex == ready && next.token == 10)
+        #expect(next.inputs == ["input": ["x": String(repeating: "d", count: 64)]])
+    }
+
     /// The statements a result runs find their rows through an index:
     /// none scans a table whose size is the sweep's (in a 94,500-evaluation
     /// state each metric's scan of the evaluations took 12-19 ms).
     @Test func aResultsStatementsScanNoSweepSizedTable() throws {
-        let statements = [JobStore.recordMetricSQL, "SELECT name, hash FROM job_output WHERE job = ?",
-                          "SELECT lease.job, job.kind, job.verify FROM lease JOIN job ON job.key = lease.job WHERE lease.token = ?",
-                          "SELECT role, parent FROM edge WHERE child = ?", "SELECT data FROM small_blob WHERE hash = ?"]
+        let statements = [JobStore.recordMetricSQL, JobStore.outputsSQL, JobStore.outputsOfKeySQL, JobStore.leasedJobSQL,
+                          JobStore.inputsSQL, "SELECT data FROM small_blob WHERE hash = ?"]
         try store.pool.read { db in
             for sql in statements {
                 let values: [any DatabaseValueConvertible] = ["m", 1.0, "k"]

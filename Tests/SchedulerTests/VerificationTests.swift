@@ -44,7 +44,7 @@ import Shared
 
     func outputs(_ key: JobKey) throws -> [String: String] {
         try store.pool.read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, hash FROM job_output WHERE job = ?", arguments: [key.hex])
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: JobStore.outputsOfKeySQL, arguments: [key.hex])
                 .map { ($0["name"] as String, $0["hash"] as String) })
         }
     }

@@ -22,7 +22,7 @@ if "peak_mib" not in columns:
     sys.exit(f"stage_costs: {path} predates attempt costs (schema v7): start psad-coordinator serve on it once to migrate")
 rows = db.execute("""
     SELECT job.kind, job.category, attempt.worker, attempt.seconds, attempt.peak_mib, job.memory_mib
-    FROM attempt JOIN job ON job.key = attempt.job
+    FROM attempt JOIN job ON job.id = attempt.job
     WHERE attempt.outcome = 'done' ORDER BY attempt.ended_at""").fetchall()
 print("| stage | category | worker | s | peak MiB | estimate MiB | estimate / peak |")
 print("|---|---|---|---:|---:|---:|---:|")

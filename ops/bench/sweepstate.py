@@ -61,7 +61,13 @@ class State:
 
     def outputs(self, job, like="%"):
         """{name: hash} of a job's outputs whose name matches the SQL pattern."""
-        return dict(self.db.execute("select name, hash from job_output where job=? and name like ?", (job, like)))
+        # Schema v14 names the job in job_output by its integer id; a state no
+        # coordinator of v14 has opened yet still names it by key.
+        if any(column[1] == "id" for column in self.db.execute("pragma table_info(job)")):
+            sql = "select o.name, o.hash from job_output o join job on job.id = o.job where job.key=? and o.name like ?"
+        else:
+            sql = "select name, hash from job_output where job=? and name like ?"
+        return dict(self.db.execute(sql, (job, like)))
 
     def json_output(self, job, name):
         return json.loads(self.blob(self.outputs(job, name)[name]))
