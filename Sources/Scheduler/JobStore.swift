@@ -24,7 +24,14 @@ public final class JobStore: Sendable {
         }
         pool = try DatabasePool(path: path, configuration: configuration)
         self.path = path
-        try StateSchema.migrator.migrate(pool)
+        // A state a newer coordinator migrated past this one's schema: its
+        // statements would name jobs as that schema no longer does.
+        let migrator = StateSchema.migrator
+        let unknown = try pool.read { db in
+            try migrator.hasBeenSuperseded(db) ? try migrator.appliedIdentifiers(db).subtracting(migrator.migrations) : []
+        }
+        guard unknown.isEmpty else { throw StoreError.newerSchema(path: path, migrations: unknown.sorted(), known: migrator.migrations.last ?? "none") }
+        try migrator.migrate(pool)
     }
 
     /// SQLite's default: the commit that takes the WAL past this many pages checkpoints.
@@ -116,6 +123,8 @@ public final class JobStore: Sendable {
         case corrupt(String)
         /// SQLite's own check of the file failed.
         case damagedFile(path: String, problems: [String])
+        /// The file was migrated by a newer coordinator than this one.
+        case newerSchema(path: String, migrations: [String], known: String)
 
         public var description: String {
             switch self {
@@ -123,6 +132,9 @@ public final class JobStore: Sendable {
                 "sweep '\(s)' was submitted before with other data in \(categories.joined(separator: ", ")): its results are "
                     + "from the files as they were; submit it under a new name (--name) to compute from the files as they are"
             case .corrupt(let what): "the state database is damaged: \(what)"
+            case .newerSchema(let path, let migrations, let known):
+                "\(path) was written by a newer psad-coordinator (schema \(migrations.joined(separator: ", ")); this one knows up to "
+                    + "\(known)): run the newer coordinator on it, or restore a backup taken before it"
             case .damagedFile(let path, let problems):
                 "\(path) is damaged (SQLite: \(problems.prefix(5).joined(separator: "; "))): the coordinator will not serve from it. "
                     + "Restore the last backup with `psad-coordinator restore BACKUP --state DIR` (the damaged file is kept beside it, renamed)"

@@ -251,6 +251,27 @@ import Shared
         #expect(next.inputs == ["input": ["x": String(repeating: "d", count: 64)]])
     }
 
+    /// A state a newer coordinator migrated is refused by name, untouched,
+    /// not served with statements of an older schema.
+    @Test func aStateFromANewerCoordinatorIsRefusedByName() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.url.appendingPathComponent("state.sqlite").path
+        do {
+            let newer = try JobStore(path: path)
+            try newer.pool.write { db in try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-future')") }
+        }
+        do {
+            _ = try JobStore(path: path)
+            Issue.record("opened a state of a newer schema")
+        } catch let error as JobStore.StoreError {
+            guard case .newerSchema(let named, let migrations, let known) = error else { throw error }
+            #expect(named == path && migrations == ["v99-future"] && known == StateSchema.migrator.migrations.last)
+            #expect("\(error)".contains("newer psad-coordinator"), "\(error)")
+        }
+        let pool = try DatabasePool(path: path)
+        #expect(try pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }.contains("v99-future"))
+    }
+
     /// The statements a result runs find their rows through an index:
     /// none scans a table whose size is the sweep's (in a 94,500-evaluation
     /// state each metric's scan of the evaluations took 12-19 ms).
