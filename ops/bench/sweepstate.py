@@ -54,6 +54,12 @@ class State:
             raise SystemExit(f"{path}: no state.sqlite here (expected a state directory, e.g. state/benchmark)")
         self.path = path
         self.db = sqlite3.connect(f"file:{path}/state.sqlite?mode=ro", uri=True)
+        # Schema v14 names the job in job_output by its integer id; a state no
+        # coordinator of v14 has opened yet still names it by key.
+        if any(column[1] == "id" for column in self.db.execute("pragma table_info(job)")):
+            self.outputs_sql = "select o.name, o.hash from job_output o join job on job.id = o.job where job.key=? and o.name like ?"
+        else:
+            self.outputs_sql = "select name, hash from job_output where job=? and name like ?"
 
     def blob(self, digest):
         row = self.db.execute("select data from small_blob where hash=?", (digest,)).fetchone()
@@ -61,13 +67,7 @@ class State:
 
     def outputs(self, job, like="%"):
         """{name: hash} of a job's outputs whose name matches the SQL pattern."""
-        # Schema v14 names the job in job_output by its integer id; a state no
-        # coordinator of v14 has opened yet still names it by key.
-        if any(column[1] == "id" for column in self.db.execute("pragma table_info(job)")):
-            sql = "select o.name, o.hash from job_output o join job on job.id = o.job where job.key=? and o.name like ?"
-        else:
-            sql = "select name, hash from job_output where job=? and name like ?"
-        return dict(self.db.execute(sql, (job, like)))
+        return dict(self.db.execute(self.outputs_sql, (job, like)))
 
     def json_output(self, job, name):
         return json.loads(self.blob(self.outputs(job, name)[name]))
