@@ -83,6 +83,11 @@ public final class CoordinatorServer {
         try store.resetDeadlines(now: now, grace: 2 * settings.leaseSeconds, longestBackoff: settings.backoff.longest)
         // Checkpoints beside the serving thread (the writer connection checkpoints by itself only past a fallback).
         try store.setWriterCheckpointPages(BackgroundCheckpoints.writerFallbackPages)
+        do {
+            try store.reserveWAL(pages: BackgroundCheckpoints.writerFallbackPages)
+        } catch {
+            logger.warning("the WAL file was not extended ahead; commits extend it as they go", metadata: ["error": "\(error)"])
+        }
         let checkpoints = try BackgroundCheckpoints(path: store.path, interval: settings.checkpointSeconds, logger: logger)
         defer {
             checkpoints.stop()

@@ -38,4 +38,41 @@ import TestSupport
         let rows = try store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM small_blob") }
         #expect(rows == 400)
     }
+
+    /// The zeros the serving coordinator writes ahead into the WAL
+    /// (``JobStore/reserveWAL(pages:)``) end the log for SQLite: the
+    /// commits before and after them survive a crash (the files copied as
+    /// they lie, without the shared-memory index, and opened afresh), and
+    /// the commits after them write over the zeros rather than past them.
+    @Test func aReservedWALKeepsEveryCommitAcrossACrash() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.url.appendingPathComponent("state.sqlite").path
+        let store = try JobStore(path: path)
+        try store.setWriterCheckpointPages(BackgroundCheckpoints.writerFallbackPages)
+        func insert(_ range: Range<Int>) throws {
+            for i in range {
+                try store.pool.write { db in
+                    try db.execute(sql: "INSERT INTO small_blob (hash, data) VALUES (?, ?)", arguments: ["\(i)", Data(repeating: UInt8(i % 256), count: 1000)])
+                }
+            }
+        }
+        try insert(0..<50)
+        let grown = try Self.fileSize(path + "-wal")
+        let pages = 400, want = 32 + pages * (24 + 4096)
+        #expect(grown < want)
+        #expect(try store.reserveWAL(pages: pages) == want - grown)
+        #expect(try Self.fileSize(path + "-wal") == want)
+        #expect(try store.reserveWAL(pages: pages) == 0)
+        try insert(50..<100)
+        // Fifty one-row commits after the first fifty fit the reserved room.
+        #expect(try Self.fileSize(path + "-wal") == want)
+        let crashed = try TemporaryDirectory()
+        for suffix in ["", "-wal"] {
+            try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed.url.appendingPathComponent("state.sqlite" + suffix).path)
+        }
+        let reopened = try JobStore(path: crashed.url.appendingPathComponent("state.sqlite").path)
+        let rows = try reopened.pool.read { db in try Row.fetchAll(db, sql: "SELECT hash, data FROM small_blob ORDER BY CAST(hash AS INTEGER)") }
+        #expect(rows.count == 100)
+        #expect(rows.enumerated().allSatisfy { i, row in row["hash"] == "\(i)" && row["data"] == Data(repeating: UInt8(i % 256), count: 1000) })
+    }
 }
