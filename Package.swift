@@ -39,6 +39,8 @@ let package = Package(
             providers: [.apt(["libzmq3-dev"])]),
         // glibc's mallopt (Compute.retainFreedMemory).
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // SQLite's process-wide configuration (sqlite3_config is variadic): the same libsqlite3 GRDB links.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // Owns every libpng call, so libpng's longjmp never crosses a Swift frame.
         .target(
             name: "CPNG", path: "Sources/CPNG",
@@ -54,7 +56,7 @@ let package = Package(
         .target(name: "Shared", dependencies: ["AtomicWrite", "CZeroMQ", .product(name: "Crypto", package: "swift-crypto"),
                                               .product(name: "Logging", package: "swift-log"), "Yams"]),
         // The coordinator's state: the SQLite DAG, leases, attempts, results.
-        .target(name: "Scheduler", dependencies: ["Shared", .product(name: "GRDB", package: "GRDB.swift"),
+        .target(name: "Scheduler", dependencies: ["Shared", "CSQLite", .product(name: "GRDB", package: "GRDB.swift"),
                                                  .product(name: "Logging", package: "swift-log")]),
         // A sweep's HTML report (and CSV/JSON) from the database and the artifacts the stages wrote.
         .target(name: "Report", dependencies: ["AtomicWrite", "Scheduler", "Shared", "Vision"]),

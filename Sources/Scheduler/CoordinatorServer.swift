@@ -57,6 +57,7 @@ public final class CoordinatorServer {
     public init(stateDirectory: URL, settings: Settings, logger: Logger) throws {
         self.stateDirectory = stateDirectory
         lock = try StateLock(directory: stateDirectory)
+        SQLiteSettings.disableMemoryStatistics()
         store = try JobStore.openChecked(path: stateDirectory.appendingPathComponent("state.sqlite").path)
         artifacts = try ArtifactStore(root: stateDirectory)
         self.settings = settings
