@@ -10,7 +10,7 @@ import Testing
     @Test(arguments: ["default.json", "demo.json", "ablations.json", "diagnostic.json", "paper.yaml",
                       "benchmark.json", "unet.json", "unet-long.json", "quirks.json", "loco.json", "loco-quick.json",
                       "finetune.json", "varied.json", "fidelity.json", "tta.json", "varied-tta.json", "third.json", "third-seeds.json",
-                      "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "reuse-combine.json",
+                      "combine.json", "varied-combine.json", "third-combine.json", "varied-unet.json", "varied-unet-rest.json", "reuse-combine.json",
                       "varied-reuse-combine.json", "default-reuse.json", "fourth.json", "instances.json", "varied-instances.json",
                       "third-instances.json", "loco-defaults.json", "loco-varied.json", "segment-backbone.json",
                       "varied-segment-backbone.json", "reference-statistic.json", "varied-reference-statistic.json",
