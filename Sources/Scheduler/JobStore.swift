@@ -54,11 +54,24 @@ public final class JobStore: Sendable {
     /// 0 when the file is that large already, or when they would take more
     /// than a quarter of the volume's free space. A write that fails throws
     /// and leaves the file as it was, valid frames untouched.
+    ///
+    /// It holds the database's write lock meanwhile (an empty immediate
+    /// transaction), so no connection, of this process or another (a
+    /// `submit` beside `serve`), appends frames where the zeros go.
     @discardableResult
     func reserveWAL(pages: Int) throws -> Int {
-        let pageSize = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA page_size") } ?? 4096
-        let want = 32 + pages * (24 + pageSize)
-        let wal = path + "-wal"
+        var added = 0
+        try pool.writeWithoutTransaction { db in
+            try db.inTransaction(.immediate) {
+                let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                added = try Self.extendWAL(path + "-wal", to: 32 + pages * (24 + pageSize))
+                return .commit
+            }
+        }
+        return added
+    }
+
+    private static func extendWAL(_ wal: String, to want: Int) throws -> Int {
         let descriptor = open(wal, O_WRONLY | O_CLOEXEC)
         // No WAL file yet: SQLite creates it at the first write.
         guard descriptor >= 0 else { return 0 }

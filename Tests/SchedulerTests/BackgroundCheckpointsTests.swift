@@ -75,4 +75,40 @@ import TestSupport
         #expect(rows.count == 100)
         #expect(rows.enumerated().allSatisfy { i, row in row["hash"] == "\(i)" && row["data"] == Data(repeating: UInt8(i % 256), count: 1000) })
     }
+
+    /// The reservation waits for another connection's write transaction
+    /// (here one that another process's `submit` would hold) and writes no
+    /// zeros meanwhile: that transaction's frames, appended at its commit,
+    /// are not zeroed after it.
+    @Test func theWALIsReservedOnlyUnderTheWriteLock() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.url.appendingPathComponent("state.sqlite").path
+        let store = try JobStore(path: path)
+        try store.setWriterCheckpointPages(BackgroundCheckpoints.writerFallbackPages)
+        try store.pool.write { db in try db.execute(sql: "INSERT INTO small_blob (hash, data) VALUES ('first', x'01')") }
+        let other = try DatabaseQueue(path: path)
+        let before = try Self.fileSize(path + "-wal")
+        let reserved = DispatchSemaphore(value: 0)
+        try other.writeWithoutTransaction { db in
+            try db.execute(sql: "BEGIN IMMEDIATE")
+            Thread.detachNewThread {
+                _ = try? store.reserveWAL(pages: 400)
+                reserved.signal()
+            }
+            #expect(reserved.wait(timeout: .now() + 0.5) == .timedOut, "reserved while another connection held the write lock")
+            #expect(try Self.fileSize(path + "-wal") == before)
+            for i in 0..<20 {
+                try db.execute(sql: "INSERT INTO small_blob (hash, data) VALUES (?, ?)", arguments: ["\(i)", Data(repeating: 7, count: 3000)])
+            }
+            try db.execute(sql: "COMMIT")
+        }
+        #expect(reserved.wait(timeout: .now() + 30) == .success)
+        #expect(try Self.fileSize(path + "-wal") == 32 + 400 * (24 + 4096))
+        let crashed = try TemporaryDirectory()
+        for suffix in ["", "-wal"] {
+            try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed.url.appendingPathComponent("state.sqlite" + suffix).path)
+        }
+        let reopened = try JobStore(path: crashed.url.appendingPathComponent("state.sqlite").path)
+        #expect(try reopened.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM small_blob") } == 21)
+    }
 }
