@@ -11,6 +11,14 @@ import TestSupport
         try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
     }
 
+    /// The database and its WAL copied as they lie (no shared-memory index, as after a crash) and opened afresh.
+    static func reopenedAfterACrash(_ path: String, in crashed: TemporaryDirectory) throws -> JobStore {
+        for suffix in ["", "-wal"] {
+            try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed.url.appendingPathComponent("state.sqlite" + suffix).path)
+        }
+        return try JobStore(path: crashed.url.appendingPathComponent("state.sqlite").path)
+    }
+
     /// Commits the writer would leave in the WAL (under its fallback) reach
     /// the database file through the background thread, and stop() waits
     /// for the thread.
@@ -67,10 +75,7 @@ import TestSupport
         // Fifty one-row commits after the first fifty fit the reserved room.
         #expect(try Self.fileSize(path + "-wal") == want)
         let crashed = try TemporaryDirectory()
-        for suffix in ["", "-wal"] {
-            try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed.url.appendingPathComponent("state.sqlite" + suffix).path)
-        }
-        let reopened = try JobStore(path: crashed.url.appendingPathComponent("state.sqlite").path)
+        let reopened = try Self.reopenedAfterACrash(path, in: crashed)
         let rows = try reopened.pool.read { db in try Row.fetchAll(db, sql: "SELECT hash, data FROM small_blob ORDER BY CAST(hash AS INTEGER)") }
         #expect(rows.count == 100)
         #expect(rows.enumerated().allSatisfy { i, row in row["hash"] == "\(i)" && row["data"] == Data(repeating: UInt8(i % 256), count: 1000) })
@@ -105,10 +110,7 @@ import TestSupport
         #expect(reserved.wait(timeout: .now() + 30) == .success)
         #expect(try Self.fileSize(path + "-wal") == 32 + 400 * (24 + 4096))
         let crashed = try TemporaryDirectory()
-        for suffix in ["", "-wal"] {
-            try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed.url.appendingPathComponent("state.sqlite" + suffix).path)
-        }
-        let reopened = try JobStore(path: crashed.url.appendingPathComponent("state.sqlite").path)
+        let reopened = try Self.reopenedAfterACrash(path, in: crashed)
         #expect(try reopened.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM small_blob") } == 21)
     }
 }
