@@ -15,7 +15,8 @@ import Testing
                       "third-instances.json", "loco-defaults.json", "loco-varied.json", "segment-backbone.json",
                       "varied-segment-backbone.json", "reference-statistic.json", "varied-reference-statistic.json",
                       "third-reference-statistic.json", "varied-tta8.json", "varied-image-size.json", "third-image-size.json",
-                      "varied-image-size-seed1.json", "varied-image-size-seeds12.json", "third-image-size-seeds12.json"])
+                      "varied-image-size-seed1.json", "varied-image-size-seeds12.json", "third-image-size-seeds12.json",
+                      "image-size.json", "image-size-seeds12.json"])
     func shippedSweepParses(_ name: String) throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent(name))
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
