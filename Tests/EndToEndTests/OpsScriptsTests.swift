@@ -11,7 +11,12 @@ import Vision
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// Runs a script with extra environment; its status and output (stdout and stderr).
-    static func script(_ path: String, _ environment: [String: String], signal: (Process) -> Void = { _ in }) throws -> (status: Int32, output: String) {
+    /// Runs an ops script to its end, its output and status returned. With
+    /// `killAfter`, a script still running that many seconds after it
+    /// started is killed (status 9), so that one which does not stop fails
+    /// its test rather than hanging the run.
+    static func script(_ path: String, _ environment: [String: String], killAfter: Double? = nil,
+                       signal: (Process) -> Void = { _ in }) throws -> (status: Int32, output: String) {
         let p = Process()
         // Through a shell whose SIGTERM is unblocked and default, as under slurmstepd or systemd.
         // Started straight from the test runner, the script's `trap ... TERM` never ran (seen:
@@ -31,8 +36,15 @@ import Vision
         let handle = try FileHandle(forWritingTo: log)
         p.standardOutput = handle
         p.standardError = handle
+        let exited = DispatchSemaphore(value: 0)
+        p.terminationHandler = { _ in exited.signal() }
+        let started = DispatchTime.now()
         try p.run()
         signal(p)
+        if let killAfter, exited.wait(timeout: started + killAfter) == .timedOut {
+            // Still our unreaped child, so the pid is still this script's.
+            kill(p.processIdentifier, SIGKILL)
+        }
         p.waitUntilExit()
         return (p.terminationStatus, try String(contentsOf: log, encoding: .utf8))
     }
@@ -85,6 +97,64 @@ import Vision
         #expect(run.output.contains("sweep gone did not finish: ") && run.output.contains("1 preprocess dead")
                 && run.output.contains("1 evaluate blocked") && run.output.contains("missing split folder train/good"), "\(run.output)")
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("reports/gone/report.html").path))
+    }
+
+    /// The sweep of `SWEEP`'s file is the one watched, reported and stopped
+    /// for, even when a later sweep was submitted to the state directory;
+    /// and that other sweep's job is ready afterwards (handed back when it
+    /// had started), not left leased to expire at the next start, an
+    /// attempt spent at each stop.
+    @Test func runSweepWatchesItsFilesSweepAndHandsBackTheRest() throws {
+        let dir = try TemporaryDirectory()
+        let state = dir.url.appendingPathComponent("state")
+        let older = dir.url.appendingPathComponent("older.json"), newer = dir.url.appendingPathComponent("newer.json")
+        try #"{"name": "older", "priority": 1, "max_attempts": 1, "diagnostic": {"jobs": 2, "seconds": 1}}"#.write(to: older, atomically: false, encoding: .utf8)
+        try #"{"name": "newer", "max_attempts": 1, "diagnostic": {"jobs": 1, "seconds": 30}}"#.write(to: newer, atomically: false, encoding: .utf8)
+        for file in [older, newer] {
+            let submitted = try runProgram(Cluster.binaries.appendingPathComponent("psad-coordinator").path, ["submit", file.path, "--state", state.path])
+            #expect(submitted.status == 0, "\(submitted.output)")
+        }
+        let run = try Self.script("ops/run-sweep", ["BIN": Cluster.binaries.path, "STATE": state.path, "SWEEP": older.path, "WORKERS": "1"],
+                                  killAfter: 120)
+        #expect(run.output.contains("sweep older (priority 1): 2/2 done") && !run.output.contains("sweep newer: "), "\(run.output)")
+        #expect(try Self.sweepStatus("newer", state: state)["counts"] as? [String: [String: Int]] == ["diagnostic": ["ready": 1]])
+    }
+
+    /// A SIGTERM to `run-sweep` stops it at once (not when the sweep ends),
+    /// and its workers hand their running stage back before the coordinator
+    /// stops: the job is ready again with no attempt spent.
+    @Test func runSweepStoppedMidStageHandsTheStageBack() throws {
+        let dir = try TemporaryDirectory()
+        let state = dir.url.appendingPathComponent("state"), sweep = dir.url.appendingPathComponent("long.json")
+        try #"{"name": "long", "max_attempts": 1, "diagnostic": {"jobs": 1, "seconds": 60}}"#.write(to: sweep, atomically: false, encoding: .utf8)
+        var signalled = Date.distantFuture
+        let run = try Self.script("ops/run-sweep", ["BIN": Cluster.binaries.path, "STATE": state.path, "SWEEP": sweep.path, "WORKERS": "1"],
+                                  killAfter: 120) { p in
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                // Read once the coordinator serves (it makes the database).
+                let serving = (try? String(contentsOf: state.appendingPathComponent("serve.out"), encoding: .utf8))?.hasPrefix("serving") == true
+                let counts = serving ? (try? Self.sweepStatus("long", state: state))?["counts"] as? [String: [String: Int]] : nil
+                if counts?["diagnostic"]?["leased"] == 1 { break }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            signalled = Date()
+            p.terminate()
+        }
+        #expect(run.status == 143, "\(run.output)")
+        #expect(Date().timeIntervalSince(signalled) < 30, "\(run.output)")
+        let status = try Self.sweepStatus("long", state: state)
+        #expect(status["counts"] as? [String: [String: Int]] == ["diagnostic": ["ready": 1]], "\(status)")
+        #expect(status["attempts"] as? [String: Int] == ["handed-back": 1], "\(status)")
+    }
+
+    /// One sweep's `status --json` object, read from the state directory.
+    static func sweepStatus(_ name: String, state: URL) throws -> [String: Any] {
+        let (status, output) = try runProgram(Cluster.binaries.appendingPathComponent("psad-coordinator").path,
+                                              ["status", name, "--json", "--state", state.path])
+        guard status == 0, let list = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]], let first = list.first
+        else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSDebugDescriptionErrorKey: "status \(name): \(output)"]) }
+        return first
     }
 
     /// A nightly that did not finish every job (here its preprocess dies) is
