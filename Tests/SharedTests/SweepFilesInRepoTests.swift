@@ -22,7 +22,7 @@ import Testing
         #expect(!SweepExpander.expand(sweep).jobs.isEmpty)
     }
 
-    /// The paper's sweep: five LOCO categories at 512 px, the reference's backbone per stage, every loss
+    /// The paper's sweep: five LOCO categories at 512 px, the reference's backbone per stage, its encoder fine-tuned, every loss
     /// set, memory type, scale type and less-data fraction; cheap evaluate jobs share few expensive ones.
     @Test func thePaperSweepHasTheReferenceSettings() throws {
         let sweep = try Sweep.load(Self.folder.appendingPathComponent("paper.yaml"))
@@ -35,6 +35,8 @@ import Testing
         // 3 x 4 x 2 bank-fit; x 7 memory x 3 scale types evaluate.
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.allSatisfy { $0.parameters["backbone"] == .string("wide_resnet101_2") })
         #expect(plan.jobs.filter { $0.kind == .bankFit }.allSatisfy { $0.parameters["backbone"] == .string("resnet101") })
+        // The reference trains every encoder weight with the head.
+        #expect(sweep.grid.finetunes == [.all] && plan.jobs.filter { $0.kind == .segmentTrain }.allSatisfy { $0.parameters["finetune"] == .string("all") })
         #expect(plan.jobs.filter { $0.kind == .patchFeatures }.count == 5 * 4)
         #expect(plan.jobs.filter { $0.kind == .segmentTrain }.count == 5 * 3)
         #expect(plan.jobs.filter { $0.kind == .bankFit }.count == 5 * 24)
