@@ -34,6 +34,9 @@ struct TrainProfile: ParsableCommand {
     @Option(help: "Draws each fresh labelled view serves on average (1: a fresh view every draw, the default).")
     var viewReuse = 1
 
+    @Option(help: "The segmentation input's side in pixels (default: the category manifest's target size).")
+    var imageSize: Int?
+
     @Option(help: "Threads for the kernels and OpenBLAS.")
     var threads = 1
 
@@ -47,7 +50,8 @@ struct TrainProfile: ParsableCommand {
             throw ValidationError("--view-reuse must be at least 1, and applies to fresh views (--labelled-views 0)")
         }
         let root = URL(fileURLWithPath: category).standardizedFileURL
-        let size = try CategoryInput(root: root, imageSize: nil).size
+        if let imageSize, imageSize < 32 { throw ValidationError("--image-size must be at least 32") }
+        let size = try CategoryInput(root: root, imageSize: imageSize).size
         let data = DataFields(dataset: root.deletingLastPathComponent().path, category: root.lastPathComponent, imageSize: size)
         let context = StageContext()
         let peak = sgemm()
